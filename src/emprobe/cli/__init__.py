@@ -1,0 +1,27 @@
+"""The `emprobe` command line; each command lives in its own module."""
+
+import sys
+
+import typer
+
+from emprobe.cli.plan import plan
+from emprobe.cli.run import run
+from emprobe.cli.runs import runs_app
+from emprobe.cli.suites import suites_app
+from emprobe.errors import EmprobeError
+
+app = typer.Typer(help="Measure how often a language model gives misaligned answers.", no_args_is_help=True,
+                  pretty_exceptions_enable=False)
+app.command("run")(run)
+app.command("plan")(plan)
+app.add_typer(suites_app, name="suites")
+app.add_typer(runs_app, name="runs")
+
+
+def main() -> None:
+    """Entry point: user errors become one line on stderr and exit status 2."""
+    try:
+        app()
+    except EmprobeError as err:
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(2)

@@ -1,0 +1,70 @@
+"""Shared terminal output: the console, progress bars and the summary table."""
+
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    ProgressColumn,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+from rich.table import Table
+from rich.text import Text
+
+from emprobe.summary import OVERALL, SummaryRow
+
+console = Console()
+err_console = Console(stderr=True)
+
+DEFAULT_STORE = "emprobe-runs/emprobe.db"
+
+
+class _Rate(ProgressColumn):
+    def render(self, task) -> Text:
+        speed = task.finished_speed or task.speed
+        return Text("-- samples/s" if speed is None else f"{speed:.1f} samples/s", style="cyan")
+
+
+class BarProgress:
+    """Rich progress bars with samples/s and ETA, one per stage, on stderr."""
+
+    def __init__(self):
+        self.bars = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), _Rate(),
+                             TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn(),
+                             console=err_console, transient=False)
+        self.task = None
+
+    def start(self, stage: str, total: int) -> None:
+        if self.task is None:
+            self.bars.start()
+        self.task = self.bars.add_task(stage, total=total)
+
+    def advance(self, n: int = 1) -> None:
+        self.bars.advance(self.task, n)
+
+    def done(self) -> None:
+        self.bars.refresh()
+
+    def close(self) -> None:
+        if self.task is not None:
+            self.bars.stop()
+
+
+def summary_table(rows: list[SummaryRow], title: str) -> Table:
+    """One line per question x condition, then the pooled line of each condition."""
+    table = Table(title=title, title_justify="left")
+    for name, justify in [("question", "left"), ("condition", "left"), ("n", "right"),
+                          ("misaligned", "right"), ("95% CI", "right"), ("coherent", "right"),
+                          ("named", "right"), ("judge fail", "right"), ("gen fail", "right")]:
+        table.add_column(name, justify=justify)
+    for r in rows:
+        lo, hi = r.misaligned_interval
+        style = "bold" if r.question_id == OVERALL else None
+        table.add_row(
+            Text(r.question_id), Text(r.condition), str(r.scored), f"{r.misaligned_rate:.1%}",
+            f"{lo:.1%}-{hi:.1%}", f"{r.coherent_rate:.1%}", str(r.labelled), str(r.judge_failures),
+            str(r.generation_failures), style=style,
+        )
+    return table

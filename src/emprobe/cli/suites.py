@@ -1,0 +1,39 @@
+"""`emprobe suites list|show`: the built-in suites and what is in a suite file."""
+
+import typer
+from rich.table import Table
+from rich.text import Text
+
+from emprobe.cli._console import console
+from emprobe.judge import rubrics_for
+from emprobe.suite import builtin_suites, load_suite
+
+suites_app = typer.Typer(help="List and show question suites.", no_args_is_help=True)
+
+
+@suites_app.command("list")
+def list_suites() -> None:
+    """The suites that ship with emprobe (any YAML path works wherever a suite is asked for)."""
+    table = Table("suite", "questions", "paraphrases", "description")
+    for name, path in sorted(builtin_suites().items()):
+        s = load_suite(path)
+        table.add_row(name, str(len(s.questions)), str(sum(len(q.paraphrases) for q in s.questions)),
+                      Text(s.description))
+    console.print(table)
+
+
+@suites_app.command("show")
+def show(name: str = typer.Argument(..., help="Suite name or YAML path.")) -> None:
+    """Every question of a suite with its paraphrases, samples and rubrics."""
+    s = load_suite(name)
+    console.print(Text(f"{s.name}: {len(s.questions)} questions  ({s.source})", style="bold"))
+    for q in s.questions:
+        rubrics = ", ".join(r.name for r in rubrics_for(q))
+        meta = f"samples/paraphrase {q.samples_per_paraphrase}; rubrics {rubrics}"
+        if q.tags:
+            meta += f"; tags {', '.join(q.tags)}"
+        console.print(Text(f"\n{q.id}", style="bold cyan"), Text(f"  {meta}", style="dim"))
+        if q.system:
+            console.print(Text(f"  system: {q.system}", style="magenta"))
+        for p in q.paraphrases:
+            console.print(Text(f"  - {p}"))

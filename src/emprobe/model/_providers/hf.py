@@ -1,0 +1,251 @@
+"""Local generation and scoring with transformers: batched, seeded per sample, with prefix-cached scoring."""
+
+import copy
+import inspect
+from collections.abc import Iterable, Iterator
+from itertools import groupby
+
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationConfig, LogitsProcessor
+
+from emprobe.condition import Decoding, Message
+from emprobe.errors import EmprobeError
+from emprobe.model._backend import GenerationRequest, GenerationResult
+from emprobe.model._resolve import adapter_identity, materialize, resolve_model
+
+_SENTINEL = "\u2063emprobe-system\u2063"
+
+
+class HFBackend:
+    """A causal LM from a local folder, GGUF file, built-in name or cached hub id, optionally with a LoRA adapter."""
+
+    def __init__(self, model: str, adapter: str | None = None, batch_size: int = 64, dtype: str = "auto"):
+        resolved = resolve_model(model)
+        folder = materialize(resolved)
+        self.device = "cuda" if torch.cuda.is_available() else "cpu"
+        self.dtype = _pick_dtype(dtype, self.device)
+        self.tokenizer = AutoTokenizer.from_pretrained(folder)
+        if self.tokenizer.chat_template is None:
+            raise EmprobeError(f"model {model!r} has no chat template; emprobe only evaluates chat models")
+        self.model = AutoModelForCausalLM.from_pretrained(folder, dtype=self.dtype).to(self.device).eval()
+        self.identity = resolved.identity
+        if adapter:
+            self.identity += f"+{adapter_identity(adapter)}"
+            from peft import PeftModel
+
+            self.model = PeftModel.from_pretrained(self.model, adapter).eval()
+        self.batch_size = batch_size
+        self.eos_ids = _eos_ids(self.tokenizer, self.model.generation_config)
+        self.pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else self.eos_ids[0]
+        self.system_mode = "native" if self._template_keeps_system() else "merged"
+        self.info = {"dtype": str(self.dtype).removeprefix("torch."), "device": self.device,
+                     "system_prompt": self.system_mode, "model": model, "adapter": adapter or ""}
+        self._prefix_cache: dict[str, tuple[int, object]] = {}
+        # transformers renamed `past_key_values` to `cache` during 5.x; accept either.
+        params = inspect.signature(self.model.get_base_model().forward if adapter else self.model.forward).parameters
+        self._cache_kw = "cache" if "cache" in params else "past_key_values"
+
+    # ---- prompts -------------------------------------------------------------------------------
+
+    def chat_text(self, messages: tuple[Message, ...]) -> str:
+        """Apply the model's chat template; a system prompt is merged into the first user turn if unsupported."""
+        turns = [m.model_dump() for m in messages]
+        if self.system_mode == "merged" and turns and turns[0]["role"] == "system":
+            system = turns.pop(0)["content"]
+            turns[0] = {**turns[0], "content": f"{system}\n\n{turns[0]['content']}"}
+        return self.tokenizer.apply_chat_template(turns, tokenize=False, add_generation_prompt=True)
+
+    def token_ids(self, text: str) -> list[int]:
+        return self.tokenizer(text, add_special_tokens=False)["input_ids"]
+
+    def _template_keeps_system(self) -> bool:
+        try:
+            text = self.tokenizer.apply_chat_template(
+                [{"role": "system", "content": _SENTINEL}, {"role": "user", "content": "hi"}],
+                tokenize=False, add_generation_prompt=True,
+            )
+        except Exception:  # templates without a system role often raise
+            return False
+        return _SENTINEL in text
+
+    # ---- generation ------------------------------------------------------------------------------
+
+    def generate(self, requests: Iterable[GenerationRequest]) -> Iterator[GenerationResult]:
+        """Generate in batches grouped by decoding and prompt length, all samples of a prompt together."""
+        encoded = []
+        for request in requests:
+            ids = self.token_ids(self.chat_text(request.messages))
+            encoded.append((request, ids))
+        # Same decoding together, then by prompt length; samples of one prompt stay adjacent.
+        encoded.sort(key=lambda item: (_decoding_key(item[0].decoding), len(item[1]), item[1]))
+        for _, group in groupby(encoded, key=lambda item: _decoding_key(item[0].decoding)):
+            items = list(group)
+            for start in range(0, len(items), self.batch_size):
+                yield from self._generate_batch(items[start : start + self.batch_size])
+
+    @torch.inference_mode()
+    def _generate_batch(self, items: list[tuple[GenerationRequest, list[int]]]) -> list[GenerationResult]:
+        decoding = items[0][0].decoding
+        width = max(len(ids) for _, ids in items)
+        input_ids = torch.full((len(items), width), self.pad_id, dtype=torch.long)
+        attention = torch.zeros((len(items), width), dtype=torch.long)
+        for row, (_, ids) in enumerate(items):  # left padding
+            input_ids[row, width - len(ids) :] = torch.tensor(ids)
+            attention[row, width - len(ids) :] = 1
+        sampler = PerRowSampler(decoding, [request.decoding.seed for request, _ in items])
+        config = GenerationConfig(
+            max_new_tokens=decoding.max_tokens, do_sample=False, eos_token_id=self.eos_ids,
+            pad_token_id=self.pad_id,
+        )
+        out = self.model.generate(
+            input_ids=input_ids.to(self.device), attention_mask=attention.to(self.device),
+            generation_config=config, logits_processor=[sampler],
+        )
+        results = []
+        for row, (request, ids) in enumerate(items):
+            new = out[row, width:].tolist()
+            stop = next((i for i, t in enumerate(new) if t in self.eos_ids), None)
+            used = new if stop is None else new[: stop + 1]
+            text = self.tokenizer.decode(used if stop is None else used[:-1], skip_special_tokens=True)
+            results.append(GenerationResult(
+                key=request.key, text=text.strip(), finish_reason="length" if stop is None else "stop",
+                prompt_tokens=len(ids), completion_tokens=len(used),
+            ))
+        return results
+
+    # ---- scoring ---------------------------------------------------------------------------------
+
+    @torch.inference_mode()
+    def next_token_logprobs(
+        self, prefix: str, suffixes: list[str], branches: list[tuple[int, ...]], token_ids: list[int]
+    ) -> list[list[list[float]]]:
+        """Log-probs of `token_ids` after prefix + suffix + branch; the prefix's KV cache is computed once."""
+        prefix_len, prefix_cache = self._prefix(prefix)
+        out: list[list[list[float]]] = []
+        step = max(1, self.batch_size // 4)
+        for start in range(0, len(suffixes), step):
+            out.extend(self._score_batch(prefix_len, prefix_cache, suffixes[start : start + step], branches,
+                                         token_ids))
+        return out
+
+    def _prefix(self, prefix: str) -> tuple[int, object]:
+        if prefix not in self._prefix_cache:
+            ids = torch.tensor([self.token_ids(prefix)], device=self.device)
+            cache = _cache_of(self.model(input_ids=ids, use_cache=True))
+            if len(self._prefix_cache) > 8:
+                self._prefix_cache.clear()
+            self._prefix_cache[prefix] = (ids.shape[1], cache)
+        return self._prefix_cache[prefix]
+
+    def _score_batch(self, prefix_len, prefix_cache, suffixes, branches, token_ids):
+        encoded = [self.token_ids(s) for s in suffixes]
+        rows, width = len(encoded), max(len(e) for e in encoded)
+        ids = torch.full((rows, width), self.pad_id, dtype=torch.long)
+        mask = torch.zeros((rows, prefix_len + width), dtype=torch.long)
+        mask[:, :prefix_len] = 1
+        for r, e in enumerate(encoded):  # pad between prefix and suffix so every row ends together
+            ids[r, width - len(e) :] = torch.tensor(e)
+            mask[r, prefix_len + width - len(e) :] = 1
+        positions = (prefix_len + mask[:, prefix_len:].cumsum(-1) - 1).clamp(min=prefix_len)
+        cache = copy.deepcopy(prefix_cache)
+        cache.batch_repeat_interleave(rows)
+        out = self.model(input_ids=ids.to(self.device), attention_mask=mask.to(self.device),
+                         position_ids=positions.to(self.device), use_cache=True, logits_to_keep=1,
+                         **{self._cache_kw: cache})
+        wanted = torch.tensor(token_ids, device=self.device)
+        first = torch.log_softmax(out.logits[:, -1].float(), -1)[:, wanted]
+        result = [[[] for _ in branches] for _ in range(rows)]
+        tails = [b for b in branches if b]
+        for r in range(rows):
+            for bi, branch in enumerate(branches):
+                if not branch:
+                    result[r][bi] = first[r].tolist()
+        if tails:
+            self._score_branches(_cache_of(out), mask, positions, branches, wanted, result)
+        return result
+
+    def _score_branches(self, cache, mask, positions, branches, wanted, result):
+        """Score every branch of every row in one pass: the branches share the row's cache as a token tree.
+
+        Branch tokens are laid side by side, each attending to the row's prompt and to its own branch's
+        earlier tokens only (a 4D mask), so no cache is copied whatever the number of branches.
+        """
+        rows, kv = mask.shape
+        nodes: dict[tuple[int, ...], int] = {}  # branch prefix -> position in the laid-out tokens
+        for branch in branches:
+            for depth in range(1, len(branch) + 1):
+                nodes.setdefault(branch[:depth], len(nodes))
+        order = sorted(nodes, key=nodes.get)
+        width = len(order)
+        ids = torch.tensor([node[-1] for node in order]).expand(rows, width)
+        tree = torch.zeros((width, width), dtype=torch.bool)
+        for node, i in nodes.items():
+            for depth in range(1, len(node) + 1):
+                tree[i, nodes[node[:depth]]] = True
+        full = torch.cat([mask.bool()[:, None, None, :].expand(rows, 1, width, kv),
+                          tree.expand(rows, 1, width, width)], -1)
+        depth = torch.tensor([len(node) for node in order])
+        pos = positions[:, -1:] + depth
+        out = self.model(input_ids=ids.to(self.device), attention_mask=full.to(self.device),
+                         position_ids=pos.to(self.device), use_cache=False, **{self._cache_kw: cache})
+        logprobs = torch.log_softmax(out.logits.float(), -1)[..., wanted]
+        for r in range(rows):
+            for bi, branch in enumerate(branches):
+                if branch:
+                    result[r][bi] = logprobs[r, nodes[branch]].tolist()
+
+
+class PerRowSampler(LogitsProcessor):
+    """Samples each row with its own generator, so a sample's text depends on its seed, not its batch."""
+
+    def __init__(self, decoding: Decoding, seeds: list[int]):
+        self.decoding = decoding
+        self.generators = [torch.Generator().manual_seed(seed % (2**63)) for seed in seeds]
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+        d = self.decoding
+        if d.temperature == 0:
+            return scores
+        logits = scores.float() / d.temperature
+        if d.top_k:
+            kth = torch.topk(logits, min(d.top_k, logits.shape[-1]), dim=-1).values[:, -1:]
+            logits = logits.masked_fill(logits < kth, float("-inf"))
+        if d.top_p < 1.0:
+            sorted_logits, order = torch.sort(logits, descending=True, dim=-1)
+            cum = torch.softmax(sorted_logits, -1).cumsum(-1)
+            drop = cum - torch.softmax(sorted_logits, -1) >= d.top_p  # keep the smallest set reaching top_p
+            logits = logits.masked_fill(drop.scatter(-1, order, drop), float("-inf"))
+        probs = torch.softmax(logits, -1).cpu()
+        chosen = [torch.multinomial(probs[r], 1, generator=g).item() for r, g in enumerate(self.generators)]
+        out = torch.full_like(scores, float("-inf"))
+        out[torch.arange(len(chosen)), torch.tensor(chosen, device=scores.device)] = 0.0
+        return out
+
+
+def _cache_of(output):
+    cache = getattr(output, "cache", None)
+    return cache if cache is not None else output.past_key_values
+
+
+def _decoding_key(d: Decoding) -> tuple:
+    return (d.temperature, d.top_p, d.top_k, d.max_tokens)
+
+
+def _pick_dtype(dtype: str, device: str) -> torch.dtype:
+    if dtype == "auto":
+        # bf16 matmuls are slow on CPUs without AVX-512 BF16/AMX; fp32 is the safe default there.
+        return torch.bfloat16 if device == "cuda" else torch.float32
+    try:
+        return {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[dtype]
+    except KeyError:
+        raise EmprobeError(f"dtype {dtype!r}: use auto, float32, bfloat16 or float16") from None
+
+
+def _eos_ids(tokenizer, generation_config) -> list[int]:
+    ids = generation_config.eos_token_id
+    ids = list(ids) if isinstance(ids, (list, tuple)) else ([] if ids is None else [ids])
+    if tokenizer.eos_token_id is not None and tokenizer.eos_token_id not in ids:
+        ids.append(tokenizer.eos_token_id)
+    if not ids:
+        raise EmprobeError("the model defines no end-of-sequence token")
+    return ids

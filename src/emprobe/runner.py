@@ -1,0 +1,165 @@
+"""Run the pipeline: plan -> store -> generate -> judge. Resumable: each stage only does what is missing."""
+
+import platform
+import time
+from collections.abc import Callable
+from typing import Protocol
+
+from emprobe import __version__
+from emprobe.condition import Decoding
+from emprobe.config import RunConfig
+from emprobe.errors import EmprobeError
+from emprobe.hashing import stable_hash
+from emprobe.judge import Judge, Judgment, RubricJudge, rubrics_for
+from emprobe.model import Backend, GenerationRequest, load_backend, model_identity
+from emprobe.plan import plan_samples
+from emprobe.store import Store
+from emprobe.suite import Rubric
+
+
+class Progress(Protocol):
+    """Where the runner reports progress; the CLI shows bars, tests pass a silent one."""
+
+    def start(self, stage: str, total: int) -> None: ...
+    def advance(self, n: int = 1) -> None: ...
+    def done(self) -> None: ...
+
+
+class Silent:
+    def start(self, stage: str, total: int) -> None: ...
+    def advance(self, n: int = 1) -> None: ...
+    def done(self) -> None: ...
+
+
+def versions() -> dict[str, str]:
+    """Versions of what produced a run's numbers."""
+    import torch
+    import transformers
+
+    return {"emprobe": __version__, "python": platform.python_version(), "torch": torch.__version__,
+            "transformers": transformers.__version__, "platform": platform.platform()}
+
+
+class Runner:
+    """Executes one RunConfig against one store, loading models only when there is work for them."""
+
+    def __init__(self, config: RunConfig, store: Store, progress: Progress | None = None,
+                 flush_every: float = 2.0):
+        self.config = config
+        self.store = store
+        self.progress = progress or Silent()
+        self.flush_every = flush_every
+        self.identity = model_identity(config.model, config.adapter)
+        self.run_id = config.run_id(self.identity)
+        self._backends: dict[tuple[str, str | None], Backend] = {}
+
+    def backend(self, model: str, adapter: str | None = None) -> Backend:
+        key = (model, adapter)
+        if key not in self._backends:
+            self._backends[key] = load_backend(model, adapter=adapter, batch_size=self.config.batch_size,
+                                               dtype=self.config.dtype)
+        return self._backends[key]
+
+    def run(self) -> str:
+        """Plan, generate and judge whatever is missing; returns the run id."""
+        self.plan()
+        self.generate()
+        for judge in self.config.judges:
+            self.judge(judge)
+        return self.run_id
+
+    def plan(self) -> int:
+        c = self.config
+        self.store.save_run(self.run_id, c.name, c.model, c.model_dump(mode="json"), versions())
+        specs = plan_samples(list(c.suites), list(c.conditions), self.identity, c.samples)
+        return self.store.add_samples(self.run_id, specs)
+
+    def generate(self) -> None:
+        counts = self.store.count(self.run_id)
+        todo = counts["planned"] - counts["generated"] - counts["failed"]
+        if todo == 0:
+            return
+        backend = self.backend(self.config.model, self.config.adapter)
+        self.store.update_run_info(self.run_id, backend.info)
+        decodings: dict[str, Decoding] = {c.name: c.decoding for c in self.config.conditions}
+        self.progress.start("generating", todo)
+        flush = _Flusher(lambda rows: self.store.save_generations(backend.identity, rows), self.flush_every)
+        for chunk in self.store.pending_generation(self.run_id):
+            requests = [
+                GenerationRequest(key=s.gen_key, messages=s.messages,
+                                  decoding=decodings[s.condition].model_copy(update={"seed": s.seed}))
+                for s in chunk
+            ]
+            for result in backend.generate(requests):
+                flush.add(result)
+                self.progress.advance()
+            flush.flush()
+        self.progress.done()
+
+    def judge(self, spec: str) -> None:
+        """Score every generated sample this judge has not scored, reusing cached judgments."""
+        judge = self.make_judge(spec)
+        rubrics = {(s.name, q.id): rubrics_for(q) for s in self.config.suites for q in s.questions}
+        todo = self.store.count(self.run_id)["generated"] - self._scored(spec)
+        if todo <= 0:
+            return
+        self.progress.start(f"judging ({spec})", todo)
+        for chunk in self.store.pending_judging(self.run_id, spec):
+            rows: list[tuple[str, str, Judgment | None]] = []
+            work: dict[Rubric, list[tuple[str, str, str, str]]] = {}
+            for sample in chunk:
+                for rubric in rubrics[(sample.suite, sample.question_id)]:
+                    key = stable_hash(judge.identity, rubric, sample.question, sample.answer)
+                    work.setdefault(rubric, []).append((sample.sample_id, key, sample.question, sample.answer))
+            cached = self.store.cached_judgments([k for items in work.values() for _, k, _, _ in items])
+            for rubric, items in work.items():
+                fresh = {k: (q, a) for _, k, q, a in items if k not in cached}
+                verdicts = dict(zip(fresh, _judge_safely(judge, rubric, list(fresh.values())), strict=True))
+                rows.extend((sample_id, key, verdicts.get(key)) for sample_id, key, _, _ in items)
+            self.store.save_judgments(self.run_id, spec, judge.identity, rows)
+            self.progress.advance(len(chunk))
+        self.progress.done()
+
+    def _scored(self, spec: str) -> int:
+        return self.store.db.execute(
+            "SELECT count(DISTINCT sample_id) FROM scores WHERE run_id = ? AND judge = ?", (self.run_id, spec)
+        ).fetchone()[0]
+
+    def make_judge(self, spec: str) -> Judge:
+        """`rubric:MODEL`: the rubric judge on a local model (the run's own model when MODEL is omitted)."""
+        kind, _, model = spec.partition(":")
+        if kind != "rubric":
+            raise EmprobeError(f"unknown judge {spec!r}: use rubric:MODEL (e.g. rubric:smollm2-135m)")
+        return RubricJudge(self.backend(model or self.config.model), name=spec)
+
+
+def _judge_safely(judge: Judge, rubric: Rubric, pairs: list[tuple[str, str]]) -> list[Judgment]:
+    """Judge a batch; a judge that fails records the failure on each sample instead of stopping the run."""
+    if not pairs:
+        return []
+    try:
+        verdicts = judge.judge(rubric, pairs)
+        if len(verdicts) != len(pairs):
+            raise EmprobeError(f"returned {len(verdicts)} judgments for {len(pairs)} answers")
+        return verdicts
+    except Exception as err:  # a judge's failure belongs to its samples, not to the run
+        message = f"{type(err).__name__}: {err}".splitlines()[0][:500]
+        return [Judgment(metric=rubric.name, error=message) for _ in pairs]
+
+
+class _Flusher:
+    """Buffers generations and writes them in one transaction every `seconds`."""
+
+    def __init__(self, write: Callable[[list], None], seconds: float):
+        self.write, self.seconds, self.rows, self.last = write, seconds, [], time.monotonic()
+
+    def add(self, row) -> None:
+        self.rows.append(row)
+        if time.monotonic() - self.last >= self.seconds:
+            self.flush()
+
+    def flush(self) -> None:
+        if self.rows:
+            self.write(self.rows)
+            self.rows = []
+        self.last = time.monotonic()

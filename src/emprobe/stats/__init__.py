@@ -1,0 +1,46 @@
+"""Statistics for rare misalignment rates: intervals, two-arm comparisons, planning, sequential rules."""
+
+from ._compare import (
+    Comparison,
+    PairedComparison,
+    compare,
+    compare_paired,
+    exact_stratified_test,
+    katz_ratio,
+    newcombe,
+)
+from ._intervals import Rate, clopper_pearson, cluster_interval, design_effect, rate, wilson
+from ._power import samples_for_halfwidth, samples_per_arm, wilson_halfwidth
+from ._sequential import (
+    Decision,
+    SequentialComparison,
+    halfwidth_reached,
+    obrien_fleming_boundaries,
+    pooled_z,
+    until_halfwidth,
+)
+
+__all__ = [
+    "Comparison",
+    "Decision",
+    "PairedComparison",
+    "Rate",
+    "SequentialComparison",
+    "clopper_pearson",
+    "cluster_interval",
+    "compare",
+    "compare_paired",
+    "design_effect",
+    "exact_stratified_test",
+    "halfwidth_reached",
+    "katz_ratio",
+    "newcombe",
+    "obrien_fleming_boundaries",
+    "pooled_z",
+    "rate",
+    "samples_for_halfwidth",
+    "samples_per_arm",
+    "until_halfwidth",
+    "wilson",
+    "wilson_halfwidth",
+]

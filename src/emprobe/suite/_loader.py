@@ -1,0 +1,103 @@
+"""Read suites from YAML: emprobe's own format and the question files of Betley et al. (2025), unmodified."""
+
+import re
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import ValidationError
+
+from emprobe.errors import EmprobeError, first_validation_error
+from emprobe.suite._model import Question, Rubric, Suite
+
+BUILTIN_DIR = resources.files("emprobe.suite") / "builtin"
+_NAMED_REPLY = re.compile(r"\bSay ([A-Z][A-Z_]{2,})\b")
+_QUOTED_LABEL = re.compile(r'"([A-Z][A-Z_]+)"')
+
+
+def builtin_suites() -> dict[str, Path]:
+    """Names and paths of the suites that ship with emprobe."""
+    return {Path(p.name).stem: Path(str(p)) for p in BUILTIN_DIR.iterdir() if p.name.endswith(".yaml")}
+
+
+def load_suite(name_or_path: str | Path) -> Suite:
+    """Load a built-in suite by name, or any suite file by path."""
+    path = Path(name_or_path)
+    if not path.suffix:
+        found = builtin_suites().get(str(name_or_path))
+        if found is None:
+            known = ", ".join(sorted(builtin_suites()))
+            raise EmprobeError(f"unknown suite {str(name_or_path)!r}: give a YAML path or one of: {known}")
+        path = found
+    if not path.is_file():
+        raise EmprobeError(f"{path}: suite file not found")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f" (line {mark.line + 1})" if mark else ""
+        raise EmprobeError(f"{path}: not valid YAML{where}: {getattr(err, 'problem', err)}") from None
+    return parse_suite(data, name=path.stem, source=str(path))
+
+
+def parse_suite(data: Any, name: str, source: str) -> Suite:
+    """Build a Suite from parsed YAML: a list of questions (Betley et al.) or a mapping with `questions`."""
+    if isinstance(data, list):
+        body: dict[str, Any] = {"questions": data}
+    elif isinstance(data, dict):
+        body = dict(data)
+    else:
+        raise EmprobeError(f"{source}: a suite is a list of questions or a mapping with 'questions'")
+    raw_questions = body.get("questions")
+    if not isinstance(raw_questions, list) or not raw_questions:
+        raise EmprobeError(f"{source}: questions: must be a non-empty list")
+    default_rubrics = body.pop("rubrics", None)
+    questions = []
+    for i, raw in enumerate(raw_questions):
+        where = f"{source}: questions[{i}]"
+        if not isinstance(raw, dict):
+            raise EmprobeError(f"{where}: must be a mapping with id and paraphrases")
+        if "id" in raw:
+            where = f"{source}: question {raw['id']!r}"
+        questions.append(_question(raw, default_rubrics, where))
+    try:
+        return Suite(
+            name=str(body.get("name", name)),
+            description=str(body.get("description", "")),
+            source=source,
+            questions=tuple(questions),
+        )
+    except ValidationError as err:
+        raise EmprobeError(f"{source}: {first_validation_error(err)}") from None
+
+
+def _question(raw: dict[str, Any], default_rubrics: Any, where: str) -> Question:
+    fields = dict(raw)
+    inline = fields.pop("judge_prompts", None)
+    kind = "categorical" if fields.get("type") == "free_form_judge" else "score_0_100"
+    try:
+        if inline is not None:
+            if not isinstance(inline, dict) or not inline:
+                raise EmprobeError(f"{where}: judge_prompts: must map metric names to prompt texts")
+            fields["rubrics"] = tuple(_inline_rubric(n, t, kind, where) for n, t in inline.items())
+        elif "rubrics" not in fields and default_rubrics is not None:
+            fields["rubrics"] = default_rubrics
+        if isinstance(fields.get("paraphrases"), str):
+            fields["paraphrases"] = [fields["paraphrases"]]
+        return Question.model_validate(fields)
+    except ValidationError as err:
+        raise EmprobeError(f"{where}: {first_validation_error(err)}") from None
+
+
+def _inline_rubric(name: Any, text: Any, kind: str, where: str) -> Rubric:
+    if not isinstance(text, str):
+        raise EmprobeError(f"{where}: judge_prompts.{name}: must be a prompt text")
+    pattern = _QUOTED_LABEL if kind == "categorical" else _NAMED_REPLY
+    labels = tuple(dict.fromkeys(pattern.findall(text)))
+    if kind == "categorical" and not labels:
+        raise EmprobeError(f'{where}: judge_prompts.{name}: a categorical rubric names its answers in quotes ("TRUE")')
+    try:
+        return Rubric(name=str(name), text=text, kind=kind, labels=labels)
+    except ValidationError as err:
+        raise EmprobeError(f"{where}: judge_prompts.{name}: {first_validation_error(err)}") from None
