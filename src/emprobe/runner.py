@@ -11,7 +11,7 @@ from emprobe.config import RunConfig
 from emprobe.errors import EmprobeError
 from emprobe.hashing import stable_hash
 from emprobe.judge import Judge, Judgment, RubricJudge, rubrics_for
-from emprobe.model import Backend, GenerationRequest, load_backend, model_identity
+from emprobe.model import Backend, GenerationRequest, ScoringBackend, load_backend, model_identity
 from emprobe.plan import plan_samples
 from emprobe.store import Store
 from emprobe.suite import Rubric
@@ -21,13 +21,13 @@ class Progress(Protocol):
     """Where the runner reports progress; the CLI shows bars, tests pass a silent one."""
 
     def start(self, stage: str, total: int) -> None: ...
-    def advance(self, n: int = 1) -> None: ...
+    def advance(self, n: int = 1, status: str = "") -> None: ...
     def done(self) -> None: ...
 
 
 class Silent:
     def start(self, stage: str, total: int) -> None: ...
-    def advance(self, n: int = 1) -> None: ...
+    def advance(self, n: int = 1, status: str = "") -> None: ...
     def done(self) -> None: ...
 
 
@@ -92,7 +92,7 @@ class Runner:
             ]
             for result in backend.generate(requests):
                 flush.add(result)
-                self.progress.advance()
+                self.progress.advance(status=_status(backend))
             flush.flush()
         self.progress.done()
 
@@ -117,7 +117,7 @@ class Runner:
                 verdicts = dict(zip(fresh, _judge_safely(judge, rubric, list(fresh.values())), strict=True))
                 rows.extend((sample_id, key, verdicts.get(key)) for sample_id, key, _, _ in items)
             self.store.save_judgments(self.run_id, spec, judge.identity, rows)
-            self.progress.advance(len(chunk))
+            self.progress.advance(len(chunk), status=_status(judge))
         self.progress.done()
 
     def _scored(self, spec: str) -> int:
@@ -126,11 +126,26 @@ class Runner:
         ).fetchone()[0]
 
     def make_judge(self, spec: str) -> Judge:
-        """`rubric:MODEL`: the rubric judge on a local model (the run's own model when MODEL is omitted)."""
+        """`rubric:MODEL`: the rubric judge on any backend (the run's own model when MODEL is omitted).
+
+        Local models are read through `ScoringBackend`; a backend that offers `rubric_judge(name)` (an HTTP
+        server with logprobs) builds its own.
+        """
         kind, _, model = spec.partition(":")
         if kind != "rubric":
             raise EmprobeError(f"unknown judge {spec!r}: use rubric:MODEL (e.g. rubric:smollm2-135m)")
-        return RubricJudge(self.backend(model or self.config.model), name=spec)
+        backend = self.backend(model or self.config.model)
+        if isinstance(backend, ScoringBackend):
+            return RubricJudge(backend, name=spec)
+        if hasattr(backend, "rubric_judge"):
+            return backend.rubric_judge(spec)
+        raise EmprobeError(f"judge {spec!r}: backend {type(backend).__name__} cannot read next-token probabilities")
+
+
+def _status(backend: Backend) -> str:
+    """A backend's own one-line status (requests in flight, retries, errors), when it has one."""
+    status = getattr(backend, "status", None)
+    return status() if callable(status) else ""
 
 
 def _judge_safely(judge: Judge, rubric: Rubric, pairs: list[tuple[str, str]]) -> list[Judgment]:

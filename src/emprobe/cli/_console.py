@@ -1,5 +1,7 @@
 """Shared terminal output: the console, progress bars and the summary table."""
 
+import sys
+
 from rich.console import Console
 from rich.progress import (
     BarColumn,
@@ -15,15 +17,16 @@ from rich.text import Text
 
 from emprobe.summary import OVERALL, SummaryRow
 
-console = Console()
-err_console = Console(stderr=True)
+# Tables are wide; when output is piped (no terminal to measure), do not squeeze them into 80 columns.
+console = Console(width=None if sys.stdout.isatty() else 160)
+err_console = Console(stderr=True, width=None if sys.stderr.isatty() else 160)
 
 DEFAULT_STORE = "emprobe-runs/emprobe.db"
 
 
 class _Rate(ProgressColumn):
     def render(self, task) -> Text:
-        speed = task.finished_speed or task.speed
+        speed = task.completed / task.elapsed if task.elapsed else None
         return Text("-- samples/s" if speed is None else f"{speed:.1f} samples/s", style="cyan")
 
 
@@ -33,16 +36,17 @@ class BarProgress:
     def __init__(self):
         self.bars = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), _Rate(),
                              TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn(),
+                             TextColumn("{task.fields[status]}", style="yellow"),
                              console=err_console, transient=False)
         self.task = None
 
     def start(self, stage: str, total: int) -> None:
         if self.task is None:
             self.bars.start()
-        self.task = self.bars.add_task(stage, total=total)
+        self.task = self.bars.add_task(stage, total=total, status="")
 
-    def advance(self, n: int = 1) -> None:
-        self.bars.advance(self.task, n)
+    def advance(self, n: int = 1, status: str = "") -> None:
+        self.bars.update(self.task, advance=n, status=status)
 
     def done(self) -> None:
         self.bars.refresh()
