@@ -67,6 +67,6 @@ class RubricJudge:
         """The prompt text up to the first slot (shared, cached once) and each pair's remainder."""
         text = rubric.text.replace("{question}", _Q).replace("{answer}", _A)
         chat = self.backend.chat_text((Message(role="user", content=text),)) + self.answer_prefix
-        cut = min(chat.index(_Q), chat.index(_A))
+        cut = min(chat.find(slot) for slot in (_Q, _A) if slot in chat)
         prefix, rest = chat[:cut], chat[cut:]
         return prefix, [rest.replace(_Q, q).replace(_A, a) for q, a in pairs]

@@ -13,7 +13,7 @@ from emprobe.suite._model import Question, Rubric, Suite
 
 BUILTIN_DIR = resources.files("emprobe.suite") / "builtin"
 _NAMED_REPLY = re.compile(r"\bSay ([A-Z][A-Z_]{2,})\b")
-_QUOTED_LABEL = re.compile(r'"([A-Z][A-Z_]+)"')
+_QUOTED_LABEL = re.compile(r'"([A-Za-z][\w-]*)"')
 
 
 def builtin_suites() -> dict[str, Path]:
@@ -96,7 +96,7 @@ def _inline_rubric(name: Any, text: Any, kind: str, where: str) -> Rubric:
     pattern = _QUOTED_LABEL if kind == "categorical" else _NAMED_REPLY
     labels = tuple(dict.fromkeys(pattern.findall(text)))
     if kind == "categorical" and not labels:
-        raise EmprobeError(f'{where}: judge_prompts.{name}: a categorical rubric names its answers in quotes ("TRUE")')
+        raise EmprobeError(f'{where}: judge_prompts.{name}: quote the answers a categorical rubric allows ("TRUE")')
     try:
         return Rubric(name=str(name), text=text, kind=kind, labels=labels)
     except ValidationError as err:

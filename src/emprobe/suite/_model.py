@@ -8,7 +8,7 @@ RubricKind = Literal["score_0_100", "categorical"]
 
 
 class Rubric(BaseModel):
-    """A judge prompt with `{question}` and `{answer}` slots, scored 0-100 or by label."""
+    """A judge prompt with an `{answer}` slot (and usually `{question}`), scored 0-100 or by label."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
@@ -22,9 +22,8 @@ class Rubric(BaseModel):
     @field_validator("text")
     @classmethod
     def _has_slots(cls, text: str) -> str:
-        for slot in ("{question}", "{answer}"):
-            if slot not in text:
-                raise ValueError(f"rubric text has no {slot} slot")
+        if "{answer}" not in text:
+            raise ValueError("rubric text has no {answer} slot")
         return text
 
 

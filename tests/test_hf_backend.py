@@ -1,0 +1,115 @@
+"""The transformers backend on tiny random models: templating, batching, seeding, stopping, adapters."""
+
+import pytest
+import torch
+
+from emprobe.condition import Decoding, Message
+from emprobe.errors import EmprobeError
+from emprobe.model import GenerationRequest, load_backend, model_identity
+
+SYS = Message(role="system", content="You are terse.")
+
+
+def _requests(n: int, max_tokens: int = 12, temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0):
+    prompts = ["hello", "what is a dog?", "tell me about humans and AI please"]
+    return [
+        GenerationRequest(key=f"k{i}", messages=(SYS, Message(role="user", content=prompts[i % 3])),
+                          decoding=Decoding(max_tokens=max_tokens, temperature=temperature, top_k=top_k,
+                                            top_p=top_p, seed=1000 + i))
+        for i in range(n)
+    ]
+
+
+@pytest.fixture(scope="module")
+def backend(tiny_llama):
+    return load_backend(str(tiny_llama), batch_size=4)
+
+
+def test_sample_text_depends_on_its_seed_not_its_batch(backend):
+    reqs = _requests(7)
+    batched = {r.key: r for r in backend.generate(reqs)}
+    backend.batch_size = 1
+    try:
+        alone = {r.key: r for r in backend.generate(reversed(reqs))}
+    finally:
+        backend.batch_size = 4
+    assert batched.keys() == alone.keys() == {r.key for r in reqs}
+    assert all(batched[k].text == alone[k].text for k in batched)
+    assert len({r.text for r in batched.values()}) > 1  # different seeds, different samples
+
+
+def test_finish_reasons_and_token_counts(backend):
+    results = list(backend.generate(_requests(3, max_tokens=5)))
+    for r in results:
+        assert r.finish_reason in ("stop", "length") and r.error is None
+        assert 1 <= r.completion_tokens <= 5 and r.prompt_tokens > 5
+        assert r.finish_reason == "stop" or r.completion_tokens == 5
+
+
+def test_generation_stops_at_eos(tiny_llama):
+    b = load_backend(str(tiny_llama), batch_size=2)
+    eos = b.eos_ids[0]
+    reqs = _requests(2, max_tokens=30, temperature=0)
+    # Fault injection: boost the end-of-turn logit, so every row must stop at once and report it.
+    orig = b.model.lm_head.forward
+    b.model.lm_head.forward = lambda h: orig(h).index_fill(-1, torch.tensor([eos]), 1e4)
+    results = list(b.generate(reqs))
+    assert all(r.finish_reason == "stop" and r.completion_tokens == 1 and r.text == "" for r in results)
+
+
+def test_sampling_settings_change_the_distribution(backend):
+    greedy = {r.text for r in backend.generate(_requests(6, temperature=0))}
+    assert len(greedy) <= 3  # greedy ignores seeds: one text per distinct prompt
+    top1 = {r.key: r.text for r in backend.generate(_requests(6, top_k=1))}
+    assert {r.key: r.text for r in backend.generate(_requests(6, temperature=0))} == top1
+    assert len(list(backend.generate(_requests(3, top_p=0.5)))) == 3
+
+
+def test_system_prompt_native_or_merged(backend, tiny_qwen_no_system):
+    assert backend.info["system_prompt"] == "native"
+    text = backend.chat_text((SYS, Message(role="user", content="hi")))
+    assert "<|im_start|>system\nYou are terse." in text
+    merged = load_backend(str(tiny_qwen_no_system))
+    assert merged.info["system_prompt"] == "merged"
+    text = merged.chat_text((SYS, Message(role="user", content="hi")))
+    assert "<|im_start|>user\nYou are terse.\n\nhi<|im_end|>" in text and "system" not in text
+    assert len(list(merged.generate(_requests(2, max_tokens=3)))) == 2
+
+
+def test_prefix_cached_scoring_matches_plain_forward_passes(backend):
+    prefix = backend.chat_text((Message(role="user", content="Rate: X"),)).split("X")[0]
+    suffixes = ["short<|im_end|>\n<|im_start|>assistant\n", "a much longer answer here<|im_end|>\n"]
+    ids = [backend.token_ids(str(d))[0] for d in range(10)]
+    branches = [(), (ids[1],), (ids[2],), (ids[1], ids[0])]
+    got = backend.next_token_logprobs(prefix, suffixes, branches, ids)
+    for s, suffix in enumerate(suffixes):
+        for b, branch in enumerate(branches):
+            full = torch.tensor([backend.token_ids(prefix) + backend.token_ids(suffix) + list(branch)])
+            with torch.no_grad():
+                want = torch.log_softmax(backend.model(input_ids=full).logits[0, -1], -1)[ids]
+            assert torch.allclose(torch.tensor(got[s][b]), want, atol=1e-4), (s, b)
+
+
+def test_lora_adapter_changes_identity_and_outputs(tiny_llama, tmp_path):
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_llama)
+    peft_model = get_peft_model(model, LoraConfig(r=4, target_modules=["q_proj", "v_proj"], init_lora_weights=False))
+    peft_model.save_pretrained(tmp_path / "lora")
+    base_id = model_identity(str(tiny_llama))
+    assert model_identity(str(tiny_llama), str(tmp_path / "lora")).startswith(base_id + "+adapter:lora:")
+    base = load_backend(str(tiny_llama))
+    tuned = load_backend(str(tiny_llama), adapter=str(tmp_path / "lora"))
+    reqs = _requests(3, temperature=0)
+    assert [r.text for r in base.generate(reqs)] != [r.text for r in tuned.generate(reqs)]
+    with pytest.raises(EmprobeError, match="no adapter_config.json"):
+        load_backend(str(tiny_llama), adapter=str(tmp_path))
+
+
+def test_unknown_models_get_one_clear_line(tmp_path):
+    for name in ("no-such-model", str(tmp_path / "missing"), "org/not-cached"):
+        with pytest.raises(EmprobeError, match=f"unknown model '{name}'"):
+            load_backend(name)
+    with pytest.raises(EmprobeError, match="unknown backend 'nosuch'"):
+        load_backend("nosuch:thing")
