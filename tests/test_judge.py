@@ -82,7 +82,7 @@ def test_digit_tree_judge_matches_brute_force(judge):
         text = rubric.text.replace("{question}", q).replace("{answer}", a)
         prompt = b.token_ids(b.chat_text((Message(role="user", content=text),)) + judge.answer_prefix)
 
-        def dist(extra):
+        def dist(extra, prompt=prompt):
             with torch.no_grad():
                 logits = b.model(input_ids=torch.tensor([prompt + extra])).logits[0, -1]
             return torch.softmax(logits, -1)

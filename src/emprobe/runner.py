@@ -98,11 +98,11 @@ class Runner:
 
     def judge(self, spec: str) -> None:
         """Score every generated sample this judge has not scored, reusing cached judgments."""
-        judge = self.make_judge(spec)
-        rubrics = {(s.name, q.id): rubrics_for(q) for s in self.config.suites for q in s.questions}
         todo = self.store.count(self.run_id)["generated"] - self._scored(spec)
         if todo <= 0:
             return
+        judge = self.make_judge(spec)
+        rubrics = {(s.name, q.id): rubrics_for(q) for s in self.config.suites for q in s.questions}
         self.progress.start(f"judging ({spec})", todo)
         for chunk in self.store.pending_judging(self.run_id, spec):
             rows: list[tuple[str, str, Judgment | None]] = []

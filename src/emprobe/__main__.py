@@ -1,0 +1,5 @@
+"""`python -m emprobe` runs the command line."""
+
+from emprobe.cli import main
+
+main()
