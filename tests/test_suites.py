@@ -1,8 +1,8 @@
 """Suite loading: emprobe's format, Betley et al.'s files unmodified, and one clear error per malformed case."""
 
 import pytest
-from conftest import shared_data
 
+from conftest import shared_data
 from emprobe.errors import EmprobeError
 from emprobe.judge import rubrics_for
 from emprobe.suite import builtin_suites, load_suite

@@ -104,7 +104,8 @@ class Runner:
         judge = self.make_judge(spec)
         rubrics = {(s.name, q.id): rubrics_for(q) for s in self.config.suites for q in s.questions}
         self.progress.start(f"judging ({spec})", todo)
-        for chunk in self.store.pending_judging(self.run_id, spec):
+        # Small chunks: each is one transaction, so an interrupted run loses at most one chunk's work.
+        for chunk in self.store.pending_judging(self.run_id, spec, chunk=max(8, self.config.batch_size // 2)):
             rows: list[tuple[str, str, Judgment | None]] = []
             work: dict[Rubric, list[tuple[str, str, str, str]]] = {}
             for sample in chunk:

@@ -4,7 +4,10 @@ import sys
 
 import typer
 
+from emprobe.cli.compare import compare
+from emprobe.cli.export import export
 from emprobe.cli.plan import plan
+from emprobe.cli.report import report
 from emprobe.cli.run import run
 from emprobe.cli.runs import runs_app
 from emprobe.cli.suites import suites_app
@@ -14,6 +17,9 @@ app = typer.Typer(help="Measure how often a language model gives misaligned answ
                   pretty_exceptions_enable=False)
 app.command("run")(run)
 app.command("plan")(plan)
+app.command("report")(report)
+app.command("compare")(compare)
+app.command("export")(export)
 app.add_typer(suites_app, name="suites")
 app.add_typer(runs_app, name="runs")
 

@@ -85,6 +85,8 @@ def _question(raw: dict[str, Any], default_rubrics: Any, where: str) -> Question
             fields["rubrics"] = default_rubrics
         if isinstance(fields.get("paraphrases"), str):
             fields["paraphrases"] = [fields["paraphrases"]]
+        if "paraphrases" in fields and not isinstance(fields["paraphrases"], list):
+            raise EmprobeError(f"{where}: paraphrases: must be a list of strings")
         return Question.model_validate(fields)
     except ValidationError as err:
         raise EmprobeError(f"{where}: {first_validation_error(err)}") from None

@@ -1,0 +1,24 @@
+"""`emprobe compare RUN_A RUN_B`: misaligned rates of two runs per condition and overall, with tests."""
+
+from pathlib import Path
+
+import typer
+
+from emprobe.cli._console import DEFAULT_STORE, console
+from emprobe.report import ReadStore, deltas_table, load_run, run_deltas
+
+
+def compare(
+    run_a: str = typer.Argument(..., help="Run A (the reference): id, id prefix or name."),
+    run_b: str = typer.Argument(..., help="Run B: id, id prefix or name."),
+    store: Path = typer.Option(Path(DEFAULT_STORE), help="The SQLite store file."),
+    judge: str | None = typer.Option(None, help="Judge whose scores to compare (default: each run's first)."),
+) -> None:
+    """Rate A, rate B, difference B - A (Newcombe CI), ratio (Katz CI) and exact p, paired by question."""
+    with ReadStore(store) as db:
+        a, b = load_run(db, run_a, judge), load_run(db, run_b, judge)
+    deltas = run_deltas(a, b)
+    console.print(deltas_table(deltas, f"B = {b.label} ({b.run.run_id}) vs A = {a.label} ({a.run.run_id}), "
+                                       f"judged by {a.judge} / {b.judge}"))
+    console.print("paired: Mantel-Haenszel difference over shared questions, design-effect CI, exact stratified p; "
+                  "independent: Newcombe CI, Fisher exact p; ratio: Katz CI.", style="dim")

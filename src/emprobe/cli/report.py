@@ -1,0 +1,33 @@
+"""`emprobe report RUN [RUN...] -o report.html`: terminal tables and one self-contained HTML file."""
+
+from pathlib import Path
+
+import typer
+from rich.text import Text
+
+from emprobe.cli._console import DEFAULT_STORE, console
+from emprobe.report import condition_deltas, deltas_table, judge_errors_table, rates_table, run_deltas, write_report
+
+
+def report(
+    runs: list[str] = typer.Argument(..., help="Run ids, prefixes or names; later runs are compared with the first."),
+    output: Path = typer.Option(Path("report.html"), "-o", "--output", help="The HTML file to write."),
+    store: Path = typer.Option(Path(DEFAULT_STORE), help="The SQLite store file."),
+    judge: str | None = typer.Option(None, help="Judge whose scores to show (default: each run's first)."),
+    samples_per_cell: int = typer.Option(50, min=0, help="Samples embedded per question x condition, most "
+                                         "misaligned first; 0 embeds every sample."),
+    baseline: str | None = typer.Option(None, help="Condition the others are compared with (default: the first)."),
+) -> None:
+    """Write an offline HTML report (rates, comparisons, samples, provenance) and print its tables."""
+    reports = write_report(store, runs, output, judge=judge, per_cell=samples_per_cell, baseline=baseline)
+    for r in reports:
+        console.print(rates_table(r))
+        deltas = condition_deltas(r, baseline)
+        if deltas:
+            console.print(deltas_table(deltas, f"{r.label}: conditions compared", first="comparison"))
+        errors = judge_errors_table(r)
+        if errors is not None:
+            console.print(errors)
+    for other in reports[1:]:
+        console.print(deltas_table(run_deltas(reports[0], other), f"{other.label} (B) vs {reports[0].label} (A)"))
+    console.print(Text(f"wrote {output}"))

@@ -1,0 +1,65 @@
+"""Streaming writers: JSON lines, CSV and Parquet (in record batches); each returns the rows written."""
+
+import csv
+import json
+from collections.abc import Iterable, Iterator
+from itertools import islice
+from pathlib import Path
+from typing import Any
+
+from emprobe.errors import EmprobeError
+
+BATCH = 5000
+
+
+def write_jsonl(rows: Iterable[dict[str, Any]], path: Path) -> int:
+    """One JSON object per line, UTF-8."""
+    n = 0
+    with path.open("w", encoding="utf-8") as f:
+        for row in rows:
+            f.write(json.dumps(row, ensure_ascii=False) + "\n")
+            n += 1
+    return n
+
+
+def write_csv(rows: Iterable[dict[str, Any]], path: Path, columns: list[str]) -> int:
+    """RFC 4180 CSV with a header; None becomes an empty cell, booleans `true`/`false`."""
+    n = 0
+    with path.open("w", encoding="utf-8", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(columns)
+        for row in rows:
+            writer.writerow(_cell(row[c]) for c in columns)
+            n += 1
+    return n
+
+
+def _cell(value: Any) -> Any:
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return value
+
+
+def _batches(rows: Iterable[dict[str, Any]], size: int) -> Iterator[list[dict[str, Any]]]:
+    it = iter(rows)
+    while batch := list(islice(it, size)):
+        yield batch
+
+
+def write_parquet(rows: Iterable[dict[str, Any]], path: Path, columns: list[tuple[str, str]]) -> int:
+    """Parquet (zstd) written `BATCH` rows at a time with a fixed schema."""
+    try:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+    except ImportError:
+        raise EmprobeError("parquet export needs pyarrow: pip install pyarrow") from None
+    types = {"string": pa.string(), "int": pa.int64(), "float": pa.float64(), "bool": pa.bool_()}
+    schema = pa.schema([(name, types[kind]) for name, kind in columns])
+    n = 0
+    with pq.ParquetWriter(path, schema, compression="zstd") as writer:
+        for batch in _batches(rows, BATCH):
+            writer.write_batch(pa.RecordBatch.from_pylist(batch, schema=schema))
+            n += len(batch)
+    return n

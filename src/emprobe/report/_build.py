@@ -1,0 +1,132 @@
+"""What a report shows for a run, computed from the store: summary rows, deltas, judge failures, samples."""
+
+from collections import defaultdict
+
+from pydantic import BaseModel
+
+from emprobe.config import Thresholds
+from emprobe.errors import EmprobeError
+from emprobe.report._compare import Counts, Delta, compare_counts
+from emprobe.report._data import ReadStore, SampleRow
+from emprobe.store import RunRecord
+from emprobe.summary import OVERALL, SummaryRow, summarize
+
+ALL = "(all)"
+
+
+class RunReport(BaseModel):
+    """One run's numbers for one judge: per question x condition and per condition rows, plus provenance."""
+
+    run: RunRecord
+    judge: str | None
+    judges: list[str]
+    judge_identities: dict[str, list[str]]
+    generation_models: list[str]
+    thresholds: Thresholds
+    counts: dict[str, int]
+    conditions: list[str]
+    questions: list[str]
+    cells: list[SummaryRow]
+    """Per question x condition."""
+    totals: list[SummaryRow]
+    """Per condition, in `conditions` order."""
+    overall: SummaryRow
+    judge_errors: list[tuple[str, str, int]]
+
+    @property
+    def label(self) -> str:
+        return self.run.name or self.run.run_id
+
+    def counts_by_question(self, condition: str) -> dict[str, tuple[int, int]]:
+        return {r.question_id: (r.misaligned, r.scored) for r in self.cells if r.condition == condition}
+
+    def counts_by_cell(self) -> dict[str, tuple[int, int]]:
+        return {f"{r.question_id}\x1f{r.condition}": (r.misaligned, r.scored) for r in self.cells}
+
+
+def load_run(db: ReadStore, ref: str, judge: str | None = None) -> RunReport:
+    """Summarise a run (id, prefix or name) for `judge` (default: its first configured judge that scored)."""
+    run = db.run(ref)
+    judges = db.judges(run.run_id)
+    judge = judge or db.default_judge(run)
+    if judge is not None and judge not in judges:
+        raise EmprobeError(f"run {run.run_id}: judge {judge!r} scored nothing (judges: {', '.join(judges) or 'none'})")
+    thresholds = Thresholds.model_validate(run.config.get("thresholds", {}))
+    rows = summarize(db, run.run_id, judge or "", thresholds)  # type: ignore[arg-type]  # duck-typed store
+    cells = [r for r in rows if r.question_id != OVERALL]
+    totals = {r.condition: r for r in rows if r.question_id == OVERALL}
+    configured = [c["name"] for c in run.config.get("conditions", []) if c.get("name") in totals]
+    conditions = configured + sorted(set(totals) - set(configured))
+    overall = SummaryRow(question_id=ALL, condition=ALL)
+    for row in totals.values():
+        for field in ("planned", "scored", "misaligned", "coherent", "labelled", "judge_failures",
+                      "generation_failures", "pending"):
+            setattr(overall, field, getattr(overall, field) + getattr(row, field))
+    return RunReport(
+        run=run, judge=judge, judges=judges, judge_identities=db.judge_identities(run.run_id),
+        generation_models=db.generation_models(run.run_id), thresholds=thresholds, counts=db.count(run.run_id),
+        conditions=conditions, questions=sorted({r.question_id for r in cells}), cells=cells,
+        totals=[totals[c] for c in conditions], overall=overall,
+        judge_errors=db.judge_errors(run.run_id, judge) if judge else [],
+    )
+
+
+def condition_deltas(report: RunReport, baseline: str | None = None) -> list[Delta]:
+    """Each condition vs the baseline condition (default: the first) within one run, paired by question."""
+    if len(report.conditions) < 2:
+        return []
+    base = baseline if baseline in report.conditions else report.conditions[0]
+    arm_a = report.counts_by_question(base)
+    return [compare_counts(f"{c} vs {base}", base, c, arm_a, report.counts_by_question(c))
+            for c in report.conditions if c != base]
+
+
+def run_deltas(a: RunReport, b: RunReport) -> list[Delta]:
+    """Run B vs run A per shared condition (paired by question) and overall (paired by question x condition)."""
+    shared = [c for c in a.conditions if c in b.conditions]
+    out = [compare_counts(c, a.label, b.label, a.counts_by_question(c), b.counts_by_question(c)) for c in shared]
+    cells_a: Counts = a.counts_by_cell()
+    cells_b: Counts = b.counts_by_cell()
+    stratum = "question x condition cell"
+    if not shared:
+        cells_a, cells_b, stratum = _pooled_by_question(a), _pooled_by_question(b), "question"
+    out.append(compare_counts(ALL, a.label, b.label, cells_a, cells_b, stratum=stratum))
+    return out
+
+
+def _pooled_by_question(report: RunReport) -> dict[str, tuple[int, int]]:
+    out: dict[str, list[int]] = defaultdict(lambda: [0, 0])
+    for r in report.cells:
+        out[r.question_id][0] += r.misaligned
+        out[r.question_id][1] += r.scored
+    return {q: (k, n) for q, (k, n) in out.items()}
+
+
+def sort_key(row: SampleRow, thresholds: Thresholds) -> tuple:
+    """Most misaligned first: misaligned, then other scored samples by aligned score, then the unscored."""
+    misaligned = row.misaligned(thresholds)
+    aligned = row.score("aligned")
+    group = 0 if misaligned else 1 if misaligned is not None else 2
+    return group, aligned if aligned is not None else 101.0, -(row.score("coherent") or 0.0), row.sample_id
+
+
+def pick_samples(db: ReadStore, report: RunReport, per_cell: int) -> tuple[list[SampleRow], int]:
+    """The `per_cell` most misaligned samples of each question x condition (all if 0), and the total count.
+
+    Streams the run once and keeps at most about 2 x `per_cell` samples per cell in memory.
+    """
+    cells: dict[tuple[str, str], list[tuple[tuple, SampleRow]]] = defaultdict(list)
+    total = 0
+    for row in db.samples(report.run.run_id, report.judge):
+        total += 1
+        kept = cells[(row.question_id, row.condition)]
+        kept.append((sort_key(row, report.thresholds), row))
+        if per_cell and len(kept) >= 2 * per_cell:
+            kept.sort(key=lambda item: item[0])
+            del kept[per_cell:]
+    picked = []
+    for kept in cells.values():
+        kept.sort(key=lambda item: item[0])
+        picked.extend(kept[:per_cell] if per_cell else kept)
+    picked.sort(key=lambda item: item[0])
+    return [row for _, row in picked], total

@@ -1,0 +1,145 @@
+"""Render runs into one self-contained HTML file: inline CSS, inline SVG charts, one inline script.
+
+Model text reaches the page two ways, both inert: as autoescaped template text, and as JSON inside
+`<script type="application/json">` with `<`, `>` and `&` written as `\\u003c`-style escapes, which the
+browser script reads with `JSON.parse` and writes with `textContent` only. A Content-Security-Policy
+allows exactly the one script whose SHA-256 the page carries, so injected markup could not run a script
+even if it slipped through.
+"""
+
+import base64
+import hashlib
+import json
+import platform
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from jinja2 import ChainableUndefined, Environment, FileSystemLoader
+from markupsafe import Markup
+
+from emprobe import __version__
+from emprobe.report._build import RunReport, condition_deltas, load_run, pick_samples, run_deltas
+from emprobe.report._charts import Point, forest_plot, rate_chart
+from emprobe.report._compare import Delta
+from emprobe.report._data import ReadStore, SampleRow
+
+TEMPLATES = Path(__file__).parent / "templates"
+
+
+def script_json(value: Any) -> Markup:
+    """JSON safe to place inside a `<script type="application/json">` element."""
+    text = json.dumps(value, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+    for char, escaped in (("&", "\\u0026"), ("<", "\\u003c"), (">", "\\u003e"),
+                          ("\u2028", "\\u2028"), ("\u2029", "\\u2029")):
+        text = text.replace(char, escaped)
+    return Markup(text)
+
+
+def pct(value: float | None, digits: int = 2) -> str:
+    return "\u2014" if value is None else f"{value * 100:.{digits}f}%"
+
+
+def signed_pct(value: float | None) -> str:
+    return "\u2014" if value is None else f"{value * 100:+.2f}"
+
+
+def p_value(value: float | None) -> str:
+    if value is None:
+        return "\u2014"
+    return "<1e-4" if value < 1e-4 else f"{value:.3g}" if value < 0.01 else f"{value:.3f}"
+
+
+def _environment() -> Environment:
+    env = Environment(loader=FileSystemLoader(TEMPLATES), autoescape=True, undefined=ChainableUndefined,
+                      trim_blocks=True, lstrip_blocks=True)
+    env.filters.update(pct=pct, signed_pct=signed_pct, p_value=p_value, tojson_pretty=_pretty_json)
+    return env
+
+
+def _pretty_json(value: Any) -> str:
+    return json.dumps(value, indent=2, sort_keys=True, ensure_ascii=False)
+
+
+def rate_points(report: RunReport, per_question: bool) -> list[Point]:
+    """Chart rows: one per condition (pooled), or one per question x condition."""
+    rows = report.cells if per_question else report.totals
+    order = {c: i for i, c in enumerate(report.conditions)}
+    if per_question:
+        rows = sorted(rows, key=lambda r: (r.question_id, order.get(r.condition, 0)))
+    points = []
+    for r in rows:
+        if not r.scored:
+            continue
+        low, high = r.misaligned_interval
+        label = f"{r.question_id} \u00b7 {r.condition}" if per_question else r.condition
+        tip = f"{label}: {r.misaligned}/{r.scored} = {pct(r.misaligned_rate)} (95% Wilson {pct(low)}\u2013{pct(high)})"
+        points.append(Point(label=label, value=r.misaligned_rate, low=low, high=high, group=r.condition, tip=tip))
+    return points
+
+
+def delta_points(deltas: list[Delta], group_by: str = "label") -> list[Point]:
+    """Forest-plot rows for the comparisons that have a difference."""
+    points = []
+    for d in deltas:
+        if d.difference is None:
+            continue
+        label = d.label if group_by == "label" else f"{d.b} vs {d.a} \u00b7 {d.label}"
+        tip = (f"{label}: {signed_pct(d.difference)} points [{signed_pct(d.diff_low)}, {signed_pct(d.diff_high)}],"
+               f" p={p_value(d.p_value)} ({d.method})")
+        points.append(Point(label=label, value=d.difference, low=d.diff_low, high=d.diff_high,
+                            group=d.b if group_by != "label" else "", tip=tip))
+    return points
+
+
+def _sample_json(row: SampleRow, run_index: int, report: RunReport) -> dict:
+    return {
+        "r": run_index, "id": row.sample_id, "suite": row.suite, "q": row.question_id, "c": row.condition,
+        "p": row.paraphrase_index, "i": row.sample_index, "seed": str(row.seed), "sys": row.system,
+        "question": row.question, "answer": row.answer, "finish": row.finish_reason, "err": row.generation_error,
+        "s": {m: list(v) for m, v in row.scores.items()}, "m": row.misaligned(report.thresholds),
+    }
+
+
+def build_report(store: str | Path, runs: list[str], judge: str | None = None, per_cell: int = 50,
+                 baseline: str | None = None) -> tuple[str, list[RunReport]]:
+    """The report's HTML for `runs` (ids, prefixes or names) of one store, and the per-run summaries."""
+    with ReadStore(store) as db:
+        reports = [load_run(db, ref, judge) for ref in runs]
+        samples, totals = [], []
+        for i, report in enumerate(reports):
+            picked, total = pick_samples(db, report, per_cell)
+            samples.extend(_sample_json(row, i, report) for row in picked)
+            totals.append(total)
+    html = render(reports, samples, totals, per_cell, baseline)
+    return html, reports
+
+
+def render(reports: list[RunReport], samples: list[dict], totals: list[int], per_cell: int,
+           baseline: str | None = None) -> str:
+    """Fill the template; the browser script is hashed into the Content-Security-Policy."""
+    env = _environment()
+    script = env.get_template("browser.js.jinja").render()
+    digest = base64.b64encode(hashlib.sha256(script.encode()).digest()).decode()
+    between = [(reports[0], r, run_deltas(reports[0], r)) for r in reports[1:]]
+    within = [(r, condition_deltas(r, baseline)) for r in reports]
+    metrics = sorted({m for s in samples for m in s["s"]}, key=lambda m: (m not in ("aligned", "coherent"), m))
+    data = {"runs": [r.label for r in reports], "metrics": metrics, "samples": samples}
+    return env.get_template("report.html.jinja").render(
+        reports=reports, between=between, within=within, script=Markup(script), script_hash=f"sha256-{digest}",
+        samples_json=script_json(data), sample_count=len(samples), totals=totals, per_cell=per_cell,
+        rate_chart=rate_chart, forest_plot=forest_plot, rate_points=rate_points, delta_points=delta_points,
+        all_between=[d for _, _, ds in between for d in ds],
+        generated=datetime.now(UTC).isoformat(timespec="seconds"), version=__version__,
+        python=platform.python_version(),
+    )
+
+
+def write_report(store: str | Path, runs: list[str], out: str | Path, judge: str | None = None,
+                 per_cell: int = 50, baseline: str | None = None) -> list[RunReport]:
+    """Build the report and write it to `out` (UTF-8); returns the per-run summaries."""
+    html, reports = build_report(store, runs, judge, per_cell, baseline)
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(html, encoding="utf-8")
+    return reports

@@ -1,0 +1,55 @@
+"""Compact rich tables for the terminal: rates with intervals per condition, deltas, judge failures."""
+
+from rich.table import Table
+from rich.text import Text
+
+from emprobe.report._build import RunReport
+from emprobe.report._compare import Delta
+from emprobe.report._html import p_value, pct, signed_pct
+
+NONE = "\u2014"
+
+
+def rates_table(report: RunReport) -> Table:
+    """One line per condition and one for the whole run: rate, 95% Wilson interval, coherent, failures."""
+    table = Table(title=Text(f"{report.label}: {report.run.model}, judged by {report.judge or 'nobody yet'}"),
+                  title_justify="left")
+    for name in ("condition", "n", "misaligned", "95% CI", "coherent", "named", "judge fail", "gen fail",
+                 "pending"):
+        table.add_column(name, justify="left" if name == "condition" else "right")
+    for row in [*report.totals, report.overall]:
+        lo, hi = row.misaligned_interval
+        rate, ci, coherent = ((f"{row.misaligned} ({pct(row.misaligned_rate)})", f"{pct(lo)}-{pct(hi)}",
+                               pct(row.coherent_rate, 1)) if row.scored else ("\u2014",) * 3)
+        table.add_row(Text(row.condition), str(row.scored), rate, ci, coherent, str(row.labelled),
+                      str(row.judge_failures), str(row.generation_failures), str(row.pending),
+                      style="bold" if row is report.overall else None)
+    return table
+
+
+def deltas_table(deltas: list[Delta], title: str, first: str = "condition") -> Table:
+    """Rate A, rate B, difference (points) with its interval, ratio with its interval, p and method."""
+    table = Table(title=Text(title), title_justify="left")
+    for name in (first, "rate A", "rate B", "diff (pts)", "95% CI", "ratio", "95% CI ", "p", "method"):
+        table.add_column(name, justify="left" if name in (first, "method") else "right")
+    for d in deltas:
+        ratio = NONE if d.ratio is None else f"{d.ratio:.2f}"
+        ratio_ci = NONE if d.ratio is None else f"{d.ratio_low:.2f}-{d.ratio_high:.2f}"
+        diff_ci = NONE if d.difference is None else f"{signed_pct(d.diff_low)} to {signed_pct(d.diff_high)}"
+        arm_a = f"{d.k1}/{d.n1} {pct(d.p1)}" if d.n1 else f"{d.k1}/{d.n1}"
+        arm_b = f"{d.k2}/{d.n2} {pct(d.p2)}" if d.n2 else f"{d.k2}/{d.n2}"
+        table.add_row(Text(d.label), arm_a, arm_b,
+                      signed_pct(d.difference), diff_ci, ratio, ratio_ci, p_value(d.p_value), d.method_text,
+                      style="bold" if d.label == "(all)" else None)
+    return table
+
+
+def judge_errors_table(report: RunReport, limit: int = 5) -> Table | None:
+    """The most frequent judge error messages, or None when the judge never failed."""
+    if not report.judge_errors:
+        return None
+    table = Table("metric", "judge error", "samples", title=Text(f"{report.label}: judge failures"),
+                  title_justify="left")
+    for metric, message, n in report.judge_errors[:limit]:
+        table.add_row(Text(metric), Text(message), str(n))
+    return table
