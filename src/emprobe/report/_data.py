@@ -1,15 +1,13 @@
 """Read-only access to a store file: runs, per-sample rows with texts and scores, judge identities."""
 
 import json
-import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
 
 from pydantic import BaseModel
 
 from emprobe.config import Thresholds
-from emprobe.errors import EmprobeError
-from emprobe.store import RunRecord
+from emprobe.store import RunRecord, Store
 
 PRIMARY_METRICS = ("aligned", "coherent")
 
@@ -46,52 +44,11 @@ class SampleRow(BaseModel):
         return self.scores.get(metric, (None, None, None))[0]
 
 
-class ReadStore:
-    """A store file opened read-only (`mode=ro`): reports and exports never write to it."""
+class ReadStore(Store):
+    """A store file opened read-only (`mode=ro`), with the queries reports and exports need."""
 
     def __init__(self, path: str | Path):
-        self.path = Path(path)
-        if not self.path.is_file():
-            raise EmprobeError(f"{self.path}: no store here (run `emprobe run` first, or pass --store)")
-        try:
-            self.db = sqlite3.connect(f"{self.path.resolve().as_uri()}?mode=ro", uri=True, timeout=30)
-            self.db.execute("SELECT 1 FROM runs LIMIT 1").fetchall()
-        except sqlite3.DatabaseError as err:
-            raise EmprobeError(f"{self.path}: not a usable emprobe store ({err})") from None
-
-    def close(self) -> None:
-        self.db.close()
-
-    def __enter__(self) -> "ReadStore":
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    def run(self, ref: str) -> RunRecord:
-        """A run by id, unique id prefix or name (as `Store.run`)."""
-        rows = self.db.execute(
-            "SELECT run_id, name, model, created, updated, config, versions, info FROM runs "
-            "WHERE run_id LIKE ? OR name = ?", (ref + "%", ref),
-        ).fetchall()
-        if len(rows) != 1:
-            problem = "no run" if not rows else f"{len(rows)} runs"
-            raise EmprobeError(f"{self.path}: {problem} matching {ref!r} (see `emprobe runs list`)")
-        run_id, name, model, created, updated, config, versions, info = rows[0]
-        return RunRecord(run_id=run_id, name=name, model=model, created=created, updated=updated,
-                         config=json.loads(config), versions=json.loads(versions), info=json.loads(info))
-
-    def count(self, run_id: str) -> dict[str, int]:
-        """Planned, generated (ok) and failed generations for a run."""
-        planned, generated, failed = self.db.execute(
-            "SELECT count(*), count(g.gen_key) - count(g.error), count(g.error) FROM samples s "
-            "LEFT JOIN generations g ON g.gen_key = s.gen_key WHERE s.run_id = ?", (run_id,)
-        ).fetchone()
-        return {"planned": planned, "generated": generated, "failed": failed}
-
-    def judges(self, run_id: str) -> list[str]:
-        return [j for (j,) in self.db.execute(
-            "SELECT DISTINCT judge FROM scores WHERE run_id = ? ORDER BY judge", (run_id,))]
+        super().__init__(path, read_only=True)
 
     def default_judge(self, run: RunRecord) -> str | None:
         """The first configured judge that scored this run, else any judge that did, else None."""
@@ -130,11 +87,6 @@ class ReadStore:
             "c.judgment_key WHERE c.run_id = ? AND c.judge = ? AND j.error IS NOT NULL "
             "GROUP BY j.metric, j.error ORDER BY n DESC, j.metric LIMIT ?", (run_id, judge, limit),
         ).fetchall()
-
-    def scored_samples(self, run_id: str, judge: str) -> Iterator[tuple]:
-        """As `Store.scored_samples`: (sample_id, question_id, condition, gen_error, metrics), streamed."""
-        for row in self.samples(run_id, judge, texts=False):
-            yield row.sample_id, row.question_id, row.condition, row.generation_error, row.scores
 
     def samples(self, run_id: str, judge: str | None, texts: bool = True) -> Iterator[SampleRow]:
         """Every planned sample of the run in sample-id order, with one judge's scores; streamed."""

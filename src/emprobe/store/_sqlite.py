@@ -87,16 +87,28 @@ def now() -> str:
 class Store:
     """A connection to one store file; safe to reopen after a crash at any point."""
 
-    def __init__(self, path: str | Path):
+    def __init__(self, path: str | Path, read_only: bool = False):
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
         try:
+            if read_only:  # reports and exports: never create or change the file
+                if not self.path.is_file():
+                    raise EmprobeError(f"{self.path}: no store here (run `emprobe run` first, or pass --store)")
+                self.db = sqlite3.connect(f"{self.path.resolve().as_uri()}?mode=ro", uri=True, timeout=30)
+                self.db.execute("SELECT 1 FROM runs LIMIT 1").fetchall()
+                return
+            self.path.parent.mkdir(parents=True, exist_ok=True)
             self.db = sqlite3.connect(self.path, timeout=30, isolation_level=None)
             self.db.execute("PRAGMA journal_mode=WAL")
             self.db.execute("PRAGMA synchronous=NORMAL")
             self.db.executescript(SCHEMA)
         except sqlite3.DatabaseError as err:
             raise EmprobeError(f"{self.path}: not a usable emprobe store ({err})") from None
+
+    def __enter__(self) -> "Store":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
     def close(self) -> None:
         self.db.close()
@@ -267,7 +279,8 @@ class Store:
             raise
 
     def judges(self, run_id: str) -> list[str]:
-        return [j for (j,) in self.db.execute("SELECT DISTINCT judge FROM scores WHERE run_id = ?", (run_id,))]
+        return [j for (j,) in self.db.execute(
+            "SELECT DISTINCT judge FROM scores WHERE run_id = ? ORDER BY judge", (run_id,))]
 
     def scored_samples(self, run_id: str, judge: str) -> Iterator[tuple]:
         """Per sample: question, condition, and per metric (score, label, error), streamed from the store."""

@@ -1,0 +1,47 @@
+"""Adaptive sampling: rounds extend one run until a precision target, a decision, or the budget."""
+
+import pytest
+
+from emprobe.adaptive import DecisionRule, HalfwidthRule, decision_rule, run_adaptive
+from emprobe.condition import Decoding, resolve_conditions
+from emprobe.config import RunConfig
+from emprobe.errors import EmprobeError
+from emprobe.runner import Silent
+from emprobe.store import Store
+from emprobe.suite import parse_suite
+from emprobe.summary import SummaryRow
+
+
+def _totals(**counts):
+    return {c: SummaryRow(question_id="(all)", condition=c, scored=n, misaligned=k) for c, (k, n) in counts.items()}
+
+
+def test_halfwidth_rule():
+    rule = HalfwidthRule(0.01)
+    assert rule(_totals(free=(1, 100))) == "continue"
+    assert rule(_totals(free=(1, 5000), json=(3, 5000))) == "reached"
+    assert rule(_totals(free=(1, 5000), json=(3, 50))) == "continue"
+
+
+def test_decision_rule_tells_clearly_different_conditions_apart():
+    rule = DecisionRule("free", "json", alpha=0.05, max_looks=4)
+    assert rule(_totals(free=(1, 500), json=(40, 500))) == "different"
+    same = DecisionRule("free", "json", alpha=0.05, max_looks=2)
+    assert same(_totals(free=(5, 500), json=(6, 500))) == "continue"
+    assert same(_totals(free=(10, 1000), json=(11, 1000))) == "not_different"
+
+
+def test_rounds_extend_one_run_until_the_budget(tiny_llama, tmp_path):
+    suite = parse_suite({"questions": [{"id": "q", "paraphrases": ["Hi?", "Hello?"]}]}, name="s", source="mem")
+    config = RunConfig(model=str(tiny_llama), suites=(suite,), judges=(f"rubric:{tiny_llama}",), batch_size=8,
+                       conditions=tuple(resolve_conditions(["free", "json"], Decoding(max_tokens=4))))
+    rounds = []
+    store = Store(tmp_path / "e.db")
+    run_id = run_adaptive(config, store, Silent(), HalfwidthRule(0.001), step=2, max_samples=5,
+                          on_round=lambda n, totals, d: rounds.append((n, d)))
+    # The random tiny judge never scores, so the target is never met: rounds at 2, 4, 5 samples.
+    assert rounds == [(1, "continue"), (2, "continue"), (3, "budget spent")]
+    assert store.count(run_id)["planned"] == 2 * 2 * 5
+    assert len(store.runs()) == 1
+    with pytest.raises(EmprobeError, match="exactly two --condition"):
+        decision_rule(config.model_copy(update={"conditions": config.conditions[:1]}), 0.05, 2, 5)
