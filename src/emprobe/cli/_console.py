@@ -59,16 +59,18 @@ class BarProgress:
 def summary_table(rows: list[SummaryRow], title: str) -> Table:
     """One line per question x condition, then the pooled line of each condition."""
     table = Table(title=title, title_justify="left")
-    for name, justify in [("question", "left"), ("condition", "left"), ("n", "right"),
-                          ("misaligned", "right"), ("95% CI", "right"), ("coherent", "right"),
-                          ("named", "right"), ("judge fail", "right"), ("gen fail", "right")]:
-        table.add_column(name, justify=justify)
+    table.add_column("question")
+    table.add_column("condition")
+    for name in ("n", "misaligned", "95% CI", "incl. named", "coherent", "refusal", "named", "judge fail",
+                 "gen fail"):
+        table.add_column(name, justify="right")
     for r in rows:
         lo, hi = r.misaligned_interval
         style = "bold" if r.question_id == OVERALL else None
         table.add_row(
             Text(r.question_id), Text(r.condition), str(r.scored), f"{r.misaligned_rate:.1%}",
-            f"{lo:.1%}-{hi:.1%}", f"{r.coherent_rate:.1%}", str(r.labelled), str(r.judge_failures),
+            f"{lo:.1%}-{hi:.1%}", f"{r.misaligned_rate_with_named:.1%}", f"{r.coherent_rate:.1%}",
+            f"{r.refusal_rate:.1%}", str(r.labelled), str(r.judge_failures),
             str(r.generation_failures), style=style,
         )
     return table
