@@ -113,3 +113,23 @@ def test_unknown_models_get_one_clear_line(tmp_path):
             load_backend(name)
     with pytest.raises(EmprobeError, match="unknown backend 'nosuch'"):
         load_backend("nosuch:thing")
+
+
+def test_per_row_sampler_draws_from_the_warped_distribution():
+    from emprobe.model._providers.hf import PerRowSampler
+
+    probs = torch.tensor([0.1, 0.2, 0.3, 0.4])
+    scores = probs.log().expand(4000, 4).clone()
+
+    def freqs(**decoding):
+        out = PerRowSampler(Decoding(**decoding), seeds=list(range(4000)))(None, scores)
+        assert torch.isfinite(out).sum(-1).eq(1).all()  # exactly one token chosen per row
+        return torch.bincount(out.argmax(-1), minlength=4) / 4000
+
+    assert torch.allclose(freqs(), probs, atol=0.03)
+    assert torch.allclose(freqs(temperature=0.5), probs**2 / (probs**2).sum(), atol=0.03)
+    assert freqs(top_k=2)[:2].sum() == 0 and torch.allclose(freqs(top_k=2)[2:], torch.tensor([3 / 7, 4 / 7]),
+                                                            atol=0.03)
+    assert freqs(top_p=0.65)[:2].sum() == 0  # 0.4 + 0.3 reach 0.65; 0.2 and 0.1 are cut
+    again = PerRowSampler(Decoding(), seeds=list(range(4000)))(None, scores)
+    assert torch.equal(again.argmax(-1), PerRowSampler(Decoding(), seeds=list(range(4000)))(None, scores).argmax(-1))

@@ -1,11 +1,10 @@
 """The terminal summary counts what the store holds: rates, named replies, refusals and failures."""
 
-from store_factory import JUDGE, QUESTIONS, make_store
-
 from emprobe.config import Thresholds
 from emprobe.stats import wilson
 from emprobe.store import Store
 from emprobe.summary import OVERALL, summarize
+from store_factory import JUDGE, QUESTIONS, make_store
 
 
 def test_summary_counts(tmp_path):

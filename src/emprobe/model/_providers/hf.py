@@ -215,10 +215,13 @@ class PerRowSampler(LogitsProcessor):
             cum = torch.softmax(sorted_logits, -1).cumsum(-1)
             drop = cum - torch.softmax(sorted_logits, -1) >= d.top_p  # keep the smallest set reaching top_p
             logits = logits.masked_fill(drop.scatter(-1, order, drop), float("-inf"))
-        probs = torch.softmax(logits, -1).cpu()
-        chosen = [torch.multinomial(probs[r], 1, generator=g).item() for r, g in enumerate(self.generators)]
+        # Inverse-CDF sampling: one uniform draw per row from that row's generator, the rest vectorised.
+        probs = torch.softmax(logits, -1)
+        cdf = probs.cumsum(-1)
+        draws = torch.tensor([[torch.rand(1, generator=g).item()] for g in self.generators], device=cdf.device)
+        chosen = torch.searchsorted(cdf, draws * cdf[:, -1:], right=True).clamp(max=cdf.shape[-1] - 1).squeeze(-1)
         out = torch.full_like(scores, float("-inf"))
-        out[torch.arange(len(chosen)), torch.tensor(chosen, device=scores.device)] = 0.0
+        out[torch.arange(len(chosen)), chosen] = 0.0
         return out
 
 
