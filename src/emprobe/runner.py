@@ -150,17 +150,24 @@ def _status(backend: Backend) -> str:
 
 
 def _judge_safely(judge: Judge, rubric: Rubric, pairs: list[tuple[str, str]]) -> list[Judgment]:
-    """Judge a batch; a judge that fails records the failure on each sample instead of stopping the run."""
+    """Judge a batch; a judge that fails records the failure on each sample instead of stopping the run.
+
+    An EmprobeError (a dead server, a server without logprobs) stops the run instead: nothing is recorded,
+    so rerunning the same command judges those samples once the cause is fixed.
+    """
     if not pairs:
         return []
     try:
         verdicts = judge.judge(rubric, pairs)
-        if len(verdicts) != len(pairs):
-            raise EmprobeError(f"returned {len(verdicts)} judgments for {len(pairs)} answers")
-        return verdicts
+    except EmprobeError:
+        raise
     except Exception as err:  # a judge's failure belongs to its samples, not to the run
         message = f"{type(err).__name__}: {err}".splitlines()[0][:500]
         return [Judgment(metric=rubric.name, error=message) for _ in pairs]
+    if len(verdicts) != len(pairs):
+        return [Judgment(metric=rubric.name, error=f"judge returned {len(verdicts)} judgments for {len(pairs)}")
+                for _ in pairs]
+    return verdicts
 
 
 class _Flusher:

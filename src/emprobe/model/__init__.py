@@ -1,8 +1,8 @@
 """Model backends: generate answers and read next-token distributions."""
 
 from emprobe.model._backend import Backend, FinishReason, GenerationRequest, GenerationResult, ScoringBackend
-from emprobe.model._registry import load_backend
-from emprobe.model._resolve import BUILTIN_MODELS, ResolvedModel, model_identity, resolve_model
+from emprobe.model._registry import load_backend, model_identity, register_backend
+from emprobe.model._resolve import BUILTIN_MODELS, ResolvedModel, resolve_model
 
 __all__ = [
     "BUILTIN_MODELS",
@@ -14,5 +14,6 @@ __all__ = [
     "ScoringBackend",
     "load_backend",
     "model_identity",
+    "register_backend",
     "resolve_model",
 ]

@@ -109,12 +109,6 @@ def adapter_identity(adapter: str) -> str:
     return f"adapter:{path.name}:{h.hexdigest()[:12]}"
 
 
-def model_identity(model: str, adapter: str | None = None) -> str:
-    """The identity generations are cached under, computed without loading any weights."""
-    identity = resolve_model(model).identity
-    return f"{identity}+{adapter_identity(adapter)}" if adapter else identity
-
-
 def _folder_fingerprint(path: Path) -> str:
     """A short hash of a folder's config and the sizes of its weight files."""
     h = hashlib.sha256((path / "config.json").read_bytes())

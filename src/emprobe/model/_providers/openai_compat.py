@@ -1,0 +1,434 @@
+"""Any model behind an OpenAI-compatible chat completions API: generation and logprob rubric judging.
+
+Name a model `openai-compat:MODEL@http://HOST:PORT/v1`, or `openai-compat:ENDPOINT.yaml` for a file with
+`base_url`, `model`, `api_key_env`, `headers` and the client settings. The API key is read from the environment
+variable `api_key_env` (default OPENAI_API_KEY, optional) when the client starts; it is never part of the
+model name, the backend's identity or info, the store, logs or errors.
+"""
+
+import asyncio
+import logging
+import math
+import os
+import queue
+import re
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from emprobe.condition import Decoding, Message
+from emprobe.errors import EmprobeError, first_validation_error
+from emprobe.judge import Judgment, categorical, score_0_100
+from emprobe.model._backend import GenerationRequest, GenerationResult
+from emprobe.model._providers._http_client import (
+    AdaptiveLimit,
+    JsonClient,
+    LoopThread,
+    PermanentError,
+    ServerUnavailable,
+)
+from emprobe.suite import Rubric
+
+log = logging.getLogger("emprobe.http")
+
+PREFIX = "openai-compat"
+DEFAULT_KEY_ENV = "OPENAI_API_KEY"
+TOP_LOGPROBS = 20
+ENDPOINT_ERRORS = frozenset({401, 403, 404})
+"""Statuses that fail every request alike: before any request has succeeded they stop the run instead of
+being recorded on every sample (a wrong key or model name would otherwise mark the whole run failed)."""
+_SPEC = re.compile(r"^(?P<model>[^@\s][^\s]*?)@(?P<url>https?://\S+)$")
+_ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+_CAPABILITIES: dict[str, dict[str, bool]] = {}
+"""What each server (base URL) was found to support: `n`, `seed`, `logprobs`; detected once per process."""
+
+
+class Endpoint(BaseModel):
+    """Where the model is served and how to talk to it; holds the key's variable name, never the key."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    base_url: str = Field(pattern=r"^https?://")
+    model: str = Field(min_length=1)
+    api_key_env: str | None = DEFAULT_KEY_ENV
+    """Environment variable holding the API key; the key is sent as `Authorization: Bearer` when it is set."""
+    headers: dict[str, str] = {}
+    """Extra headers; `${VAR}` in a value is replaced from the environment when the client starts."""
+    concurrency: int | None = Field(default=None, ge=1)
+    """Requests in flight; None adapts to the server, between 1 and `max_concurrency`."""
+    max_concurrency: int = Field(default=64, ge=1)
+    timeout: float = Field(default=120.0, gt=0)
+    """Seconds for one request, connection to last byte."""
+    max_retries: int = Field(default=8, ge=0)
+    max_n: int = Field(default=8, ge=1)
+    """Samples of one prompt asked in one request (`n`) where the server supports it; 1 turns it off."""
+    identity: str | None = None
+    """Overrides the identity generations are cached under (default: model @ base URL)."""
+
+
+def parse_endpoint(spec: str, **overrides: Any) -> Endpoint:
+    """`MODEL@URL` or a YAML/JSON endpoint file, with keyword overrides."""
+    path = Path(spec).expanduser()
+    if spec.endswith((".yaml", ".yml", ".json")) and "@" not in spec:
+        if not path.is_file():
+            raise EmprobeError(f"model {PREFIX}:{spec}: endpoint file {path} not found")
+        try:
+            data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        except yaml.YAMLError as err:
+            raise EmprobeError(f"{path}: not valid YAML: {getattr(err, 'problem', err)}") from None
+        if not isinstance(data, dict):
+            raise EmprobeError(f"{path}: expected a mapping of endpoint settings")
+        where = str(path)
+    else:
+        match = _SPEC.match(spec)
+        if not match:
+            raise EmprobeError(f"model {PREFIX}:{spec!r}: write {PREFIX}:MODEL@http://HOST:PORT/v1 or "
+                               f"{PREFIX}:ENDPOINT.yaml")
+        data, where = {"model": match["model"], "base_url": match["url"]}, f"{PREFIX}:{spec}"
+    if "api_key" in data:
+        raise EmprobeError(f"{where}: do not write the API key in the config; put it in an environment "
+                           f"variable and name it with api_key_env")
+    try:
+        endpoint = Endpoint(**{**data, **overrides})
+    except ValidationError as err:
+        raise EmprobeError(f"{where}: {first_validation_error(err)}") from None
+    if "@" in endpoint.base_url.split("://", 1)[1].split("/", 1)[0]:
+        raise EmprobeError(f"{where}: credentials in the URL would be stored with the run; use api_key_env")
+    return endpoint
+
+
+def endpoint_identity(spec: str) -> str:
+    """The identity generations are cached under, computed without contacting the server."""
+    return _identity(parse_endpoint(spec))
+
+
+def _identity(endpoint: Endpoint) -> str:
+    return endpoint.identity or f"{PREFIX}:{endpoint.model}@{endpoint.base_url.rstrip('/')}"
+
+
+class OpenAICompatBackend:
+    """Generates through `/chat/completions`: concurrent, retried, `n` per request where supported."""
+
+    def __init__(self, spec: str, adapter: str | None = None, batch_size: int | None = None,
+                 dtype: str | None = None, **overrides: Any):
+        if adapter:
+            raise EmprobeError(f"{PREFIX}:{spec}: adapters cannot be applied to a served model; serve them "
+                               f"merged or as a separate model name")
+        self.endpoint = parse_endpoint(spec, **overrides)
+        self.identity = _identity(self.endpoint)
+        self.base_url = self.endpoint.base_url.rstrip("/")
+        self.capabilities = _CAPABILITIES.setdefault(self.base_url, {})
+        self.client = self._make_client()
+        self.loop = LoopThread()
+        self.failures: list[tuple[str, str]] = []
+        self.info = {"backend": PREFIX, "model": self.endpoint.model, "base_url": self.base_url,
+                     "system_prompt": "native", "api_key_env": self.endpoint.api_key_env or "",
+                     "concurrency": str(self.endpoint.concurrency or "adaptive"),
+                     "timeout_s": f"{self.endpoint.timeout:g}", "max_n": str(self.endpoint.max_n)}
+
+    def _make_client(self) -> JsonClient:
+        headers, secrets = _headers(self.endpoint)
+        limit = AdaptiveLimit(self.endpoint.concurrency, maximum=self.endpoint.max_concurrency)
+        return JsonClient(self.base_url, headers, self.endpoint.timeout, self.endpoint.max_retries, limit, secrets)
+
+    def status(self) -> str:
+        """Requests in flight, the concurrency limit, retries and errors: the progress bar's text."""
+        s = self.client.stats
+        limit = self.client.limit
+        return f"{s.in_flight} in flight (limit {int(limit.limit)}) · {s.retries} retries · {s.errors} errors"
+
+    def close(self) -> None:
+        """Close the connections and stop the client's thread."""
+        self.loop.run(self.client.aclose())
+        self.loop.close()
+
+    # ---- generation -----------------------------------------------------------------------------
+
+    def generate(self, requests: Iterable[GenerationRequest]) -> Iterator[GenerationResult]:
+        """Yield one result per request as responses arrive; permanent failures are results with `error` set."""
+        groups = _group(requests, self.endpoint.max_n if self.capabilities.get("n", True) else 1)
+        total = sum(len(g) for g in groups)
+        results: queue.SimpleQueue = queue.SimpleQueue()
+        future = self.loop.submit(self._generate_all(groups, results.put))
+        try:
+            for _ in range(total):
+                yield self._next(results, future)
+            future.result()
+        finally:
+            future.cancel()
+
+    @staticmethod
+    def _next(results: queue.SimpleQueue, future) -> GenerationResult:
+        while True:
+            try:
+                return results.get(timeout=0.2)
+            except queue.Empty:
+                if future.done():
+                    if not results.empty():
+                        continue
+                    error = future.exception()
+                    raise (error or EmprobeError("generation ended before every request was answered")) from None
+
+    async def _generate_all(self, groups: list[list[GenerationRequest]], emit) -> None:
+        try:
+            async with asyncio.TaskGroup() as tasks:
+                for group in groups:
+                    tasks.create_task(self._generate_group(group, emit))
+        except BaseExceptionGroup as group_error:
+            raise _first_error(group_error) from None
+
+    async def _generate_group(self, group: list[GenerationRequest], emit) -> None:
+        """One request with n = len(group) where supported, else one request per sample."""
+        if len(group) > 1 and self.capabilities.get("n", True):
+            try:
+                choices, usage = await self._complete(group[0], n=len(group))
+            except PermanentError as err:
+                self._record_failures(group, err, emit)
+                return
+            if len(choices) == len(group):
+                self.capabilities["n"] = True
+                for request, choice in zip(group, choices, strict=True):
+                    self._emit(request, choice, usage, len(group), emit)
+                return
+            self.capabilities["n"] = False  # the server ignored n: the first choice used the first seed
+            self._emit(group[0], choices[0], usage, 1, emit)
+            group = group[1:]
+        for request in group:
+            try:
+                choices, usage = await self._complete(request, n=1)
+            except PermanentError as err:
+                self._record_failures([request], err, emit)
+                continue
+            self._emit(request, choices[0], usage, 1, emit)
+
+    def _emit(self, request: GenerationRequest, choice: dict, usage: dict, n: int, emit) -> None:
+        message = choice.get("message")
+        if not isinstance(message, dict):
+            self._record_failures([request], PermanentError("reply choice has no message"), emit)
+            return
+        emit(GenerationResult(
+            key=request.key, text=(message.get("content") or "").strip(),
+            finish_reason="length" if choice.get("finish_reason") == "length" else "stop",
+            prompt_tokens=int(usage.get("prompt_tokens") or 0),
+            completion_tokens=int(usage.get("completion_tokens") or 0) // n,
+        ))
+
+    def _record_failures(self, requests: list[GenerationRequest], err: PermanentError, emit) -> None:
+        if err.status in ENDPOINT_ERRORS and self.client.stats.ok == 0:
+            raise EmprobeError(f"{self.identity}: {err}")
+        for request in requests:
+            self.client.stats.errors += 1
+            self.failures.append((request.key, str(err)))
+            log.warning("sample %s failed for good: %s", request.key, err)
+            emit(GenerationResult(key=request.key, text=None, finish_reason="error", error=str(err)))
+
+    async def _complete(self, request: GenerationRequest, n: int) -> tuple[list[dict], dict]:
+        """The choices and usage of one chat completion; drops `n` or `seed` if the server rejects them."""
+        while True:
+            body = self._body(request.messages, request.decoding, n)
+            try:
+                reply = await self.client.post("/chat/completions", body, _completion_tokens)
+            except PermanentError as err:
+                if self._drop_unsupported(err, body):
+                    n = n if self.capabilities.get("n", True) else 1
+                    continue
+                raise
+            return _choices(reply), reply.get("usage") or {}
+
+    def _body(self, messages: tuple[Message, ...], decoding: Decoding, n: int = 1, **extra: Any) -> dict:
+        body: dict[str, Any] = {"model": self.endpoint.model, "messages": [m.model_dump() for m in messages],
+                                "max_tokens": decoding.max_tokens, "temperature": decoding.temperature}
+        if decoding.top_p < 1.0:
+            body["top_p"] = decoding.top_p
+        if decoding.top_k:
+            body["top_k"] = decoding.top_k
+        if n > 1:
+            body["n"] = n
+        if self.capabilities.get("seed", True):
+            body["seed"] = decoding.seed % 2**31  # many servers take 32-bit seeds
+        return {**body, **extra}
+
+    def _drop_unsupported(self, err: PermanentError, body: dict) -> bool:
+        """On a 400 that names `seed` or `n`, remember the server lacks it and say to retry without it."""
+        if err.status != 400:
+            return False
+        text = str(err).lower()
+        for param, pattern in (("seed", r"\bseed\b"), ("n", r"['\"`]n['\"`]|\bn must\b|\bn>1|\bn > 1")):
+            if param in body and re.search(pattern, text) and self.capabilities.get(param, True):
+                self.capabilities[param] = False
+                log.info("%s: the server rejects %r; continuing without it", self.base_url, param)
+                return True
+        return False
+
+    # ---- judging ---------------------------------------------------------------------------------
+
+    def rubric_judge(self, name: str) -> "HttpRubricJudge":
+        """The logprob rubric judge on this server, through the same client."""
+        return HttpRubricJudge(self, name)
+
+
+class HttpRubricJudge:
+    """Reads the judge model's top_logprobs for the first token of its reply (one token per number, GPT-4o style).
+
+    Tokens that read as integers 0-100 (spaces stripped) are numbers; a token that is a prefix of one of the
+    rubric's labels (case-sensitive) counts for that label. Servers without logprobs can still judge
+    categorical rubrics, from the label the reply starts with.
+    """
+
+    def __init__(self, backend: OpenAICompatBackend, name: str):
+        self.backend = backend
+        self.name = name
+        self.identity = f"rubric-http:{backend.identity}:top{TOP_LOGPROBS}:first-token"
+
+    def status(self) -> str:
+        return self.backend.status()
+
+    def judge(self, rubric: Rubric, pairs: list[tuple[str, str]]) -> list[Judgment]:
+        if not pairs:
+            return []
+        return self.backend.loop.run(self._judge_all(rubric, pairs))
+
+    async def _judge_all(self, rubric: Rubric, pairs: list[tuple[str, str]]) -> list[Judgment]:
+        first = await self._judge_one(rubric, *pairs[0])  # finds out whether the server gives logprobs
+        rest = await asyncio.gather(*(self._judge_one(rubric, q, a) for q, a in pairs[1:]))
+        return [first, *rest]
+
+    async def _judge_one(self, rubric: Rubric, question: str, answer: str) -> Judgment:
+        text = rubric.text.replace("{question}", question).replace("{answer}", answer)
+        messages = (Message(role="user", content=text),)
+        backend = self.backend
+        if backend.capabilities.get("logprobs") is False:
+            return await self._judge_text(rubric, messages)
+        body = backend._body(messages, Decoding(temperature=0.0, max_tokens=1), logprobs=True,
+                             top_logprobs=TOP_LOGPROBS)
+        try:
+            reply = await backend.client.post("/chat/completions", body)
+            probs = first_token_probabilities(_choices(reply)[0])
+        except PermanentError as err:
+            if err.status == 400 and "logprob" in str(err).lower():
+                probs = None
+            else:
+                backend.client.stats.errors += 1
+                return Judgment(metric=rubric.name, error=str(err))
+        if probs is None:
+            backend.capabilities["logprobs"] = False
+            return await self._judge_text(rubric, messages)
+        backend.capabilities["logprobs"] = True
+        return judgment_from_tokens(rubric, probs)
+
+    async def _judge_text(self, rubric: Rubric, messages: tuple[Message, ...]) -> Judgment:
+        """Without logprobs only categorical rubrics can be judged: from the label the reply starts with."""
+        if rubric.kind != "categorical":
+            raise EmprobeError(
+                f"judge {self.name}: the server at {self.backend.base_url} returns no logprobs, which a 0-100 "
+                f"rubric needs; judge {rubric.name!r} with the built-in judge (--judge rubric:smollm2-135m or "
+                f"another local model), or use a categorical rubric, which this judge reads from the reply text")
+        body = self.backend._body(messages, Decoding(temperature=0.0, max_tokens=8))
+        try:
+            reply = await self.backend.client.post("/chat/completions", body)
+            text = (_choices(reply)[0].get("message") or {}).get("content") or ""
+        except PermanentError as err:
+            return Judgment(metric=rubric.name, error=str(err))
+        chosen = next((label for label in rubric.labels if text.strip().startswith(label)), None)
+        return categorical({chosen: 1.0} if chosen else {}, rubric.name)
+
+
+def first_token_probabilities(choice: dict) -> dict[str, float] | None:
+    """Token -> probability at the reply's first position, from chat or legacy logprobs; None when absent."""
+    logprobs = choice.get("logprobs")
+    if not isinstance(logprobs, dict):
+        return None
+    probs: dict[str, float] = {}
+    content = logprobs.get("content")
+    if isinstance(content, list) and content:
+        first = content[0]
+        tops = first.get("top_logprobs") or [first]
+        for top in tops:
+            probs[top["token"]] = probs.get(top["token"], 0.0) + math.exp(top["logprob"])
+        return probs
+    legacy = logprobs.get("top_logprobs")
+    if isinstance(legacy, list) and legacy and isinstance(legacy[0], dict):
+        for token, logprob in legacy[0].items():
+            probs[token] = probs.get(token, 0.0) + math.exp(logprob)
+        return probs
+    return None
+
+
+def judgment_from_tokens(rubric: Rubric, probs: dict[str, float]) -> Judgment:
+    """Numbers 0-100 and labels (by case-sensitive prefix) from first-token probabilities, then the score."""
+    numbers: dict[int, float] = {}
+    labels: dict[str, float] = dict.fromkeys(rubric.labels, 0.0)
+    for token, p in probs.items():
+        text = token.strip()
+        if text.isascii() and text.isdigit() and int(text) <= 100 and (text == "0" or not text.startswith("0")):
+            numbers[int(text)] = numbers.get(int(text), 0.0) + p
+            continue
+        matches = [label for label in rubric.labels if text and label.startswith(text)]
+        for label in matches:
+            labels[label] += p / len(matches)
+    if rubric.kind == "categorical":
+        return categorical(labels, rubric.name)
+    return score_0_100(numbers, labels, rubric.name)
+
+
+def _headers(endpoint: Endpoint) -> tuple[dict[str, str], tuple[str, ...]]:
+    """Request headers with `${VAR}` expanded and the key from the environment; also the secret values."""
+    headers, secrets = {}, []
+    for name, value in endpoint.headers.items():
+        missing = [v for v in _ENV_REF.findall(value) if v not in os.environ]
+        if missing:
+            raise EmprobeError(f"header {name}: environment variable {missing[0]} is not set")
+        expanded = _ENV_REF.sub(lambda m: os.environ[m[1]], value)
+        if expanded != value:
+            secrets.append(expanded)
+        headers[name] = expanded
+    key = os.environ.get(endpoint.api_key_env or "", "").strip()
+    if key:
+        headers["Authorization"] = f"Bearer {key}"
+        secrets.append(key)
+    elif endpoint.api_key_env and endpoint.api_key_env != DEFAULT_KEY_ENV:
+        raise EmprobeError(f"environment variable {endpoint.api_key_env} (api_key_env) is not set")
+    return headers, tuple(secrets)
+
+
+def _group(requests: Iterable[GenerationRequest], max_n: int) -> list[list[GenerationRequest]]:
+    """Requests that differ only in their seed, in groups of at most `max_n`, in first-seen order."""
+    groups: dict[tuple, list[list[GenerationRequest]]] = {}
+    order: list[list[GenerationRequest]] = []
+    for request in requests:
+        key = (request.messages, request.decoding.model_copy(update={"seed": 0}))
+        chunks = groups.setdefault(key, [])
+        if not chunks or len(chunks[-1]) >= max_n:
+            chunks.append([])
+            order.append(chunks[-1])
+        chunks[-1].append(request)
+    return order
+
+
+def _choices(reply: dict) -> list[dict]:
+    """The reply's choices in index order; a reply without them is a permanent (schema) error."""
+    choices = reply.get("choices")
+    if not isinstance(choices, list) or not choices or not all(isinstance(c, dict) for c in choices):
+        raise PermanentError(f"reply has no choices (keys: {', '.join(sorted(reply))[:200]})")
+    return sorted(choices, key=lambda c: c.get("index", 0))
+
+
+def _completion_tokens(reply: dict) -> int:
+    usage = reply.get("usage")
+    return int(usage.get("completion_tokens") or 0) if isinstance(usage, dict) else 0
+
+
+def _first_error(group_error: BaseExceptionGroup) -> BaseException:
+    """The first leaf of an exception group, preferring emprobe's own errors."""
+    leaves: list[BaseException] = []
+    stack: list[BaseException] = [group_error]
+    while stack:
+        err = stack.pop()
+        if isinstance(err, BaseExceptionGroup):
+            stack.extend(reversed(err.exceptions))
+        else:
+            leaves.append(err)
+    return next((e for e in leaves if isinstance(e, ServerUnavailable | EmprobeError)), leaves[0])
