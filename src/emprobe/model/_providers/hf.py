@@ -93,9 +93,10 @@ class HFBackend:
             input_ids[row, width - len(ids) :] = torch.tensor(ids)
             attention[row, width - len(ids) :] = 1
         sampler = PerRowSampler(decoding, [request.decoding.seed for request, _ in items])
+        # A static cache is allocated once per batch; the default dynamic one copies itself at every step.
         config = GenerationConfig(
             max_new_tokens=decoding.max_tokens, do_sample=False, eos_token_id=self.eos_ids,
-            pad_token_id=self.pad_id,
+            pad_token_id=self.pad_id, cache_implementation="static",
         )
         out = self.model.generate(
             input_ids=input_ids.to(self.device), attention_mask=attention.to(self.device),
