@@ -9,9 +9,12 @@ from tiny_model import build_tiny_model
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 
 
-@pytest.fixture(autouse=True)
-def _isolated_cache(tmp_path_factory, monkeypatch):
-    monkeypatch.setenv("EMPROBE_CACHE", str(tmp_path_factory.getbasetemp() / "emprobe-cache"))
+@pytest.fixture(scope="session", autouse=True)
+def _isolated_cache(tmp_path_factory):
+    """Converted models go to a cache of this test session, never the user's."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("EMPROBE_CACHE", str(tmp_path_factory.getbasetemp() / "emprobe-cache"))
+        yield
 
 
 @pytest.fixture(scope="session")
