@@ -3,7 +3,7 @@
 Both run in this process on the same model, prompts and settings (sampling, temperature 1, 128 new tokens),
 and both count the tokens they really generated. Usage:
     python benchmarks/bench_generate.py [--model smollm2-135m] [--prompts 64] [--naive-prompts 16]
-`--naive-prompts` times the naive loop on the first N prompts only (it is slow); its rate is per token.
+`--naive-prompts` times the naive loop on N evenly spaced prompts only (it is slow); its rate is per token.
 """
 
 import argparse
@@ -11,7 +11,7 @@ import time
 
 import torch
 
-from emprobe.condition import Decoding
+from emprobe.condition import PRESETS, Decoding
 from emprobe.model import GenerationRequest, load_backend
 from emprobe.plan import plan_samples
 from emprobe.suite import load_suite
@@ -19,8 +19,6 @@ from emprobe.suite import load_suite
 
 def prompts(n: int) -> list[GenerationRequest]:
     """n distinct chat prompts from the core suite, each under the `free` and `json` formats."""
-    from emprobe.condition import PRESETS
-
     specs = plan_samples([load_suite("core")], [PRESETS["free"], PRESETS["json"]], "bench", samples=1)
     out = []
     for spec in specs:
@@ -60,7 +58,8 @@ def main() -> None:
     backend = load_backend(args.model, batch_size=args.batch_size)
     requests = prompts(args.prompts)
     print(f"model {backend.identity}  dtype {backend.info['dtype']}  threads {torch.get_num_threads()}")
-    n_tok, n_sec = naive(backend, requests[: args.naive_prompts])
+    step = max(1, len(requests) // args.naive_prompts)  # evenly spaced: both formats, short and long prompts
+    n_tok, n_sec = naive(backend, requests[::step][: args.naive_prompts])
     b_tok, b_sec = batched(backend, requests)
     naive_rate, batch_rate = n_tok / n_sec, b_tok / b_sec
     print(f"naive   : {args.naive_prompts:3d} prompts {n_tok:6d} tokens {n_sec:7.1f} s  {naive_rate:7.1f} tok/s")
