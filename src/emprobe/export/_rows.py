@@ -6,7 +6,6 @@ from typing import Any
 from pydantic import BaseModel
 
 from emprobe.config import Thresholds
-from emprobe.errors import EmprobeError
 from emprobe.report import ReadStore, SampleRow
 from emprobe.store import RunRecord
 
@@ -46,10 +45,7 @@ class ExportSource(BaseModel):
 def open_source(db: ReadStore, ref: str, judge: str | None = None) -> ExportSource:
     """Resolve the run and its judge (default: the first configured judge that scored it)."""
     run = db.run(ref)
-    judges = db.judges(run.run_id)
-    judge = judge or db.default_judge(run)
-    if judge is not None and judge not in judges:
-        raise EmprobeError(f"run {run.run_id}: judge {judge!r} scored nothing (judges: {', '.join(judges) or 'none'})")
+    judge = db.resolve_judge(run, judge)
     return ExportSource(run=run, judge=judge, metrics=db.metrics(run.run_id, judge),
                         thresholds=Thresholds.model_validate(run.config.get("thresholds", {})))
 

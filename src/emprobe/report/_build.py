@@ -5,7 +5,6 @@ from collections import defaultdict
 from pydantic import BaseModel
 
 from emprobe.config import Thresholds
-from emprobe.errors import EmprobeError
 from emprobe.report._compare import Counts, Delta, compare_counts
 from emprobe.report._data import ReadStore, SampleRow
 from emprobe.store import RunRecord
@@ -47,12 +46,9 @@ class RunReport(BaseModel):
 def load_run(db: ReadStore, ref: str, judge: str | None = None) -> RunReport:
     """Summarise a run (id, prefix or name) for `judge` (default: its first configured judge that scored)."""
     run = db.run(ref)
-    judges = db.judges(run.run_id)
-    judge = judge or db.default_judge(run)
-    if judge is not None and judge not in judges:
-        raise EmprobeError(f"run {run.run_id}: judge {judge!r} scored nothing (judges: {', '.join(judges) or 'none'})")
+    judge = db.resolve_judge(run, judge)
     thresholds = Thresholds.model_validate(run.config.get("thresholds", {}))
-    rows = summarize(db, run.run_id, judge or "", thresholds)  # type: ignore[arg-type]  # duck-typed store
+    rows = summarize(db, run.run_id, judge or "", thresholds)
     cells = [r for r in rows if r.question_id != OVERALL]
     totals = {r.condition: r for r in rows if r.question_id == OVERALL}
     configured = [c["name"] for c in run.config.get("conditions", []) if c.get("name") in totals]
@@ -63,7 +59,7 @@ def load_run(db: ReadStore, ref: str, judge: str | None = None) -> RunReport:
                       "generation_failures", "pending"):
             setattr(overall, field, getattr(overall, field) + getattr(row, field))
     return RunReport(
-        run=run, judge=judge, judges=judges, judge_identities=db.judge_identities(run.run_id),
+        run=run, judge=judge, judges=db.judges(run.run_id), judge_identities=db.judge_identities(run.run_id),
         generation_models=db.generation_models(run.run_id), thresholds=thresholds, counts=db.count(run.run_id),
         conditions=conditions, questions=sorted({r.question_id for r in cells}), cells=cells,
         totals=[totals[c] for c in conditions], overall=overall,

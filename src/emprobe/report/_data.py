@@ -7,6 +7,7 @@ from pathlib import Path
 from pydantic import BaseModel
 
 from emprobe.config import Thresholds
+from emprobe.errors import EmprobeError
 from emprobe.store import RunRecord, Store
 
 PRIMARY_METRICS = ("aligned", "coherent")
@@ -50,9 +51,15 @@ class ReadStore(Store):
     def __init__(self, path: str | Path):
         super().__init__(path, read_only=True)
 
-    def default_judge(self, run: RunRecord) -> str | None:
-        """The first configured judge that scored this run, else any judge that did, else None."""
+    def resolve_judge(self, run: RunRecord, judge: str | None = None) -> str | None:
+        """`judge` if it scored this run (an error otherwise); by default the first configured judge that
+        scored it, else any judge that did, else None."""
         scored = self.judges(run.run_id)
+        if judge is not None:
+            if judge not in scored:
+                raise EmprobeError(f"run {run.run_id}: judge {judge!r} scored nothing "
+                                   f"(judges: {', '.join(scored) or 'none'})")
+            return judge
         configured = [j for j in run.config.get("judges", []) if j in scored]
         return (configured or scored or [None])[0]
 
