@@ -3,6 +3,7 @@
 import platform
 import time
 from collections.abc import Callable
+from functools import cached_property
 from typing import Protocol
 
 from emprobe import __version__
@@ -10,7 +11,7 @@ from emprobe.condition import Decoding
 from emprobe.config import RunConfig
 from emprobe.errors import EmprobeError
 from emprobe.hashing import stable_hash
-from emprobe.judge import Judge, Judgment, RubricJudge, rubrics_for
+from emprobe.judge import Judge, Judgment, RefusalDetector, RubricJudge, rubrics_for
 from emprobe.model import Backend, GenerationRequest, ScoringBackend, load_backend, model_identity
 from emprobe.plan import plan_samples
 from emprobe.store import Store
@@ -49,9 +50,17 @@ class Runner:
         self.store = store
         self.progress = progress or Silent()
         self.flush_every = flush_every
-        self.identity = model_identity(config.model, config.adapter)
-        self.run_id = config.run_id(self.identity)
         self._backends: dict[tuple[str, str | None], Backend] = {}
+
+    @cached_property
+    def identity(self) -> str:
+        """The generating model's identity, computed without loading it."""
+        return model_identity(self.config.model, self.config.adapter)
+
+    @cached_property
+    def run_id(self) -> str:
+        """Derived from the model and what is asked; set it to address a stored run directly."""
+        return self.config.run_id(self.identity)
 
     def backend(self, model: str, adapter: str | None = None) -> Backend:
         key = (model, adapter)
@@ -102,7 +111,9 @@ class Runner:
         if todo <= 0:
             return
         judge = self.make_judge(spec)
-        rubrics = {(s.name, q.id): rubrics_for(q) for s in self.config.suites for q in s.questions}
+        own = getattr(judge, "rubrics", None)  # judges with metrics of their own (the refusal detector)
+        rubrics = {(s.name, q.id): list(own) if own else rubrics_for(q) for s in self.config.suites
+                   for q in s.questions}
         self.progress.start(f"judging ({spec})", todo)
         # Small chunks: each is one transaction, so an interrupted run loses at most one chunk's work.
         for chunk in self.store.pending_judging(self.run_id, spec, chunk=max(8, self.config.batch_size // 2)):
@@ -127,14 +138,17 @@ class Runner:
         ).fetchone()[0]
 
     def make_judge(self, spec: str) -> Judge:
-        """`rubric:MODEL`: the rubric judge on any backend (the run's own model when MODEL is omitted).
+        """`rubric:MODEL`: the rubric judge on any backend (the run's own model when MODEL is omitted);
+        `refusal`: the model-free refusal detector.
 
         Local models are read through `ScoringBackend`; a backend that offers `rubric_judge(name)` (an HTTP
         server with logprobs) builds its own.
         """
         kind, _, model = spec.partition(":")
+        if spec == "refusal":
+            return RefusalDetector()
         if kind != "rubric":
-            raise EmprobeError(f"unknown judge {spec!r}: use rubric:MODEL (e.g. rubric:smollm2-135m)")
+            raise EmprobeError(f"unknown judge {spec!r}: use rubric:MODEL (e.g. rubric:smollm2-135m) or refusal")
         backend = self.backend(model or self.config.model)
         if isinstance(backend, ScoringBackend):
             return RubricJudge(backend, name=spec)
