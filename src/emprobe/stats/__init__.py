@@ -9,6 +9,7 @@ from ._compare import (
     katz_ratio,
     newcombe,
 )
+from ._correction import CorrectedRate, rogan_gladen, rogan_gladen_point
 from ._intervals import Rate, clopper_pearson, cluster_interval, design_effect, rate, wilson
 from ._power import samples_for_halfwidth, samples_per_arm, wilson_halfwidth
 from ._sequential import (
@@ -22,6 +23,7 @@ from ._sequential import (
 
 __all__ = [
     "Comparison",
+    "CorrectedRate",
     "Decision",
     "PairedComparison",
     "Rate",
@@ -38,6 +40,8 @@ __all__ = [
     "obrien_fleming_boundaries",
     "pooled_z",
     "rate",
+    "rogan_gladen",
+    "rogan_gladen_point",
     "samples_for_halfwidth",
     "samples_per_arm",
     "until_halfwidth",
