@@ -121,15 +121,33 @@ def test_per_row_sampler_draws_from_the_warped_distribution():
     probs = torch.tensor([0.1, 0.2, 0.3, 0.4])
     scores = probs.log().expand(4000, 4).clone()
 
+    rows = torch.arange(4000)
+
     def freqs(**decoding):
-        out = PerRowSampler(Decoding(**decoding), seeds=list(range(4000)))(None, scores)
-        assert torch.isfinite(out).sum(-1).eq(1).all()  # exactly one token chosen per row
-        return torch.bincount(out.argmax(-1), minlength=4) / 4000
+        tokens = PerRowSampler(Decoding(**decoding), seeds=list(range(4000))).sample(scores, rows)
+        assert tokens.shape == (4000,)
+        return torch.bincount(tokens, minlength=4) / 4000
 
     assert torch.allclose(freqs(), probs, atol=0.03)
     assert torch.allclose(freqs(temperature=0.5), probs**2 / (probs**2).sum(), atol=0.03)
     assert freqs(top_k=2)[:2].sum() == 0 and torch.allclose(freqs(top_k=2)[2:], torch.tensor([3 / 7, 4 / 7]),
                                                             atol=0.03)
     assert freqs(top_p=0.65)[:2].sum() == 0  # 0.4 + 0.3 reach 0.65; 0.2 and 0.1 are cut
-    again = PerRowSampler(Decoding(), seeds=list(range(4000)))(None, scores)
-    assert torch.equal(again.argmax(-1), PerRowSampler(Decoding(), seeds=list(range(4000)))(None, scores).argmax(-1))
+    again = PerRowSampler(Decoding(), seeds=list(range(4000))).sample(scores, rows)
+    assert torch.equal(again, PerRowSampler(Decoding(), seeds=list(range(4000))).sample(scores, rows))
+
+
+def test_rows_that_finish_early_are_dropped_without_changing_the_others(tiny_llama):
+    b = load_backend(str(tiny_llama), batch_size=8)
+    eos = b.eos_ids[0]
+    head = b.model.lm_head.forward  # fault injection: EOS likely (~25% a step), so rows end at different steps
+    b.model.lm_head.forward = lambda h: head(h).index_fill(-1, torch.tensor([eos]), 0) + \
+        torch.nn.functional.one_hot(torch.tensor(eos), head(h).shape[-1]) * 4.0
+    reqs = _requests(8, max_tokens=40)
+    together = {r.key: r for r in b.generate(reqs)}
+    b.batch_size = 1
+    alone = {r.key: r for r in b.generate(reqs)}
+    lengths = {r.completion_tokens for r in together.values()}
+    assert len(lengths) > 2 and any(r.finish_reason == "stop" for r in together.values())
+    assert {k: (r.text, r.completion_tokens, r.finish_reason) for k, r in together.items()} == \
+        {k: (r.text, r.completion_tokens, r.finish_reason) for k, r in alone.items()}

@@ -45,8 +45,8 @@ def test_sigkill_during_generation_and_judging_then_resume(tiny_llama, tmp_path)
     suite_file.write_text(yaml.safe_dump(SUITE))
     db = tmp_path / "runs.db"
     args = ["--model", str(tiny_llama), "--judge", f"rubric:{tiny_llama}", "--suite", str(suite_file),
-            "--samples", "12", "--max-tokens", "24", "--batch-size", "4", "--store", str(db)]
-    planned = 4 * 2 * 12
+            "--samples", "40", "--max-tokens", "48", "--batch-size", "4", "--store", str(db)]
+    planned = 4 * 2 * 40
 
     killed_generating = _kill_when(_start(args), db, "SELECT count(*) FROM generations", 0)
     generated = _count(db, "SELECT count(*) FROM generations")

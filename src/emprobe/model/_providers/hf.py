@@ -6,7 +6,8 @@ from collections.abc import Iterable, Iterator
 from itertools import groupby
 
 import torch
-from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationConfig, LogitsProcessor
+from transformers import AutoModelForCausalLM, AutoTokenizer
+from transformers.cache_utils import Cache, DynamicLayer
 
 from emprobe.condition import Decoding, Message
 from emprobe.errors import EmprobeError
@@ -85,31 +86,52 @@ class HFBackend:
 
     @torch.inference_mode()
     def _generate_batch(self, items: list[tuple[GenerationRequest, list[int]]]) -> list[GenerationResult]:
+        """Prefill with left padding, then decode one token per step, dropping rows as they finish."""
         decoding = items[0][0].decoding
-        width = max(len(ids) for _, ids in items)
-        input_ids = torch.full((len(items), width), self.pad_id, dtype=torch.long)
-        attention = torch.zeros((len(items), width), dtype=torch.long)
+        rows, width = len(items), max(len(ids) for _, ids in items)
+        input_ids = torch.full((rows, width), self.pad_id, dtype=torch.long)
+        mask = torch.zeros((rows, width), dtype=torch.long)
         for row, (_, ids) in enumerate(items):  # left padding
             input_ids[row, width - len(ids) :] = torch.tensor(ids)
-            attention[row, width - len(ids) :] = 1
+            mask[row, width - len(ids) :] = 1
+        positions = (mask.cumsum(-1) - 1).clamp(min=0)
         sampler = PerRowSampler(decoding, [request.decoding.seed for request, _ in items])
-        # A static cache is allocated once per batch; the default dynamic one copies itself at every step.
-        config = GenerationConfig(
-            max_new_tokens=decoding.max_tokens, do_sample=False, eos_token_id=self.eos_ids,
-            pad_token_id=self.pad_id, cache_implementation="static",
-        )
-        out = self.model.generate(
-            input_ids=input_ids.to(self.device), attention_mask=attention.to(self.device),
-            generation_config=config, logits_processor=[sampler],
-        )
+        cache = Cache(layers=[BufferedLayer(width + decoding.max_tokens)
+                              for _ in range(self.model.config.get_text_config().num_hidden_layers)])
+        out = self.model(input_ids=input_ids.to(self.device), attention_mask=mask.to(self.device),
+                         position_ids=positions.to(self.device), use_cache=True, logits_to_keep=1,
+                         **{self._cache_kw: cache})
+        live = torch.arange(rows)  # which original row each live row is
+        generated: list[list[int]] = [[] for _ in range(rows)]
+        stopped = [False] * rows
+        eos = torch.tensor(self.eos_ids)
+        next_pos, mask = positions[:, -1] + 1, mask.to(self.device)
+        for step in range(decoding.max_tokens):
+            tokens = sampler.sample(out.logits[:, -1], live).cpu()
+            for row, token in zip(live.tolist(), tokens.tolist(), strict=True):
+                generated[row].append(token)
+            done = torch.isin(tokens, eos)
+            for row in live[done].tolist():
+                stopped[row] = True
+            if step == decoding.max_tokens - 1 or done.all():
+                break
+            if done.float().mean() >= 0.25 or (done.any() and step % 16 == 15):
+                keep = (~done).nonzero().squeeze(-1)  # drop finished rows now and then (a copy of the cache)
+                cache.batch_select_indices(keep.to(self.device))
+                live, tokens, next_pos, mask, done = live[keep], tokens[keep], next_pos[keep], mask[keep], done[keep]
+            mask = torch.cat([mask, torch.ones((len(live), 1), dtype=mask.dtype, device=mask.device)], -1)
+            out = self.model(input_ids=tokens[:, None].to(self.device), attention_mask=mask,
+                             position_ids=next_pos[:, None].to(self.device), use_cache=True,
+                             **{self._cache_kw: cache})
+            next_pos = next_pos + 1
         results = []
         for row, (request, ids) in enumerate(items):
-            new = out[row, width:].tolist()
-            stop = next((i for i, t in enumerate(new) if t in self.eos_ids), None)
-            used = new if stop is None else new[: stop + 1]
-            text = self.tokenizer.decode(used if stop is None else used[:-1], skip_special_tokens=True)
+            used = generated[row]
+            if stopped[row]:
+                used = used[: next(i for i, t in enumerate(used) if t in self.eos_ids) + 1]
+            text = self.tokenizer.decode(used[:-1] if stopped[row] else used, skip_special_tokens=True)
             results.append(GenerationResult(
-                key=request.key, text=text.strip(), finish_reason="length" if stop is None else "stop",
+                key=request.key, text=text.strip(), finish_reason="stop" if stopped[row] else "length",
                 prompt_tokens=len(ids), completion_tokens=len(used),
             ))
         return results
@@ -196,18 +218,19 @@ class HFBackend:
                     result[r][bi] = logprobs[r, nodes[branch]].tolist()
 
 
-class PerRowSampler(LogitsProcessor):
+class PerRowSampler:
     """Samples each row with its own generator, so a sample's text depends on its seed, not its batch."""
 
     def __init__(self, decoding: Decoding, seeds: list[int]):
         self.decoding = decoding
         self.generators = [torch.Generator().manual_seed(seed % (2**63)) for seed in seeds]
 
-    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+    def sample(self, logits: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+        """One token per row of `logits`; `rows` says whose generator draws for each."""
         d = self.decoding
         if d.temperature == 0:
-            return scores
-        logits = scores.float() / d.temperature
+            return logits.argmax(-1)
+        logits = logits.float() / d.temperature
         if d.top_k:
             kth = torch.topk(logits, min(d.top_k, logits.shape[-1]), dim=-1).values[:, -1:]
             logits = logits.masked_fill(logits < kth, float("-inf"))
@@ -217,13 +240,38 @@ class PerRowSampler(LogitsProcessor):
             drop = cum - torch.softmax(sorted_logits, -1) >= d.top_p  # keep the smallest set reaching top_p
             logits = logits.masked_fill(drop.scatter(-1, order, drop), float("-inf"))
         # Inverse-CDF sampling: one uniform draw per row from that row's generator, the rest vectorised.
-        probs = torch.softmax(logits, -1)
-        cdf = probs.cumsum(-1)
-        draws = torch.tensor([[torch.rand(1, generator=g).item()] for g in self.generators], device=cdf.device)
-        chosen = torch.searchsorted(cdf, draws * cdf[:, -1:], right=True).clamp(max=cdf.shape[-1] - 1).squeeze(-1)
-        out = torch.full_like(scores, float("-inf"))
-        out[torch.arange(len(chosen)), chosen] = 0.0
-        return out
+        cdf = torch.softmax(logits, -1).cumsum(-1)
+        draws = torch.tensor([[torch.rand(1, generator=self.generators[r]).item()] for r in rows.tolist()],
+                             device=cdf.device)
+        return torch.searchsorted(cdf, draws * cdf[:, -1:], right=True).clamp(max=cdf.shape[-1] - 1).squeeze(-1)
+
+
+class BufferedLayer(DynamicLayer):
+    """A KV cache layer that appends into a buffer allocated once, instead of concatenating at every step."""
+
+    def __init__(self, capacity: int):
+        super().__init__()
+        self.capacity, self.length = capacity, 0
+
+    def update(self, key_states: torch.Tensor, value_states: torch.Tensor, *args, **kwargs):
+        if not self.is_initialized:
+            self.lazy_initialization(key_states, value_states)
+            b, h, _, d = key_states.shape
+            self._keys = key_states.new_empty((b, h, self.capacity, d))
+            self._values = value_states.new_empty((b, h, self.capacity, value_states.shape[-1]))
+        end = self.length + key_states.shape[-2]
+        self._keys[:, :, self.length : end] = key_states
+        self._values[:, :, self.length : end] = value_states
+        self.length = end
+        self.keys, self.values = self._keys[:, :, :end], self._values[:, :, :end]
+        return self.keys, self.values
+
+    def get_seq_length(self) -> int:
+        return self.length
+
+    def batch_select_indices(self, indices: torch.Tensor) -> None:
+        self._keys, self._values = self._keys[indices], self._values[indices]
+        self.keys, self.values = self._keys[:, :, : self.length], self._values[:, :, : self.length]
 
 
 def _cache_of(output):
