@@ -82,6 +82,15 @@ def _frame(
     return parts, x, left
 
 
+def _rows(points: list[Point], left: int, parts: list[str]):
+    """Per point: its row's y, colour and escaped tooltip, after appending the row's label to `parts`."""
+    palette = colors([p.group for p in points])
+    for i, p in enumerate(points):
+        y = TOP + ROW * i + ROW / 2
+        parts.append(_label(y, left, p.label))
+        yield p, y, palette[p.group], escape(p.tip or f"{p.label}: {_pct(p.value)} [{_pct(p.low)}, {_pct(p.high)}]")
+
+
 def _label(y: float, left: int, text: str) -> str:
     shown = text if len(text) <= 42 else text[:40] + "\u2026"
     return (f'<text x="{left}" y="{y + 4}" text-anchor="end" font-size="12"><title>{escape(text)}</title>'
@@ -94,12 +103,7 @@ def rate_chart(points: list[Point], aria: str) -> Markup:
         return Markup('<p class="empty">No scored samples.</p>')
     hi = max(0.01, max(p.high for p in points))
     parts, x, left = _frame(points, 0.0, min(1.0, hi * 1.05), "rates", aria)
-    palette = colors([p.group for p in points])
-    for i, p in enumerate(points):
-        y = TOP + ROW * i + ROW / 2
-        color = palette[p.group]
-        tip = escape(p.tip or f"{p.label}: {_pct(p.value)} [{_pct(p.low)}, {_pct(p.high)}]")
-        parts.append(_label(y, left, p.label))
+    for p, y, color, tip in _rows(points, left, parts):
         parts.append(f'<g class="row"><title>{tip}</title>'
                      f'<rect class="bar" x="{x(0)}" y="{y - 6}" width="{max(0.0, x(p.value) - x(0))}" height="12" '
                      f'fill="{color}" fill-opacity="0.35"/>'
@@ -121,12 +125,7 @@ def forest_plot(points: list[Point], aria: str) -> Markup:
     axis_y = TOP + ROW * len(points)
     parts.append(f'<line class="zero" x1="{x(0)}" y1="{TOP}" x2="{x(0)}" y2="{axis_y}" stroke="#222" '
                  f'stroke-dasharray="3 3"/>')
-    palette = colors([p.group for p in points])
-    for i, p in enumerate(points):
-        y = TOP + ROW * i + ROW / 2
-        color = palette[p.group]
-        tip = escape(p.tip or f"{p.label}: {_pct(p.value)} [{_pct(p.low)}, {_pct(p.high)}]")
-        parts.append(_label(y, left, p.label))
+    for p, y, color, tip in _rows(points, left, parts):
         parts.append(f'<g class="row"><title>{tip}</title>'
                      f'<line class="ci" x1="{x(p.low)}" y1="{y}" x2="{x(p.high)}" y2="{y}" stroke="{color}" '
                      f'stroke-width="2"/>'
