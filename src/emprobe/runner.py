@@ -107,7 +107,7 @@ class Runner:
 
     def judge(self, spec: str) -> None:
         """Score every generated sample this judge has not scored, reusing cached judgments."""
-        todo = self.store.count(self.run_id)["generated"] - self._scored(spec)
+        todo = self.store.count(self.run_id)["generated"] - self.store.count_scored(self.run_id, spec)
         if todo <= 0:
             return
         judge = self.make_judge(spec)
@@ -131,11 +131,6 @@ class Runner:
             self.store.save_judgments(self.run_id, spec, judge.identity, rows)
             self.progress.advance(len(chunk), status=_status(judge))
         self.progress.done()
-
-    def _scored(self, spec: str) -> int:
-        return self.store.db.execute(
-            "SELECT count(DISTINCT sample_id) FROM scores WHERE run_id = ? AND judge = ?", (self.run_id, spec)
-        ).fetchone()[0]
 
     def make_judge(self, spec: str) -> Judge:
         """`rubric:MODEL`: the rubric judge on any backend (the run's own model when MODEL is omitted);

@@ -278,6 +278,11 @@ class Store:
             self.db.execute("ROLLBACK")
             raise
 
+    def count_scored(self, run_id: str, judge: str) -> int:
+        """How many of the run's samples this judge has scored."""
+        return self.db.execute("SELECT count(DISTINCT sample_id) FROM scores WHERE run_id = ? AND judge = ?",
+                               (run_id, judge)).fetchone()[0]
+
     def judges(self, run_id: str) -> list[str]:
         return [j for (j,) in self.db.execute(
             "SELECT DISTINCT judge FROM scores WHERE run_id = ? ORDER BY judge", (run_id,))]
