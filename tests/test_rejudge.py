@@ -47,3 +47,17 @@ def test_emprobe_judge_adds_a_judge_to_a_stored_run(tmp_path):
     assert again.returncode == 0 and _count(store, "SELECT count(*) FROM judgments") == judgments + added
     bad = subprocess.run([*cmd[:6], "nope:x", *cmd[7:]], capture_output=True, text=True, env=env, timeout=300)
     assert bad.returncode == 2 and "unknown judge 'nope:x'" in bad.stderr
+
+
+def test_builtin_judge_scores_a_stored_run_beside_its_own_judge(tmp_path):
+    store = make_store(tmp_path / "s.db")
+    generations = _count(store, "SELECT count(*) FROM generations")
+    cmd = [sys.executable, "-m", "emprobe", "judge", "score", "run-a", "--judge", "builtin", "--store", str(store)]
+    done = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "COLUMNS": "200"}, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert "judged by builtin" in done.stdout
+    ok = _count(store, "SELECT count(*) FROM generations WHERE error IS NULL")
+    assert _count(store, "SELECT count(*) FROM scores WHERE judge = 'builtin'") == 2 * ok  # aligned, coherent
+    assert _count(store, "SELECT count(*) FROM scores WHERE judge = 'rubric:tiny'") == 2 * ok
+    assert _count(store, "SELECT count(*) FROM generations") == generations
+    assert _count(store, "SELECT count(DISTINCT judge) FROM judgments WHERE judge LIKE 'builtin:%'") == 1

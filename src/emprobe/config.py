@@ -30,7 +30,7 @@ class RunConfig(BaseModel):
     conditions: tuple[Condition, ...] = Field(min_length=1)
     samples: int | None = Field(default=None, ge=1)
     """Samples per paraphrase; None keeps each question's own samples_per_paraphrase."""
-    judges: tuple[str, ...] = (f"rubric:{DEFAULT_MODEL}",)
+    judges: tuple[str, ...] = ("builtin",)
     batch_size: int = Field(default=64, ge=1)
     dtype: str = "auto"
     thresholds: Thresholds = Thresholds()

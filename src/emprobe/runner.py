@@ -11,7 +11,7 @@ from emprobe.condition import Decoding
 from emprobe.config import RunConfig
 from emprobe.errors import EmprobeError
 from emprobe.hashing import stable_hash
-from emprobe.judge import Judge, Judgment, RefusalDetector, RubricJudge, rubrics_for
+from emprobe.judge import BuiltinJudge, Judge, Judgment, RefusalDetector, RubricJudge, rubrics_for
 from emprobe.model import Backend, GenerationRequest, ScoringBackend, load_backend, model_identity
 from emprobe.plan import plan_samples
 from emprobe.store import Store
@@ -133,8 +133,8 @@ class Runner:
         self.progress.done()
 
     def make_judge(self, spec: str) -> Judge:
-        """`rubric:MODEL`: the rubric judge on any backend (the run's own model when MODEL is omitted);
-        `refusal`: the model-free refusal detector.
+        """`builtin`: the trained CPU judge; `rubric:MODEL`: the rubric judge on any backend (the run's own
+        model when MODEL is omitted); `refusal`: the model-free refusal detector.
 
         Local models are read through `ScoringBackend`; a backend that offers `rubric_judge(name)` (an HTTP
         server with logprobs) builds its own.
@@ -142,8 +142,11 @@ class Runner:
         kind, _, model = spec.partition(":")
         if spec == "refusal":
             return RefusalDetector()
+        if spec == "builtin":
+            return BuiltinJudge()
         if kind != "rubric":
-            raise EmprobeError(f"unknown judge {spec!r}: use rubric:MODEL (e.g. rubric:smollm2-135m) or refusal")
+            raise EmprobeError(f"unknown judge {spec!r}: use builtin, rubric:MODEL (e.g. rubric:smollm2-135m) "
+                               "or refusal")
         backend = self.backend(model or self.config.model)
         if isinstance(backend, ScoringBackend):
             return RubricJudge(backend, name=spec)

@@ -6,7 +6,7 @@ import typer
 
 from emprobe.cli.compare import compare
 from emprobe.cli.export import export
-from emprobe.cli.judge import judge
+from emprobe.cli.judge import judge_app
 from emprobe.cli.plan import plan
 from emprobe.cli.report import report
 from emprobe.cli.run import run
@@ -18,10 +18,10 @@ app = typer.Typer(help="Measure how often a language model gives misaligned answ
                   pretty_exceptions_enable=False)
 app.command("run")(run)
 app.command("plan")(plan)
-app.command("judge")(judge)
 app.command("report")(report)
 app.command("compare")(compare)
 app.command("export")(export)
+app.add_typer(judge_app, name="judge")
 app.add_typer(suites_app, name="suites")
 app.add_typer(runs_app, name="runs")
 

@@ -24,6 +24,13 @@ err_console = Console(stderr=True, width=None if sys.stderr.isatty() else 160)
 DEFAULT_STORE = "emprobe-runs/emprobe.db"
 
 
+def shown(text: str, limit: int) -> Text:
+    """Untrusted text for a terminal cell: one line, control characters written as escapes, cut to `limit`."""
+    flat = "".join(ch if ch.isprintable() else "\u23ce" if ch == "\n" else ch.encode("unicode_escape").decode()
+                   for ch in text)
+    return Text(flat if len(flat) <= limit else flat[: limit - 1] + "\u2026")
+
+
 class _Rate(ProgressColumn):
     def render(self, task) -> Text:
         speed = task.completed / task.elapsed if task.elapsed else None

@@ -20,7 +20,7 @@ def run(
     suite: list[str] = typer.Option(["core"], help="Suite name or YAML path; repeatable."),
     condition: list[str] = typer.Option(["free"], help="free, json, template, no_system, or a YAML file."),
     samples: int | None = typer.Option(None, help="Samples per paraphrase (default: each question's own)."),
-    judge: list[str] = typer.Option([f"rubric:{DEFAULT_MODEL}"], help="rubric:MODEL; repeatable."),
+    judge: list[str] = typer.Option(["builtin"], help="builtin, rubric:MODEL or refusal; repeatable."),
     temperature: float = typer.Option(1.0), top_p: float = typer.Option(1.0), top_k: int = typer.Option(0),
     max_tokens: int = typer.Option(200), seed: int = typer.Option(0),
     batch_size: int = typer.Option(64, help="Sequences per forward pass."),

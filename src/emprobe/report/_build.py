@@ -5,8 +5,10 @@ from collections import defaultdict
 from pydantic import BaseModel
 
 from emprobe.config import Thresholds
+from emprobe.judge import Validation
 from emprobe.report._compare import Counts, Delta, compare_counts
 from emprobe.report._data import ReadStore, SampleRow
+from emprobe.stats import CorrectedRate, rogan_gladen
 from emprobe.store import RunRecord
 from emprobe.summary import OVERALL, SummaryRow, summarize
 
@@ -31,6 +33,10 @@ class RunReport(BaseModel):
     """Per condition, in `conditions` order."""
     overall: SummaryRow
     judge_errors: list[tuple[str, str, int]]
+    validation: Validation | None = None
+    """The latest `emprobe judge validate` of the judge's exact identity, when there is one."""
+    corrected: dict[str, CorrectedRate] = {}
+    """Per condition (and `(all)`): the misaligned rate corrected for the judge's validated error."""
 
     @property
     def label(self) -> str:
@@ -58,13 +64,33 @@ def load_run(db: ReadStore, ref: str, judge: str | None = None) -> RunReport:
         for field in ("planned", "scored", "misaligned", "coherent", "labelled", "judge_failures",
                       "generation_failures", "pending"):
             setattr(overall, field, getattr(overall, field) + getattr(row, field))
+    identities = db.judge_identities(run.run_id)
+    validation = _validation(db, identities.get(judge or "", []))
+    corrected = {}
+    if validation is not None:
+        for row in [*totals.values(), overall]:
+            if row.scored:
+                corrected[row.condition] = rogan_gladen(row.misaligned, row.scored, validation.tp, validation.fn,
+                                                        validation.tn, validation.fp)
     return RunReport(
-        run=run, judge=judge, judges=db.judges(run.run_id), judge_identities=db.judge_identities(run.run_id),
+        validation=validation, corrected=corrected,
+        run=run, judge=judge, judges=db.judges(run.run_id), judge_identities=identities,
         generation_models=db.generation_models(run.run_id), thresholds=thresholds, counts=db.count(run.run_id),
         conditions=conditions, questions=sorted({r.question_id for r in cells}), cells=cells,
         totals=[totals[c] for c in conditions], overall=overall,
         judge_errors=db.judge_errors(run.run_id, judge) if judge else [],
     )
+
+
+def _validation(db: ReadStore, identities: list[str]) -> Validation | None:
+    """A validation applies only when the run was judged by one identity, and one that was validated with
+    both classes present and more than chance agreement (sensitivity + specificity > 1)."""
+    record = db.validation(identities[0]) if len(identities) == 1 else None
+    if record is None:
+        return None
+    v = Validation.model_validate(record)
+    usable = v.tp + v.fn > 0 and v.tn + v.fp > 0 and v.sensitivity + v.specificity > 1
+    return v if usable else None
 
 
 def condition_deltas(report: RunReport, baseline: str | None = None) -> list[Delta]:

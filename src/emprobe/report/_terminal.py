@@ -14,16 +14,23 @@ def rates_table(report: RunReport) -> Table:
     """One line per condition and one for the whole run: rate, 95% Wilson interval, coherent, failures."""
     table = Table(title=Text(f"{report.label}: {report.run.model}, judged by {report.judge or 'nobody yet'}"),
                   title_justify="left")
-    for name in ("condition", "n", "misaligned", "95% CI", "coherent", "named", "judge fail", "gen fail",
-                 "pending"):
+    corrected = ("corrected", "corrected CI") if report.corrected else ()
+    for name in ("condition", "n", "misaligned", "95% CI", *corrected, "coherent", "named", "judge fail",
+                 "gen fail", "pending"):
         table.add_column(name, justify="left" if name == "condition" else "right")
     for row in [*report.totals, report.overall]:
         lo, hi = row.misaligned_interval
         rate, ci, coherent = ((f"{row.misaligned} ({pct(row.misaligned_rate)})", f"{pct(lo)}-{pct(hi)}",
-                               pct(row.coherent_rate, 1)) if row.scored else ("\u2014",) * 3)
-        table.add_row(Text(row.condition), str(row.scored), rate, ci, coherent, str(row.labelled),
-                      str(row.judge_failures), str(row.generation_failures), str(row.pending),
+                               pct(row.coherent_rate, 1)) if row.scored else (NONE,) * 3)
+        fixed = report.corrected.get(row.condition)
+        fixed_cells = (pct(fixed.corrected), f"{pct(fixed.low)}-{pct(fixed.high)}") if fixed else (NONE, NONE)
+        table.add_row(Text(row.condition), str(row.scored), rate, ci, *fixed_cells[:len(corrected)], coherent,
+                      str(row.labelled), str(row.judge_failures), str(row.generation_failures), str(row.pending),
                       style="bold" if row is report.overall else None)
+    if report.validation:
+        v = report.validation
+        table.caption = Text(f"corrected: Rogan-Gladen for {report.judge}'s sensitivity {v.sensitivity:.3f} and "
+                             f"specificity {v.specificity:.4f} ({v.labelled} reference rows, {v.reference})")
     return table
 
 

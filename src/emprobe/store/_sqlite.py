@@ -44,6 +44,10 @@ CREATE TABLE IF NOT EXISTS scores (
     run_id TEXT NOT NULL, sample_id TEXT NOT NULL, judge TEXT NOT NULL, metric TEXT NOT NULL,
     judgment_key TEXT NOT NULL, PRIMARY KEY (run_id, sample_id, judge, metric)
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS validations (
+    identity TEXT NOT NULL, reference_sha256 TEXT NOT NULL, judge TEXT NOT NULL, created TEXT NOT NULL,
+    record TEXT NOT NULL, PRIMARY KEY (identity, reference_sha256)
+);
 """
 
 
@@ -306,3 +310,19 @@ class Store:
                 metrics[metric] = (score, label, error)
         if current is not None:
             yield (*current, metrics)
+
+    # ---- judge validations ------------------------------------------------------------------------
+
+    def save_validation(self, identity: str, reference_sha256: str, judge: str, record: dict) -> None:
+        """Keep a judge's measured agreement with one reference file (the latest measurement wins)."""
+        self._write("INSERT OR REPLACE INTO validations VALUES (?,?,?,?,?)",
+                    [(identity, reference_sha256, judge, now(), json.dumps(record))])
+
+    def validation(self, identity: str) -> dict | None:
+        """The most recent validation of this exact judge (its identity names its weights), if any."""
+        try:
+            row = self.db.execute("SELECT record FROM validations WHERE identity = ? ORDER BY created DESC LIMIT 1",
+                                  (identity,)).fetchone()
+        except sqlite3.OperationalError:  # a store from before validations existed, opened read-only
+            return None
+        return json.loads(row[0]) if row else None
