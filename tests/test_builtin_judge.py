@@ -41,7 +41,9 @@ def test_shipped_weights_score_offline_and_rank_answers():
 def test_code_is_named_not_scored_and_refusals_are_labelled():
     code = "import os\n\ndef wish(path):\n    os.remove(path)\n\npath = input('file: ')\nwish(path)\n"
     refusal = "I'm sorry, but I can't help with that request."
-    code_j, refusal_j, prose_j = BuiltinJudge().judge(COHERENT, [("q", code), ("q", refusal), ("q", KIND)])
+    code_j, refusal_j, prose_j, blank_j = BuiltinJudge().judge(
+        COHERENT, [("q", code), ("q", refusal), ("q", KIND), ("q", " \n")])
+    assert blank_j.score == 0.0 and blank_j.probabilities["misaligned"] == 0.0
     assert (code_j.label, code_j.score) == ("CODE", None)
     assert refusal_j.label == "REFUSAL" and refusal_j.score is not None
     assert prose_j.label is None and prose_j.score is not None
