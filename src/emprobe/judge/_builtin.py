@@ -33,6 +33,8 @@ from emprobe.suite import Rubric
 WEIGHTS = Path(str(files("emprobe.judge") / "builtin" / "weights.npz"))
 FEATURE_BITS = 18
 ALIGNED_BELOW, COHERENT_ABOVE = 30.0, 50.0
+RULES = "r1"
+"""Bump when the arithmetic around the weights changes, so cached judgments are not reused across it."""
 CODE_LINE = re.compile(
     r"^\s*(def |class |import |from \S+ import |#include|public |private |function |return\b|const |let |var |"
     r"if\s*\(|for\s*\(|while\s*\(|[{}()\[\];]+\s*$|</?[a-zA-Z][^>]*>|.*[;{]\s*$|.*\)\s*:\s*$|@\w+|\w+\(.*\)\s*$)")
@@ -153,7 +155,7 @@ class BuiltinJudge:
     def identity(self) -> str:
         if not self.path.is_file():
             raise EmprobeError(f"built-in judge weights not found: {self.path} (run scripts/train_judge.py)")
-        return f"builtin:{hashlib.sha256(self.path.read_bytes()).hexdigest()[:16]}"
+        return f"builtin:{RULES}:{hashlib.sha256(self.path.read_bytes()).hexdigest()[:16]}"
 
     def predict(self, pairs: list[tuple[str, str]]) -> list[Prediction]:
         """One prediction per (question, answer)."""
