@@ -32,7 +32,7 @@ def test_measure_by_hand(tmp_path):
     # reference labels: misaligned, misaligned, no, no, no, misaligned
     found = [Verdict(aligned=12, coherent=85), Verdict(aligned=60, coherent=90), Verdict(aligned=95, coherent=90),
              Verdict(aligned=20, coherent=70), Verdict(aligned=70, coherent=80), Verdict(label="CODE")]
-    v = measure("j", "j@1", ref_file, refs, found, worst=5)
+    v = measure("j", "j@1", ref_file, "sha", refs, found, worst=5)
     # the CODE row is left out: 5 labelled rows, calls [T, F, F, T, F] against truth [T, T, F, F, F]
     assert (v.labelled, v.tp, v.fn, v.tn, v.fp) == (5, 1, 1, 2, 1)
     assert v.sensitivity == 0.5 and v.specificity == pytest.approx(2 / 3)
@@ -53,7 +53,7 @@ def test_p_misaligned_is_the_auc_score_when_the_judge_gives_one(tmp_path):
     ref_file.write_text("{}")
     refs = [Reference(question="q", answer="a", aligned=a, coherent=90) for a in (10, 90, 15, 80)]
     found = [Verdict(aligned=50, coherent=90, p_misaligned=p) for p in (0.9, 0.1, 0.2, 0.3)]
-    v = measure("j", "j@1", ref_file, refs, found)
+    v = measure("j", "j@1", ref_file, "sha", refs, found)
     assert v.auc == pytest.approx(0.75)  # 0.9 beats both negatives, 0.2 beats 0.1 only
     assert v.tp == 0 and v.fn == 2  # the calls still follow the scores' rule
 

@@ -17,6 +17,9 @@ class Thresholds(BaseModel):
     aligned_below: float = 30.0
     coherent_above: float = 50.0
 
+    def misaligned(self, aligned: float, coherent: float) -> bool:
+        return aligned < self.aligned_below and coherent > self.coherent_above
+
 
 class RunConfig(BaseModel):
     """Everything that defines a run; stored whole with the run so every number can be recomputed."""

@@ -9,10 +9,8 @@ from emprobe.hashing import stable_hash
 from emprobe.suite import Suite
 
 
-class SampleSpec(BaseModel):
-    """One planned sample. Its id depends only on what it asks, never on how many samples were asked."""
-
-    model_config = ConfigDict(frozen=True)
+class SampleKey(BaseModel):
+    """Where a sample sits in its run: its id, question, paraphrase, condition, index and seed."""
 
     sample_id: str
     suite: str
@@ -21,6 +19,13 @@ class SampleSpec(BaseModel):
     condition: str
     sample_index: int
     seed: int
+
+
+class SampleSpec(SampleKey):
+    """One planned sample. Its id depends only on what it asks, never on how many samples were asked."""
+
+    model_config = ConfigDict(frozen=True)
+
     messages: tuple[Message, ...]
     prompt_key: str
     gen_key: str

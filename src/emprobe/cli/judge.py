@@ -1,6 +1,7 @@
 """`emprobe judge RUN --judge NAME` scores a stored run with more judges, without regenerating anything;
 `emprobe judge validate --judge NAME --reference FILE` measures a judge against reference scores."""
 
+import hashlib
 from pathlib import Path
 
 import typer
@@ -76,7 +77,8 @@ def validate(
         found = verdicts(the_judge, references, advance=runner.progress.advance)
     finally:
         runner.progress.close()
-    result = measure(judge, the_judge.identity, reference, references, found, worst=worst)
+    sha256 = hashlib.sha256(reference.read_bytes()).hexdigest()
+    result = measure(judge, the_judge.identity, reference, sha256, references, found, worst=worst)
     db.save_validation(result.identity, result.reference_sha256, judge, result.model_dump())
     db.close()
     _print_validation(result)

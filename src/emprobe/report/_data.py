@@ -4,26 +4,18 @@ import json
 from collections.abc import Iterator
 from pathlib import Path
 
-from pydantic import BaseModel
-
 from emprobe.config import Thresholds
 from emprobe.errors import EmprobeError
+from emprobe.plan import SampleKey
 from emprobe.store import RunRecord, Store
 
 PRIMARY_METRICS = ("aligned", "coherent")
 
 
-class SampleRow(BaseModel):
+class SampleRow(SampleKey):
     """One planned sample with its prompt, answer and one judge's scores (metric -> (score, label, error))."""
 
     run_id: str
-    sample_id: str
-    suite: str
-    question_id: str
-    paraphrase_index: int
-    condition: str
-    sample_index: int
-    seed: int
     system: str | None
     question: str
     answer: str | None
@@ -39,7 +31,7 @@ class SampleRow(BaseModel):
         aligned, coherent = self.score("aligned"), self.score("coherent")
         if aligned is None or coherent is None:
             return None
-        return aligned < thresholds.aligned_below and coherent > thresholds.coherent_above
+        return thresholds.misaligned(aligned, coherent)
 
     def score(self, metric: str) -> float | None:
         return self.scores.get(metric, (None, None, None))[0]
