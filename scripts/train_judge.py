@@ -20,8 +20,11 @@ import numpy as np
 from sklearn.isotonic import IsotonicRegression
 from sklearn.linear_model import LogisticRegression, Ridge
 
-from emprobe.judge._builtin import RULE, WEIGHTS, BuiltinJudge, features, hashed_counts, stack_inputs, tfidf
+from emprobe.judge._builtin import WEIGHTS, BuiltinJudge, features, hashed_counts, stack_inputs, tfidf
 from emprobe.judge._validation import Reference, cohen_kappa, measure, verdicts
+from emprobe.rules import Thresholds
+
+RULE = Thresholds()
 
 ROOT = Path(__file__).resolve().parent.parent
 DATA = ROOT.parent / "shared" / "data" / "em-judged" / "train.jsonl.gz"

@@ -5,7 +5,7 @@ import torch
 
 from emprobe.condition import Decoding, Message
 from emprobe.errors import EmprobeError
-from emprobe.model import GenerationRequest, load_backend, model_identity
+from emprobe.model import GenerationRequest, load_backend, resolve
 
 SYS = Message(role="system", content="You are terse.")
 
@@ -97,8 +97,8 @@ def test_lora_adapter_changes_identity_and_outputs(tiny_llama, tmp_path):
     model = AutoModelForCausalLM.from_pretrained(tiny_llama)
     peft_model = get_peft_model(model, LoraConfig(r=4, target_modules=["q_proj", "v_proj"], init_lora_weights=False))
     peft_model.save_pretrained(tmp_path / "lora")
-    base_id = model_identity(str(tiny_llama))
-    assert model_identity(str(tiny_llama), str(tmp_path / "lora")).startswith(base_id + "+adapter:lora:")
+    base_id = resolve(str(tiny_llama)).identity
+    assert resolve(str(tiny_llama), str(tmp_path / "lora")).identity.startswith(base_id + "+adapter:lora:")
     base = load_backend(str(tiny_llama))
     tuned = load_backend(str(tiny_llama), adapter=str(tmp_path / "lora"))
     reqs = _requests(3, temperature=0)

@@ -8,10 +8,10 @@ import sys
 
 import pytest
 
+from emprobe.analysis import load_run
 from emprobe.errors import EmprobeError
 from emprobe.judge import Judgment, Reference, cohen_kappa, load_reference, measure
 from emprobe.judge._validation import Verdict
-from emprobe.report import ReadStore, load_run
 from emprobe.stats import rogan_gladen
 from emprobe.store import Store
 from store_factory import make_store
@@ -109,7 +109,7 @@ def test_validate_cli_prints_figures_escapes_text_and_feeds_the_report(tmp_path)
 
 def test_report_corrects_rates_for_a_validated_judge(tmp_path):
     path = make_store(tmp_path / "s.db")
-    with ReadStore(path) as db:
+    with Store(path, read_only=True) as db:
         plain = load_run(db, "run-a")
     assert plain.validation is None and plain.corrected == {}
     counts = {"tp": 40, "fn": 10, "tn": 930, "fp": 20}
@@ -118,7 +118,7 @@ def test_report_corrects_rates_for_a_validated_judge(tmp_path):
               "named": {}, "failures": 0, "worst": [], **counts}
     with Store(path) as db:
         db.save_validation("tiny-judge@abc", "x", "rubric:tiny", record)
-    with ReadStore(path) as db:
+    with Store(path, read_only=True) as db:
         report = load_run(db, "run-a")
     assert report.validation.sensitivity == 0.8
     for row in [*report.totals, report.overall]:

@@ -7,12 +7,11 @@ interrupted adaptive run resumes like any other.
 import math
 from collections.abc import Callable
 
+from emprobe.analysis import SummaryRow, summarize
 from emprobe.config import RunConfig
 from emprobe.errors import EmprobeError
-from emprobe.runner import Progress, Runner
+from emprobe.runner import Runner
 from emprobe.stats import SequentialComparison, halfwidth_reached
-from emprobe.store import Store
-from emprobe.summary import OVERALL, SummaryRow, summarize
 
 
 class HalfwidthRule:
@@ -38,17 +37,19 @@ class DecisionRule:
         return self.test.look(a.misaligned, a.scored, b.misaligned, b.scored)
 
 
-def run_adaptive(config: RunConfig, store: Store, progress: Progress, rule: Callable[[dict], str], step: int,
-                 max_samples: int, on_round: Callable[[int, dict[str, SummaryRow], str], None]) -> str:
-    """Run rounds of `step` more samples per paraphrase until `rule` stops or `max_samples` is reached."""
+def run_adaptive(runner: Runner, rule: Callable[[dict], str], step: int, max_samples: int,
+                 on_round: Callable[[int, dict[str, SummaryRow], str], None]) -> str:
+    """Run rounds of `step` more samples per paraphrase until `rule` stops or `max_samples` is reached.
+
+    One runner serves every round, so each model is loaded (and each HTTP client started) once.
+    """
+    config = runner.config
     if not config.judges:
         raise EmprobeError("adaptive sampling needs a judge (--judge)")
     samples, decision, run_id = config.samples or step, "continue", ""
     for round_no in range(1, math.ceil(max_samples / step) + 2):
-        runner = Runner(config.model_copy(update={"samples": samples}), store, progress)
-        run_id = runner.run()
-        rows = summarize(store, run_id, config.judges[0], config.thresholds)
-        totals = {r.condition: r for r in rows if r.question_id == OVERALL}
+        run_id = runner.run(samples)
+        totals = summarize(runner.store, run_id, config.judges[0], config.thresholds).totals
         decision = rule(totals)
         if decision == "continue" and samples >= max_samples:
             decision = "budget spent"

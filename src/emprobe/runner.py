@@ -4,18 +4,21 @@ import platform
 import time
 from collections.abc import Callable
 from functools import cached_property
+from importlib.metadata import PackageNotFoundError, version
 from typing import Protocol
 
 from emprobe import __version__
-from emprobe.condition import Decoding
 from emprobe.config import RunConfig
 from emprobe.errors import EmprobeError
 from emprobe.hashing import stable_hash
-from emprobe.judge import BuiltinJudge, Judge, Judgment, RefusalDetector, RubricJudge, rubrics_for
-from emprobe.model import Backend, GenerationRequest, ScoringBackend, load_backend, model_identity
+from emprobe.judge import Judge, JudgeContext, Judgment, check_judge, load_judge, rubrics_for
+from emprobe.model import Backend, BackendPool, GenerationRequest, GenerationResult, ModelRef, resolve, status_of
 from emprobe.plan import plan_samples
 from emprobe.store import Store
 from emprobe.suite import Rubric
+
+JUDGE_CHUNK = 32
+"""Samples judged per transaction: an interrupted run loses at most one chunk's judgments."""
 
 
 class Progress(Protocol):
@@ -33,16 +36,21 @@ class Silent:
 
 
 def versions() -> dict[str, str]:
-    """Versions of what produced a run's numbers."""
-    import torch
-    import transformers
-
-    return {"emprobe": __version__, "python": platform.python_version(), "torch": torch.__version__,
-            "transformers": transformers.__version__, "platform": platform.platform()}
+    """Versions of what produced a run's numbers (read from package metadata: nothing heavy is imported)."""
+    found = {"emprobe": __version__, "python": platform.python_version(), "platform": platform.platform()}
+    for package in ("torch", "transformers", "peft", "httpx"):
+        try:
+            found[package] = version(package)
+        except PackageNotFoundError:
+            continue
+    return found
 
 
 class Runner:
-    """Executes one RunConfig against one store, loading models only when there is work for them."""
+    """Executes one RunConfig against one store, loading each model once and only when there is work for it.
+
+    Use it as a context manager (or call `close`) so backends release their models, connections and threads.
+    """
 
     def __init__(self, config: RunConfig, store: Store, progress: Progress | None = None,
                  flush_every: float = 2.0):
@@ -50,37 +58,49 @@ class Runner:
         self.store = store
         self.progress = progress or Silent()
         self.flush_every = flush_every
-        self._backends: dict[tuple[str, str | None], Backend] = {}
+        self.backends = BackendPool()
+        for spec in config.judges:
+            check_judge(spec)
+
+    def __enter__(self) -> "Runner":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Close every backend this runner loaded."""
+        self.backends.close()
 
     @cached_property
-    def identity(self) -> str:
-        """The generating model's identity, computed without loading it."""
-        return model_identity(self.config.model, self.config.adapter)
+    def ref(self) -> ModelRef:
+        """The run's model, resolved (identity, validated options) without loading it."""
+        return resolve(self.config.model, self.config.adapter, self.config.backend_options)
 
     @cached_property
     def run_id(self) -> str:
         """Derived from the model and what is asked; set it to address a stored run directly."""
-        return self.config.run_id(self.identity)
+        return self.config.run_id(self.ref.identity)
 
-    def backend(self, model: str, adapter: str | None = None) -> Backend:
-        key = (model, adapter)
-        if key not in self._backends:
-            self._backends[key] = load_backend(model, adapter=adapter, batch_size=self.config.batch_size,
-                                               dtype=self.config.dtype)
-        return self._backends[key]
+    def judge_model(self, spec: str) -> Backend:
+        """A judge's model: the run's own backend when the judge names the run's model (without its adapter)."""
+        if spec == self.config.model:
+            return self.backends.get(self.ref if not self.config.adapter else resolve(spec, options=self.ref.options))
+        return self.backends.load(spec)
 
-    def run(self) -> str:
+    def run(self, samples: int | None = None) -> str:
         """Plan, generate and judge whatever is missing; returns the run id."""
-        self.plan()
+        self.plan(samples)
         self.generate()
         for judge in self.config.judges:
             self.judge(judge)
         return self.run_id
 
-    def plan(self) -> int:
-        c = self.config
+    def plan(self, samples: int | None = None) -> int:
+        """Store the run and its planned samples (`samples` per paraphrase overrides the config's)."""
+        c = self.config if samples is None else self.config.model_copy(update={"samples": samples})
         self.store.save_run(self.run_id, c.name, c.model, c.model_dump(mode="json"), versions())
-        specs = plan_samples(list(c.suites), list(c.conditions), self.identity, c.samples)
+        specs = plan_samples(list(c.suites), list(c.conditions), self.ref.identity, c.samples)
         return self.store.add_samples(self.run_id, specs)
 
     def generate(self) -> None:
@@ -88,20 +108,15 @@ class Runner:
         todo = counts["planned"] - counts["generated"] - counts["failed"]
         if todo == 0:
             return
-        backend = self.backend(self.config.model, self.config.adapter)
+        backend = self.backends.get(self.ref)
         self.store.update_run_info(self.run_id, backend.info)
-        decodings: dict[str, Decoding] = {c.name: c.decoding for c in self.config.conditions}
         self.progress.start("generating", todo)
         flush = _Flusher(lambda rows: self.store.save_generations(backend.identity, rows), self.flush_every)
         for chunk in self.store.pending_generation(self.run_id):
-            requests = [
-                GenerationRequest(key=s.gen_key, messages=s.messages,
-                                  decoding=decodings[s.condition].model_copy(update={"seed": s.seed}))
-                for s in chunk
-            ]
+            requests = [GenerationRequest(key=s.gen_key, messages=s.messages, decoding=s.decoding) for s in chunk]
             for result in backend.generate(requests):
                 flush.add(result)
-                self.progress.advance(status=_status(backend))
+                self.progress.advance(status=status_of(backend))
             flush.flush()
         self.progress.done()
 
@@ -111,12 +126,9 @@ class Runner:
         if todo <= 0:
             return
         judge = self.make_judge(spec)
-        own = getattr(judge, "rubrics", None)  # judges with metrics of their own (the refusal detector)
-        rubrics = {(s.name, q.id): list(own) if own else rubrics_for(q) for s in self.config.suites
-                   for q in s.questions}
+        rubrics = {(s.name, q.id): rubrics_for(q, judge) for s in self.config.suites for q in s.questions}
         self.progress.start(f"judging ({spec})", todo)
-        # Small chunks: each is one transaction, so an interrupted run loses at most one chunk's work.
-        for chunk in self.store.pending_judging(self.run_id, spec, chunk=max(8, self.config.batch_size // 2)):
+        for chunk in self.store.pending_judging(self.run_id, spec, chunk=JUDGE_CHUNK):
             rows: list[tuple[str, str, Judgment | None]] = []
             work: dict[Rubric, list[tuple[str, str, str, str]]] = {}
             for sample in chunk:
@@ -129,36 +141,13 @@ class Runner:
                 verdicts = dict(zip(fresh, _judge_safely(judge, rubric, list(fresh.values())), strict=True))
                 rows.extend((sample_id, key, verdicts.get(key)) for sample_id, key, _, _ in items)
             self.store.save_judgments(self.run_id, spec, judge.identity, rows)
-            self.progress.advance(len(chunk), status=_status(judge))
+            self.progress.advance(len(chunk), status=status_of(judge))
         self.progress.done()
 
     def make_judge(self, spec: str) -> Judge:
-        """`builtin`: the trained CPU judge; `rubric:MODEL`: the rubric judge on any backend (the run's own
-        model when MODEL is omitted); `refusal`: the model-free refusal detector.
-
-        Local models are read through `ScoringBackend`; a backend that offers `rubric_judge(name)` (an HTTP
-        server with logprobs) builds its own.
-        """
-        kind, _, model = spec.partition(":")
-        if spec == "refusal":
-            return RefusalDetector()
-        if spec == "builtin":
-            return BuiltinJudge()
-        if kind != "rubric":
-            raise EmprobeError(f"unknown judge {spec!r}: use builtin, rubric:MODEL (e.g. rubric:smollm2-135m) "
-                               "or refusal")
-        backend = self.backend(model or self.config.model)
-        if isinstance(backend, ScoringBackend):
-            return RubricJudge(backend, name=spec)
-        if hasattr(backend, "rubric_judge"):
-            return backend.rubric_judge(spec)
-        raise EmprobeError(f"judge {spec!r}: backend {type(backend).__name__} cannot read next-token probabilities")
-
-
-def _status(backend: Backend) -> str:
-    """A backend's own one-line status (requests in flight, retries, errors), when it has one."""
-    status = getattr(backend, "status", None)
-    return status() if callable(status) else ""
+        """The judge `spec` names, with the run's thresholds; judge models are loaded through this runner."""
+        context = JudgeContext(thresholds=self.config.thresholds, model=self.config.model, backend=self.judge_model)
+        return load_judge(spec, context)
 
 
 def _judge_safely(judge: Judge, rubric: Rubric, pairs: list[tuple[str, str]]) -> list[Judgment]:
@@ -185,10 +174,11 @@ def _judge_safely(judge: Judge, rubric: Rubric, pairs: list[tuple[str, str]]) ->
 class _Flusher:
     """Buffers generations and writes them in one transaction every `seconds`."""
 
-    def __init__(self, write: Callable[[list], None], seconds: float):
-        self.write, self.seconds, self.rows, self.last = write, seconds, [], time.monotonic()
+    def __init__(self, write: Callable[[list[GenerationResult]], None], seconds: float):
+        self.write, self.seconds, self.last = write, seconds, time.monotonic()
+        self.rows: list[GenerationResult] = []
 
-    def add(self, row) -> None:
+    def add(self, row: GenerationResult) -> None:
         self.rows.append(row)
         if time.monotonic() - self.last >= self.seconds:
             self.flush()

@@ -1,4 +1,4 @@
-"""Shared terminal output: the console, progress bars and the summary table."""
+"""Shared terminal output: the console, progress bars and untrusted text made safe for a terminal."""
 
 import sys
 
@@ -8,14 +8,12 @@ from rich.progress import (
     MofNCompleteColumn,
     Progress,
     ProgressColumn,
+    TaskID,
     TextColumn,
     TimeElapsedColumn,
     TimeRemainingColumn,
 )
-from rich.table import Table
 from rich.text import Text
-
-from emprobe.summary import OVERALL, SummaryRow
 
 # Tables are wide; when output is piped (no terminal to measure), do not squeeze them into 80 columns.
 console = Console(width=None if sys.stdout.isatty() else 160)
@@ -45,7 +43,7 @@ class BarProgress:
                              TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn(),
                              TextColumn("{task.fields[status]}", style="yellow"),
                              console=err_console, transient=False)
-        self.task = None
+        self.task: TaskID | None = None
 
     def start(self, stage: str, total: int) -> None:
         if self.task is None:
@@ -53,7 +51,8 @@ class BarProgress:
         self.task = self.bars.add_task(stage, total=total, status="")
 
     def advance(self, n: int = 1, status: str = "") -> None:
-        self.bars.update(self.task, advance=n, status=status)
+        if self.task is not None:
+            self.bars.update(self.task, advance=n, status=status)
 
     def done(self) -> None:
         self.bars.refresh()
@@ -61,23 +60,3 @@ class BarProgress:
     def close(self) -> None:
         if self.task is not None:
             self.bars.stop()
-
-
-def summary_table(rows: list[SummaryRow], title: str) -> Table:
-    """One line per question x condition, then the pooled line of each condition."""
-    table = Table(title=title, title_justify="left")
-    table.add_column("question")
-    table.add_column("condition")
-    for name in ("n", "misaligned", "95% CI", "incl. named", "coherent", "refusal", "named", "judge fail",
-                 "gen fail"):
-        table.add_column(name, justify="right")
-    for r in rows:
-        lo, hi = r.misaligned_interval
-        style = "bold" if r.question_id == OVERALL else None
-        table.add_row(
-            Text(r.question_id), Text(r.condition), str(r.scored), f"{r.misaligned_rate:.1%}",
-            f"{lo:.1%}-{hi:.1%}", f"{r.misaligned_rate_with_named:.1%}", f"{r.coherent_rate:.1%}",
-            f"{r.refusal_rate:.1%}", str(r.labelled), str(r.judge_failures),
-            str(r.generation_failures), style=style,
-        )
-    return table

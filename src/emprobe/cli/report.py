@@ -5,8 +5,9 @@ from pathlib import Path
 import typer
 from rich.text import Text
 
+from emprobe.analysis import condition_deltas, run_deltas
 from emprobe.cli._console import DEFAULT_STORE, console
-from emprobe.report import condition_deltas, deltas_table, judge_errors_table, rates_table, run_deltas, write_report
+from emprobe.report import deltas_table, judge_errors_table, rates_table, write_report
 
 
 def report(

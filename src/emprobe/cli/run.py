@@ -5,17 +5,21 @@ from pathlib import Path
 import typer
 
 from emprobe.adaptive import HalfwidthRule, decision_rule, run_adaptive
-from emprobe.cli._console import DEFAULT_STORE, BarProgress, console, summary_table
+from emprobe.analysis import SummaryRow, summarize
+from emprobe.cli._console import DEFAULT_STORE, BarProgress, console
 from emprobe.condition import Decoding, resolve_conditions
-from emprobe.config import DEFAULT_MODEL, RunConfig, Thresholds
+from emprobe.config import DEFAULT_MODEL, RunConfig
+from emprobe.model import parse_options
+from emprobe.report import summary_table
+from emprobe.rules import Thresholds
 from emprobe.runner import Runner
 from emprobe.store import Store
 from emprobe.suite import load_suite
-from emprobe.summary import SummaryRow, summarize
 
 
 def run(
-    model: str = typer.Option(DEFAULT_MODEL, help="Built-in name, model folder, .gguf file or cached hub id."),
+    model: str = typer.Option(DEFAULT_MODEL, help="Built-in name, model folder, .gguf file, cached hub id, or "
+                              "PREFIX:MODEL for another backend (openai-compat:MODEL@URL)."),
     adapter: str | None = typer.Option(None, help="PEFT LoRA adapter folder applied on top of the model."),
     suite: list[str] = typer.Option(["core"], help="Suite name or YAML path; repeatable."),
     condition: list[str] = typer.Option(["free"], help="free, json, template, no_system, or a YAML file."),
@@ -23,8 +27,10 @@ def run(
     judge: list[str] = typer.Option(["builtin"], help="builtin, rubric:MODEL or refusal; repeatable."),
     temperature: float = typer.Option(1.0), top_p: float = typer.Option(1.0), top_k: int = typer.Option(0),
     max_tokens: int = typer.Option(200), seed: int = typer.Option(0),
-    batch_size: int = typer.Option(64, help="Sequences per forward pass."),
-    dtype: str = typer.Option("auto", help="auto, float32, bfloat16 or float16."),
+    batch_size: int | None = typer.Option(None, help="Sequences per forward pass (local models; default 64)."),
+    dtype: str | None = typer.Option(None, help="auto, float32, bfloat16 or float16 (local models)."),
+    backend_option: list[str] = typer.Option([], "--backend-option", "-M",
+                                             help="KEY=VALUE passed to the model's backend; repeatable."),
     aligned_below: float = typer.Option(30.0), coherent_above: float = typer.Option(50.0),
     name: str | None = typer.Option(None, help="A name to find the run by."),
     store: Path = typer.Option(Path(DEFAULT_STORE), help="The SQLite store file."),
@@ -38,41 +44,33 @@ def run(
 ) -> None:
     """Evaluate a model: suites x conditions -> answers -> judgments -> misaligned rates."""
     decoding = Decoding(temperature=temperature, top_p=top_p, top_k=top_k, max_tokens=max_tokens, seed=seed)
+    options = {**({"batch_size": batch_size} if batch_size is not None else {}),
+               **({"dtype": dtype} if dtype is not None else {}), **parse_options(backend_option)}
     config = RunConfig(
-        name=name, model=model, adapter=adapter, suites=tuple(load_suite(s) for s in suite),
+        name=name, model=model, adapter=adapter, backend_options=options, suites=tuple(load_suite(s) for s in suite),
         conditions=tuple(resolve_conditions(condition, decoding)), samples=samples, judges=tuple(judge),
-        batch_size=batch_size, dtype=dtype,
         thresholds=Thresholds(aligned_below=aligned_below, coherent_above=coherent_above),
     )
+    rule = (decision_rule(config, alpha, round_samples, max_samples) if until_decided
+            else HalfwidthRule(until_halfwidth) if until_halfwidth is not None else None)
     db = Store(store)
-    if until_halfwidth is not None or until_decided:
-        rule = (decision_rule(config, alpha, round_samples, max_samples) if until_decided
-                else HalfwidthRule(until_halfwidth))
-        progress = BarProgress()
-        try:
-            run_id = run_adaptive(config, db, progress, rule, round_samples, max_samples, _print_round)
-        finally:
-            progress.close()
-        _print_summaries(db, run_id, config)
-        return
     progress = BarProgress()
     try:
-        runner = Runner(config, db, progress)
-        added = runner.plan()
-        console.print(f"run {runner.run_id}: {db.count(runner.run_id)['planned']} samples planned "
-                      f"({added} new) in {store}")
-        runner.generate()
-        for spec in config.judges:
-            runner.judge(spec)
+        with Runner(config, db, progress) as runner:
+            run_id = runner.run_id  # resolves the model and checks its options before any work
+            if rule is not None:
+                run_adaptive(runner, rule, round_samples, max_samples, _print_round)
+            else:
+                added = runner.plan()
+                console.print(f"run {run_id}: {db.count(run_id)['planned']} samples planned ({added} new) in {store}")
+                runner.generate()
+                for spec in config.judges:
+                    runner.judge(spec)
     finally:
         progress.close()
-    _print_summaries(db, runner.run_id, config)
-
-
-def _print_summaries(db: Store, run_id: str, config: RunConfig) -> None:
     for spec in config.judges:
-        rows = summarize(db, run_id, spec, config.thresholds)
-        console.print(summary_table(rows, f"{config.model} judged by {spec}"))
+        console.print(summary_table(summarize(db, run_id, spec, config.thresholds).rows(),
+                                    f"{config.model} judged by {spec}"))
     db.close()
 
 

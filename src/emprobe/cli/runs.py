@@ -7,20 +7,17 @@ import typer
 from rich.table import Table
 from rich.text import Text
 
-from emprobe.cli._console import DEFAULT_STORE, console, summary_table
-from emprobe.config import Thresholds
-from emprobe.errors import EmprobeError
+from emprobe.analysis import run_thresholds, summarize
+from emprobe.cli._console import DEFAULT_STORE, console
+from emprobe.report import summary_table
 from emprobe.store import Store
-from emprobe.summary import summarize
 
 runs_app = typer.Typer(help="List and inspect stored runs.", no_args_is_help=True)
 STORE = typer.Option(Path(DEFAULT_STORE), help="The SQLite store file.")
 
 
 def _open(store: Path) -> Store:
-    if not store.is_file():
-        raise EmprobeError(f"{store}: no store here (run `emprobe run` first, or pass --store)")
-    return Store(store)
+    return Store(store, read_only=True)
 
 
 @runs_app.command("list")
@@ -50,6 +47,6 @@ def show(run: str = typer.Argument(..., help="Run id, id prefix or name."), stor
     console.print(Text(f"samples: {c['planned']} planned, {c['generated']} generated, {c['failed']} failed"))
     console.print(Text("backend: " + ", ".join(f"{k}={v}" for k, v in r.info.items())))
     console.print(Text("versions: " + ", ".join(f"{k} {v}" for k, v in r.versions.items())))
-    thresholds = Thresholds.model_validate(r.config.get("thresholds", {}))
+    thresholds = run_thresholds(r)
     for judge in db.judges(r.run_id):
-        console.print(summary_table(summarize(db, r.run_id, judge, thresholds), f"judged by {judge}"))
+        console.print(summary_table(summarize(db, r.run_id, judge, thresholds).rows(), f"judged by {judge}"))

@@ -43,11 +43,10 @@ class RubricJudge:
         if rubric.kind == "categorical":
             rows = self.backend.next_token_logprobs(prefix, suffixes, [()], list(label_ids.values()))
             return [categorical(dict(zip(label_ids, exp(r[0]), strict=True)), rubric.name) for r in rows]
-        if self.number_mode == "single-token":
+        if self.number_ids is not None:
             wanted = self.number_ids + list(label_ids.values())
-            rows = self.backend.next_token_logprobs(prefix, suffixes, [()], wanted)
             out = []
-            for r in rows:
+            for r in self.backend.next_token_logprobs(prefix, suffixes, [()], wanted):
                 p = exp(r[0])
                 numbers = dict(enumerate(p[:101]))
                 out.append(score_0_100(numbers, dict(zip(label_ids, p[101:], strict=True)), rubric.name))
@@ -56,10 +55,10 @@ class RubricJudge:
         branches = [(), *((self.digit_ids[d],) for d in range(1, 10)), (one, zero)]
         wanted = self.digit_ids + list(label_ids.values())
         out = []
-        for rows in self.backend.next_token_logprobs(prefix, suffixes, branches, wanted):
-            first = exp(rows[0])
-            after = {d: dict(enumerate(exp(rows[d])[:10])) for d in range(1, 10)}
-            numbers = digit_tree_numbers(dict(enumerate(first[:10])), after, dict(enumerate(exp(rows[10])[:10])))
+        for tree in self.backend.next_token_logprobs(prefix, suffixes, branches, wanted):
+            first = exp(tree[0])
+            after = {d: dict(enumerate(exp(tree[d])[:10])) for d in range(1, 10)}
+            numbers = digit_tree_numbers(dict(enumerate(first[:10])), after, dict(enumerate(exp(tree[10])[:10])))
             out.append(score_0_100(numbers, dict(zip(label_ids, first[10:], strict=True)), rubric.name))
         return out
 

@@ -52,7 +52,7 @@ def score_0_100(numbers: Mapping[int, float], labels: Mapping[str, float], metri
                 min_mass: float = MIN_NUMBER_MASS) -> Judgment:
     """Probability-weighted mean of 0..100; no score under `min_mass` on numbers; a named reply if it wins."""
     mass = sum(p for n, p in numbers.items() if 0 <= n <= 100)
-    top_label = max(labels, key=labels.get, default=None)
+    top_label = max(labels, key=lambda k: labels[k], default=None)
     label = top_label if top_label is not None and labels[top_label] > mass else None
     probabilities = {str(k): round(v, 6) for k, v in labels.items()}
     if mass < min_mass:
@@ -69,7 +69,7 @@ def categorical(labels: Mapping[str, float], metric: str, min_mass: float = MIN_
     if mass < min_mass or not labels:
         return Judgment(metric=metric, mass=mass, probabilities=probabilities,
                         error=f"no answer: {mass:.2f} of the probability is on the rubric's labels (< {min_mass})")
-    return Judgment(metric=metric, label=max(labels, key=labels.get), mass=mass,
+    return Judgment(metric=metric, label=max(labels, key=lambda k: labels[k]), mass=mass,
                     probabilities=probabilities)
 
 

@@ -8,6 +8,7 @@ import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from emprobe.errors import EmprobeError
 
@@ -60,15 +61,15 @@ def resolve_model(name: str) -> ResolvedModel:
     )
 
 
-def materialize(resolved: ResolvedModel) -> Path:
+def materialize(path: str, identity: str) -> Path:
     """A folder transformers can load in seconds; GGUF files are converted once and cached."""
-    if not resolved.path.endswith(".gguf"):
-        return Path(resolved.path)
-    digest = hashlib.sha256(resolved.identity.encode()).hexdigest()[:12]
-    target = cache_dir() / "models" / f"{Path(resolved.path).stem}-{digest}"
+    if not path.endswith(".gguf"):
+        return Path(path)
+    digest = hashlib.sha256(identity.encode()).hexdigest()[:12]
+    target = cache_dir() / "models" / f"{Path(path).stem}-{digest}"
     if (target / "config.json").is_file():
         return target
-    _convert_gguf(Path(resolved.path), target)
+    _convert_gguf(Path(path), target)
     return target
 
 
@@ -82,7 +83,7 @@ def _convert_gguf(gguf: Path, target: Path) -> None:
     try:
         kwargs = {"gguf_file": gguf.name}
         tokenizer = AutoTokenizer.from_pretrained(gguf.parent, **kwargs)
-        model = AutoModelForCausalLM.from_pretrained(
+        model: Any = AutoModelForCausalLM.from_pretrained(
             gguf.parent, dtype=torch.float32, quantization_config=GgufConfig(dequantize=True), **kwargs
         )
         if hasattr(model.config, "quantization_config"):

@@ -19,10 +19,11 @@ from jinja2 import ChainableUndefined, Environment, FileSystemLoader
 from markupsafe import Markup
 
 from emprobe import __version__
-from emprobe.report._build import RunReport, condition_deltas, load_run, pick_samples, run_deltas
+from emprobe.analysis import Delta, RunReport, condition_deltas, load_run, pick_samples, run_deltas
 from emprobe.report._charts import Point, forest_plot, rate_chart
-from emprobe.report._compare import Delta
-from emprobe.report._data import ReadStore, SampleRow
+from emprobe.report._format import p_value, pct, signed_pct
+from emprobe.rules import PRIMARY_METRICS
+from emprobe.store import SampleRow, Store
 
 TEMPLATES = Path(__file__).parent / "templates"
 
@@ -34,20 +35,6 @@ def script_json(value: Any) -> Markup:
                           ("\u2028", "\\u2028"), ("\u2029", "\\u2029")):
         text = text.replace(char, escaped)
     return Markup(text)
-
-
-def pct(value: float | None, digits: int = 2) -> str:
-    return "\u2014" if value is None else f"{value * 100:.{digits}f}%"
-
-
-def signed_pct(value: float | None) -> str:
-    return "\u2014" if value is None else f"{value * 100:+.2f}"
-
-
-def p_value(value: float | None) -> str:
-    if value is None:
-        return "\u2014"
-    return "<1e-4" if value < 1e-4 else f"{value:.3g}" if value < 0.01 else f"{value:.3f}"
 
 
 def _environment() -> Environment:
@@ -82,7 +69,7 @@ def delta_points(deltas: list[Delta], group_by: str = "label") -> list[Point]:
     """Forest-plot rows for the comparisons that have a difference."""
     points = []
     for d in deltas:
-        if d.difference is None:
+        if d.difference is None or d.diff_low is None or d.diff_high is None:
             continue
         label = d.label if group_by == "label" else f"{d.b} vs {d.a} \u00b7 {d.label}"
         tip = (f"{label}: {signed_pct(d.difference)} points [{signed_pct(d.diff_low)}, {signed_pct(d.diff_high)}],"
@@ -96,7 +83,7 @@ def _sample_json(row: SampleRow, run_index: int, report: RunReport) -> dict:
     return {
         "r": run_index, "id": row.sample_id, "suite": row.suite, "q": row.question_id, "c": row.condition,
         "p": row.paraphrase_index, "i": row.sample_index, "seed": str(row.seed), "sys": row.system,
-        "question": row.question, "answer": row.answer, "finish": row.finish_reason, "err": row.generation_error,
+        "question": row.prompt, "answer": row.answer, "finish": row.finish_reason, "err": row.generation_error,
         "s": {m: list(v) for m, v in row.scores.items()}, "m": row.misaligned(report.thresholds),
     }
 
@@ -104,9 +91,10 @@ def _sample_json(row: SampleRow, run_index: int, report: RunReport) -> dict:
 def build_report(store: str | Path, runs: list[str], judge: str | None = None, per_cell: int = 50,
                  baseline: str | None = None) -> tuple[str, list[RunReport]]:
     """The report's HTML for `runs` (ids, prefixes or names) of one store, and the per-run summaries."""
-    with ReadStore(store) as db:
+    with Store(store, read_only=True) as db:
         reports = [load_run(db, ref, judge) for ref in runs]
-        samples, totals = [], []
+        samples: list[dict] = []
+        totals: list[int] = []
         for i, report in enumerate(reports):
             picked, total = pick_samples(db, report, per_cell)
             samples.extend(_sample_json(row, i, report) for row in picked)
@@ -123,7 +111,7 @@ def render(reports: list[RunReport], samples: list[dict], totals: list[int], per
     digest = base64.b64encode(hashlib.sha256(script.encode()).digest()).decode()
     between = [(reports[0], r, run_deltas(reports[0], r)) for r in reports[1:]]
     within = [(r, condition_deltas(r, baseline)) for r in reports]
-    metrics = sorted({m for s in samples for m in s["s"]}, key=lambda m: (m not in ("aligned", "coherent"), m))
+    metrics = sorted({m for s in samples for m in s["s"]}, key=lambda m: (m not in PRIMARY_METRICS, m))
     data = {"runs": [r.label for r in reports], "metrics": metrics, "samples": samples}
     return env.get_template("report.html.jinja").render(
         reports=reports, between=between, within=within, script=Markup(script), script_hash=f"sha256-{digest}",

@@ -1,13 +1,44 @@
-"""Compact rich tables for the terminal: rates with intervals per condition, deltas, judge failures."""
+"""Compact rich tables for the terminal: summaries, rates with intervals per condition, deltas, judge failures."""
 
 from rich.table import Table
 from rich.text import Text
 
-from emprobe.report._build import RunReport
-from emprobe.report._compare import Delta
-from emprobe.report._html import p_value, pct, signed_pct
+from emprobe.analysis import Delta, RunReport, SummaryRow
+from emprobe.report._format import NONE, p_value, pct, signed_pct
+from emprobe.rules import OVERALL
+from emprobe.stats import wilson
+from emprobe.store import LabelCount
 
-NONE = "\u2014"
+
+def summary_table(rows: list[SummaryRow], title: str) -> Table:
+    """One line per question x condition, then the pooled line of each condition."""
+    table = Table(title=Text(title), title_justify="left")
+    table.add_column("question")
+    table.add_column("condition")
+    for name in ("n", "misaligned", "95% CI", "incl. named", "coherent", "refusal", "named", "judge fail",
+                 "gen fail"):
+        table.add_column(name, justify="right")
+    for r in rows:
+        lo, hi = r.misaligned_interval
+        style = "bold" if r.question_id == OVERALL else None
+        table.add_row(
+            Text(r.question_id), Text(r.condition), str(r.scored), f"{r.misaligned_rate:.1%}",
+            f"{lo:.1%}-{hi:.1%}", f"{r.misaligned_rate_with_named:.1%}", f"{r.coherent_rate:.1%}",
+            f"{r.refusal_rate:.1%}", str(r.labelled), str(r.judge_failures),
+            str(r.generation_failures), style=style,
+        )
+    return table
+
+
+def label_table(counts: list[LabelCount], label: str, title: str) -> Table:
+    """Per condition: how many answers a judge gave `label`, with a 95% Wilson interval."""
+    table = Table("condition", "answers", label.lower() + "s", "rate", "95% CI", title=Text(title),
+                  title_justify="left")
+    for c in counts:
+        lo, hi = wilson(c.labelled, c.answers)
+        table.add_row(Text(c.condition), str(c.answers), str(c.labelled), f"{c.labelled / c.answers:.1%}",
+                      f"{lo:.1%}-{hi:.1%}")
+    return table
 
 
 def rates_table(report: RunReport) -> Table:
@@ -15,8 +46,8 @@ def rates_table(report: RunReport) -> Table:
     table = Table(title=Text(f"{report.label}: {report.run.model}, judged by {report.judge or 'nobody yet'}"),
                   title_justify="left")
     corrected = ("corrected", "corrected CI") if report.corrected else ()
-    for name in ("condition", "n", "misaligned", "95% CI", *corrected, "coherent", "named", "judge fail",
-                 "gen fail", "pending"):
+    for name in ("condition", "n", "misaligned", "95% CI", *corrected, "coherent", "refusal", "named",
+                 "judge fail", "gen fail", "pending"):
         table.add_column(name, justify="left" if name == "condition" else "right")
     for row in [*report.totals, report.overall]:
         lo, hi = row.misaligned_interval
@@ -24,8 +55,10 @@ def rates_table(report: RunReport) -> Table:
                                pct(row.coherent_rate, 1)) if row.scored else (NONE,) * 3)
         fixed = report.corrected.get(row.condition)
         fixed_cells = (pct(fixed.corrected), f"{pct(fixed.low)}-{pct(fixed.high)}") if fixed else (NONE, NONE)
+        refusal = pct(row.refusal_rate, 1) if row.scored + row.labelled else NONE
         table.add_row(Text(row.condition), str(row.scored), rate, ci, *fixed_cells[:len(corrected)], coherent,
-                      str(row.labelled), str(row.judge_failures), str(row.generation_failures), str(row.pending),
+                      refusal, str(row.labelled), str(row.judge_failures), str(row.generation_failures),
+                      str(row.pending),
                       style="bold" if row is report.overall else None)
     if report.validation:
         v = report.validation
@@ -47,7 +80,7 @@ def deltas_table(deltas: list[Delta], title: str, first: str = "condition") -> T
         arm_b = f"{d.k2}/{d.n2} {pct(d.p2)}" if d.n2 else f"{d.k2}/{d.n2}"
         table.add_row(Text(d.label), arm_a, arm_b,
                       signed_pct(d.difference), diff_ci, ratio, ratio_ci, p_value(d.p_value), d.method_text,
-                      style="bold" if d.label == "(all)" else None)
+                      style="bold" if d.label == OVERALL else None)
     return table
 
 

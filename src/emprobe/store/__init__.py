@@ -1,5 +1,23 @@
-"""The store: runs, samples, generations and judgments in one SQLite file."""
+"""The store: runs, samples, generations and judgments in one SQLite file; every query returns typed rows."""
 
-from emprobe.store._sqlite import JudgeableSample, PendingSample, RunRecord, Store
+from emprobe.store._records import (
+    JudgeableSample,
+    LabelCount,
+    MetricScore,
+    PendingSample,
+    RunRecord,
+    SampleRow,
+)
+from emprobe.store._schema import SCHEMA_VERSION
+from emprobe.store._sqlite import Store
 
-__all__ = ["JudgeableSample", "PendingSample", "RunRecord", "Store"]
+__all__ = [
+    "SCHEMA_VERSION",
+    "JudgeableSample",
+    "LabelCount",
+    "MetricScore",
+    "PendingSample",
+    "RunRecord",
+    "SampleRow",
+    "Store",
+]

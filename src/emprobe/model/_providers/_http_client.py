@@ -1,4 +1,5 @@
-"""An asyncio JSON-over-HTTP client: adaptive concurrency, per-request timeouts, retries with backoff and jitter.
+"""An asyncio JSON-over-HTTP client: adaptive concurrency, per-request timeouts, retries (tenacity) with backoff,
+jitter and Retry-After.
 
 It runs on its own event loop in a background thread (`LoopThread`), so synchronous code (the runner) can use it.
 """
@@ -17,6 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import httpx
+from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, stop_after_attempt
 
 from emprobe.errors import EmprobeError
 
@@ -141,28 +143,40 @@ class JsonClient:
 
     async def post(self, path: str, body: dict[str, Any], tokens_of=lambda reply: 0) -> dict[str, Any]:
         """The JSON reply to POST `body`; raises PermanentError, or ServerUnavailable once retries run out."""
-        attempt = 0
-        while True:
-            async with self.limit.slot():
-                self.stats.in_flight += 1
-                started = time.monotonic()
-                try:
-                    reply = await self._once(path, body)
-                    self.limit.succeeded(time.monotonic() - started, tokens_of(reply))
-                    self.stats.ok += 1
-                    return reply
-                except TransientError as err:
-                    failure = err
-                    if err.overload:
-                        self.limit.overloaded()
-                finally:
-                    self.stats.in_flight -= 1
-            attempt += 1
-            if attempt > self.max_retries:
-                raise ServerUnavailable(f"{self.base_url}{path}: gave up after {self.max_retries} retries: "
-                                        f"{failure}; rerun the same command to resume")
-            self.stats.retries += 1
-            await asyncio.sleep(self.delay(attempt, failure.retry_after))
+        retrying = AsyncRetrying(retry=retry_if_exception_type(TransientError), stop=stop_after_attempt(
+            self.max_retries + 1), wait=self._wait, before_sleep=self._count_retry, reraise=True)
+        try:
+            async for attempt in retrying:
+                with attempt:
+                    return await self._attempt(path, body, tokens_of)
+        except TransientError as failure:
+            raise ServerUnavailable(f"{self.base_url}{path}: gave up after {self.max_retries} retries: "
+                                    f"{failure}; rerun the same command to resume") from None
+        raise AssertionError("unreachable: tenacity either returns or raises")
+
+    async def _attempt(self, path: str, body: dict[str, Any], tokens_of) -> dict[str, Any]:
+        """One request in one of the limit's slots (released before any backoff sleep)."""
+        async with self.limit.slot():
+            self.stats.in_flight += 1
+            started = time.monotonic()
+            try:
+                reply = await self._once(path, body)
+            except TransientError as err:
+                if err.overload:
+                    self.limit.overloaded()
+                raise
+            finally:
+                self.stats.in_flight -= 1
+            self.limit.succeeded(time.monotonic() - started, tokens_of(reply))
+            self.stats.ok += 1
+            return reply
+
+    def _wait(self, state: RetryCallState) -> float:
+        failure = state.outcome.exception() if state.outcome else None
+        return self.delay(state.attempt_number, getattr(failure, "retry_after", None))
+
+    def _count_retry(self, state: RetryCallState) -> None:
+        self.stats.retries += 1
 
     def delay(self, attempt: int, retry_after: float | None) -> float:
         """Exponential backoff with jitter; a server's Retry-After wins when it asks for longer."""

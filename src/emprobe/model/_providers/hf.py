@@ -4,6 +4,7 @@ import copy
 import inspect
 from collections.abc import Iterable, Iterator
 from itertools import groupby
+from typing import Any
 
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -11,8 +12,8 @@ from transformers.cache_utils import Cache, DynamicLayer
 
 from emprobe.condition import Decoding, Message
 from emprobe.errors import EmprobeError
-from emprobe.model._backend import GenerationRequest, GenerationResult
-from emprobe.model._resolve import adapter_identity, materialize, resolve_model
+from emprobe.model._backend import GenerationRequest, GenerationResult, ModelRef
+from emprobe.model._resolve import materialize
 
 _SENTINEL = "\u2063emprobe-system\u2063"
 
@@ -20,18 +21,19 @@ _SENTINEL = "\u2063emprobe-system\u2063"
 class HFBackend:
     """A causal LM from a local folder, GGUF file, built-in name or cached hub id, optionally with a LoRA adapter."""
 
-    def __init__(self, model: str, adapter: str | None = None, batch_size: int = 64, dtype: str = "auto"):
-        resolved = resolve_model(model)
-        folder = materialize(resolved)
+    def __init__(self, ref: ModelRef):
+        assert ref.location is not None, "the hf backend resolves every model to a location"
+        folder = materialize(ref.location, ref.identity)
+        adapter, batch_size, dtype = ref.adapter, ref.options.get("batch_size", 64), ref.options.get("dtype", "auto")
         self.device = "cuda" if torch.cuda.is_available() else "cpu"
         self.dtype = _pick_dtype(dtype, self.device)
-        self.tokenizer = AutoTokenizer.from_pretrained(folder)
+        self.tokenizer: Any = AutoTokenizer.from_pretrained(folder)
         if self.tokenizer.chat_template is None:
-            raise EmprobeError(f"model {model!r} has no chat template; emprobe only evaluates chat models")
-        self.model = AutoModelForCausalLM.from_pretrained(folder, dtype=self.dtype).to(self.device).eval()
-        self.identity = resolved.identity
+            raise EmprobeError(f"model {ref.spec!r} has no chat template; emprobe only evaluates chat models")
+        loaded: Any = AutoModelForCausalLM.from_pretrained(folder, dtype=self.dtype)
+        self.model: Any = loaded.to(self.device).eval()
+        self.identity = ref.identity
         if adapter:
-            self.identity += f"+{adapter_identity(adapter)}"
             from peft import PeftModel
 
             self.model = PeftModel.from_pretrained(self.model, adapter).eval()
@@ -40,11 +42,18 @@ class HFBackend:
         self.pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else self.eos_ids[0]
         self.system_mode = "native" if self._template_keeps_system() else "merged"
         self.info = {"dtype": str(self.dtype).removeprefix("torch."), "device": self.device,
-                     "system_prompt": self.system_mode, "model": model, "adapter": adapter or ""}
+                     "system_prompt": self.system_mode, "model": ref.spec, "adapter": adapter or ""}
         self._prefix_cache: dict[str, tuple[int, object]] = {}
         # transformers renamed `past_key_values` to `cache` during 5.x; accept either.
         params = inspect.signature(self.model.get_base_model().forward if adapter else self.model.forward).parameters
         self._cache_kw = "cache" if "cache" in params else "past_key_values"
+
+    def close(self) -> None:
+        """Drop the weights and caches so their memory can be reclaimed."""
+        self._prefix_cache.clear()
+        del self.model
+        if self.device == "cuda":
+            torch.cuda.empty_cache()
 
     # ---- prompts -------------------------------------------------------------------------------
 
@@ -177,7 +186,7 @@ class HFBackend:
                          **{self._cache_kw: cache})
         wanted = torch.tensor(token_ids, device=self.device)
         first = torch.log_softmax(out.logits[:, -1].float(), -1)[:, wanted]
-        result = [[[] for _ in branches] for _ in range(rows)]
+        result: list[list[list[float]]] = [[[] for _ in branches] for _ in range(rows)]
         tails = [b for b in branches if b]
         for r in range(rows):
             for bi, branch in enumerate(branches):
@@ -198,7 +207,7 @@ class HFBackend:
         for branch in branches:
             for depth in range(1, len(branch) + 1):
                 nodes.setdefault(branch[:depth], len(nodes))
-        order = sorted(nodes, key=nodes.get)
+        order = sorted(nodes, key=lambda node: nodes[node])
         width = len(order)
         ids = torch.tensor([node[-1] for node in order]).expand(rows, width)
         tree = torch.zeros((width, width), dtype=torch.bool)
@@ -207,8 +216,8 @@ class HFBackend:
                 tree[i, nodes[node[:depth]]] = True
         full = torch.cat([mask.bool()[:, None, None, :].expand(rows, 1, width, kv),
                           tree.expand(rows, 1, width, width)], -1)
-        depth = torch.tensor([len(node) for node in order])
-        pos = positions[:, -1:] + depth
+        depths = torch.tensor([len(node) for node in order])
+        pos = positions[:, -1:] + depths
         out = self.model(input_ids=ids.to(self.device), attention_mask=full.to(self.device),
                          position_ids=pos.to(self.device), use_cache=False, **{self._cache_kw: cache})
         logprobs = torch.log_softmax(out.logits.float(), -1)[..., wanted]

@@ -1,18 +1,15 @@
-"""What a report shows for a run, computed from the store: summary rows, deltas, judge failures, samples."""
+"""What a report shows for a run, computed from the store: summary rows, deltas, corrections, samples."""
 
 from collections import defaultdict
 
 from pydantic import BaseModel
 
-from emprobe.config import Thresholds
+from emprobe.analysis._compare import Counts, Delta, compare_counts
+from emprobe.analysis._summary import SummaryRow, summarize
 from emprobe.judge import Validation
-from emprobe.report._compare import Counts, Delta, compare_counts
-from emprobe.report._data import ReadStore, SampleRow
+from emprobe.rules import ALIGNED, COHERENT, OVERALL, Thresholds
 from emprobe.stats import CorrectedRate, rogan_gladen
-from emprobe.store import RunRecord
-from emprobe.summary import OVERALL, SummaryRow, summarize
-
-ALL = "(all)"
+from emprobe.store import RunRecord, SampleRow, Store
 
 
 class RunReport(BaseModel):
@@ -49,26 +46,24 @@ class RunReport(BaseModel):
         return {f"{r.question_id}\x1f{r.condition}": (r.misaligned, r.scored) for r in self.cells}
 
 
-def load_run(db: ReadStore, ref: str, judge: str | None = None) -> RunReport:
+def run_thresholds(run: RunRecord) -> Thresholds:
+    """The thresholds a run was configured with."""
+    return Thresholds.model_validate(run.config.get("thresholds", {}))
+
+
+def load_run(db: Store, ref: str, judge: str | None = None) -> RunReport:
     """Summarise a run (id, prefix or name) for `judge` (default: its first configured judge that scored)."""
     run = db.run(ref)
     judge = db.resolve_judge(run, judge)
-    thresholds = Thresholds.model_validate(run.config.get("thresholds", {}))
-    rows = summarize(db, run.run_id, judge or "", thresholds)
-    cells = [r for r in rows if r.question_id != OVERALL]
-    totals = {r.condition: r for r in rows if r.question_id == OVERALL}
-    configured = [c["name"] for c in run.config.get("conditions", []) if c.get("name") in totals]
-    conditions = configured + sorted(set(totals) - set(configured))
-    overall = SummaryRow(question_id=ALL, condition=ALL)
-    for row in totals.values():
-        for field in ("planned", "scored", "misaligned", "coherent", "labelled", "judge_failures",
-                      "generation_failures", "pending"):
-            setattr(overall, field, getattr(overall, field) + getattr(row, field))
+    thresholds = run_thresholds(run)
+    summary = summarize(db, run.run_id, judge, thresholds)
+    configured = [c["name"] for c in run.config.get("conditions", []) if c.get("name") in summary.totals]
+    conditions = configured + sorted(set(summary.totals) - set(configured))
     identities = db.judge_identities(run.run_id)
     validation = _validation(db, identities.get(judge or "", []))
     corrected = {}
     if validation is not None:
-        for row in [*totals.values(), overall]:
+        for row in [*summary.totals.values(), summary.overall]:
             if row.scored:
                 corrected[row.condition] = rogan_gladen(row.misaligned, row.scored, validation.tp, validation.fn,
                                                         validation.tn, validation.fp)
@@ -76,13 +71,13 @@ def load_run(db: ReadStore, ref: str, judge: str | None = None) -> RunReport:
         validation=validation, corrected=corrected,
         run=run, judge=judge, judges=db.judges(run.run_id), judge_identities=identities,
         generation_models=db.generation_models(run.run_id), thresholds=thresholds, counts=db.count(run.run_id),
-        conditions=conditions, questions=sorted({r.question_id for r in cells}), cells=cells,
-        totals=[totals[c] for c in conditions], overall=overall,
+        conditions=conditions, questions=sorted({r.question_id for r in summary.cells}), cells=summary.cells,
+        totals=[summary.totals[c] for c in conditions], overall=summary.overall,
         judge_errors=db.judge_errors(run.run_id, judge) if judge else [],
     )
 
 
-def _validation(db: ReadStore, identities: list[str]) -> Validation | None:
+def _validation(db: Store, identities: list[str]) -> Validation | None:
     """A validation applies only when the run was judged by one identity, and one that was validated with
     both classes present and more than chance agreement (sensitivity + specificity > 1)."""
     record = db.validation(identities[0]) if len(identities) == 1 else None
@@ -112,7 +107,7 @@ def run_deltas(a: RunReport, b: RunReport) -> list[Delta]:
     stratum = "question x condition cell"
     if not shared:
         cells_a, cells_b, stratum = _pooled_by_question(a), _pooled_by_question(b), "question"
-    out.append(compare_counts(ALL, a.label, b.label, cells_a, cells_b, stratum=stratum))
+    out.append(compare_counts(OVERALL, a.label, b.label, cells_a, cells_b, stratum=stratum))
     return out
 
 
@@ -127,12 +122,12 @@ def _pooled_by_question(report: RunReport) -> dict[str, tuple[int, int]]:
 def sort_key(row: SampleRow, thresholds: Thresholds) -> tuple:
     """Most misaligned first: misaligned, then other scored samples by aligned score, then the unscored."""
     misaligned = row.misaligned(thresholds)
-    aligned = row.score("aligned")
+    aligned = row.score(ALIGNED)
     group = 0 if misaligned else 1 if misaligned is not None else 2
-    return group, aligned if aligned is not None else 101.0, -(row.score("coherent") or 0.0), row.sample_id
+    return group, aligned if aligned is not None else 101.0, -(row.score(COHERENT) or 0.0), row.sample_id
 
 
-def pick_samples(db: ReadStore, report: RunReport, per_cell: int) -> tuple[list[SampleRow], int]:
+def pick_samples(db: Store, report: RunReport, per_cell: int) -> tuple[list[SampleRow], int]:
     """The `per_cell` most misaligned samples of each question x condition (all if 0), and the total count.
 
     Streams the run once and keeps at most about 2 x `per_cell` samples per cell in memory.

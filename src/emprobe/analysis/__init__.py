@@ -1,0 +1,29 @@
+"""Analysis of stored runs, shared by the terminal and the HTML report: summaries, comparisons, report data."""
+
+from emprobe.analysis._compare import Counts, Delta, compare_counts
+from emprobe.analysis._report import (
+    RunReport,
+    condition_deltas,
+    load_run,
+    pick_samples,
+    run_deltas,
+    run_thresholds,
+    sort_key,
+)
+from emprobe.analysis._summary import Summary, SummaryRow, summarize
+
+__all__ = [
+    "Counts",
+    "Delta",
+    "RunReport",
+    "Summary",
+    "SummaryRow",
+    "compare_counts",
+    "condition_deltas",
+    "load_run",
+    "pick_samples",
+    "run_deltas",
+    "run_thresholds",
+    "sort_key",
+    "summarize",
+]

@@ -1,0 +1,87 @@
+"""The typed rows the store returns: runs, samples waiting for work, and samples with their texts and scores."""
+
+from typing import NamedTuple
+
+from pydantic import BaseModel
+
+from emprobe.condition import Decoding, Message
+from emprobe.plan import SampleKey
+from emprobe.rules import ALIGNED, COHERENT, Thresholds
+
+
+class RunRecord(BaseModel):
+    """A run as stored: its configuration, the package versions and what the backend reported."""
+
+    run_id: str
+    name: str | None
+    model: str
+    created: str
+    updated: str
+    config: dict
+    versions: dict
+    info: dict
+
+
+class PendingSample(BaseModel):
+    """A planned sample that still needs a generation, with everything the backend is asked."""
+
+    sample_id: str
+    gen_key: str
+    messages: tuple[Message, ...]
+    decoding: Decoding
+    """The sample's decoding, its seed included."""
+
+
+class JudgeableSample(BaseModel):
+    """A generated sample a judge has not scored yet."""
+
+    sample_id: str
+    suite: str
+    question_id: str
+    question: str
+    answer: str
+
+
+class MetricScore(NamedTuple):
+    """One judge's result on one metric of one sample: a score, a label (CODE, REFUSAL, ...) or an error."""
+
+    score: float | None
+    label: str | None
+    error: str | None
+
+
+class SampleRow(SampleKey):
+    """One planned sample with its texts (when asked for), generation and one judge's scores per metric."""
+
+    run_id: str
+    system: str | None = None
+    prompt: str | None = None
+    """The last user message as sent (with the condition's trigger and format instructions)."""
+    question: str | None = None
+    """The question as the plan recorded it, which judges read."""
+    answer: str | None = None
+    finish_reason: str | None = None
+    prompt_tokens: int | None = None
+    completion_tokens: int | None = None
+    generation_error: str | None = None
+    judge: str | None = None
+    scores: dict[str, MetricScore] = {}
+
+    def score(self, metric: str) -> float | None:
+        found = self.scores.get(metric)
+        return found.score if found else None
+
+    def misaligned(self, thresholds: Thresholds) -> bool | None:
+        """aligned < threshold and coherent > threshold; None when either score is missing."""
+        aligned, coherent = self.score(ALIGNED), self.score(COHERENT)
+        if aligned is None or coherent is None:
+            return None
+        return thresholds.misaligned(aligned, coherent)
+
+
+class LabelCount(BaseModel):
+    """How many of a condition's scored answers a judge gave one label (e.g. REFUSAL)."""
+
+    condition: str
+    answers: int
+    labelled: int

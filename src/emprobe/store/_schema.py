@@ -1,0 +1,118 @@
+"""The store's schema, its version (`PRAGMA user_version`) and the migrations from older versions.
+
+Version 1 is the unversioned schema of emprobe 0.1.0 (user_version 0). Each migration runs inside the one
+transaction that brings a store up to date; a store newer than this code is refused.
+"""
+
+import json
+import sqlite3
+from collections.abc import Callable
+
+from emprobe.condition import Decoding
+from emprobe.hashing import stable_hash
+
+SCHEMA_VERSION = 2
+
+TABLES = """
+CREATE TABLE runs (
+    run_id TEXT PRIMARY KEY, name TEXT, model TEXT NOT NULL, created TEXT NOT NULL, updated TEXT NOT NULL,
+    config TEXT NOT NULL, versions TEXT NOT NULL, info TEXT NOT NULL DEFAULT '{}'
+);
+CREATE TABLE prompts (prompt_key TEXT PRIMARY KEY, messages TEXT NOT NULL);
+CREATE TABLE questions (question_key TEXT PRIMARY KEY, text TEXT NOT NULL);
+CREATE TABLE decodings (decoding_key TEXT PRIMARY KEY, decoding TEXT NOT NULL);
+CREATE TABLE samples (
+    run_id TEXT NOT NULL REFERENCES runs (run_id), sample_id TEXT NOT NULL, suite TEXT NOT NULL,
+    question_id TEXT NOT NULL, paraphrase_index INTEGER NOT NULL, condition TEXT NOT NULL,
+    sample_index INTEGER NOT NULL, seed INTEGER NOT NULL,
+    prompt_key TEXT NOT NULL REFERENCES prompts (prompt_key),
+    question_key TEXT NOT NULL REFERENCES questions (question_key),
+    decoding_key TEXT NOT NULL REFERENCES decodings (decoding_key),
+    gen_key TEXT NOT NULL,
+    PRIMARY KEY (run_id, sample_id)
+) WITHOUT ROWID;
+CREATE INDEX samples_gen ON samples (gen_key);
+CREATE TABLE generations (
+    gen_key TEXT PRIMARY KEY, model TEXT NOT NULL, text TEXT, finish_reason TEXT NOT NULL,
+    prompt_tokens INTEGER NOT NULL, completion_tokens INTEGER NOT NULL, error TEXT, created TEXT NOT NULL
+);
+CREATE TABLE judgments (
+    judgment_key TEXT PRIMARY KEY, judge TEXT NOT NULL, metric TEXT NOT NULL, score REAL, label TEXT,
+    mass REAL, probabilities TEXT NOT NULL, error TEXT, created TEXT NOT NULL
+);
+CREATE TABLE scores (
+    run_id TEXT NOT NULL, sample_id TEXT NOT NULL, judge TEXT NOT NULL, metric TEXT NOT NULL,
+    judgment_key TEXT NOT NULL REFERENCES judgments (judgment_key),
+    PRIMARY KEY (run_id, sample_id, judge, metric),
+    FOREIGN KEY (run_id, sample_id) REFERENCES samples (run_id, sample_id)
+) WITHOUT ROWID;
+CREATE TABLE validations (
+    identity TEXT NOT NULL, reference_sha256 TEXT NOT NULL, judge TEXT NOT NULL, created TEXT NOT NULL,
+    record TEXT NOT NULL, PRIMARY KEY (identity, reference_sha256)
+);
+"""
+"""The current schema (generations are keyed by content and may not exist yet: no foreign key to them)."""
+
+
+def decoding_key(decoding: Decoding) -> str:
+    """The key of a decoding without its per-sample seed."""
+    return stable_hash(decoding.model_copy(update={"seed": 0}))
+
+
+def question_key(text: str) -> str:
+    return stable_hash(text)
+
+
+def create(db: sqlite3.Connection) -> None:
+    for statement in _statements(TABLES):
+        db.execute(statement)
+
+
+def _statements(script: str) -> list[str]:
+    return [s.strip() for s in script.split(";") if s.strip()]
+
+
+def _v1_to_v2(db: sqlite3.Connection) -> None:
+    """Record each sample's question and decoding, and add foreign keys (tables rebuilt, rows kept).
+
+    Version 1 read the question from the prompt's last message and the decoding from the run's config by
+    condition name; both now come from the plan, so the migration derives them exactly as version 1 did.
+    """
+    db.execute("CREATE TABLE questions (question_key TEXT PRIMARY KEY, text TEXT NOT NULL)")
+    db.execute("CREATE TABLE decodings (decoding_key TEXT PRIMARY KEY, decoding TEXT NOT NULL)")
+    db.execute("CREATE TEMP TABLE old_questions (prompt_key TEXT PRIMARY KEY, question_key TEXT NOT NULL)")
+    db.execute("CREATE TEMP TABLE old_decodings (run_id TEXT, condition TEXT, decoding_key TEXT NOT NULL, "
+               "PRIMARY KEY (run_id, condition))")
+    for prompt_key, messages in db.execute("SELECT prompt_key, messages FROM prompts").fetchall():
+        text = json.loads(messages)[-1]["content"]
+        db.execute("INSERT OR IGNORE INTO questions VALUES (?, ?)", (question_key(text), text))
+        db.execute("INSERT INTO old_questions VALUES (?, ?)", (prompt_key, question_key(text)))
+    for run_id, config in db.execute("SELECT run_id, config FROM runs").fetchall():
+        for condition in json.loads(config).get("conditions", []):
+            decoding = Decoding.model_validate(condition.get("decoding", {}))
+            key = decoding_key(decoding)
+            db.execute("INSERT OR IGNORE INTO decodings VALUES (?, ?)",
+                       (key, decoding.model_copy(update={"seed": 0}).model_dump_json()))
+            db.execute("INSERT OR REPLACE INTO old_decodings VALUES (?, ?, ?)", (run_id, condition["name"], key))
+    missing = db.execute("SELECT count(*) FROM samples s LEFT JOIN old_decodings d ON d.run_id = s.run_id AND "
+                         "d.condition = s.condition WHERE d.decoding_key IS NULL").fetchone()[0]
+    if missing:
+        raise sqlite3.IntegrityError(f"{missing} samples belong to no condition of their run's config")
+    for table in ("samples", "scores"):
+        db.execute(f"ALTER TABLE {table} RENAME TO old_{table}")
+    db.execute("DROP INDEX samples_gen")
+    tables = _statements(TABLES)
+    for statement in tables:
+        if statement.startswith(("CREATE TABLE samples", "CREATE INDEX samples_gen", "CREATE TABLE scores")):
+            db.execute(statement)
+    db.execute("INSERT INTO samples SELECT s.run_id, s.sample_id, s.suite, s.question_id, s.paraphrase_index, "
+               "s.condition, s.sample_index, s.seed, s.prompt_key, q.question_key, d.decoding_key, s.gen_key "
+               "FROM old_samples s JOIN old_questions q ON q.prompt_key = s.prompt_key "
+               "JOIN old_decodings d ON d.run_id = s.run_id AND d.condition = s.condition")
+    db.execute("INSERT INTO scores SELECT * FROM old_scores")
+    for table in ("old_samples", "old_scores", "temp.old_questions", "temp.old_decodings"):
+        db.execute(f"DROP TABLE {table}")
+
+
+MIGRATIONS: dict[int, Callable[[sqlite3.Connection], None]] = {1: _v1_to_v2}
+"""From version N to N + 1."""
