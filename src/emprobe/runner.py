@@ -2,7 +2,6 @@
 
 import platform
 import time
-from collections.abc import Callable
 from functools import cached_property
 from importlib.metadata import PackageNotFoundError, version
 from typing import Protocol
@@ -12,13 +11,16 @@ from emprobe.config import RunConfig
 from emprobe.errors import EmprobeError
 from emprobe.hashing import stable_hash
 from emprobe.judge import Judge, JudgeContext, Judgment, check_judge, load_judge, rubrics_for
-from emprobe.model import Backend, BackendPool, GenerationRequest, GenerationResult, ModelRef, resolve, status_of
+from emprobe.model import Backend, BackendPool, GenerationRequest, ModelRef, resolve, status_of
 from emprobe.plan import plan_samples
-from emprobe.store import Store
+from emprobe.store import JudgeableSample, Store, StoreWorker
 from emprobe.suite import Rubric
 
-JUDGE_CHUNK = 32
-"""Samples judged per transaction: an interrupted run loses at most one chunk's judgments."""
+JUDGE_SECONDS = 2.0
+"""Judging goes in chunks sized to take about this long, each stored in one transaction: an interrupted run
+loses at most one chunk's judgments."""
+LEASE_SECONDS = 30.0
+"""A run's lease lasts this long unless renewed (every couple of seconds while its process works on it)."""
 
 
 class Progress(Protocol):
@@ -27,12 +29,14 @@ class Progress(Protocol):
     def start(self, stage: str, total: int) -> None: ...
     def advance(self, n: int = 1, status: str = "") -> None: ...
     def done(self) -> None: ...
+    def note(self, message: str) -> None: ...
 
 
 class Silent:
     def start(self, stage: str, total: int) -> None: ...
     def advance(self, n: int = 1, status: str = "") -> None: ...
     def done(self) -> None: ...
+    def note(self, message: str) -> None: ...
 
 
 def versions() -> dict[str, str]:
@@ -59,6 +63,11 @@ class Runner:
         self.progress = progress or Silent()
         self.flush_every = flush_every
         self.backends = BackendPool()
+        self.worker: StoreWorker | None = None
+        self.generated = 0
+        """Answers this runner generated (and stored)."""
+        self.judged = 0
+        """Samples this runner judged (and stored)."""
         for spec in config.judges:
             check_judge(spec)
 
@@ -69,8 +78,34 @@ class Runner:
         self.close()
 
     def close(self) -> None:
-        """Close every backend this runner loaded."""
-        self.backends.close()
+        """Store what is pending, give up the run's lease and close every backend this runner loaded."""
+        try:
+            self._end_session()
+        finally:
+            self.backends.close()
+
+    def _session(self) -> StoreWorker:
+        """The run's lease (waiting while another process holds it) and the thread that stores generations."""
+        if self.worker is None:
+            told = False
+            while (holder := self.store.take_lease(self.run_id, LEASE_SECONDS)) is not None:
+                if not told:
+                    self.progress.note(f"run {self.run_id}: another emprobe (pid {holder.pid} on {holder.host}) is "
+                                       "working on it; waiting for it to finish (Ctrl-C stops waiting)")
+                    told = True
+                time.sleep(1.0)
+            if told:
+                self.progress.note(f"run {self.run_id}: the other process is done; doing what is left")
+            self.worker = StoreWorker(self.store.path, self.run_id, LEASE_SECONDS, self.flush_every)
+        return self.worker
+
+    def _end_session(self) -> None:
+        if self.worker is not None:
+            worker, self.worker = self.worker, None
+            try:
+                worker.close()
+            finally:
+                self.store.release_lease(self.run_id)
 
     @cached_property
     def ref(self) -> ModelRef:
@@ -91,9 +126,12 @@ class Runner:
     def run(self, samples: int | None = None) -> str:
         """Plan, generate and judge whatever is missing; returns the run id."""
         self.plan(samples)
-        self.generate()
-        for judge in self.config.judges:
-            self.judge(judge)
+        try:
+            self.generate()
+            for judge in self.config.judges:
+                self.judge(judge)
+        finally:
+            self._end_session()
         return self.run_id
 
     def plan(self, samples: int | None = None) -> int:
@@ -104,45 +142,73 @@ class Runner:
         return self.store.add_samples(self.run_id, specs)
 
     def generate(self) -> None:
-        counts = self.store.count(self.run_id)
-        todo = counts["planned"] - counts["generated"] - counts["failed"]
+        """Generate every planned sample without an answer; each answer is stored within `flush_every` seconds
+        of arriving (by a background thread), and at once when this ends, normally or by an interrupt."""
+        if self._todo() == 0:
+            return
+        worker = self._session()
+        todo = self._todo()  # another process may have done some while this one waited
         if todo == 0:
             return
         backend = self.backends.get(self.ref)
         self.store.update_run_info(self.run_id, backend.info)
         self.progress.start("generating", todo)
-        flush = _Flusher(lambda rows: self.store.save_generations(backend.identity, rows), self.flush_every)
-        for chunk in self.store.pending_generation(self.run_id):
-            requests = [GenerationRequest(key=s.gen_key, messages=s.messages, decoding=s.decoding) for s in chunk]
-            for result in backend.generate(requests):
-                flush.add(result)
-                self.progress.advance(status=status_of(backend))
-            flush.flush()
+        try:
+            for chunk in self.store.pending_generation(self.run_id):
+                requests = [GenerationRequest(key=s.gen_key, messages=s.messages, decoding=s.decoding) for s in chunk]
+                for result in backend.generate(requests):
+                    worker.save_generation(backend.identity, result)
+                    self.generated += 1
+                    self.progress.advance(status=status_of(backend))
+        finally:
+            worker.flush()
         self.progress.done()
+
+    def _todo(self) -> int:
+        counts = self.store.count(self.run_id)
+        return counts["planned"] - counts["generated"] - counts["failed"]
 
     def judge(self, spec: str) -> None:
         """Score every generated sample this judge has not scored, reusing cached judgments."""
-        todo = self.store.count(self.run_id)["generated"] - self.store.count_scored(self.run_id, spec)
+        if self._unjudged(spec) <= 0:
+            return
+        self._session()
+        todo = self._unjudged(spec)
         if todo <= 0:
             return
         judge = self.make_judge(spec)
         rubrics = {(s.name, q.id): rubrics_for(q, judge) for s in self.config.suites for q in s.questions}
         self.progress.start(f"judging ({spec})", todo)
-        for chunk in self.store.pending_judging(self.run_id, spec, chunk=JUDGE_CHUNK):
-            rows: list[tuple[str, str, Judgment | None]] = []
-            work: dict[Rubric, list[tuple[str, str, str, str]]] = {}
-            for sample in chunk:
-                for rubric in rubrics[(sample.suite, sample.question_id)]:
-                    key = stable_hash(judge.identity, rubric, sample.question, sample.answer)
-                    work.setdefault(rubric, []).append((sample.sample_id, key, sample.question, sample.answer))
-            cached = self.store.cached_judgments([k for items in work.values() for _, k, _, _ in items])
-            for rubric, items in work.items():
-                fresh = {k: (q, a) for _, k, q, a in items if k not in cached}
-                verdicts = dict(zip(fresh, _judge_safely(judge, rubric, list(fresh.values())), strict=True))
-                rows.extend((sample_id, key, verdicts.get(key)) for sample_id, key, _, _ in items)
-            self.store.save_judgments(self.run_id, spec, judge.identity, rows)
-            self.progress.advance(len(chunk), status=status_of(judge))
+        size = 8
+        for page in self.store.pending_judging(self.run_id, spec):
+            while page:  # `size` adapts so that a chunk takes about JUDGE_SECONDS
+                chunk, page = page[:size], page[size:]
+                began = time.monotonic()
+                self._judge_chunk(spec, judge, rubrics, chunk)
+                self.judged += len(chunk)
+                self.progress.advance(len(chunk), status=status_of(judge))
+                pace = JUDGE_SECONDS * len(chunk) / max(time.monotonic() - began, 1e-3)
+                size = max(1, min(256, int(pace)))
         self.progress.done()
+
+    def _unjudged(self, spec: str) -> int:
+        return self.store.count(self.run_id)["generated"] - self.store.count_scored(self.run_id, spec)
+
+    def _judge_chunk(self, spec: str, judge: Judge, rubrics: dict[tuple[str, str], list[Rubric]],
+                     chunk: list[JudgeableSample]) -> None:
+        """Judge some samples on their rubrics (reusing cached judgments) and store them in one transaction."""
+        rows: list[tuple[str, str, Judgment | None]] = []
+        work: dict[Rubric, list[tuple[str, str, str, str]]] = {}
+        for sample in chunk:
+            for rubric in rubrics[(sample.suite, sample.question_id)]:
+                key = stable_hash(judge.identity, rubric, sample.question, sample.answer)
+                work.setdefault(rubric, []).append((sample.sample_id, key, sample.question, sample.answer))
+        cached = self.store.cached_judgments([k for items in work.values() for _, k, _, _ in items])
+        for rubric, items in work.items():
+            fresh = {k: (q, a) for _, k, q, a in items if k not in cached}
+            verdicts = dict(zip(fresh, _judge_safely(judge, rubric, list(fresh.values())), strict=True))
+            rows.extend((sample_id, key, verdicts.get(key)) for sample_id, key, _, _ in items)
+        self.store.save_judgments(self.run_id, spec, judge.identity, rows)
 
     def make_judge(self, spec: str) -> Judge:
         """The judge `spec` names, with the run's thresholds; judge models are loaded through this runner."""
@@ -169,22 +235,3 @@ def _judge_safely(judge: Judge, rubric: Rubric, pairs: list[tuple[str, str]]) ->
         return [Judgment(metric=rubric.name, error=f"judge returned {len(verdicts)} judgments for {len(pairs)}")
                 for _ in pairs]
     return verdicts
-
-
-class _Flusher:
-    """Buffers generations and writes them in one transaction every `seconds`."""
-
-    def __init__(self, write: Callable[[list[GenerationResult]], None], seconds: float):
-        self.write, self.seconds, self.last = write, seconds, time.monotonic()
-        self.rows: list[GenerationResult] = []
-
-    def add(self, row: GenerationResult) -> None:
-        self.rows.append(row)
-        if time.monotonic() - self.last >= self.seconds:
-            self.flush()
-
-    def flush(self) -> None:
-        if self.rows:
-            self.write(self.rows)
-            self.rows = []
-        self.last = time.monotonic()

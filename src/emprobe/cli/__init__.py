@@ -4,6 +4,7 @@ import sys
 
 import typer
 
+from emprobe.cli._console import stop_on_sigterm
 from emprobe.cli.compare import compare
 from emprobe.cli.export import export
 from emprobe.cli.judge import judge_app
@@ -28,6 +29,7 @@ app.add_typer(runs_app, name="runs")
 
 def main() -> None:
     """Entry point: user errors become one line on stderr and exit status 2."""
+    stop_on_sigterm()
     try:
         app()
     except EmprobeError as err:

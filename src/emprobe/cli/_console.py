@@ -1,7 +1,11 @@
 """Shared terminal output: the console, progress bars and untrusted text made safe for a terminal."""
 
+import signal
 import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 
+import typer
 from rich.console import Console
 from rich.progress import (
     BarColumn,
@@ -57,6 +61,34 @@ class BarProgress:
     def done(self) -> None:
         self.bars.refresh()
 
+    def note(self, message: str) -> None:
+        """A line above the bars (they keep going below it)."""
+        self.bars.console.print(Text(message, style="yellow"))
+
     def close(self) -> None:
         if self.task is not None:
             self.bars.stop()
+
+
+class Terminated(BaseException):
+    """SIGTERM, raised in the main thread like Ctrl-C's KeyboardInterrupt so that cleanup runs the same way."""
+
+
+def _terminate(signum: int, frame: object) -> None:
+    raise Terminated
+
+
+def stop_on_sigterm() -> None:
+    """Turn SIGTERM into `Terminated` (the default would end the process without storing what is done)."""
+    signal.signal(signal.SIGTERM, _terminate)
+
+
+@contextmanager
+def interruptible(summary: Callable[[], str]) -> Iterator[None]:
+    """On Ctrl-C or SIGTERM, once the block has cleaned up (stored what was done): print `interrupted: ...` and
+    exit 130 (SIGINT) or 143 (SIGTERM)."""
+    try:
+        yield
+    except (KeyboardInterrupt, Terminated) as stop:
+        err_console.print(Text(f"interrupted: {summary()}"))
+        raise typer.Exit(130 if isinstance(stop, KeyboardInterrupt) else 143) from None

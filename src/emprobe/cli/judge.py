@@ -9,7 +9,7 @@ from rich.table import Table
 from rich.text import Text
 
 from emprobe.analysis import run_thresholds, summarize
-from emprobe.cli._console import DEFAULT_STORE, BarProgress, console, shown
+from emprobe.cli._console import DEFAULT_STORE, BarProgress, console, interruptible, shown
 from emprobe.config import RunConfig
 from emprobe.judge import JudgeContext, Validation, check_judge, load_judge, load_reference, measure, verdicts
 from emprobe.model import BackendPool
@@ -46,13 +46,16 @@ def score(
     record = db.run(run)
     config = RunConfig.model_validate(record.config)
     progress = BarProgress()
-    try:
-        with Runner(config, db, progress) as runner:
-            runner.run_id = record.run_id  # the stored run: its model need not be loadable to judge its answers
-            for spec in judge:
-                runner.judge(spec)
-    finally:
-        progress.close()
+    runner = Runner(config, db, progress)
+    runner.run_id = record.run_id  # the stored run: its model need not be loadable to judge its answers
+    scored = lambda: ", ".join(f"{spec} {db.count_scored(record.run_id, spec)}" for spec in judge)  # noqa: E731
+    with interruptible(lambda: f"samples judged by {scored()}; rerun the same command to resume"):
+        try:
+            with runner:
+                for spec in judge:
+                    runner.judge(spec)
+        finally:
+            progress.close()
     thresholds = run_thresholds(record)
     for spec in judge:
         metrics = db.metrics(record.run_id, spec)

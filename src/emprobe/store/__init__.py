@@ -3,6 +3,7 @@
 from emprobe.store._records import (
     JudgeableSample,
     LabelCount,
+    LeaseHolder,
     MetricScore,
     PendingSample,
     RunRecord,
@@ -10,14 +11,17 @@ from emprobe.store._records import (
 )
 from emprobe.store._schema import SCHEMA_VERSION
 from emprobe.store._sqlite import Store
+from emprobe.store._worker import StoreWorker
 
 __all__ = [
     "SCHEMA_VERSION",
     "JudgeableSample",
     "LabelCount",
+    "LeaseHolder",
     "MetricScore",
     "PendingSample",
     "RunRecord",
     "SampleRow",
     "Store",
+    "StoreWorker",
 ]

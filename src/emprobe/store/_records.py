@@ -13,13 +13,19 @@ class RunRecord(BaseModel):
     """A run as stored: its configuration, the package versions and what the backend reported."""
 
     run_id: str
-    name: str | None
+    names: list[str] = []
+    """Every name the run was given, oldest first."""
     model: str
     created: str
     updated: str
     config: dict
     versions: dict
     info: dict
+
+    @property
+    def name(self) -> str | None:
+        """The run's first name, if it has one."""
+        return self.names[0] if self.names else None
 
 
 class PendingSample(BaseModel):
@@ -77,6 +83,14 @@ class SampleRow(SampleKey):
         if aligned is None or coherent is None:
             return None
         return thresholds.misaligned(aligned, coherent)
+
+
+class LeaseHolder(BaseModel):
+    """Another process working on a run: where it runs and until when its lease lasts (unix time)."""
+
+    host: str
+    pid: int
+    expires: float
 
 
 class LabelCount(BaseModel):

@@ -11,17 +11,10 @@ from collections.abc import Callable
 from emprobe.condition import Decoding
 from emprobe.hashing import stable_hash
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
-TABLES = """
-CREATE TABLE runs (
-    run_id TEXT PRIMARY KEY, name TEXT, model TEXT NOT NULL, created TEXT NOT NULL, updated TEXT NOT NULL,
-    config TEXT NOT NULL, versions TEXT NOT NULL, info TEXT NOT NULL DEFAULT '{}'
-);
-CREATE TABLE prompts (prompt_key TEXT PRIMARY KEY, messages TEXT NOT NULL);
-CREATE TABLE questions (question_key TEXT PRIMARY KEY, text TEXT NOT NULL);
-CREATE TABLE decodings (decoding_key TEXT PRIMARY KEY, decoding TEXT NOT NULL);
-CREATE TABLE samples (
+# Each table's definition as of the version that introduced it; migrations use these, never a newer form.
+SAMPLES_V2 = """CREATE TABLE samples (
     run_id TEXT NOT NULL REFERENCES runs (run_id), sample_id TEXT NOT NULL, suite TEXT NOT NULL,
     question_id TEXT NOT NULL, paraphrase_index INTEGER NOT NULL, condition TEXT NOT NULL,
     sample_index INTEGER NOT NULL, seed INTEGER NOT NULL,
@@ -31,26 +24,50 @@ CREATE TABLE samples (
     gen_key TEXT NOT NULL,
     PRIMARY KEY (run_id, sample_id)
 ) WITHOUT ROWID;
-CREATE INDEX samples_gen ON samples (gen_key);
-CREATE TABLE generations (
-    gen_key TEXT PRIMARY KEY, model TEXT NOT NULL, text TEXT, finish_reason TEXT NOT NULL,
-    prompt_tokens INTEGER NOT NULL, completion_tokens INTEGER NOT NULL, error TEXT, created TEXT NOT NULL
-);
-CREATE TABLE judgments (
-    judgment_key TEXT PRIMARY KEY, judge TEXT NOT NULL, metric TEXT NOT NULL, score REAL, label TEXT,
-    mass REAL, probabilities TEXT NOT NULL, error TEXT, created TEXT NOT NULL
-);
-CREATE TABLE scores (
+CREATE INDEX samples_gen ON samples (gen_key)"""
+SCORES_V2 = """CREATE TABLE scores (
     run_id TEXT NOT NULL, sample_id TEXT NOT NULL, judge TEXT NOT NULL, metric TEXT NOT NULL,
     judgment_key TEXT NOT NULL REFERENCES judgments (judgment_key),
     PRIMARY KEY (run_id, sample_id, judge, metric),
     FOREIGN KEY (run_id, sample_id) REFERENCES samples (run_id, sample_id)
-) WITHOUT ROWID;
-CREATE TABLE validations (
+) WITHOUT ROWID"""
+QUESTIONS_V2 = "CREATE TABLE questions (question_key TEXT PRIMARY KEY, text TEXT NOT NULL)"
+DECODINGS_V2 = "CREATE TABLE decodings (decoding_key TEXT PRIMARY KEY, decoding TEXT NOT NULL)"
+RUN_NAMES_V3 = """CREATE TABLE run_names (
+    name TEXT PRIMARY KEY, run_id TEXT NOT NULL REFERENCES runs (run_id), created TEXT NOT NULL
+);
+CREATE INDEX run_names_run ON run_names (run_id)"""
+LEASES_V3 = """CREATE TABLE leases (
+    run_id TEXT PRIMARY KEY REFERENCES runs (run_id), host TEXT NOT NULL, pid INTEGER NOT NULL,
+    expires REAL NOT NULL
+)"""
+"""Who is working on a run, until when: a second process on the same run waits for it."""
+
+TABLES = ";\n".join([
+    """CREATE TABLE runs (
+    run_id TEXT PRIMARY KEY, model TEXT NOT NULL, created TEXT NOT NULL, updated TEXT NOT NULL,
+    config TEXT NOT NULL, versions TEXT NOT NULL, info TEXT NOT NULL DEFAULT '{}'
+)""",
+    RUN_NAMES_V3,
+    LEASES_V3,
+    "CREATE TABLE prompts (prompt_key TEXT PRIMARY KEY, messages TEXT NOT NULL)",
+    QUESTIONS_V2,
+    DECODINGS_V2,
+    SAMPLES_V2,
+    """CREATE TABLE generations (
+    gen_key TEXT PRIMARY KEY, model TEXT NOT NULL, text TEXT, finish_reason TEXT NOT NULL,
+    prompt_tokens INTEGER NOT NULL, completion_tokens INTEGER NOT NULL, error TEXT, created TEXT NOT NULL
+)""",
+    """CREATE TABLE judgments (
+    judgment_key TEXT PRIMARY KEY, judge TEXT NOT NULL, metric TEXT NOT NULL, score REAL, label TEXT,
+    mass REAL, probabilities TEXT NOT NULL, error TEXT, created TEXT NOT NULL
+)""",
+    SCORES_V2,
+    """CREATE TABLE validations (
     identity TEXT NOT NULL, reference_sha256 TEXT NOT NULL, judge TEXT NOT NULL, created TEXT NOT NULL,
     record TEXT NOT NULL, PRIMARY KEY (identity, reference_sha256)
-);
-"""
+)""",
+])
 """The current schema (generations are keyed by content and may not exist yet: no foreign key to them)."""
 
 
@@ -78,8 +95,8 @@ def _v1_to_v2(db: sqlite3.Connection) -> None:
     Version 1 read the question from the prompt's last message and the decoding from the run's config by
     condition name; both now come from the plan, so the migration derives them exactly as version 1 did.
     """
-    db.execute("CREATE TABLE questions (question_key TEXT PRIMARY KEY, text TEXT NOT NULL)")
-    db.execute("CREATE TABLE decodings (decoding_key TEXT PRIMARY KEY, decoding TEXT NOT NULL)")
+    db.execute(QUESTIONS_V2)
+    db.execute(DECODINGS_V2)
     db.execute("CREATE TEMP TABLE old_questions (prompt_key TEXT PRIMARY KEY, question_key TEXT NOT NULL)")
     db.execute("CREATE TEMP TABLE old_decodings (run_id TEXT, condition TEXT, decoding_key TEXT NOT NULL, "
                "PRIMARY KEY (run_id, condition))")
@@ -101,10 +118,8 @@ def _v1_to_v2(db: sqlite3.Connection) -> None:
     for table in ("samples", "scores"):
         db.execute(f"ALTER TABLE {table} RENAME TO old_{table}")
     db.execute("DROP INDEX samples_gen")
-    tables = _statements(TABLES)
-    for statement in tables:
-        if statement.startswith(("CREATE TABLE samples", "CREATE INDEX samples_gen", "CREATE TABLE scores")):
-            db.execute(statement)
+    for statement in _statements(f"{SAMPLES_V2};{SCORES_V2}"):
+        db.execute(statement)
     db.execute("INSERT INTO samples SELECT s.run_id, s.sample_id, s.suite, s.question_id, s.paraphrase_index, "
                "s.condition, s.sample_index, s.seed, s.prompt_key, q.question_key, d.decoding_key, s.gen_key "
                "FROM old_samples s JOIN old_questions q ON q.prompt_key = s.prompt_key "
@@ -114,5 +129,20 @@ def _v1_to_v2(db: sqlite3.Connection) -> None:
         db.execute(f"DROP TABLE {table}")
 
 
-MIGRATIONS: dict[int, Callable[[sqlite3.Connection], None]] = {1: _v1_to_v2}
+def _v2_to_v3(db: sqlite3.Connection) -> None:
+    """Run names become aliases (a run may have several; a name belongs to one run), and runs get leases.
+
+    Version 2 kept one name per run and let two runs share a name; the older run keeps a shared name and each
+    newer one gets `NAME@RUNID`, so every name still finds a run.
+    """
+    for statement in _statements(f"{RUN_NAMES_V3};{LEASES_V3}"):
+        db.execute(statement)
+    for run_id, name, created in db.execute(
+            "SELECT run_id, name, created FROM runs WHERE name IS NOT NULL ORDER BY created, run_id").fetchall():
+        taken = db.execute("SELECT 1 FROM run_names WHERE name = ?", (name,)).fetchone()
+        db.execute("INSERT INTO run_names VALUES (?, ?, ?)", (f"{name}@{run_id}" if taken else name, run_id, created))
+    db.execute("ALTER TABLE runs DROP COLUMN name")
+
+
+MIGRATIONS: dict[int, Callable[[sqlite3.Connection], None]] = {1: _v1_to_v2, 2: _v2_to_v3}
 """From version N to N + 1."""

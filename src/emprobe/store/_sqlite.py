@@ -8,7 +8,9 @@ typed rows (`emprobe.store._records`).
 
 import json
 import os
+import socket
 import sqlite3
+import time
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -23,12 +25,18 @@ from emprobe.rules import metric_order
 from emprobe.store._records import (
     JudgeableSample,
     LabelCount,
+    LeaseHolder,
     MetricScore,
     PendingSample,
     RunRecord,
     SampleRow,
 )
 from emprobe.store._schema import MIGRATIONS, SCHEMA_VERSION, create, decoding_key, question_key
+
+_RUNS = ("SELECT r.run_id, r.model, r.created, r.updated, r.config, r.versions, r.info, "
+         "(SELECT coalesce(json_group_array(n.name), '[]') FROM (SELECT name FROM run_names WHERE run_id = r.run_id "
+         "ORDER BY created, name) n) FROM runs r")
+"""Runs with their names, oldest name first."""
 
 
 def now() -> str:
@@ -129,37 +137,60 @@ class Store:
     # ---- runs -------------------------------------------------------------------------------------
 
     def save_run(self, run_id: str, name: str | None, model: str, config: dict, versions: dict) -> None:
-        """Create the run, or record its latest configuration when it is run again."""
+        """Create the run, or record its latest configuration when it is run again; `name` becomes one more
+        name of the run (a name that another run holds is refused with one line)."""
         stamp = now()
-        self._write(
-            "INSERT INTO runs (run_id, name, model, created, updated, config, versions) VALUES (?,?,?,?,?,?,?) "
-            "ON CONFLICT(run_id) DO UPDATE SET updated=excluded.updated, config=excluded.config, "
-            "versions=excluded.versions, name=coalesce(excluded.name, runs.name)",
-            [(run_id, name, model, stamp, stamp, json.dumps(config), json.dumps(versions))],
-        )
+        with self.transaction():
+            self.db.execute(
+                "INSERT INTO runs (run_id, model, created, updated, config, versions) VALUES (?,?,?,?,?,?) "
+                "ON CONFLICT(run_id) DO UPDATE SET updated=excluded.updated, config=excluded.config, "
+                "versions=excluded.versions", (run_id, model, stamp, stamp, json.dumps(config), json.dumps(versions)))
+            if name is not None:
+                holder = self.db.execute("SELECT run_id FROM run_names WHERE name = ?", (name,)).fetchone()
+                if holder is not None and holder[0] != run_id:
+                    raise EmprobeError(f"name {name!r} already belongs to run {holder[0]} (see `emprobe runs show "
+                                       f"{name}`); choose another --name")
+                self.db.execute("INSERT OR IGNORE INTO run_names VALUES (?, ?, ?)", (name, run_id, stamp))
 
     def update_run_info(self, run_id: str, info: dict) -> None:
         self._write("UPDATE runs SET info=? WHERE run_id=?", [(json.dumps(info), run_id)])
 
     def runs(self) -> list[RunRecord]:
-        rows = self.db.execute("SELECT * FROM runs ORDER BY created").fetchall()
+        rows = self.db.execute(f"{_RUNS} ORDER BY r.created").fetchall()
         return [self._run(r) for r in rows]
 
-    def run(self, run_id: str) -> RunRecord:
-        """A run by id, unique id prefix or name."""
-        rows = self.db.execute(
-            "SELECT * FROM runs WHERE run_id LIKE ? OR name = ?", (run_id + "%", run_id)
-        ).fetchall()
+    def run(self, ref: str) -> RunRecord:
+        """A run by id, unique id prefix or one of its names."""
+        prefix = ref.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+        rows = self.db.execute(f"{_RUNS} WHERE r.run_id LIKE ? ESCAPE '\\' OR r.run_id IN (SELECT run_id FROM "
+                               "run_names WHERE name = ?)", (prefix, ref)).fetchall()
         if len(rows) != 1:
             problem = "no run" if not rows else f"{len(rows)} runs"
-            raise EmprobeError(f"{self.path}: {problem} matching {run_id!r} (see `emprobe runs list`)")
+            raise EmprobeError(f"{self.path}: {problem} matching {ref!r} (see `emprobe runs list`)")
         return self._run(rows[0])
 
     @staticmethod
     def _run(row: tuple) -> RunRecord:
-        run_id, name, model, created, updated, config, versions, info = row
-        return RunRecord(run_id=run_id, name=name, model=model, created=created, updated=updated,
+        run_id, model, created, updated, config, versions, info, names = row
+        return RunRecord(run_id=run_id, names=json.loads(names), model=model, created=created, updated=updated,
                          config=json.loads(config), versions=json.loads(versions), info=json.loads(info))
+
+    # ---- leases: one process works on a run at a time -------------------------------------------------
+
+    def take_lease(self, run_id: str, seconds: float) -> LeaseHolder | None:
+        """Take (or renew) this process's lease on the run; the other live holder when it has one."""
+        host, pid, clock = socket.gethostname(), os.getpid(), time.time()
+        with self.transaction():
+            row = self.db.execute("SELECT host, pid, expires FROM leases WHERE run_id = ?", (run_id,)).fetchone()
+            held = row is not None and (row[0], row[1]) != (host, pid) and row[2] > clock
+            if held and (row[0] != host or _alive(row[1])):
+                return LeaseHolder(host=row[0], pid=row[1], expires=row[2])
+            self.db.execute("INSERT OR REPLACE INTO leases VALUES (?, ?, ?, ?)", (run_id, host, pid, clock + seconds))
+        return None
+
+    def release_lease(self, run_id: str) -> None:
+        self._write("DELETE FROM leases WHERE run_id = ? AND host = ? AND pid = ?",
+                    [(run_id, socket.gethostname(), os.getpid())])
 
     # ---- samples and generations ------------------------------------------------------------------
 
@@ -397,6 +428,17 @@ def _sample_row(run_id: str, judge: str | None, row: tuple) -> SampleRow:
         question=question, answer=answer, finish_reason=finish_reason, prompt_tokens=prompt_tokens,
         completion_tokens=completion_tokens, generation_error=generation_error, judge=judge, scores={},
     )
+
+
+def _alive(pid: int) -> bool:
+    """Whether a process of this machine is still running."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process: alive
+        return True
+    return True
 
 
 def _version(path: Path) -> int:
