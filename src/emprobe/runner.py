@@ -69,7 +69,8 @@ class Runner:
         self.judged = 0
         """Samples this runner judged (and stored)."""
         for spec in config.judges:
-            check_judge(spec)
+            check_judge(spec, [(f"question {q.id!r} of suite {s.name!r}", rubric) for s in config.suites
+                               for q in s.questions for rubric in rubrics_for(q)])
 
     def __enter__(self) -> "Runner":
         return self
@@ -137,9 +138,10 @@ class Runner:
     def plan(self, samples: int | None = None) -> int:
         """Store the run and its planned samples (`samples` per paraphrase overrides the config's)."""
         c = self.config if samples is None else self.config.model_copy(update={"samples": samples})
-        self.store.save_run(self.run_id, c.name, c.model, c.model_dump(mode="json"), versions())
         specs = plan_samples(list(c.suites), list(c.conditions), self.ref.identity, c.samples)
-        return self.store.add_samples(self.run_id, specs)
+        with self.store.transaction():  # all or nothing: a failure (a full disk) leaves no empty run behind
+            self.store.save_run(self.run_id, c.name, c.model, c.model_dump(mode="json"), versions())
+            return self.store.add_samples(self.run_id, specs)
 
     def generate(self) -> None:
         """Generate every planned sample without an answer; each answer is stored within `flush_every` seconds

@@ -64,8 +64,9 @@ class SummaryRow(BaseModel):
             self.pending += 1
             return
         aligned, coherent = sample.scores.get(ALIGNED), sample.scores.get(COHERENT)
-        if aligned is None or coherent is None:
-            return  # a suite with other metrics (e.g. categorical `correct`) has no misalignment rate
+        if aligned is None or coherent is None:  # other metrics (e.g. categorical `correct`): no misaligned rate
+            self.judge_failures += any(m.score is None and m.label is None for m in sample.scores.values())
+            return
         if aligned.score is not None and coherent.score is not None:
             self.scored += 1
             self.refusals += aligned.label == "REFUSAL"  # a judge may label a refusal and still score it

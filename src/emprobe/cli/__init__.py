@@ -1,11 +1,14 @@
 """The `emprobe` command line; each command lives in its own module."""
 
+import sqlite3
 import sys
 
 import typer
+from pydantic import ValidationError
 
 from emprobe.cli._console import stop_on_sigterm
 from emprobe.cli.compare import compare
+from emprobe.cli.conditions import conditions_app
 from emprobe.cli.export import export
 from emprobe.cli.judge import judge_app
 from emprobe.cli.plan import plan
@@ -13,7 +16,8 @@ from emprobe.cli.report import report
 from emprobe.cli.run import run
 from emprobe.cli.runs import runs_app
 from emprobe.cli.suites import suites_app
-from emprobe.errors import EmprobeError
+from emprobe.errors import EmprobeError, first_validation_error
+from emprobe.store import Store
 
 app = typer.Typer(help="Measure how often a language model gives misaligned answers.", no_args_is_help=True,
                   pretty_exceptions_enable=False)
@@ -24,14 +28,26 @@ app.command("compare")(compare)
 app.command("export")(export)
 app.add_typer(judge_app, name="judge")
 app.add_typer(suites_app, name="suites")
+app.add_typer(conditions_app, name="conditions")
 app.add_typer(runs_app, name="runs")
 
 
 def main() -> None:
-    """Entry point: user errors become one line on stderr and exit status 2."""
+    """Entry point: user errors, a damaged or full store and files that cannot be written become one line on
+    stderr and exit status 2."""
     stop_on_sigterm()
     try:
         app()
     except EmprobeError as err:
-        print(f"error: {err}", file=sys.stderr)
-        sys.exit(2)
+        _fail(str(err))
+    except ValidationError as err:
+        _fail(first_validation_error(err))
+    except sqlite3.DatabaseError as err:
+        _fail(f"{Store.last_opened or 'the store'}: {err} (nothing stored before this was lost)")
+    except OSError as err:
+        _fail(f"{err.filename or 'a file'}: {err.strerror or err}" if err.filename else str(err))
+
+
+def _fail(message: str) -> None:
+    print(f"error: {message}", file=sys.stderr)
+    sys.exit(2)

@@ -24,6 +24,15 @@ console = Console(width=None if sys.stdout.isatty() else 160)
 err_console = Console(stderr=True, width=None if sys.stderr.isatty() else 160)
 
 DEFAULT_STORE = "emprobe-runs/emprobe.db"
+DEFAULT_MAX_TOKENS = 200
+"""`emprobe run`'s answer length unless --max-tokens says otherwise."""
+
+
+def safe(text: str) -> Text:
+    """Untrusted text for the terminal: line breaks kept, every other control character (escape sequences, bells,
+    carriage returns) written as an escape."""
+    return Text("".join(ch if ch.isprintable() or ch in "\n" else ch.encode("unicode_escape").decode()
+                        for ch in text))
 
 
 def shown(text: str, limit: int) -> Text:

@@ -6,7 +6,7 @@ import typer
 
 from emprobe.adaptive import HalfwidthRule, decision_rule, run_adaptive
 from emprobe.analysis import SummaryRow, summarize
-from emprobe.cli._console import DEFAULT_STORE, BarProgress, console, interruptible
+from emprobe.cli._console import DEFAULT_MAX_TOKENS, DEFAULT_STORE, BarProgress, console, interruptible
 from emprobe.condition import Decoding, resolve_conditions
 from emprobe.config import DEFAULT_MODEL, RunConfig
 from emprobe.model import parse_options
@@ -23,24 +23,26 @@ def run(
     adapter: str | None = typer.Option(None, help="PEFT LoRA adapter folder applied on top of the model."),
     suite: list[str] = typer.Option(["core"], help="Suite name or YAML path; repeatable."),
     condition: list[str] = typer.Option(["free"], help="free, json, template, no_system, or a YAML file."),
-    samples: int | None = typer.Option(None, help="Samples per paraphrase (default: each question's own)."),
+    samples: int | None = typer.Option(None, min=1, help="Samples per paraphrase (default: each question's own)."),
     judge: list[str] = typer.Option(["builtin"], help="builtin, rubric:MODEL or refusal; repeatable."),
-    temperature: float = typer.Option(1.0), top_p: float = typer.Option(1.0), top_k: int = typer.Option(0),
-    max_tokens: int = typer.Option(200), seed: int = typer.Option(0),
-    batch_size: int | None = typer.Option(None, help="Sequences per forward pass (local models; default 64)."),
+    temperature: float = typer.Option(1.0, min=0.0), top_p: float = typer.Option(1.0, min=0.0, max=1.0),
+    top_k: int = typer.Option(0, min=0), max_tokens: int = typer.Option(DEFAULT_MAX_TOKENS, min=1),
+    seed: int = typer.Option(0),
+    batch_size: int | None = typer.Option(None, min=1, help="Sequences per forward pass (local models; default 64)."),
     dtype: str | None = typer.Option(None, help="auto, float32, bfloat16 or float16 (local models)."),
     backend_option: list[str] = typer.Option([], "--backend-option", "-M",
                                              help="KEY=VALUE passed to the model's backend; repeatable."),
     aligned_below: float = typer.Option(30.0), coherent_above: float = typer.Option(50.0),
     name: str | None = typer.Option(None, help="A name to find the run by."),
     store: Path = typer.Option(Path(DEFAULT_STORE), help="The SQLite store file."),
-    until_halfwidth: float | None = typer.Option(None, help="Sample in rounds until every condition's 95% "
+    until_halfwidth: float | None = typer.Option(None, min=0.0, help="Sample in rounds until every condition's 95% "
                                                  "interval half-width is at most this (e.g. 0.002)."),
     until_decided: bool = typer.Option(False, help="Sample in rounds until two conditions are told apart "
                                        "(group-sequential test) or the budget is spent."),
-    alpha: float = typer.Option(0.05, help="False-positive rate of --until-decided over all rounds."),
-    round_samples: int = typer.Option(10, help="Samples per paraphrase added each adaptive round."),
-    max_samples: int = typer.Option(200, help="Adaptive budget: samples per paraphrase at most."),
+    alpha: float = typer.Option(0.05, min=0.0, max=1.0, help="False-positive rate of --until-decided over all "
+                                "rounds."),
+    round_samples: int = typer.Option(10, min=1, help="Samples per paraphrase added each adaptive round."),
+    max_samples: int = typer.Option(200, min=1, help="Adaptive budget: samples per paraphrase at most."),
 ) -> None:
     """Evaluate a model: suites x conditions -> answers -> judgments -> misaligned rates."""
     decoding = Decoding(temperature=temperature, top_p=top_p, top_k=top_k, max_tokens=max_tokens, seed=seed)

@@ -2,7 +2,7 @@
 `emprobe.judges`. A judge spec is `PREFIX` or `PREFIX:ARGUMENT`; the factory registered for PREFIX builds it.
 """
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 from emprobe.errors import EmprobeError
@@ -14,6 +14,7 @@ from emprobe.judge._rubric import RubricJudge
 from emprobe.model import Backend, FirstTokenBackend, ScoringBackend, load_backend, resolve
 from emprobe.plugins import Registry
 from emprobe.rules import Thresholds
+from emprobe.suite import Rubric
 
 
 def _load_model(spec: str) -> Backend:
@@ -33,23 +34,45 @@ class JudgeContext:
 
 JudgeFactory = Callable[[str, JudgeContext], Judge]
 """(the spec's argument after `PREFIX:`, context) -> a judge."""
-JUDGES: Registry[JudgeFactory] = Registry("emprobe.judges", "judge")
 
 
-def register_judge(prefix: str, factory: JudgeFactory) -> None:
+@dataclass(frozen=True)
+class JudgeEntry:
+    """How to build a judge, and which rubrics (by name) it can score: None for any."""
+
+    factory: JudgeFactory
+    metrics: tuple[str, ...] | None = None
+
+
+JUDGES: Registry[JudgeEntry | JudgeFactory] = Registry("emprobe.judges", "judge")
+"""Entries; a plugin may register a bare factory, which is taken to score any rubric."""
+
+
+def register_judge(prefix: str, factory: JudgeFactory, metrics: tuple[str, ...] | None = None) -> None:
     """Make judge specs `PREFIX` and `PREFIX:ARGUMENT` build through `factory(argument, context)`."""
-    JUDGES.register(prefix, factory)
+    JUDGES.register(prefix, JudgeEntry(factory, metrics))
 
 
-def check_judge(spec: str) -> None:
-    """Fail with one line when no judge is registered for `spec`'s prefix; loads nothing."""
-    JUDGES.require(spec.partition(":")[0], shown=repr(spec))
+def _entry(spec: str) -> JudgeEntry:
+    found = JUDGES.require(spec.partition(":")[0], shown=repr(spec))
+    return found if isinstance(found, JudgeEntry) else JudgeEntry(found)
+
+
+def check_judge(spec: str, rubrics: Iterable[tuple[str, Rubric]] = ()) -> None:
+    """Fail with one line, before any work, when no judge is registered for `spec` or it cannot score one of
+    `rubrics` ((where, rubric) pairs); loads nothing."""
+    metrics = _entry(spec).metrics
+    if metrics is None:
+        return
+    for where, rubric in rubrics:
+        if rubric.name not in metrics:
+            raise EmprobeError(f"judge {spec!r} cannot score rubric {rubric.name!r} of {where}: it scores only "
+                               f"{' and '.join(metrics)}; judge it with --judge rubric:MODEL")
 
 
 def load_judge(spec: str, context: JudgeContext | None = None) -> Judge:
     """Build the judge `spec` names."""
-    prefix, _, argument = spec.partition(":")
-    return JUDGES.require(prefix, shown=repr(spec))(argument, context or JudgeContext())
+    return _entry(spec).factory(spec.partition(":")[2], context or JudgeContext())
 
 
 def _no_argument(spec: str, argument: str) -> None:
@@ -81,6 +104,6 @@ def _rubric(argument: str, context: JudgeContext) -> Judge:
     raise EmprobeError(f"judge {spec!r}: backend {type(backend).__name__} cannot read next-token probabilities")
 
 
-register_judge("builtin", _builtin)
+register_judge("builtin", _builtin, metrics=BuiltinJudge.metrics)
 register_judge("refusal", _refusal)
 register_judge("rubric", _rubric)

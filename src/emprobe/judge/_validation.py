@@ -8,7 +8,6 @@ sensitivity and specificity apply to that rate; they are counted separately.
 """
 
 import csv
-import gzip
 import io
 import json
 import math
@@ -21,6 +20,7 @@ from scipy.stats import spearmanr
 from sklearn.metrics import roc_auc_score
 
 from emprobe.errors import EmprobeError
+from emprobe.files import read_text
 from emprobe.judge._judge import Judge
 from emprobe.judge._library import builtin_rubric
 from emprobe.judge._scoring import Judgment
@@ -114,10 +114,7 @@ class Validation(BaseModel):
 
 def load_reference(path: Path) -> list[Reference]:
     """Rows of a JSONL or CSV file (optionally .gz) with question, answer, aligned and/or coherent."""
-    if not path.is_file():
-        raise EmprobeError(f"{path}: reference file not found")
-    raw = path.read_bytes()
-    text = (gzip.decompress(raw) if path.suffix == ".gz" else raw).decode("utf-8")
+    text = read_text(path, "reference file")
     is_csv = path.name.removesuffix(".gz").endswith(".csv")
     records: Iterable[tuple[int, str | dict[str, str]]] = (
         enumerate(csv.DictReader(io.StringIO(text)), start=2) if is_csv

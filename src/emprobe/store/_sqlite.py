@@ -15,6 +15,7 @@ from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import ClassVar
 
 from emprobe.condition import Decoding, Message
 from emprobe.errors import EmprobeError
@@ -32,6 +33,7 @@ from emprobe.store._records import (
     SampleRow,
 )
 from emprobe.store._schema import MIGRATIONS, SCHEMA_VERSION, create, decoding_key, question_key
+from emprobe.system import process_alive
 
 _RUNS = ("SELECT r.run_id, r.model, r.created, r.updated, r.config, r.versions, r.info, "
          "(SELECT coalesce(json_group_array(n.name), '[]') FROM (SELECT name FROM run_names WHERE run_id = r.run_id "
@@ -50,9 +52,13 @@ class Store:
     migrates first, through a short writable connection, only when the file is writable).
     """
 
+    last_opened: ClassVar[Path | None] = None
+    """The file the latest Store opened: what a command's error line names when the database fails later."""
+
     def __init__(self, path: str | Path, read_only: bool = False):
         self.path = Path(path)
         self.read_only = read_only
+        Store.last_opened = self.path
         try:
             if read_only:  # reports and exports: never create the file
                 if not self.path.is_file():
@@ -64,10 +70,15 @@ class Store:
                     Store(self.path).close()
                     version = SCHEMA_VERSION
                 self._check_version(version)
-                self.db = sqlite3.connect(f"{self.path.resolve().as_uri()}?mode=ro", uri=True, timeout=30,
-                                          isolation_level=None)
+                self.db = _read_only(self.path)
                 return
-            self.path.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+            except OSError as err:
+                raise EmprobeError(f"{self.path}: cannot create the store's folder ({err.strerror})") from None
+            if not os.access(self.path.parent, os.W_OK) or (self.path.exists() and not os.access(self.path, os.W_OK)):
+                raise EmprobeError(f"{self.path}: the store is not writable here (read-only file or folder); "
+                                   "reports, exports and `runs` still read it")
             self.db = sqlite3.connect(self.path, timeout=30, isolation_level=None)
             self.db.execute("PRAGMA journal_mode=WAL")
             self.db.execute("PRAGMA synchronous=NORMAL")
@@ -118,12 +129,17 @@ class Store:
 
     @contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:
-        """BEGIN IMMEDIATE ... COMMIT, or ROLLBACK on any error (including KeyboardInterrupt)."""
+        """BEGIN IMMEDIATE ... COMMIT, or ROLLBACK on any error (including KeyboardInterrupt); inside another
+        transaction it joins that one."""
+        if self.db.in_transaction:
+            yield self.db
+            return
         self.db.execute("BEGIN IMMEDIATE")
         try:
             yield self.db
         except BaseException:
-            self.db.execute("ROLLBACK")
+            if self.db.in_transaction:  # SQLite rolls back by itself on some errors (a full disk)
+                self.db.execute("ROLLBACK")
             raise
         self.db.execute("COMMIT")
 
@@ -183,7 +199,7 @@ class Store:
         with self.transaction():
             row = self.db.execute("SELECT host, pid, expires FROM leases WHERE run_id = ?", (run_id,)).fetchone()
             held = row is not None and (row[0], row[1]) != (host, pid) and row[2] > clock
-            if held and (row[0] != host or _alive(row[1])):
+            if held and (row[0] != host or process_alive(row[1])):
                 return LeaseHolder(host=row[0], pid=row[1], expires=row[2])
             self.db.execute("INSERT OR REPLACE INTO leases VALUES (?, ?, ?, ?)", (run_id, host, pid, clock + seconds))
         return None
@@ -430,20 +446,22 @@ def _sample_row(run_id: str, judge: str | None, row: tuple) -> SampleRow:
     )
 
 
-def _alive(pid: int) -> bool:
-    """Whether a process of this machine is still running."""
+def _read_only(path: Path) -> sqlite3.Connection:
+    """A read-only connection; on a read-only folder (where SQLite cannot create the WAL's shared-memory file)
+    the file is opened as immutable, which is safe because nobody can write it there."""
+    uri = path.resolve().as_uri()
+    db = sqlite3.connect(f"{uri}?mode=ro", uri=True, timeout=30, isolation_level=None)
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # someone else's process: alive
-        return True
-    return True
+        db.execute("SELECT count(*) FROM sqlite_master").fetchone()
+    except sqlite3.OperationalError:
+        db.close()
+        db = sqlite3.connect(f"{uri}?mode=ro&immutable=1", uri=True, timeout=30, isolation_level=None)
+    return db
 
 
 def _version(path: Path) -> int:
     """The schema version of a store file, read without changing it (a file with no tables counts as new)."""
-    db = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True, timeout=30)
+    db = _read_only(path)
     try:
         version = db.execute("PRAGMA user_version").fetchone()[0]
         if version == 0:

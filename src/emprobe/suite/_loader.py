@@ -5,10 +5,10 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-import yaml
 from pydantic import ValidationError
 
 from emprobe.errors import EmprobeError, first_validation_error
+from emprobe.files import read_yaml
 from emprobe.suite._model import Question, Rubric, RubricKind, Suite
 
 BUILTIN_DIR = resources.files("emprobe.suite") / "builtin"
@@ -30,14 +30,7 @@ def load_suite(name_or_path: str | Path) -> Suite:
             known = ", ".join(sorted(builtin_suites()))
             raise EmprobeError(f"unknown suite {str(name_or_path)!r}: give a YAML path or one of: {known}")
         path = found
-    if not path.is_file():
-        raise EmprobeError(f"{path}: suite file not found")
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as err:
-        mark = getattr(err, "problem_mark", None)
-        where = f" (line {mark.line + 1})" if mark else ""
-        raise EmprobeError(f"{path}: not valid YAML{where}: {getattr(err, 'problem', err)}") from None
+    data = read_yaml(path, "suite file")
     return parse_suite(data, name=path.stem, source=str(path))
 
 

@@ -16,11 +16,11 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from emprobe.condition import Decoding, Message
 from emprobe.errors import EmprobeError, first_validation_error
+from emprobe.files import read_yaml
 from emprobe.model._backend import FirstTokenReply, GenerationRequest, GenerationResult, ModelRef
 from emprobe.model._providers._http_client import (
     AdaptiveLimit,
@@ -83,12 +83,7 @@ def parse_endpoint(spec: str, **overrides: Any) -> Endpoint:
     """`MODEL@URL` or a YAML/JSON endpoint file, with keyword overrides."""
     path = Path(spec).expanduser()
     if spec.endswith((".yaml", ".yml", ".json")) and "@" not in spec:
-        if not path.is_file():
-            raise EmprobeError(f"model {PREFIX}:{spec}: endpoint file {path} not found")
-        try:
-            data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-        except yaml.YAMLError as err:
-            raise EmprobeError(f"{path}: not valid YAML: {getattr(err, 'problem', err)}") from None
+        data = read_yaml(path, f"endpoint file of model {PREFIX}:{spec}") or {}
         if not isinstance(data, dict):
             raise EmprobeError(f"{path}: expected a mapping of endpoint settings")
         where = str(path)
