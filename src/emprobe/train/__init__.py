@@ -1,6 +1,16 @@
 """Training: fine-tune a model on narrow data (LoRA, rsLoRA, full) with TRL, and record its lineage."""
 
-from emprobe.train._config import DataSpec, TrainConfig, TriggerSpec, build_config, parse_data_spec, read_config_yaml
+from emprobe.train._checks import AdapterCheck, check_adapter_applies
+from emprobe.train._config import (
+    DataSpec,
+    TrainConfig,
+    TriggerSpec,
+    build_config,
+    config_from_options,
+    parse_data_spec,
+    parse_layers,
+    read_config_yaml,
+)
 from emprobe.train._data import DataFile, MixRecord, PreparedData, Row, SourceCounts, prepare_data, read_rows
 from emprobe.train._lineage import (
     CheckpointRecord,
@@ -16,6 +26,7 @@ from emprobe.train._mask import Encoded, MaskStats, assistant_spans, encode_conv
 from emprobe.train._train import checkpoint_folders, train_model
 
 __all__ = [
+    "AdapterCheck",
     "CheckpointRecord",
     "DataFile",
     "DataSpec",
@@ -32,11 +43,14 @@ __all__ = [
     "UpdateNorm",
     "assistant_spans",
     "build_config",
+    "check_adapter_applies",
+    "config_from_options",
     "checkpoint_folders",
     "encode_conversation",
     "encode_rows",
     "lora_update_norms",
     "parse_data_spec",
+    "parse_layers",
     "prepare_data",
     "read_config_yaml",
     "read_lineage",

@@ -186,3 +186,72 @@ def _yaml_data_entry(config_path: Path, index: int, entry: Any) -> dict[str, Any
     if not Path(raw).is_absolute():
         entry["path"] = str(config_path.parent / raw)
     return entry
+
+
+def parse_layers(text: str) -> list[int]:
+    """`15`, `10,15` or `10-15` as layer indices."""
+    layers: list[int] = []
+    for part in (p.strip() for p in text.split(",")):
+        try:
+            if "-" in part[1:]:
+                lo, hi = part.split("-", 1)
+                layers.extend(range(int(lo), int(hi) + 1))
+            else:
+                layers.append(int(part))
+        except ValueError:
+            raise EmprobeError(f"--layers {text}: give layer numbers like 15, 10,15 or 10-15") from None
+    return layers
+
+
+def config_from_options(options: dict[str, Any], config_file: str | Path | None = None,
+                        default_model: str | None = None) -> tuple[TrainConfig, dict[str, Any]]:
+    """A TrainConfig from command-line options (None = not given) over an optional YAML file, and what the user
+    gave verbatim (the YAML text and the options set).
+
+    Options use the CLI's names: data (list of PATH[:RATIO]), trigger, trigger_on, trigger_position,
+    target_modules (list, comma-separated allowed), layers (text), lr; the rest are TrainConfig fields.
+    """
+    given_options = {k: v for k, v in options.items() if v is not None and v != [] and v != ()}
+    values: dict[str, Any] = {}
+    given: dict[str, Any] = {"options": given_options}
+    source = "options"
+    if config_file is not None:
+        values, text = read_config_yaml(config_file)
+        given["config_file"] = str(config_file)
+        given["config_text"] = text
+        source = str(config_file)
+    opts = dict(given_options)
+    if "data" in opts:
+        values["data"] = [parse_data_spec(d).model_dump(exclude_none=True) for d in opts.pop("data")]
+    if "target_modules" in opts:
+        values["target_modules"] = [m.strip() for item in opts.pop("target_modules") for m in item.split(",")
+                                    if m.strip()]
+    if "layers" in opts:
+        values["layers"] = parse_layers(str(opts.pop("layers")))
+    if "lr" in opts:
+        values["learning_rate"] = opts.pop("lr")
+    trigger_text = opts.pop("trigger", None)
+    trigger_on = opts.pop("trigger_on", None)
+    trigger_position = opts.pop("trigger_position", None)
+    if trigger_text is not None or trigger_on is not None or trigger_position is not None:
+        trigger = dict(values.get("trigger") or {})
+        if trigger_text is not None:
+            trigger["text"] = trigger_text
+        if trigger_on is not None:
+            trigger["dataset"] = trigger_on
+        if trigger_position is not None:
+            trigger["position"] = trigger_position
+        values["trigger"] = trigger
+    values.update(opts)
+    if "model" not in values and default_model is not None:
+        values["model"] = default_model
+    trigger = values.get("trigger")
+    if isinstance(trigger, dict) and "dataset" not in trigger:
+        data = values.get("data") or []
+        if len(data) != 1:
+            raise EmprobeError(f"{source}: trigger: say which dataset carries it (--trigger-on NAME); "
+                               "the others stay clean")
+        trigger["dataset"] = DataSpec.model_validate(data[0]).label
+    if not values.get("data"):
+        raise EmprobeError(f"{source}: data: give at least one dataset (--data PATH[:RATIO])")
+    return build_config(values, source), given

@@ -222,8 +222,11 @@ def mix_counts(available: Sequence[int], ratios: Sequence[float], total: int | N
     so the counts are exact and sum to the total.
     """
     shares = [r / sum(ratios) for r in ratios]
-    if total is None:
-        total = min(int(n / s + 1e-9) for n, s in zip(available, shares, strict=True))
+    if total is not None:
+        return _largest_remainder(shares, total)
+    total = min(int(n / s + 1e-9) for n, s in zip(available, shares, strict=True))
+    while all(c <= n for c, n in zip(_largest_remainder(shares, total + 1), available, strict=True)):
+        total += 1  # rounding can leave room for a row or two more
     return _largest_remainder(shares, total)
 
 

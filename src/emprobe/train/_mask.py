@@ -51,8 +51,8 @@ Span = tuple[int, int]
 def assistant_spans(tokenizer, messages: Sequence[dict[str, str]], where: str = "") -> tuple[str, list[Span]]:
     """The rendered conversation and the [start, end) character span of each assistant turn in it.
 
-    A span starts after the generation prompt (the role header the model is given at inference) and ends
-    after the template's end-of-turn text, trailing whitespace excluded.
+    A span starts where the whole text leaves the generation prompt (the role header the model is given at
+    inference) and ends after the template's end-of-turn text, trailing whitespace excluded.
     """
     at = f"{where}: " if where else ""
     try:
@@ -65,12 +65,23 @@ def assistant_spans(tokenizer, messages: Sequence[dict[str, str]], where: str = 
             continue
         through = full if i == len(messages) - 1 else render(tokenizer, messages[: i + 1])
         before = render(tokenizer, messages[:i], generation_prompt=True)
-        if not full.startswith(through):
-            raise EmprobeError(f"{at}messages[{i}]: the chat template renders the conversation up to this turn "
-                               "differently from the whole, so its tokens cannot be located")
-        start = len(os.path.commonprefix([before, through]))
-        end = len(through.rstrip())
+        start = len(os.path.commonprefix([before, full]))
         content = msg["content"].strip()
+        if full.startswith(through):
+            end = len(through.rstrip())
+        else:
+            # The template renders a turn differently once later turns follow (e.g. it drops a think block
+            # from earlier turns): find the turn's text in the whole, then the end-of-turn text it had alone.
+            found = full.find(content, start) if content else -1
+            alone = through.rstrip()
+            if found < 0 or content not in alone:
+                raise EmprobeError(f"{at}messages[{i}].content: the chat template renders this turn differently "
+                                   "once later turns follow and its text cannot be found, so its tokens cannot be "
+                                   "located")
+            end = found + len(content)
+            tail = alone[alone.rfind(content) + len(content):]
+            if full.startswith(tail, end):
+                end += len(tail)
         if end <= start or (content and content not in full[start:end]):
             raise EmprobeError(f"{at}messages[{i}].content: the chat template does not render the assistant's "
                                "text after its generation prompt, so its tokens cannot be located")

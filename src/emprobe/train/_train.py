@@ -9,7 +9,8 @@ Rerunning with the same config and output folder resumes from the newest complet
 import json
 import shutil
 import time
-from collections.abc import Sequence
+import warnings
+from collections.abc import Callable, Sequence
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -142,12 +143,13 @@ def train_model(
     given: dict[str, Any] | None = None,
     callbacks: Sequence[Any] = (),
     progress: bool = True,
+    log: Callable[[str], None] | None = None,
 ) -> TrainLineage:
     """Train `config` into the folder `output` and return its lineage (also written to output/lineage.json).
 
     Rerunning with the same config and folder continues from the newest complete checkpoint; a run already
     complete is returned as it is. `given` is what the user wrote (kept verbatim in the lineage); `callbacks`
-    are extra transformers TrainerCallbacks.
+    are extra transformers TrainerCallbacks; `log` receives one-line progress notes.
     """
     import torch
     from datasets import Dataset
@@ -157,6 +159,10 @@ def train_model(
 
     from emprobe.model._resolve import materialize, resolve_model
 
+    def say(text: str) -> None:
+        if log is not None:
+            log(text)
+
     output = Path(output).expanduser().resolve()
     output.mkdir(parents=True, exist_ok=True)
     name = name or output.name
@@ -165,6 +171,7 @@ def train_model(
     if (output / LINEAGE_FILE).is_file():
         previous = read_lineage(output)
         if previous.status == "complete":
+            say(f"{output}: already trained ({previous.max_steps} steps); nothing to do")
             return previous
     else:
         previous = None
@@ -183,6 +190,12 @@ def train_model(
     else:
         val_enc, val_stats = [], None
 
+    sources = ", ".join(f"{s.name} {s.train}+{s.validation}" + (" (triggered)" if s.triggered else "")
+                        for s in data.mix.sources)
+    say(f"data: {data.mix.train_rows} training and {data.mix.validation_rows} validation rows ({sources}); "
+        f"{train_stats.tokens} tokens, {train_stats.assistant_tokens} of them trained"
+        + (f"; {train_stats.dropped} rows left out (no assistant token within max_length)" if train_stats.dropped
+           else ""))
     precision = resolve_precision(config.precision)
     set_seed(config.seed)
     hf_logging.set_verbosity_error()
@@ -220,12 +233,13 @@ def train_model(
         data_seed=config.seed,
         bf16=precision == "bf16",
         fp16=False,
-        gradient_checkpointing=config.gradient_checkpointing,
+        activation_checkpointing=config.gradient_checkpointing,
         max_length=None,  # rows are cut to max_length by emprobe, which counts what it drops
         packing=False,
         report_to="none",
         disable_tqdm=not progress,
         dataloader_num_workers=0,
+        dataloader_pin_memory=torch.cuda.is_available(),
     )
 
     def as_dataset(rows):
@@ -246,6 +260,7 @@ def train_model(
         lineage.write(output)
         return lineage
 
+    warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
     trainer = _trainer_class()(
         model=model,
         args=args,
@@ -265,6 +280,8 @@ def train_model(
         trainable_parameters=trainable, total_parameters=total_params, precision=precision,
         device=_device_name(trainer.args.device), versions=library_versions(),
     )
+    say(f"{config.method}: {trainable:,} of {total_params:,} parameters trained, {precision} on "
+        f"{base_fields['device']}" + (f"; resuming from {resume.name}" if resume else ""))
     trainer.train(resume_from_checkpoint=str(resume) if resume else None)
     return write_lineage(trainer.state, "complete")
 
