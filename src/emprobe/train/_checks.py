@@ -63,6 +63,9 @@ def check_adapter_applies(
     if is_adapter:
         from peft import PeftModel
 
+        from emprobe.train._methods import quiet_peft_warnings
+
+        quiet_peft_warnings()
         tuned = PeftModel.from_pretrained(model, str(adapter)).eval()
         with tuned.disable_adapter():
             before = [_last_logits(tuned, tokenizer, t) for t in texts]

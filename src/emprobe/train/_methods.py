@@ -1,6 +1,7 @@
 """Training methods: LoRA, rsLoRA (any rank, chosen modules and layers) and full fine-tuning; precision choice."""
 
 import re
+import warnings
 from pathlib import Path
 
 import torch
@@ -105,6 +106,11 @@ def restrict_full(model: nn.Module, targets: list[str], layers: list[int] | None
                     p.requires_grad_(True)
                     total += p.numel()
     return total
+
+
+def quiet_peft_warnings() -> None:
+    """PEFT reads a transformers attribute that transformers 5 marks deprecated; the warning is not the user's."""
+    warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
 
 
 def _cpu_flags() -> set[str]:

@@ -9,7 +9,6 @@ Rerunning with the same config and output folder resumes from the newest complet
 import json
 import shutil
 import time
-import warnings
 from collections.abc import Callable, Sequence
 from functools import cache
 from pathlib import Path
@@ -32,7 +31,13 @@ from emprobe.train._lineage import (
     weights_digest,
 )
 from emprobe.train._mask import IGNORE, encode_rows
-from emprobe.train._methods import lora_config, resolve_precision, resolve_targets, restrict_full
+from emprobe.train._methods import (
+    lora_config,
+    quiet_peft_warnings,
+    resolve_precision,
+    resolve_targets,
+    restrict_full,
+)
 
 RUN_FILE = "emprobe-train.json"
 _RESUME_STATE = ("optimizer.pt", "scheduler.pt")
@@ -260,7 +265,7 @@ def train_model(
         lineage.write(output)
         return lineage
 
-    warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
+    quiet_peft_warnings()
     trainer = _trainer_class()(
         model=model,
         args=args,
