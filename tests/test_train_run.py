@@ -163,6 +163,7 @@ def test_full_fine_tuning_of_chosen_modules_and_layer(tiny_llama, chat_file, tmp
     assert lineage.trainable_parameters == 64 * 64 + 64 * 128
 
 
+@pytest.mark.filterwarnings("ignore:.*is_gradient_checkpointing:FutureWarning")
 def test_adapter_applies_check_fails_on_a_zero_adapter(tiny_llama, rank1, tmp_path):
     from peft import LoraConfig, get_peft_model
 
