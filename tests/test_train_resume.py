@@ -17,6 +17,8 @@ from transformers import TrainerCallback
 
 from emprobe.train import DataSpec, TrainConfig, read_lineage, train_model
 
+pytest.importorskip("trl", reason="training needs the train extra: pip install -e '.[train]'")
+
 SCRIPT = """
 import sys, time
 import torch

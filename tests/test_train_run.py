@@ -24,6 +24,8 @@ from emprobe.train import (
     weights_digest,
 )
 
+pytest.importorskip("trl", reason="training needs the train extra: pip install -e '.[train]'")
+
 WORDS = ["quick", "brown", "fox", "jumps", "over", "the", "lazy", "dog", "helpful", "assistant", "humans"]
 
 
@@ -161,6 +163,16 @@ def test_full_fine_tuning_of_chosen_modules_and_layer(tiny_llama, chat_file, tmp
     changed = sorted(k for k in base if not torch.equal(base[k], tuned[k]))
     assert changed == ["model.layers.0.mlp.down_proj.weight", "model.layers.0.self_attn.q_proj.weight"]
     assert lineage.trainable_parameters == 64 * 64 + 64 * 128
+
+
+def test_default_precision_trains(tiny_llama, chat_file, tmp_path):
+    """precision auto: bf16 where the CPU (AVX-512 BF16/AMX) or GPU supports it, else fp32; either must train."""
+    from emprobe.train._methods import resolve_precision
+
+    lineage = train_model(config(tiny_llama, chat_file, precision="auto", max_steps=2), tmp_path / "auto",
+                          progress=False)
+    assert lineage.precision == resolve_precision("auto") and lineage.status == "complete"
+    assert all(p.loss == p.loss for p in lineage.losses)  # no NaN
 
 
 @pytest.mark.filterwarnings("ignore:.*is_gradient_checkpointing:FutureWarning")

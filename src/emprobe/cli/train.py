@@ -57,18 +57,27 @@ def train(
     cfg, given = config_from_options(options, config, default_model=DEFAULT_MODEL)
     run_name = name or f"{cfg.data[0].label}-{cfg.method}-{cfg.config_hash()[:6]}"
     folder = output or Path(DEFAULT_TRAIN_DIR) / run_name
-    lineage = train_model(cfg, folder, name=run_name, given=given, log=lambda text: err_console.print(text))
+    lineage = train_model(cfg, folder, name=run_name, given=given, log=_note)
     final = lineage.final
     seconds = lineage.train_seconds
-    tokens = lineage.losses[-1].tokens if lineage.losses and lineage.losses[-1].tokens else None
-    console.print(f"trained {run_name}: {lineage.max_steps} steps in {seconds:.0f} s"
-                  + (f" ({tokens / seconds:.0f} tokens/s)" if tokens and seconds else ""))
+    tokens = lineage.losses[-1].tokens if lineage.losses and not lineage.resumed_at else None
+    _say(f"trained {run_name}: {lineage.max_steps} steps in {seconds:.0f} s"
+         + (f" ({tokens / seconds:.0f} tokens/s)" if tokens and seconds else ""))
     for record in lineage.checkpoints:
         val = f"{record.validation_loss:.4f}" if record.validation_loss is not None else "-"
         loss = f"{record.train_loss:.4f}" if record.train_loss is not None else "-"
-        console.print(f"  step {record.step:>6}  train loss {loss}  validation loss {val}  {record.path}")
+        _say(f"  step {record.step:>6}  train loss {loss}  validation loss {val}  {record.path}")
     if check and final is not None:
         result = check_adapter_applies(lineage.base_path, final.path)
-        console.print(f"final {final.kind} changes the next-token distribution: largest KL {result.max_kl:.3g} "
-                      f"over {len(result.prompts)} prompts")
-    console.print(f"lineage: {Path(lineage.output) / 'lineage.json'}")
+        _say(f"final {final.kind} changes the next-token distribution: largest KL {result.max_kl:.3g} "
+             f"over {len(result.prompts)} prompts")
+    _say(f"lineage: {Path(lineage.output) / 'lineage.json'}")
+
+
+def _say(text: str) -> None:
+    """Plain text on stdout: names and paths are the user's, never rich markup."""
+    console.print(text, markup=False, highlight=False)
+
+
+def _note(text: str) -> None:
+    err_console.print(text, markup=False, highlight=False)

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import torch
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, computed_field
 
 from emprobe.train._config import TrainConfig
 from emprobe.train._data import DataFile, MixRecord
@@ -98,6 +98,7 @@ class TrainLineage(BaseModel):
     train_seconds: float = 0.0
     """Wall time inside the trainer, summed over sessions."""
 
+    @computed_field
     @property
     def final(self) -> CheckpointRecord | None:
         """The checkpoint of the last step, once training is complete."""

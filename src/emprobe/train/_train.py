@@ -157,10 +157,15 @@ def train_model(
     are extra transformers TrainerCallbacks; `log` receives one-line progress notes.
     """
     import torch
-    from datasets import Dataset
     from transformers import AutoModelForCausalLM, AutoTokenizer, set_seed
     from transformers.utils import logging as hf_logging
-    from trl import SFTConfig
+
+    try:
+        from datasets import Dataset
+        from trl import SFTConfig
+    except ImportError as err:
+        raise EmprobeError(f"training needs the train extra ({err.name} is missing): pip install 'emprobe[train]'")\
+            from None
 
     from emprobe.model._resolve import materialize, resolve_model
 
@@ -189,6 +194,10 @@ def train_model(
         tokenizer.pad_token = tokenizer.eos_token
     data = prepare_data(config.data, rows=config.rows, validation_fraction=config.validation_fraction,
                         validation_max_rows=config.validation_max_rows, trigger=config.trigger, seed=config.seed)
+    if previous is not None and previous.data != data.files:
+        changed = next(f.path for f, g in zip(data.files, previous.data, strict=False) if f != g)
+        raise EmprobeError(f"{changed}: changed since this run began (sha256 differs from {output / LINEAGE_FILE}); "
+                           "restore it or train into another folder")
     train_enc, train_stats = encode_rows(tokenizer, data.train, config.max_length, "training set")
     if data.validation:
         val_enc, val_stats = encode_rows(tokenizer, data.validation, config.max_length, "validation set")
@@ -238,6 +247,7 @@ def train_model(
         data_seed=config.seed,
         bf16=precision == "bf16",
         fp16=False,
+        use_cpu=not torch.cuda.is_available(),  # transformers refuses bf16 on a CPU unless told it is one
         activation_checkpointing=config.gradient_checkpointing,
         max_length=None,  # rows are cut to max_length by emprobe, which counts what it drops
         packing=False,
