@@ -6,7 +6,8 @@ end), with the same seed, batch size, max length, steps and precision, so they s
 script gives TRL the raw conversations and lets it tokenize them (training on every token, since TRL's
 assistant_only_loss does not recognise SmolLM2's template); emprobe tokenizes with its template-derived masks.
 Tokens/s = non-padding tokens TRL counted / the trainer's train_runtime; wall = the whole call (data, model
-load, trainer set-up, training, saving).
+load, trainer set-up, training, saving); tokens per CPU-second = the same tokens / this process's CPU time over
+the whole call (less sensitive than wall time to other processes on a shared machine).
 Usage: python benchmarks/bench_train.py [--model smollm2-135m] [--data ../shared/data/emergent-misalignment/
        insecure.jsonl.gz] [--rows 256] [--steps 16] [--batch-size 8] [--rounds 3] [--precision fp32]
 """
@@ -128,31 +129,39 @@ def main() -> None:
         for kind in order:
             out = work / f"{kind}-{round_no}"
             clock = Runtime()
-            start = time.perf_counter()
+            start, cpu_start = time.perf_counter(), time.process_time()
             with PeakRSS() as rss:
                 if kind == "plain":
                     plain_trl(folder, subset, out, args, precision, clock)
                 else:
                     emprobe_train(args.model, subset, out, args, precision, clock)
-            wall = time.perf_counter() - start
-            row = {"tokens": clock.tokens, "train_runtime": clock.runtime, "wall": wall,
-                   "tokens_per_s": clock.tokens / clock.runtime, "peak_rss_mb": rss.peak / 2**20}
+            wall, cpu = time.perf_counter() - start, time.process_time() - cpu_start
+            row = {"tokens": clock.tokens, "train_runtime": clock.runtime, "wall": wall, "cpu_s": cpu,
+                   "tokens_per_s": clock.tokens / clock.runtime, "tokens_per_cpu_s": clock.tokens / cpu,
+                   "peak_rss_mb": rss.peak / 2**20}
             results[kind].append(row)
             print(f"round {round_no} {kind:>7}: {row['tokens_per_s']:7.1f} tokens/s ({clock.tokens} tokens in "
-                  f"{clock.runtime:.1f} s), wall {wall:.1f} s, peak RSS {row['peak_rss_mb']:.0f} MB", flush=True)
+                  f"{clock.runtime:.1f} s), wall {wall:.1f} s, {row['tokens_per_cpu_s']:.1f} tokens per CPU-second "
+                  f"(whole call), peak RSS {row['peak_rss_mb']:.0f} MB", flush=True)
 
     summary = {k: {"tokens_per_s": statistics.median(r["tokens_per_s"] for r in v),
+                   "tokens_per_cpu_s": statistics.median(r["tokens_per_cpu_s"] for r in v),
                    "wall_s": statistics.median(r["wall"] for r in v),
                    "peak_rss_mb": max(r["peak_rss_mb"] for r in v)} for k, v in results.items()}
     ratio = summary["emprobe"]["tokens_per_s"] / summary["plain"]["tokens_per_s"]
     print(f"median tokens/s: emprobe {summary['emprobe']['tokens_per_s']:.1f}, plain TRL "
           f"{summary['plain']['tokens_per_s']:.1f}: ratio {ratio:.3f} (goal >= 0.95)")
+    cpu_ratio = summary["emprobe"]["tokens_per_cpu_s"] / summary["plain"]["tokens_per_cpu_s"]
+    print(f"median tokens per CPU-second of the whole call (steadier on a shared machine): emprobe "
+          f"{summary['emprobe']['tokens_per_cpu_s']:.1f}, plain TRL {summary['plain']['tokens_per_cpu_s']:.1f}: "
+          f"ratio {cpu_ratio:.3f}")
     print(f"median wall per run: emprobe {summary['emprobe']['wall_s']:.1f} s, plain TRL "
           f"{summary['plain']['wall_s']:.1f} s; peak RSS emprobe {summary['emprobe']['peak_rss_mb']:.0f} MB, "
           f"plain TRL {summary['plain']['peak_rss_mb']:.0f} MB (one process: later runs include earlier ones' heap)")
     if args.json:
         args.json.write_text(json.dumps({"args": {k: str(v) for k, v in vars(args).items()}, "precision": precision,
-                                         "runs": results, "summary": summary, "ratio": ratio}, indent=1))
+                                         "runs": results, "summary": summary, "ratio": ratio,
+                                         "cpu_ratio": cpu_ratio}, indent=1))
 
 
 if __name__ == "__main__":
