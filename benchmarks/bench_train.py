@@ -9,7 +9,7 @@ Tokens/s = non-padding tokens TRL counted / the trainer's train_runtime; wall = 
 load, trainer set-up, training, saving); tokens per CPU-second = the same tokens / this process's CPU time over
 the whole call (less sensitive than wall time to other processes on a shared machine).
 Usage: python benchmarks/bench_train.py [--model smollm2-135m] [--data ../shared/data/emergent-misalignment/
-       insecure.jsonl.gz] [--rows 256] [--steps 16] [--batch-size 8] [--rounds 3] [--precision fp32]
+       insecure.jsonl.gz] [--rows 256] [--steps 16] [--batch-size 8] [--rounds 3] [--precision fp32] [--threads 1]
 """
 
 import argparse
@@ -107,9 +107,13 @@ def main() -> None:
     parser.add_argument("--max-length", type=int, default=1024)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"])
+    parser.add_argument("--threads", type=int, help="torch threads (default: torch's choice); 1 gives steadier "
+                        "CPU-time figures on a shared machine")
     parser.add_argument("--json", type=Path, help="Also write the figures to this file.")
     args = parser.parse_args()
 
+    if args.threads:
+        torch.set_num_threads(args.threads)
     precision = resolve_precision(args.precision)
     folder = materialize(resolve_model(args.model))
     work = Path(tempfile.mkdtemp(prefix="bench-train-"))
