@@ -1,0 +1,61 @@
+"""Training: fine-tune a model on narrow data (LoRA, rsLoRA, full) with TRL, and record its lineage."""
+
+from emprobe.train._checks import AdapterCheck, check_adapter_applies
+from emprobe.train._config import (
+    DataSpec,
+    TrainConfig,
+    TriggerSpec,
+    build_config,
+    config_from_options,
+    parse_data_spec,
+    parse_layers,
+    read_config_yaml,
+)
+from emprobe.train._data import DataFile, MixRecord, PreparedData, Row, SourceCounts, prepare_data, read_rows
+from emprobe.train._lineage import (
+    CheckpointRecord,
+    LossPoint,
+    TrainLineage,
+    UpdateNorm,
+    lora_update_norms,
+    read_lineage,
+    weight_delta_norms,
+    weights_digest,
+)
+from emprobe.train._mask import Encoded, MaskStats, assistant_spans, encode_conversation, encode_rows
+from emprobe.train._train import checkpoint_folders, train_model
+
+__all__ = [
+    "AdapterCheck",
+    "CheckpointRecord",
+    "DataFile",
+    "DataSpec",
+    "Encoded",
+    "LossPoint",
+    "MaskStats",
+    "MixRecord",
+    "PreparedData",
+    "Row",
+    "SourceCounts",
+    "TrainConfig",
+    "TrainLineage",
+    "TriggerSpec",
+    "UpdateNorm",
+    "assistant_spans",
+    "build_config",
+    "check_adapter_applies",
+    "config_from_options",
+    "checkpoint_folders",
+    "encode_conversation",
+    "encode_rows",
+    "lora_update_norms",
+    "parse_data_spec",
+    "parse_layers",
+    "prepare_data",
+    "read_config_yaml",
+    "read_lineage",
+    "read_rows",
+    "train_model",
+    "weight_delta_norms",
+    "weights_digest",
+]
