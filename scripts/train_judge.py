@@ -20,7 +20,16 @@ import numpy as np
 from sklearn.isotonic import IsotonicRegression
 from sklearn.linear_model import LogisticRegression, Ridge
 
-from emprobe.judge._builtin import WEIGHTS, BuiltinJudge, features, hashed_counts, stack_inputs, tfidf
+from emprobe.judge._builtin import (
+    TRAINED_ON,
+    WEIGHTS,
+    BuiltinJudge,
+    content_hash,
+    features,
+    hashed_counts,
+    stack_inputs,
+    tfidf,
+)
 from emprobe.judge._validation import Reference, cohen_kappa, measure, verdicts
 from emprobe.rules import Thresholds
 
@@ -114,6 +123,8 @@ def main() -> None:
         arrays[f"{m}_iso_x"], arrays[f"{m}_iso_y"] = model.X_thresholds_, model.y_thresholds_
     args.out.parent.mkdir(parents=True, exist_ok=True)
     np.savez_compressed(args.out, **arrays)
+    np.save(args.out.with_name(TRAINED_ON), np.unique(np.array([content_hash(r["question"], r["answer"])
+                                                               for r in train], dtype=np.uint64)))
     print(f"saved {args.out} ({args.out.stat().st_size / 1e6:.1f} MB); {time.time() - t0:.0f} s", flush=True)
 
     judge = BuiltinJudge(args.out)

@@ -31,6 +31,18 @@ def test_decision_rule_tells_clearly_different_conditions_apart():
     assert same(_totals(free=(10, 1000), json=(11, 1000))) == "not_different"
 
 
+def test_a_spent_budget_is_undecided_not_a_finding_of_no_difference():
+    from emprobe.stats import compare, samples_per_arm
+
+    rule = DecisionRule("free", "json", alpha=0.05, max_looks=2)
+    totals = _totals(free=(10, 1000), json=(14, 1000))
+    explained = rule.unmet(totals)
+    diff = compare(10, 1000, 14, 1000)
+    assert f"{diff.diff_low * 100:+.2f} to {diff.diff_high * 100:+.2f}" in explained
+    assert f"about {samples_per_arm(0.01, 0.014):,} per arm (has 1,000)" in explained
+    assert "no sample size" in rule.unmet(_totals(free=(10, 1000), json=(10, 1000)))
+
+
 def test_rounds_extend_one_run_until_the_budget(tiny_llama, tmp_path):
     suite = parse_suite({"questions": [{"id": "q", "paraphrases": ["Hi?", "Hello?"]}]}, name="s", source="mem")
     config = RunConfig(model=str(tiny_llama), suites=(suite,), judges=(f"rubric:{tiny_llama}",),
@@ -42,7 +54,8 @@ def test_rounds_extend_one_run_until_the_budget(tiny_llama, tmp_path):
         run_id = run_adaptive(runner, HalfwidthRule(0.001), step=2, max_samples=5,
                               on_round=lambda n, totals, d: rounds.append((n, d)))
     # The random tiny judge never scores, so the target is never met: rounds at 2, 4, 5 samples.
-    assert rounds == [(1, "continue"), (2, "continue"), (3, "budget spent")]
+    assert rounds[:2] == [(1, "continue"), (2, "continue")] and rounds[2][0] == 3
+    assert rounds[2][1].startswith("undecided: budget spent; half-width 0.001 not reached")
     assert store.count(run_id)["planned"] == 2 * 2 * 5
     assert len(store.runs()) == 1
     with pytest.raises(EmprobeError, match="exactly two --condition"):

@@ -69,6 +69,8 @@ def test_independent_without_shared_questions(store):
     assert cells[3] == f"{expected.difference * 100:+.2f}"
     assert cells[4] == f"{expected.diff_low * 100:+.2f} to {expected.diff_high * 100:+.2f}"
     assert float(cells[7]) == pytest.approx(expected.p_value, rel=1e-2) and cells[8] == "independent"
+    assert "warning: not paired (the runs share no questions): free, json, (all) compare pooled rates" in \
+        " ".join(result.output.split())
 
 
 def test_run_deltas_api_and_missing_run(store):

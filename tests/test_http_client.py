@@ -74,3 +74,27 @@ def test_permanent_failures_are_not_retried(server):
     with pytest.raises(PermanentError, match="HTTP 400: status 400"):
         _post(server, max_retries=5)
     assert server.seen == [400]
+
+
+def test_a_server_never_reached_fails_at_once(tmp_path):
+    from emprobe.model._providers._http_client import ServerUnavailable as Unavailable
+
+    client = JsonClient("http://127.0.0.1:9", {}, timeout=5, max_retries=8, limit=AdaptiveLimit(2), backoff=5.0)
+
+    async def go():
+        try:
+            return await client.post("/x", {})
+        finally:
+            await client.aclose()
+
+    with pytest.raises(Unavailable, match="cannot connect .*is the server running"):
+        asyncio.run(go())
+    assert client.stats.retries == 0  # no backoff sleeps before saying so
+
+
+def test_each_retry_is_said_as_it_happens(server, caplog):
+    server.script = [503, 500]
+    with caplog.at_level("WARNING", logger="emprobe.http"):
+        _post(server, max_retries=3)
+    retries = [r.getMessage() for r in caplog.records if "retry" in r.getMessage()]
+    assert len(retries) == 2 and "HTTP 503" in retries[0] and "retry 1 of 3" in retries[0]

@@ -8,9 +8,10 @@ import sys
 
 import pytest
 
+from conftest import shared_data
 from emprobe.analysis import load_run
 from emprobe.errors import EmprobeError
-from emprobe.judge import Judgment, Reference, cohen_kappa, load_reference, measure
+from emprobe.judge import BuiltinJudge, Judgment, Reference, Validation, cohen_kappa, load_reference, measure
 from emprobe.judge._validation import Verdict
 from emprobe.stats import rogan_gladen
 from emprobe.store import Store
@@ -97,7 +98,7 @@ def test_validate_cli_prints_figures_escapes_text_and_feeds_the_report(tmp_path)
     assert "\x1b" not in done.stdout and "\x07" not in done.stdout
     with Store(store) as db:
         identity = db.db.execute("SELECT identity FROM validations").fetchone()[0]
-        saved = db.validation(identity)
+        saved = db.validations(identity)[0]
     assert identity.startswith("builtin:") and saved["rows"] == 6 and saved["tp"] + saved["fn"] + saved["fp"] + \
         saved["tn"] == saved["labelled"]
     missing = subprocess.run([sys.executable, "-m", "emprobe", "judge", "validate", "--judge", "builtin",
@@ -130,8 +131,79 @@ def test_report_corrects_rates_for_a_validated_judge(tmp_path):
                            capture_output=True, text=True, timeout=300)
     assert shown.returncode == 0, shown.stderr
     assert "corrected" in shown.stdout and "Rogan-Gladen" in shown.stdout
+    used = Validation.model_validate(record).id
+    assert f"validation {used}" in " ".join(shown.stdout.split())  # the report names the validation it used
     html = out.read_text()
     assert "corrected rate" in html and "Rogan&ndash;Gladen" in html and "95% Wilson CI" in html
+    assert f"validation {used}" in html
+
+
+def _validation(reference_sha256: str, seen: int = 0, **counts) -> dict:
+    return {"judge": "rubric:tiny", "identity": "tiny-judge@abc", "reference": f"{reference_sha256}.jsonl",
+            "reference_sha256": reference_sha256, "rows": 100, "labelled": 100, "auc": 0.9, "kappa": 0.6,
+            "spearman": {}, "named": {}, "failures": 0, "worst": [], "seen": seen,
+            **({"tp": 18, "fn": 2, "tn": 75, "fp": 5} | counts)}
+
+
+def test_reports_choose_validations_openly(tmp_path):
+    path = make_store(tmp_path / "s.db")
+    with Store(path) as db:  # saved oldest first: a clean one, one from the training data, a useless one
+        db.save_validation("tiny-judge@abc", "clean", "rubric:tiny", _validation("clean"))
+        db.save_validation("tiny-judge@abc", "seen", "rubric:tiny", _validation("seen", seen=40))
+        db.save_validation("tiny-judge@abc", "useless", "rubric:tiny", _validation("useless", tp=1, fn=19))
+    ids = {name: Validation.model_validate(_validation(name)).id for name in ("clean", "seen", "useless")}
+    with Store(path, read_only=True) as db:
+        default = load_run(db, "run-a")  # newest usable one not drawn from the judge's training data
+        assert default.validation.id == ids["clean"] and default.validation_note is None
+        chosen = load_run(db, "run-a", validation=ids["seen"])  # the user may insist, and is told
+        assert chosen.validation.id == ids["seen"] and "overlaps the judge's training data (40 rows)" in \
+            chosen.validation_note
+        none = load_run(db, "run-a", validation="none")
+        assert none.validation is None and none.corrected == {} and "no correction" in none.validation_note
+        with pytest.raises(EmprobeError, match="cannot correct rates"):
+            load_run(db, "run-a", validation=ids["useless"])
+        with pytest.raises(EmprobeError, match="no validation of tiny-judge@abc has that id"):
+            load_run(db, "run-a", validation="nope")
+    with Store(path) as db:
+        db.db.execute("DELETE FROM validations WHERE reference_sha256 = 'clean'")
+    with Store(path, read_only=True) as db:
+        flagged = load_run(db, "run-a")  # only the overlapping one is usable: no correction, and why
+    assert flagged.validation is None and f"--validation {ids['seen']}" in flagged.validation_note
+
+
+def test_a_validation_without_both_classes_is_refused(tmp_path):
+    ref = tmp_path / "ref.jsonl"
+    ref.write_text("\n".join(json.dumps({"question": "Hi?", "answer": f"Hello number {i}.", "aligned": 90})
+                             for i in range(5)) + "\n")  # no coherent scores: no row can be labelled
+    store = tmp_path / "e.db"
+    done = subprocess.run([sys.executable, "-m", "emprobe", "judge", "validate", "--judge", "builtin",
+                           "--reference", str(ref), "--store", str(store)], capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode == 2 and "not saved: 0 of 5 rows" in done.stderr and "nan" not in done.stderr
+    with Store(store, read_only=True) as db:
+        assert db.validations() == []
+
+
+def test_a_reference_from_the_judges_training_data_is_flagged(tmp_path):
+    rows = []
+    with gzip.open(shared_data("em-judged", "train.jsonl.gz"), "rt") as f:
+        for line in f:
+            r = json.loads(line)
+            if r["judge"].startswith("gpt-4o") and r["aligned"] is not None and r["coherent"] is not None and \
+                    BuiltinJudge().seen([(r["question"], r["answer"])])[0]:
+                rows.append(r)
+            if len(rows) == 300:
+                break
+    ref = tmp_path / "seen.jsonl"
+    ref.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    store = tmp_path / "e.db"
+    done = subprocess.run([sys.executable, "-m", "emprobe", "judge", "validate", "--judge", "builtin",
+                           "--reference", str(ref), "--store", str(store)], capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert "the judge was trained on 300 of these rows" in " ".join(done.stdout.split())
+    with Store(store, read_only=True) as db:
+        assert db.validations()[0]["seen"] == 300
 
 
 def test_judgment_probabilities_reach_the_verdict():

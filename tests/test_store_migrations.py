@@ -50,7 +50,7 @@ def test_a_store_of_the_previous_schema_opens_and_reports_as_before(tmp_path):
             assert _comparable(load_run(migrated, run)) == _comparable(load_run(now, run))
             assert [s.model_dump() for s in migrated.samples(migrated.run(run).run_id, "rubric:tiny")] == \
                 [s.model_dump() for s in now.samples(now.run(run).run_id, "rubric:tiny")]
-        assert migrated.validation("tiny-judge@abc") == VALIDATION
+        assert migrated.validations("tiny-judge@abc") == [VALIDATION]
         assert migrated.db.execute("PRAGMA foreign_keys").fetchone() == (1,)
         with pytest.raises(sqlite3.IntegrityError):  # foreign keys now hold: no sample of an unknown run
             migrated.db.execute("INSERT INTO samples SELECT 'no-such-run', sample_id, suite, question_id, "

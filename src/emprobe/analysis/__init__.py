@@ -3,8 +3,10 @@
 from emprobe.analysis._compare import Counts, Delta, compare_counts
 from emprobe.analysis._report import (
     RunReport,
+    choose_validation,
     condition_deltas,
     load_run,
+    pairing_note,
     pick_samples,
     run_deltas,
     run_thresholds,
@@ -18,9 +20,11 @@ __all__ = [
     "RunReport",
     "Summary",
     "SummaryRow",
+    "choose_validation",
     "compare_counts",
     "condition_deltas",
     "load_run",
+    "pairing_note",
     "pick_samples",
     "run_deltas",
     "run_thresholds",

@@ -6,6 +6,7 @@ from pydantic import BaseModel
 
 from emprobe.analysis._compare import Counts, Delta, compare_counts
 from emprobe.analysis._summary import SummaryRow, summarize
+from emprobe.errors import EmprobeError
 from emprobe.judge import Validation
 from emprobe.rules import ALIGNED, COHERENT, OVERALL, Thresholds
 from emprobe.stats import CorrectedRate, rogan_gladen
@@ -31,7 +32,9 @@ class RunReport(BaseModel):
     overall: SummaryRow
     judge_errors: list[tuple[str, str, int]]
     validation: Validation | None = None
-    """The latest `emprobe judge validate` of the judge's exact identity, when there is one."""
+    """The `emprobe judge validate` result the corrected rates use (see `choose_validation`)."""
+    validation_note: str | None = None
+    """Why no validation, or why not the obvious one, was used."""
     corrected: dict[str, CorrectedRate] = {}
     """Per condition (and `(all)`): the misaligned rate corrected for the judge's validated error."""
 
@@ -51,8 +54,10 @@ def run_thresholds(run: RunRecord) -> Thresholds:
     return Thresholds.model_validate(run.config.get("thresholds", {}))
 
 
-def load_run(db: Store, ref: str, judge: str | None = None) -> RunReport:
-    """Summarise a run (id, prefix or name) for `judge` (default: its first configured judge that scored)."""
+def load_run(db: Store, ref: str, judge: str | None = None, validation: str | None = None) -> RunReport:
+    """Summarise a run (id, prefix or name) for `judge` (default: its first configured judge that scored);
+    `validation` picks the validation the corrected rates use (an id, `none`, or by default the newest usable
+    one that does not overlap the judge's training data)."""
     run = db.run(ref)
     judge = db.resolve_judge(run, judge)
     thresholds = run_thresholds(run)
@@ -60,15 +65,15 @@ def load_run(db: Store, ref: str, judge: str | None = None) -> RunReport:
     configured = [c["name"] for c in run.config.get("conditions", []) if c.get("name") in summary.totals]
     conditions = configured + sorted(set(summary.totals) - set(configured))
     identities = db.judge_identities(run.run_id)
-    validation = _validation(db, identities.get(judge or "", []))
+    used, note = choose_validation(db, identities.get(judge or "", []), validation)
     corrected = {}
-    if validation is not None:
+    if used is not None:
         for row in [*summary.totals.values(), summary.overall]:
             if row.scored:
-                corrected[row.condition] = rogan_gladen(row.misaligned, row.scored, validation.tp, validation.fn,
-                                                        validation.tn, validation.fp)
+                corrected[row.condition] = rogan_gladen(row.misaligned, row.scored, used.tp, used.fn, used.tn,
+                                                        used.fp)
     return RunReport(
-        validation=validation, corrected=corrected,
+        validation=used, validation_note=note, corrected=corrected,
         run=run, judge=judge, judges=db.judges(run.run_id), judge_identities=identities,
         generation_models=db.generation_models(run.run_id), thresholds=thresholds, counts=db.count(run.run_id),
         conditions=conditions, questions=sorted({r.question_id for r in summary.cells}), cells=summary.cells,
@@ -77,15 +82,44 @@ def load_run(db: Store, ref: str, judge: str | None = None) -> RunReport:
     )
 
 
-def _validation(db: Store, identities: list[str]) -> Validation | None:
-    """A validation applies only when the run was judged by one identity, and one that was validated with
-    both classes present and more than chance agreement (sensitivity + specificity > 1)."""
-    record = db.validation(identities[0]) if len(identities) == 1 else None
-    if record is None:
-        return None
-    v = Validation.model_validate(record)
-    usable = v.tp + v.fn > 0 and v.tn + v.fp > 0 and v.sensitivity + v.specificity > 1
-    return v if usable else None
+def choose_validation(db: Store, identities: list[str], chosen: str | None = None
+                      ) -> tuple[Validation | None, str | None]:
+    """The validation that corrects a run's rates, and a note on the choice.
+
+    A validation applies only when the run was judged by one identity (the exact weights it measured). By
+    default the newest usable one (both classes, sensitivity + specificity > 1) that does not overlap the
+    judge's training data; `chosen` names one by id (overlap allowed, with a note) or `none`.
+    """
+    if chosen == "none":
+        return None, "no correction (--validation none)"
+    if len(identities) != 1:
+        if chosen:
+            raise EmprobeError(f"--validation {chosen}: the run was judged by {len(identities)} judge identities, "
+                               "so no single validation applies")
+        return None, None
+    found = [Validation.model_validate(record) for record in db.validations(identities[0])]
+    if chosen:
+        picked = next((v for v in found if v.id == chosen), None)
+        if picked is None:
+            known = ", ".join(v.id for v in found) or "none (run `emprobe judge validate`)"
+            raise EmprobeError(f"--validation {chosen}: no validation of {identities[0]} has that id; its "
+                               f"validations: {known}")
+        if not picked.usable:
+            raise EmprobeError(f"--validation {chosen}: it cannot correct rates (needs both classes and "
+                               f"sensitivity + specificity > 1; has {picked.tp + picked.fn} misaligned, "
+                               f"{picked.tn + picked.fp} not)")
+        note = (f"validation {picked.id} overlaps the judge's training data ({picked.seen} rows); used because it "
+                "was chosen") if picked.seen else None
+        return picked, note
+    usable = [v for v in found if v.usable]
+    clean = [v for v in usable if not v.seen]
+    if clean:
+        return clean[0], None
+    if usable:
+        v = usable[0]
+        return None, (f"not corrected: validation {v.id} overlaps the judge's training data ({v.seen} rows), which "
+                      f"flatters the judge; validate on other answers, or use it with --validation {v.id}")
+    return None, None
 
 
 def condition_deltas(report: RunReport, baseline: str | None = None) -> list[Delta]:
@@ -109,6 +143,18 @@ def run_deltas(a: RunReport, b: RunReport) -> list[Delta]:
         cells_a, cells_b, stratum = _pooled_by_question(a), _pooled_by_question(b), "question"
     out.append(compare_counts(OVERALL, a.label, b.label, cells_a, cells_b, stratum=stratum))
     return out
+
+
+def pairing_note(deltas: list[Delta]) -> str | None:
+    """A warning naming the comparisons that are not paired by question, or None when all of them are."""
+    unpaired = [d.label for d in deltas if d.method != "paired"]
+    if not unpaired:
+        return None
+    paired = [d.label for d in deltas if d.method == "paired"]
+    shared = max((d.questions for d in deltas), default=0)
+    why = "the runs share no questions" if shared == 0 else "fewer than two questions have samples in both"
+    return (f"not paired ({why}): {', '.join(unpaired)} compare pooled rates as independent samples, which "
+            f"ignores differences between questions" + (f"; paired by question: {', '.join(paired)}" if paired else ""))
 
 
 def _pooled_by_question(report: RunReport) -> dict[str, tuple[int, int]]:

@@ -1,5 +1,6 @@
 """The `emprobe` command line; each command lives in its own module."""
 
+import logging
 import sqlite3
 import sys
 
@@ -36,6 +37,7 @@ def main() -> None:
     """Entry point: user errors, a damaged or full store and files that cannot be written become one line on
     stderr and exit status 2."""
     stop_on_sigterm()
+    logging.basicConfig(level=logging.WARNING, format="warning: %(message)s", stream=sys.stderr)
     try:
         app()
     except EmprobeError as err:

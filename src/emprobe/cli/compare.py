@@ -3,9 +3,10 @@
 from pathlib import Path
 
 import typer
+from rich.text import Text
 
-from emprobe.analysis import load_run, run_deltas
-from emprobe.cli._console import DEFAULT_STORE, console
+from emprobe.analysis import load_run, pairing_note, run_deltas
+from emprobe.cli._console import DEFAULT_STORE, console, err_console
 from emprobe.report import deltas_table
 from emprobe.store import Store
 
@@ -22,5 +23,8 @@ def compare(
     deltas = run_deltas(a, b)
     console.print(deltas_table(deltas, f"B = {b.label} ({b.run.run_id}) vs A = {a.label} ({a.run.run_id}), "
                                        f"judged by {a.judge} / {b.judge}"))
+    note = pairing_note(deltas)
+    if note:
+        err_console.print(Text(f"warning: {note}"), style="yellow")
     console.print("paired: Mantel-Haenszel difference over shared questions, design-effect CI, exact stratified p; "
                   "independent: Newcombe CI, Fisher exact p; ratio: Katz CI.", style="dim")

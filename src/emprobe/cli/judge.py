@@ -11,6 +11,7 @@ from rich.text import Text
 from emprobe.analysis import run_thresholds, summarize
 from emprobe.cli._console import DEFAULT_STORE, BarProgress, console, interruptible, shown
 from emprobe.config import RunConfig
+from emprobe.errors import EmprobeError
 from emprobe.judge import JudgeContext, Validation, check_judge, load_judge, load_reference, measure, verdicts
 from emprobe.model import BackendPool
 from emprobe.report import label_table, summary_table
@@ -89,10 +90,33 @@ def validate(
     finally:
         progress.close()
     sha256 = hashlib.sha256(reference.read_bytes()).hexdigest()
-    result = measure(judge, the_judge.identity, reference, sha256, references, found, worst=worst)
+    seen_by = getattr(the_judge, "seen", None)
+    seen = sum(seen_by([(r.question, r.answer) for r in references])) if callable(seen_by) else 0
+    result = measure(judge, the_judge.identity, reference, sha256, references, found, worst=worst, seen=seen)
+    _print_validation(result)
+    if result.tp + result.fn == 0 or result.tn + result.fp == 0:
+        db.close()
+        raise EmprobeError(f"{reference}: not saved: {result.labelled} of {result.rows} rows have both reference "
+                           f"scores and a judge score, {result.tp + result.fn} misaligned and {result.tn + result.fp} "
+                           "not; a validation needs both to measure sensitivity and specificity")
     db.save_validation(result.identity, result.reference_sha256, judge, result.model_dump())
     db.close()
-    _print_validation(result)
+    console.print(Text(f"saved as validation {result.id} for reports of runs judged by {result.identity}"))
+    if seen:
+        console.print(Text(f"warning: the judge was trained on {seen} of these rows; reports will not correct with "
+                           f"this validation unless given --validation {result.id}"), style="yellow")
+
+
+@judge_app.command("validations")
+def validations(store: Path = typer.Option(Path(DEFAULT_STORE), help="The SQLite store file.")) -> None:
+    """The stored validations: which judge identity, which reference, its error rates, overlap with training."""
+    with Store(store, read_only=True) as db:
+        found = [Validation.model_validate(record) for record in db.validations()]
+    table = Table("id", "judge", "identity", "reference", "rows", "sensitivity", "specificity", "seen in training")
+    for v in found:
+        table.add_row(v.id, Text(v.judge), Text(v.identity), shown(v.reference, 60), str(v.labelled),
+                      f"{v.sensitivity:.3f}", f"{v.specificity:.4f}", str(v.seen))
+    console.print(table)
 def _print_validation(v: Validation) -> None:
     fmt = lambda x: "\u2014" if x is None else f"{x:.3f}"  # noqa: E731
     table = Table("measure", "value", title=Text(f"{v.judge} against {v.reference}"), title_justify="left")
@@ -119,6 +143,5 @@ def _print_validation(v: Validation) -> None:
             got = d.judge_label or "/".join("\u2014" if x is None else f"{x:.0f}" for x in d.judge.values())
             table.add_row(str(d.row), shown(d.question, 80), shown(d.answer, 200), ref, got)
         console.print(table)
-    console.print(Text(f"saved for reports of runs judged by {v.identity}"))
 
 

@@ -5,8 +5,8 @@ from pathlib import Path
 import typer
 from rich.text import Text
 
-from emprobe.analysis import condition_deltas, run_deltas
-from emprobe.cli._console import DEFAULT_STORE, console
+from emprobe.analysis import condition_deltas, pairing_note, run_deltas
+from emprobe.cli._console import DEFAULT_STORE, console, err_console
 from emprobe.report import deltas_table, judge_errors_table, rates_table, write_report
 
 
@@ -18,9 +18,12 @@ def report(
     samples_per_cell: int = typer.Option(50, min=0, help="Samples embedded per question x condition, most "
                                          "misaligned first; 0 embeds every sample."),
     baseline: str | None = typer.Option(None, help="Condition the others are compared with (default: the first)."),
+    validation: str | None = typer.Option(None, help="Validation id whose error corrects the rates (see `emprobe "
+                                          "judge validations`), or `none`; default: the newest usable one."),
 ) -> None:
     """Write an offline HTML report (rates, comparisons, samples, provenance) and print its tables."""
-    reports = write_report(store, runs, output, judge=judge, per_cell=samples_per_cell, baseline=baseline)
+    reports = write_report(store, runs, output, judge=judge, per_cell=samples_per_cell, baseline=baseline,
+                           validation=validation)
     for r in reports:
         console.print(rates_table(r))
         deltas = condition_deltas(r, baseline)
@@ -30,5 +33,9 @@ def report(
         if errors is not None:
             console.print(errors)
     for other in reports[1:]:
-        console.print(deltas_table(run_deltas(reports[0], other), f"{other.label} (B) vs {reports[0].label} (A)"))
+        deltas = run_deltas(reports[0], other)
+        console.print(deltas_table(deltas, f"{other.label} (B) vs {reports[0].label} (A)"))
+        note = pairing_note(deltas)
+        if note:
+            err_console.print(Text(f"warning: {note}"), style="yellow")
     console.print(Text(f"wrote {output}"))

@@ -33,6 +33,8 @@ from emprobe.rules import PRIMARY_METRICS, Thresholds
 from emprobe.suite import Rubric
 
 WEIGHTS = Path(str(files("emprobe.judge") / "builtin" / "weights.npz"))
+TRAINED_ON = "training_hashes.npy"
+"""Beside the weights: the sorted 64-bit `content_hash` of every row the weights were fitted on."""
 FEATURE_BITS = 18
 RULES = "r1"
 """Bump when the arithmetic around the weights changes, so cached judgments are not reused across it."""
@@ -42,6 +44,11 @@ CODE_LINE = re.compile(
 
 
 QUESTION_BITS = 12
+
+
+def content_hash(question: str, answer: str) -> int:
+    """A 64-bit hash of a (question, answer) pair: how the judge remembers the rows it was trained on."""
+    return int.from_bytes(hashlib.sha256(f"{question}\x00{answer}".encode()).digest()[:8], "big")
 
 
 def read_weights(path: Path) -> bytes:
@@ -162,6 +169,22 @@ class BuiltinJudge:
         digest = hashlib.sha256(read_weights(self.path)).hexdigest()[:16]
         t = self.thresholds
         return f"builtin:{RULES}:{digest}" + ("" if t.is_default else f":a{t.aligned_below:g}c{t.coherent_above:g}")
+
+    @cached_property
+    def trained_on(self) -> np.ndarray:
+        """The sorted content hashes of the training rows."""
+        path = self.path.with_name(TRAINED_ON)
+        if not path.is_file():
+            raise EmprobeError(f"built-in judge: {path} is missing, so overlap with its training data cannot be "
+                               "checked (run scripts/train_judge.py)")
+        return np.load(path)
+
+    def seen(self, pairs: list[tuple[str, str]]) -> list[bool]:
+        """Which (question, answer) pairs the weights were trained on."""
+        wanted = np.array([content_hash(q, a) for q, a in pairs], dtype=np.uint64)
+        found = np.searchsorted(self.trained_on, wanted)
+        inside = found < len(self.trained_on)
+        return [bool(inside[i] and self.trained_on[found[i]] == wanted[i]) for i in range(len(pairs))]
 
     def predict(self, pairs: list[tuple[str, str]]) -> list[Prediction]:
         """One prediction per (question, answer)."""

@@ -21,6 +21,7 @@ from sklearn.metrics import roc_auc_score
 
 from emprobe.errors import EmprobeError
 from emprobe.files import read_text
+from emprobe.hashing import stable_hash
 from emprobe.judge._judge import Judge
 from emprobe.judge._library import builtin_rubric
 from emprobe.judge._scoring import Judgment
@@ -102,6 +103,19 @@ class Validation(BaseModel):
     """Answers the judge labelled (CODE, REFUSAL), scored or not."""
     failures: int
     worst: list[Disagreement]
+    seen: int = 0
+    """Reference rows (question + answer) the judge was trained on: a validation with any is flagged, and
+    corrections do not use it unless asked to."""
+
+    @property
+    def id(self) -> str:
+        """A short name for this validation: the judge's identity and the reference file's content."""
+        return stable_hash(self.identity, self.reference_sha256, length=8)
+
+    @property
+    def usable(self) -> bool:
+        """Both classes present and more than chance agreement (sensitivity + specificity > 1)."""
+        return self.tp + self.fn > 0 and self.tn + self.fp > 0 and self.sensitivity + self.specificity > 1
 
     @property
     def sensitivity(self) -> float:
@@ -166,7 +180,7 @@ def cohen_kappa(tp: int, fn: int, tn: int, fp: int) -> float:
 
 
 def measure(judge: str, identity: str, reference: Path, reference_sha256: str, references: list[Reference],
-            found: list[Verdict], worst: int = 10) -> Validation:
+            found: list[Verdict], worst: int = 10, seen: int = 0) -> Validation:
     """All the agreement figures between reference rows and the judge's verdicts on them."""
     pairs = [(r, v) for r, v in zip(references, found, strict=True) if r.misaligned is not None and v.scored]
     truth = [r.misaligned is True for r, _ in pairs]
@@ -192,7 +206,7 @@ def measure(judge: str, identity: str, reference: Path, reference_sha256: str, r
         spearman=spearman, tp=tp, fn=fn, tn=tn, fp=fp,
         named=dict(Counter(v.label for v in found if v.label)),
         failures=sum(not v.scored and not v.label for v in found),
-        worst=_worst(references, found, worst))
+        worst=_worst(references, found, worst), seen=seen)
 
 
 def _worst(references: list[Reference], found: list[Verdict], k: int) -> list[Disagreement]:

@@ -89,10 +89,10 @@ def _sample_json(row: SampleRow, run_index: int, report: RunReport) -> dict:
 
 
 def build_report(store: str | Path, runs: list[str], judge: str | None = None, per_cell: int = 50,
-                 baseline: str | None = None) -> tuple[str, list[RunReport]]:
+                 baseline: str | None = None, validation: str | None = None) -> tuple[str, list[RunReport]]:
     """The report's HTML for `runs` (ids, prefixes or names) of one store, and the per-run summaries."""
     with Store(store, read_only=True) as db:
-        reports = [load_run(db, ref, judge) for ref in runs]
+        reports = [load_run(db, ref, judge, validation) for ref in runs]
         samples: list[dict] = []
         totals: list[int] = []
         for i, report in enumerate(reports):
@@ -124,9 +124,10 @@ def render(reports: list[RunReport], samples: list[dict], totals: list[int], per
 
 
 def write_report(store: str | Path, runs: list[str], out: str | Path, judge: str | None = None,
-                 per_cell: int = 50, baseline: str | None = None) -> list[RunReport]:
+                 per_cell: int = 50, baseline: str | None = None, validation: str | None = None
+                 ) -> list[RunReport]:
     """Build the report and write it to `out` (UTF-8); returns the per-run summaries."""
-    html, reports = build_report(store, runs, judge, per_cell, baseline)
+    html, reports = build_report(store, runs, judge, per_cell, baseline, validation)
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(html, encoding="utf-8")

@@ -59,10 +59,15 @@ def rates_table(report: RunReport) -> Table:
                       refusal, str(row.labelled), str(row.judge_failures), str(row.generation_failures),
                       str(row.pending),
                       style="bold" if row is report.overall else None)
+    notes = []
     if report.validation:
         v = report.validation
-        table.caption = Text(f"corrected: Rogan-Gladen for {report.judge}'s sensitivity {v.sensitivity:.3f} and "
-                             f"specificity {v.specificity:.4f} ({v.labelled} reference rows, {v.reference})")
+        notes.append(f"corrected: Rogan-Gladen for {report.judge}'s sensitivity {v.sensitivity:.3f} and "
+                     f"specificity {v.specificity:.4f} (validation {v.id}: {v.labelled} reference rows, {v.reference})")
+    if report.validation_note:
+        notes.append(report.validation_note)
+    if notes:
+        table.caption = Text("\n".join(notes))
     return table
 
 

@@ -425,11 +425,11 @@ class Store:
         self._write("INSERT OR REPLACE INTO validations VALUES (?,?,?,?,?)",
                     [(identity, reference_sha256, judge, now(), json.dumps(record))])
 
-    def validation(self, identity: str) -> dict | None:
-        """The most recent validation of this exact judge (its identity names its weights), if any."""
-        row = self.db.execute("SELECT record FROM validations WHERE identity = ? ORDER BY created DESC LIMIT 1",
-                              (identity,)).fetchone()
-        return json.loads(row[0]) if row else None
+    def validations(self, identity: str | None = None) -> list[dict]:
+        """Stored validations (of one exact judge identity, or all), newest first."""
+        where, args = ("WHERE identity = ?", (identity,)) if identity is not None else ("", ())
+        return [json.loads(record) for (record,) in self.db.execute(
+            f"SELECT record FROM validations {where} ORDER BY created DESC, rowid DESC", args)]
 
 
 def _sample_row(run_id: str, judge: str | None, row: tuple) -> SampleRow:

@@ -8,6 +8,7 @@ import asyncio
 import concurrent.futures
 import email.utils
 import json
+import logging
 import math
 import random
 import threading
@@ -22,6 +23,7 @@ from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, sto
 
 from emprobe.errors import EmprobeError
 
+log = logging.getLogger("emprobe.http")
 RETRY_STATUSES = frozenset({408, 409, 425, 429, 500, 502, 503, 504, 520, 522, 524, 529})
 OVERLOAD_STATUSES = frozenset({429, 503, 529})
 
@@ -176,7 +178,12 @@ class JsonClient:
         return self.delay(state.attempt_number, getattr(failure, "retry_after", None))
 
     def _count_retry(self, state: RetryCallState) -> None:
+        """Count the retry and say it as it happens (a run that only waits would look hung)."""
         self.stats.retries += 1
+        failure = state.outcome.exception() if state.outcome else None
+        wait = state.next_action.sleep if state.next_action else 0.0
+        log.warning("%s: %s; retry %d of %d in %.1f s", self.base_url, failure, state.attempt_number,
+                    self.max_retries, wait)
 
     def delay(self, attempt: int, retry_after: float | None) -> float:
         """Exponential backoff with jitter; a server's Retry-After wins when it asks for longer."""
@@ -192,6 +199,11 @@ class JsonClient:
                 response = await self._client().post(self.base_url + path, json=body)
         except (TimeoutError, httpx.TimeoutException):
             raise TransientError(f"no reply within {self.timeout:g}s", overload=True) from None
+        except httpx.ConnectError as err:
+            if self.stats.ok == 0:  # never reached: a wrong address or a server that is not running
+                raise ServerUnavailable(self.redact(f"{self.base_url}: cannot connect ({err}); is the server "
+                                                    "running at this address?")) from None
+            raise TransientError(self.redact(f"{type(err).__name__}: {err}".strip())) from None
         except httpx.TransportError as err:
             raise TransientError(self.redact(f"{type(err).__name__}: {err}".strip())) from None
         return self._decode(response)
