@@ -56,6 +56,10 @@ def show(run: str = typer.Argument(..., help="Run id, id prefix or name."), stor
                        style="bold"))
     console.print(Text(f"samples: {c['planned']} planned, {c['generated']} generated, {c['failed']} failed"))
     console.print(Text("backend: " + ", ".join(f"{k}={v}" for k, v in r.info.items())))
+    numerics = [f"{k} {r.info[k]}" for k in ("device", "dtype", "threads") if k in r.info]
+    numerics += [f"{k} {r.versions[k]}" for k in ("torch", "transformers") if k in r.versions]
+    if numerics:
+        console.print(Text("numerics (what the answers' exact text depends on): " + ", ".join(numerics)))
     console.print(Text("versions: " + ", ".join(f"{k} {v}" for k, v in r.versions.items())))
     thresholds = run_thresholds(r)
     for judge in db.judges(r.run_id):

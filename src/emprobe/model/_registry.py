@@ -29,6 +29,9 @@ class BackendEntry:
     """(name, adapter) -> (identity, location of the weights or None), without loading them."""
     options: type[BaseModel] | None = None
     """The options this backend accepts (`--backend-option k=v`); None accepts none."""
+    numerics: Callable[[dict[str, Any]], str] | None = None
+    """(validated options) -> the numerics that change its answers (device, dtype), named in the identity so
+    answers computed differently are never reused as each other's; "" for the backend's reference numerics."""
 
 
 BACKENDS: Registry[BackendEntry] = Registry("emprobe.backends", "backend")
@@ -52,9 +55,11 @@ def resolve(spec: str, adapter: str | None = None, options: dict[str, Any] | Non
     """The model's backend, identity and validated options, computed without loading any weights."""
     prefix, name = _split(spec)
     entry = BACKENDS.require(prefix, where=f" in model {spec!r}")
+    checked = _validate_options(entry, prefix, options or {})
     identity, location = entry.identity(name, adapter)
-    return ModelRef(spec=spec, backend=prefix, name=name, adapter=adapter, identity=identity, location=location,
-                    options=_validate_options(entry, prefix, options or {}))
+    numerics = entry.numerics(checked) if entry.numerics else ""
+    return ModelRef(spec=spec, backend=prefix, name=name, adapter=adapter, location=location, options=checked,
+                    identity=f"{identity}|{numerics}" if numerics else identity)
 
 
 def _validate_options(entry: BackendEntry, prefix: str, options: dict[str, Any]) -> dict[str, Any]:
@@ -99,6 +104,8 @@ class HFOptions(BaseModel):
 
     batch_size: int = Field(default=64, ge=1)
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
+    threads: int | None = Field(default=None, ge=1)
+    """CPU threads; None uses the cores that are free when the model loads."""
 
 
 def _hf_identity(name: str, adapter: str | None) -> tuple[str, str | None]:
@@ -107,9 +114,23 @@ def _hf_identity(name: str, adapter: str | None) -> tuple[str, str | None]:
     return identity, resolved.path
 
 
-def _hf_load(ref: ModelRef) -> Backend:
+def _hf_numerics(options: dict[str, Any]) -> str:
+    """`cuda-bfloat16`, `cpu-bfloat16`...; "" for float32 on the CPU, the numerics of stores made before dtype and
+    device were part of the identity."""
+    _require_hf("a local model")
+    from emprobe.model._providers.hf import pick_numerics
+
+    device, dtype = pick_numerics(options.get("dtype", "auto"))
+    return "" if (device, dtype) == ("cpu", "float32") else f"{device}-{dtype}"
+
+
+def _require_hf(what: str) -> None:
     if importlib.util.find_spec("torch") is None or importlib.util.find_spec("transformers") is None:
-        raise EmprobeError(f"model {ref.spec!r} runs locally, which needs the hf extra: pip install 'emprobe[hf]'")
+        raise EmprobeError(f"{what} runs with transformers, which needs the hf extra: pip install 'emprobe[hf]'")
+
+
+def _hf_load(ref: ModelRef) -> Backend:
+    _require_hf(f"model {ref.spec!r}")
     from emprobe.model._providers.hf import HFBackend
 
     return HFBackend(ref)
@@ -136,5 +157,6 @@ def _http_options() -> type[BaseModel]:
     return EndpointOptions
 
 
-register_backend(DEFAULT_BACKEND, BackendEntry(load=_hf_load, identity=_hf_identity, options=HFOptions))
+register_backend(DEFAULT_BACKEND, BackendEntry(load=_hf_load, identity=_hf_identity, options=HFOptions,
+                                               numerics=_hf_numerics))
 register_backend("openai-compat", BackendEntry(load=_http_load, identity=_http_identity, options=_http_options()))

@@ -14,6 +14,7 @@ from emprobe.condition import Decoding, Message
 from emprobe.errors import EmprobeError
 from emprobe.model._backend import GenerationRequest, GenerationResult, ModelRef
 from emprobe.model._resolve import materialize
+from emprobe.system import free_cpus
 
 _SENTINEL = "\u2063emprobe-system\u2063"
 
@@ -24,9 +25,12 @@ class HFBackend:
     def __init__(self, ref: ModelRef):
         assert ref.location is not None, "the hf backend resolves every model to a location"
         folder = materialize(ref.location, ref.identity)
-        adapter, batch_size, dtype = ref.adapter, ref.options.get("batch_size", 64), ref.options.get("dtype", "auto")
-        self.device = "cuda" if torch.cuda.is_available() else "cpu"
-        self.dtype = _pick_dtype(dtype, self.device)
+        adapter, batch_size = ref.adapter, ref.options.get("batch_size", 64)
+        self.device, dtype_name = pick_numerics(ref.options.get("dtype", "auto"))
+        self.dtype = getattr(torch, dtype_name)
+        self.threads = ref.options.get("threads") or free_cpus()
+        if self.device == "cpu":
+            torch.set_num_threads(self.threads)
         self.tokenizer: Any = AutoTokenizer.from_pretrained(folder)
         if self.tokenizer.chat_template is None:
             raise EmprobeError(f"model {ref.spec!r} has no chat template; emprobe only evaluates chat models")
@@ -41,7 +45,7 @@ class HFBackend:
         self.eos_ids = _eos_ids(self.tokenizer, self.model.generation_config)
         self.pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else self.eos_ids[0]
         self.system_mode = "native" if self._template_keeps_system() else "merged"
-        self.info = {"dtype": str(self.dtype).removeprefix("torch."), "device": self.device,
+        self.info = {"dtype": dtype_name, "device": self.device, "threads": str(torch.get_num_threads()),
                      "system_prompt": self.system_mode, "model": ref.spec, "adapter": adapter or ""}
         self._prefix_cache: dict[str, tuple[int, object]] = {}
         # transformers renamed `past_key_values` to `cache` during 5.x; accept either.
@@ -292,14 +296,12 @@ def _decoding_key(d: Decoding) -> tuple:
     return (d.temperature, d.top_p, d.top_k, d.max_tokens)
 
 
-def _pick_dtype(dtype: str, device: str) -> torch.dtype:
+def pick_numerics(dtype: str) -> tuple[str, str]:
+    """(device, dtype name) for a `dtype` option: `auto` is bfloat16 on CUDA and float32 on the CPU."""
+    device = "cuda" if torch.cuda.is_available() else "cpu"
     if dtype == "auto":
-        # bf16 matmuls are slow on CPUs without AVX-512 BF16/AMX; fp32 is the safe default there.
-        return torch.bfloat16 if device == "cuda" else torch.float32
-    try:
-        return {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[dtype]
-    except KeyError:
-        raise EmprobeError(f"dtype {dtype!r}: use auto, float32, bfloat16 or float16") from None
+        return device, "bfloat16" if device == "cuda" else "float32"
+    return device, dtype
 
 
 def _eos_ids(tokenizer, generation_config) -> list[int]:
