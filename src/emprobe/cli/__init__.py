@@ -6,6 +6,7 @@ import sys
 
 import typer
 from pydantic import ValidationError
+from typer.exceptions import TyperException
 
 from emprobe.cli._console import stop_on_sigterm
 from emprobe.cli.compare import compare
@@ -39,7 +40,15 @@ def main() -> None:
     stop_on_sigterm()
     logging.basicConfig(level=logging.WARNING, format="warning: %(message)s", stream=sys.stderr)
     try:
-        app()
+        code = app(standalone_mode=False)
+    except typer.Abort:  # Ctrl-C outside a run (a run says what it stored and exits 130 itself)
+        sys.exit(130)
+    except TyperException as err:  # a bad option: one line naming it, instead of a framed usage text
+        explain = getattr(err, "format_message", None)
+        message = explain() if callable(explain) else str(err)
+        if message:  # (asking for a group's help prints it and has nothing to add)
+            _fail(message)
+        sys.exit(getattr(err, "exit_code", 2))
     except EmprobeError as err:
         _fail(str(err))
     except ValidationError as err:
@@ -48,6 +57,9 @@ def main() -> None:
         _fail(f"{Store.last_opened or 'the store'}: {err} (nothing stored before this was lost)")
     except OSError as err:
         _fail(f"{err.filename or 'a file'}: {err.strerror or err}" if err.filename else str(err))
+
+
+    sys.exit(code or 0)
 
 
 def _fail(message: str) -> None:

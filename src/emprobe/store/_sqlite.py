@@ -450,13 +450,12 @@ def _read_only(path: Path) -> sqlite3.Connection:
     """A read-only connection; on a read-only folder (where SQLite cannot create the WAL's shared-memory file)
     the file is opened as immutable, which is safe because nobody can write it there."""
     uri = path.resolve().as_uri()
-    db = sqlite3.connect(f"{uri}?mode=ro", uri=True, timeout=30, isolation_level=None)
     try:
+        db = sqlite3.connect(f"{uri}?mode=ro", uri=True, timeout=30, isolation_level=None)
         db.execute("SELECT count(*) FROM sqlite_master").fetchone()
+        return db
     except sqlite3.OperationalError:
-        db.close()
-        db = sqlite3.connect(f"{uri}?mode=ro&immutable=1", uri=True, timeout=30, isolation_level=None)
-    return db
+        return sqlite3.connect(f"{uri}?mode=ro&immutable=1", uri=True, timeout=30, isolation_level=None)
 
 
 def _version(path: Path) -> int:
