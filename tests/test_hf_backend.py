@@ -176,3 +176,16 @@ def test_free_cpus_leaves_out_the_busy_ones(monkeypatch):
     assert system.free_cpus(window=0) == 2
     readings = iter([(0, 0), (100, 0)])  # every core busy: still one thread
     assert system.free_cpus(window=0) == 1
+
+
+def test_a_killed_conversion_leaves_nothing_behind(tmp_path):
+    import os
+
+    from emprobe.model._resolve import _remove_abandoned_conversions
+
+    dead, alive, old = (tmp_path / name for name in (".convert-999999-x", f".convert-{os.getpid()}-y", ".convert-z"))
+    for folder in (dead, alive, old):
+        folder.mkdir()
+        (folder / "model.safetensors").write_bytes(b"half")
+    _remove_abandoned_conversions(tmp_path)
+    assert not dead.exists() and not old.exists() and alive.exists()  # a live conversion is left alone

@@ -50,6 +50,19 @@ def versions() -> dict[str, str]:
     return found
 
 
+def check_judges(config: RunConfig) -> None:
+    """One error line, before any work, for a judge that is unknown or cannot score one of the suites' rubrics."""
+    for spec in config.judges:
+        check_judge(spec, [(f"question {q.id!r} of suite {s.name!r}", rubric) for s in config.suites
+                           for q in s.questions for rubric in rubrics_for(q)])
+
+
+def preflight(config: RunConfig) -> ModelRef:
+    """Everything that can be checked before any work (the judges, the model and its options): the model."""
+    check_judges(config)
+    return resolve(config.model, config.adapter, config.backend_options)
+
+
 class Runner:
     """Executes one RunConfig against one store, loading each model once and only when there is work for it.
 
@@ -57,7 +70,7 @@ class Runner:
     """
 
     def __init__(self, config: RunConfig, store: Store, progress: Progress | None = None,
-                 flush_every: float = 2.0):
+                 flush_every: float = 2.0, ref: ModelRef | None = None):
         self.config = config
         self.store = store
         self.progress = progress or Silent()
@@ -68,9 +81,9 @@ class Runner:
         """Answers this runner generated (and stored)."""
         self.judged = 0
         """Samples this runner judged (and stored)."""
-        for spec in config.judges:
-            check_judge(spec, [(f"question {q.id!r} of suite {s.name!r}", rubric) for s in config.suites
-                               for q in s.questions for rubric in rubrics_for(q)])
+        check_judges(config)
+        if ref is not None:
+            self.ref = ref  # resolved already (`preflight`)
 
     def __enter__(self) -> "Runner":
         return self

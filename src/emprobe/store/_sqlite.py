@@ -37,7 +37,7 @@ from emprobe.system import process_alive
 
 _RUNS = ("SELECT r.run_id, r.model, r.created, r.updated, r.config, r.versions, r.info, "
          "(SELECT coalesce(json_group_array(n.name), '[]') FROM (SELECT name FROM run_names WHERE run_id = r.run_id "
-         "ORDER BY created, name) n) FROM runs r")
+         "ORDER BY rowid) n) FROM runs r")
 """Runs with their names, oldest name first."""
 
 
