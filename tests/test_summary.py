@@ -45,3 +45,35 @@ def test_the_overall_row_pools_every_count_refusals_included(tmp_path):
     console.print(rates_table(report))
     overall_line = next(line for line in console.export_text().splitlines() if "(all)" in line)
     assert f"{report.overall.refusal_rate:.1%}" in overall_line
+
+
+def test_failures_on_other_metrics_are_counted_and_no_rate_is_printed(tmp_path):
+    from rich.console import Console
+
+    from emprobe.condition import Condition, Decoding, Message
+    from emprobe.config import RunConfig
+    from emprobe.hashing import stable_hash
+    from emprobe.judge import Judgment
+    from emprobe.model import GenerationResult
+    from emprobe.plan import SampleSpec
+    from emprobe.report import summary_table
+    from emprobe.suite import Question, Suite
+
+    suite = Suite(name="s", questions=(Question(id="company", paraphrases=("Who made you?",)),))
+    config = RunConfig(model="m", suites=(suite,), conditions=(Condition(name="free"),), judges=("j",))
+    msgs = (Message(role="user", content="Who made you?"),)
+    with Store(tmp_path / "s.db") as db:
+        db.save_run("r", None, "m", config.model_dump(mode="json"), {})
+        db.add_samples("r", [SampleSpec(sample_id=f"s{i}", suite="s", question_id="company", paraphrase_index=0,
+                                        condition="free", sample_index=i, seed=i, messages=msgs, question="Who?",
+                                        decoding=Decoding(seed=i), prompt_key="p", gen_key=f"g{i}") for i in range(8)])
+        db.save_generations("m", [GenerationResult(key=f"g{i}", text="OpenAI", finish_reason="stop") for i in range(8)])
+        db.save_judgments("r", "j", "j@1", [(f"s{i}", stable_hash(i), Judgment(metric="company", error="cannot"))
+                                            for i in range(6)] + [(f"s{i}", stable_hash(i), Judgment(
+                                                metric="company", label="OpenAI")) for i in (6, 7)])
+        row = summarize(db, "r", "j", Thresholds()).totals["free"]
+    assert (row.planned, row.scored, row.judge_failures, row.pending) == (8, 0, 6, 0)
+    console = Console(width=200, record=True)
+    console.print(summary_table([row], "judged by j"))
+    line = next(text for text in console.export_text().splitlines() if "free" in text)
+    assert "0.0%" not in line and "\u2014" in line and " 6 " in line
