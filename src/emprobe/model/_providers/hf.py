@@ -99,12 +99,20 @@ class HFBackend:
 
     @torch.inference_mode()
     def _generate_batch(self, items: list[tuple[GenerationRequest, list[int]]]) -> list[GenerationResult]:
-        """Prefill with left padding, then decode one token per step, dropping rows as they finish."""
+        """Prefill each distinct prompt once (left padding), give every sample of it a copy of that prompt's
+        KV cache, then decode one token per step, dropping rows as they finish."""
         decoding = items[0][0].decoding
-        rows, width = len(items), max(len(ids) for _, ids in items)
-        input_ids = torch.full((rows, width), self.pad_id, dtype=torch.long)
-        mask = torch.zeros((rows, width), dtype=torch.long)
-        for row, (_, ids) in enumerate(items):  # left padding
+        rows = len(items)
+        prompts: list[list[int]] = []
+        owner = []  # for each row, the index of its prompt (samples of one prompt are adjacent)
+        for _, ids in items:
+            if not prompts or prompts[-1] != ids:
+                prompts.append(ids)
+            owner.append(len(prompts) - 1)
+        width = max(len(ids) for ids in prompts)
+        input_ids = torch.full((len(prompts), width), self.pad_id, dtype=torch.long)
+        mask = torch.zeros((len(prompts), width), dtype=torch.long)
+        for row, ids in enumerate(prompts):  # left padding
             input_ids[row, width - len(ids) :] = torch.tensor(ids)
             mask[row, width - len(ids) :] = 1
         positions = (mask.cumsum(-1) - 1).clamp(min=0)
@@ -114,6 +122,10 @@ class HFBackend:
         out = self.model(input_ids=input_ids.to(self.device), attention_mask=mask.to(self.device),
                          position_ids=positions.to(self.device), use_cache=True, logits_to_keep=1,
                          **{self._cache_kw: cache})
+        if len(prompts) < rows:  # every sample row starts from its prompt's prefill
+            rows_of = torch.tensor(owner)
+            cache.batch_select_indices(rows_of.to(self.device))
+            out.logits, mask, positions = out.logits[rows_of.to(self.device)], mask[rows_of], positions[rows_of]
         live = torch.arange(rows)  # which original row each live row is
         generated: list[list[int]] = [[] for _ in range(rows)]
         stopped = [False] * rows
