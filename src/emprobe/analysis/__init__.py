@@ -1,5 +1,6 @@
 """Analysis of stored runs, shared by the terminal and the HTML report: summaries, comparisons, report data."""
 
+from emprobe.analysis._attack import AttackSuccess, ConfigurationRate, attack_success
 from emprobe.analysis._compare import Counts, Delta, compare_counts
 from emprobe.analysis._report import (
     RunReport,
@@ -15,6 +16,9 @@ from emprobe.analysis._report import (
 from emprobe.analysis._summary import Summary, SummaryRow, summarize
 
 __all__ = [
+    "AttackSuccess",
+    "ConfigurationRate",
+    "attack_success",
     "Counts",
     "Delta",
     "RunReport",
