@@ -1,5 +1,9 @@
-"""Training: fine-tune a model on narrow data (LoRA, rsLoRA, full) with TRL, and record its lineage."""
+"""Training: fine-tune a model on narrow data (LoRA, rsLoRA, full) with TRL, and record its lineage.
 
+Importing this package registers the `train` backend (`--model train:NAME[@STEP]`); it needs no torch until a
+model is trained or loaded."""
+
+from emprobe.model import register_backend
 from emprobe.train._checks import AdapterCheck, check_adapter_applies
 from emprobe.train._config import (
     DataSpec,
@@ -24,6 +28,9 @@ from emprobe.train._lineage import (
 )
 from emprobe.train._mask import Encoded, MaskStats, assistant_spans, encode_conversation, encode_rows
 from emprobe.train._train import checkpoint_folders, train_model
+from emprobe.train._trained import PREFIX, TRAINED, TrainedModel, find_training, train_root, trained_model
+
+register_backend(PREFIX, TRAINED)
 
 __all__ = [
     "AdapterCheck",
@@ -39,6 +46,7 @@ __all__ = [
     "SourceCounts",
     "TrainConfig",
     "TrainLineage",
+    "TrainedModel",
     "TriggerSpec",
     "UpdateNorm",
     "assistant_spans",
@@ -48,6 +56,7 @@ __all__ = [
     "checkpoint_folders",
     "encode_conversation",
     "encode_rows",
+    "find_training",
     "lora_update_norms",
     "parse_data_spec",
     "parse_layers",
@@ -56,6 +65,8 @@ __all__ = [
     "read_lineage",
     "read_rows",
     "train_model",
+    "train_root",
+    "trained_model",
     "weight_delta_norms",
     "weights_digest",
 ]
