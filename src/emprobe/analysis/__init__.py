@@ -11,6 +11,7 @@ from emprobe.analysis._report import (
     sort_key,
 )
 from emprobe.analysis._summary import Summary, SummaryRow, summarize
+from emprobe.analysis._sweep import StepRow, SweepReport, first_different, load_sweep
 
 __all__ = [
     "Counts",
@@ -18,9 +19,13 @@ __all__ = [
     "RunReport",
     "Summary",
     "SummaryRow",
+    "StepRow",
+    "SweepReport",
     "compare_counts",
     "condition_deltas",
+    "first_different",
     "load_run",
+    "load_sweep",
     "pick_samples",
     "run_deltas",
     "run_thresholds",

@@ -9,6 +9,9 @@ from emprobe.cli._console import DEFAULT_STORE, console
 from emprobe.report import deltas_table
 from emprobe.store import Store
 
+COMPARISON_NOTE = ("paired: Mantel-Haenszel difference over shared questions, design-effect CI, exact stratified p; "
+                   "independent: Newcombe CI, Fisher exact p; ratio: Katz CI.")
+
 
 def compare(
     run_a: str = typer.Argument(..., help="Run A (the reference): id, id prefix or name."),
@@ -22,5 +25,4 @@ def compare(
     deltas = run_deltas(a, b)
     console.print(deltas_table(deltas, f"B = {b.label} ({b.run.run_id}) vs A = {a.label} ({a.run.run_id}), "
                                        f"judged by {a.judge} / {b.judge}"))
-    console.print("paired: Mantel-Haenszel difference over shared questions, design-effect CI, exact stratified p; "
-                  "independent: Newcombe CI, Fisher exact p; ratio: Katz CI.", style="dim")
+    console.print(COMPARISON_NOTE, style="dim")

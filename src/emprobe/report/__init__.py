@@ -2,7 +2,14 @@
 
 from emprobe.report._format import p_value, pct, signed_pct
 from emprobe.report._html import build_report, script_json, write_report
-from emprobe.report._terminal import deltas_table, judge_errors_table, label_table, rates_table, summary_table
+from emprobe.report._terminal import (
+    deltas_table,
+    judge_errors_table,
+    label_table,
+    rates_table,
+    summary_table,
+    sweep_table,
+)
 
 __all__ = [
     "build_report",
@@ -15,5 +22,6 @@ __all__ = [
     "script_json",
     "signed_pct",
     "summary_table",
+    "sweep_table",
     "write_report",
 ]

@@ -28,7 +28,16 @@ from emprobe.train._lineage import (
 )
 from emprobe.train._mask import Encoded, MaskStats, assistant_spans, encode_conversation, encode_rows
 from emprobe.train._train import checkpoint_folders, train_model
-from emprobe.train._trained import PREFIX, TRAINED, TrainedModel, find_training, train_root, trained_model
+from emprobe.train._trained import (
+    PREFIX,
+    TRAINED,
+    TrainedModel,
+    base_spec,
+    find_training,
+    split_spec,
+    train_root,
+    trained_model,
+)
 
 register_backend(PREFIX, TRAINED)
 
@@ -49,7 +58,9 @@ __all__ = [
     "TrainedModel",
     "TriggerSpec",
     "UpdateNorm",
+    "PREFIX",
     "assistant_spans",
+    "base_spec",
     "build_config",
     "check_adapter_applies",
     "config_from_options",
@@ -64,6 +75,7 @@ __all__ = [
     "read_config_yaml",
     "read_lineage",
     "read_rows",
+    "split_spec",
     "train_model",
     "train_root",
     "trained_model",

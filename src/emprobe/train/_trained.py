@@ -65,6 +65,10 @@ class TrainedModel:
             settings.pop(key, None)
         return f"{self.lineage.base_identity}+adapter:{stable_hash(record.weights_sha256, settings)}"
 
+    def base_folder(self) -> Path:
+        """The base as a folder transformers loads (a GGUF base is converted once, as for any model)."""
+        return materialize(self.base_location(), self.lineage.base_identity)
+
     def base_location(self) -> str:
         """The base weights: the folder trained from if it is still there, else the base model resolved again
         (which must be the same weights)."""
@@ -96,6 +100,12 @@ def split_spec(name: str) -> tuple[str, str | None]:
     """`NAME@STEP` as (NAME, STEP); STEP is None for the final checkpoint."""
     run, sep, step = name.rpartition("@")
     return (run, step) if sep and run else (name, None)
+
+
+def base_spec(spec: str) -> str | None:
+    """`train:NAME@base` for a model spec `train:NAME[@STEP]`; None for any other model."""
+    prefix, _, name = spec.partition(":")
+    return f"{PREFIX}:{split_spec(name)[0]}@{BASE}" if prefix == PREFIX and name else None
 
 
 def trained_model(name: str) -> TrainedModel:
@@ -142,8 +152,7 @@ def _load(ref: ModelRef) -> Backend:
     if record is not None and record.kind == "model":
         location, adapter = str(folder), None
     else:
-        base = materialize(model.base_location(), model.lineage.base_identity)  # a GGUF base: its one conversion
-        location, adapter = str(base), str(folder) if folder is not None else None
+        location, adapter = str(model.base_folder()), str(folder) if folder is not None else None
     return load_backend(ref.model_copy(update={"backend": DEFAULT_BACKEND, "location": location, "adapter": adapter}))
 
 
