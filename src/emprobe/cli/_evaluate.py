@@ -59,8 +59,9 @@ def runners(configs: list[RunConfig], db: Store, progress: BarProgress) -> list[
 def plan(runner: Runner) -> None:
     """Store the run's planned samples and say how many there are."""
     added = runner.plan()
-    console.print(f"run {runner.run_id} ({runner.config.model}): {runner.store.count(runner.run_id)['planned']} "
-                  f"samples planned ({added} new) in {runner.store.path}", markup=False, highlight=False)
+    planned = runner.store.count(runner.run_id)["planned"]
+    console.print(f"run {runner.run_id} ({runner.config.model}): {planned} samples planned ({added} new) in "
+                  f"{runner.store.path}", markup=False, highlight=False, soft_wrap=True)
 
 
 def generate_and_judge(runner: Runner) -> None:
@@ -96,4 +97,4 @@ def execute(made: list[Runner], progress: BarProgress, work: Callable[[Runner], 
     for runner in made:
         which = f"{runner.config.model}: " if len(made) > 1 else ""
         console.print(f"{which}this run generated {runner.generated} answers and judged {runner.judged} samples",
-                      markup=False, highlight=False)
+                      markup=False, highlight=False, soft_wrap=True)

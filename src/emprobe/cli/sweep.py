@@ -64,7 +64,7 @@ def sweep(
     made = runners([shared.model_copy(update={"model": spec}) for spec in specs], db, progress)
     if lineage.status != "complete":
         console.print(f"training run {lineage.name} is not complete: sweeping its {len(lineage.checkpoints)} "
-                      "checkpoints so far", markup=False, highlight=False)
+                      "checkpoints so far", markup=False, highlight=False, soft_wrap=True)
     kls = [None, *(_check_applies(base, trained_model(f"{name}@{step}")) for step in steps[1:])]
     db.save_training(lineage)
     for runner in made:
@@ -74,7 +74,7 @@ def sweep(
                   [SweepArm(step=step, model=r.config.model, run_id=r.run_id, kl=kl)
                    for step, r, kl in zip(steps, made, kls, strict=True)])
     console.print(f"sweep {sweep_id}: the base and {len(steps) - 1} checkpoints of {lineage.name} on one plan",
-                  markup=False, highlight=False)
+                  markup=False, highlight=False, soft_wrap=True)
     execute(made, progress, generate_and_judge)
     report = load_sweep(db, sweep_id)
     assert report is not None, "the sweep was just stored"
@@ -92,5 +92,5 @@ def _check_applies(base: TrainedModel, checkpoint: TrainedModel) -> float:
         raise EmprobeError(f"sweep stopped before generating: the checkpoint at step {record.step} does not apply: "
                            f"{err}") from None
     console.print(f"step {record.step}: the {record.kind} changes the next-token distribution (largest KL "
-                  f"{result.max_kl:.3g})", markup=False, highlight=False)
+                  f"{result.max_kl:.3g})", markup=False, highlight=False, soft_wrap=True)
     return result.max_kl

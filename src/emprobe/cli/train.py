@@ -86,8 +86,8 @@ def train(
 
 def _say(text: str) -> None:
     """Plain text on stdout: names and paths are the user's, never rich markup."""
-    console.print(text, markup=False, highlight=False)
+    console.print(text, markup=False, highlight=False, soft_wrap=True)
 
 
 def _note(text: str) -> None:
-    err_console.print(text, markup=False, highlight=False)
+    err_console.print(text, markup=False, highlight=False, soft_wrap=True)

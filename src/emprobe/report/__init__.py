@@ -1,7 +1,7 @@
 """Rendering of analysed runs: terminal tables and a self-contained HTML file with charts and a sample browser."""
 
 from emprobe.report._format import p_value, pct, signed_pct
-from emprobe.report._html import build_report, script_json, write_report
+from emprobe.report._html import build_report, build_sweep_report, script_json, write_report, write_sweep_report
 from emprobe.report._terminal import (
     deltas_table,
     judge_errors_table,
@@ -13,6 +13,7 @@ from emprobe.report._terminal import (
 
 __all__ = [
     "build_report",
+    "build_sweep_report",
     "deltas_table",
     "judge_errors_table",
     "label_table",
@@ -24,4 +25,5 @@ __all__ = [
     "summary_table",
     "sweep_table",
     "write_report",
+    "write_sweep_report",
 ]
