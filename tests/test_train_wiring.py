@@ -9,6 +9,7 @@ import shutil
 import sqlite3
 import subprocess
 import sys
+from xml.etree import ElementTree
 
 import pytest
 import torch
@@ -157,6 +158,12 @@ def test_train_specs_resolve_without_loading_and_key_on_content(setup, tmp_path)
     with pytest.raises(EmprobeError, match="no longer match the sha256 recorded"):
         load_backend(resolve(f"train:{copy}@4"))
 
+    # a run that stopped before its end has no final checkpoint: name one
+    read_lineage(copy).model_copy(update={"status": "running"}).write(copy)
+    with pytest.raises(EmprobeError, match=r"is not complete \(checkpoints at steps 2, 4\): name one, e\.g\. "
+                                           r"train:.*elsewhere@4"):
+        resolve(f"train:{copy}")
+
 
 @pytest.mark.parametrize("spec,expected", [
     ("train:nope", "unknown training run 'nope'.*training runs in .*: tiny-<b>r;"),
@@ -167,6 +174,15 @@ def test_unknown_training_run_or_step_gets_one_line(setup, spec, expected):
 
     line = one_error_line(emprobe("run", "--model", spec, "--store", str(setup["store"]), env=setup["env"]))
     assert re.search(expected, line), line
+
+
+def test_a_name_is_a_training_run_or_an_evaluation_run_never_both(setup):
+    line = one_error_line(emprobe("run", "--model", str(setup["base"]), "--suite", str(setup["suite"]), "--name",
+                                  NAME, "--store", str(setup["store"])))
+    assert f"name '{NAME}' already belongs to a training run" in line
+    line = one_error_line(emprobe("train", "--data", str(setup["suite"]), "--name", "x@2", "--store",
+                                  str(setup["store"])))
+    assert "--name 'x@2': a training run's name is not empty and has no '@'" in line
 
 
 def _plan(db: Store, run_id: str) -> list[tuple]:
@@ -240,6 +256,9 @@ def test_report_of_a_training_run_draws_the_steps_with_escaped_labels(setup, swe
     html = out.read_text()
     assert NAME not in html and "tiny-&lt;b&gt;r" in html  # the name is text, never markup
     assert 'class="chart steps"' in html and 'class="chart norms"' in html
+    for kind in ("steps", "norms"):  # well-formed SVG
+        start = html.rindex("<svg", 0, html.index(f'class="chart {kind}"'))
+        ElementTree.fromstring(html[start : html.index("</svg>", start) + len("</svg>")])
     chart = html[html.index('class="chart steps"'):]
     chart = chart[: chart.index("</svg>")]
     assert chart.count('<g class="step">') == 2 and '<g class="base">' in chart  # two checkpoints over the base

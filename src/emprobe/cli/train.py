@@ -7,6 +7,7 @@ import typer
 
 from emprobe.cli._console import DEFAULT_STORE, console, err_console
 from emprobe.config import DEFAULT_MODEL
+from emprobe.errors import EmprobeError
 from emprobe.store import Store
 from emprobe.train import check_adapter_applies, config_from_options, train_model, train_root
 
@@ -63,6 +64,9 @@ def train(
 
         torch.set_num_threads(threads)  # how fast, not what is trained: not part of the config
     run_name = name or f"{cfg.data[0].label}-{cfg.method}-{cfg.config_hash()[:6]}"
+    if not run_name.strip() or any(c in run_name for c in "@/\\"):
+        raise EmprobeError(f"--name {run_name!r}: a training run's name is not empty and has no '@', '/' or '\\' "
+                           "(train:NAME@STEP names its checkpoints)")
     folder = output or train_root() / run_name
     with Store(store) as db:  # a bad store or a taken name stops here, before any model loads
         db.check_training_name(run_name, str(folder.expanduser().resolve()), cfg.config_hash())
