@@ -20,7 +20,14 @@ from emprobe.analysis import compare_counts, first_different
 from emprobe.errors import EmprobeError
 from emprobe.model import load_backend, resolve
 from emprobe.store import Store
-from emprobe.train import config_from_options, read_lineage, train_model, weights_digest
+from emprobe.train import (
+    check_adapter_applies,
+    check_adapters_apply,
+    config_from_options,
+    read_lineage,
+    train_model,
+    weights_digest,
+)
 
 pytest.importorskip("trl", reason="training needs the train extra: pip install -e '.[train]'")
 
@@ -174,6 +181,14 @@ def test_unknown_training_run_or_step_gets_one_line(setup, spec, expected):
 
     line = one_error_line(emprobe("run", "--model", spec, "--store", str(setup["store"]), env=setup["env"]))
     assert re.search(expected, line), line
+
+
+def test_checking_several_adapters_on_one_loaded_base_matches_checking_each(setup):
+    folders = [c.path for c in read_lineage(setup["folder"]).checkpoints]
+    together = check_adapters_apply(setup["base"], [*folders, folders[0]])
+    alone = [check_adapter_applies(setup["base"], f) for f in folders]
+    assert [c.kl for c in together] == [c.kl for c in [*alone, alone[0]]]  # the base is restored after each
+    assert all(c.passed for c in together)
 
 
 def test_a_name_is_a_training_run_or_an_evaluation_run_never_both(setup):

@@ -33,7 +33,7 @@ from emprobe.errors import EmprobeError
 from emprobe.hashing import stable_hash
 from emprobe.report import sweep_table
 from emprobe.store import Store, SweepArm
-from emprobe.train import PREFIX, TrainedModel, check_adapter_applies, split_spec, trained_model
+from emprobe.train import PREFIX, TrainedModel, check_adapters_apply, split_spec, trained_model
 
 
 def sweep(
@@ -65,7 +65,7 @@ def sweep(
     if lineage.status != "complete":
         console.print(f"training run {lineage.name} is not complete: sweeping its {len(lineage.checkpoints)} "
                       "checkpoints so far", markup=False, highlight=False, soft_wrap=True)
-    kls = [None, *(_check_applies(base, trained_model(f"{name}@{step}")) for step in steps[1:])]
+    kls = [None, *_check_applies(base, [trained_model(f"{name}@{step}") for step in steps[1:]])]
     db.save_training(lineage)
     for runner in made:
         plan(runner)
@@ -82,15 +82,15 @@ def sweep(
     db.close()
 
 
-def _check_applies(base: TrainedModel, checkpoint: TrainedModel) -> float:
-    """The largest next-token KL the checkpoint causes; one error line naming it when it changes nothing."""
-    folder, record = checkpoint.checkpoint_folder, checkpoint.checkpoint
-    assert folder is not None and record is not None
-    try:
-        result = check_adapter_applies(base.base_folder(), folder)
-    except EmprobeError as err:
-        raise EmprobeError(f"sweep stopped before generating: the checkpoint at step {record.step} does not apply: "
-                           f"{err}") from None
-    console.print(f"step {record.step}: the {record.kind} changes the next-token distribution (largest KL "
-                  f"{result.max_kl:.3g})", markup=False, highlight=False, soft_wrap=True)
-    return result.max_kl
+def _check_applies(base: TrainedModel, checkpoints: list[TrainedModel]) -> list[float]:
+    """The largest next-token KL each checkpoint causes; one error line naming the first that changes nothing."""
+    folders = [c.checkpoint_folder for c in checkpoints]
+    checks = check_adapters_apply(base.base_folder(), [f for f in folders if f is not None], raise_on_fail=False)
+    for model, check in zip(checkpoints, checks, strict=True):
+        assert model.checkpoint is not None
+        if not check.passed:
+            raise EmprobeError(f"sweep stopped before generating: the checkpoint at step {model.checkpoint.step} "
+                               f"does not apply: {check.problem}")
+        console.print(f"step {model.checkpoint.step}: the {model.checkpoint.kind} changes the next-token "
+                      f"distribution (largest KL {check.max_kl:.3g})", markup=False, highlight=False, soft_wrap=True)
+    return [check.max_kl for check in checks]

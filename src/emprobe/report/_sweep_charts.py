@@ -36,8 +36,8 @@ def step_chart(points: Sequence[StepPoint], base: StepPoint | None, train_loss: 
     """Rate per step (points, whiskers, a line) over the base's band, losses on the right axis, the first
     differing step marked."""
     steps = [p.step for p in points] + [s for s, _ in train_loss] + [0]
-    if not points and base is None:
-        return Markup('<p class="empty">No scored samples.</p>')
+    if not points and base is None and not train_loss and not val_loss:
+        return Markup('<p class="empty">No scored samples and no losses.</p>')
     xs = nice_ticks(0, max(max(steps), 1))
     top_rate = max([0.01, *(p.high for p in points), *([base.high] if base else [])]) * 1.05
     ys = nice_ticks(0, min(1.0, top_rate))

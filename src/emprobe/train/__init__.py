@@ -4,7 +4,7 @@ Importing this package registers the `train` backend (`--model train:NAME[@STEP]
 model is trained or loaded."""
 
 from emprobe.model import register_backend
-from emprobe.train._checks import AdapterCheck, check_adapter_applies
+from emprobe.train._checks import AdapterCheck, check_adapter_applies, check_adapters_apply
 from emprobe.train._config import (
     DataSpec,
     TrainConfig,
@@ -63,6 +63,7 @@ __all__ = [
     "base_spec",
     "build_config",
     "check_adapter_applies",
+    "check_adapters_apply",
     "config_from_options",
     "checkpoint_folders",
     "encode_conversation",
