@@ -14,6 +14,7 @@ from emprobe.analysis._report import (
     sort_key,
 )
 from emprobe.analysis._summary import Summary, SummaryRow, summarize
+from emprobe.analysis._sweep import StepRow, SweepReport, first_different, load_sweep
 
 __all__ = [
     "AttackSuccess",
@@ -25,10 +26,14 @@ __all__ = [
     "Summary",
     "SummaryRow",
     "choose_validation",
+    "StepRow",
+    "SweepReport",
     "compare_counts",
     "condition_deltas",
+    "first_different",
     "load_run",
     "pairing_note",
+    "load_sweep",
     "pick_samples",
     "run_deltas",
     "run_thresholds",
