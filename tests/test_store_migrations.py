@@ -129,7 +129,7 @@ def test_a_store_of_schema_3_opens_with_empty_training_tables_and_reports_as_bef
         assert _user_version(old) == SCHEMA_VERSION == 4
         for run in ("base", "tuned"):
             assert _comparable(load_run(migrated, run)) == _comparable(load_run(now, run))
-        assert migrated.validation("tiny-judge@abc") == VALIDATION
+        assert migrated.validations("tiny-judge@abc") == [VALIDATION]
         assert migrated.trainings() == [] and migrated.sweep("base") is None
         tables = {t for (t,) in migrated.db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
         assert {"train_runs", "train_losses", "train_checkpoints", "sweeps", "sweep_runs"} <= tables
