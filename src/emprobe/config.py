@@ -27,6 +27,8 @@ class RunConfig(BaseModel):
     samples: int | None = Field(default=None, ge=1)
     """Samples per paraphrase; None keeps each question's own samples_per_paraphrase."""
     judges: tuple[str, ...] = ("builtin",)
+    sweeps: tuple[str, ...] = ()
+    """The `--sweep` specs whose grid expanded the conditions (a decoding attack: its success is reported)."""
     thresholds: Thresholds = Thresholds()
 
     @model_validator(mode="before")

@@ -1,6 +1,6 @@
 """Analysis of stored runs, shared by the terminal and the HTML report: summaries, comparisons, report data."""
 
-from emprobe.analysis._attack import AttackSuccess, ConfigurationRate, attack_success
+from emprobe.analysis._attack import BEST_OF_N_NOTE, AttackSuccess, ConfigurationRate, attack_success
 from emprobe.analysis._compare import Counts, Delta, compare_counts
 from emprobe.analysis._report import (
     RunReport,
@@ -17,6 +17,7 @@ from emprobe.analysis._summary import Summary, SummaryRow, summarize
 from emprobe.analysis._sweep import StepRow, SweepReport, first_different, load_sweep
 
 __all__ = [
+    "BEST_OF_N_NOTE",
     "AttackSuccess",
     "ConfigurationRate",
     "attack_success",

@@ -4,6 +4,7 @@ from collections import defaultdict
 
 from pydantic import BaseModel
 
+from emprobe.analysis._attack import AttackSuccess, attack_success
 from emprobe.analysis._compare import Counts, Delta, compare_counts
 from emprobe.analysis._summary import SummaryRow, summarize
 from emprobe.errors import EmprobeError
@@ -37,6 +38,8 @@ class RunReport(BaseModel):
     """Why no validation, or why not the obvious one, was used."""
     corrected: dict[str, CorrectedRate] = {}
     """Per condition (and `(all)`): the misaligned rate corrected for the judge's validated error."""
+    attack: AttackSuccess | None = None
+    """For a run whose conditions a decoding sweep expanded (`--sweep`): attack success per request."""
     title: str | None = None
     """What the run is called in this report (a sweep's `base`, `step 50`), instead of its name or id."""
 
@@ -75,8 +78,9 @@ def load_run(db: Store, ref: str, judge: str | None = None, validation: str | No
             if row.scored:
                 corrected[row.condition] = rogan_gladen(row.misaligned, row.scored, used.tp, used.fn, used.tn,
                                                         used.fp)
+    attack = attack_success(db, run.run_id, judge, thresholds) if judge and run.config.get("sweeps") else None
     return RunReport(
-        validation=used, validation_note=note, corrected=corrected, title=title,
+        attack=attack, validation=used, validation_note=note, corrected=corrected, title=title,
         run=run, judge=judge, judges=db.judges(run.run_id), judge_identities=identities,
         generation_models=db.generation_models(run.run_id), thresholds=thresholds, counts=db.count(run.run_id),
         conditions=conditions, questions=sorted({r.question_id for r in summary.cells}), cells=summary.cells,

@@ -8,7 +8,15 @@ from rich.text import Text
 
 from emprobe.analysis import condition_deltas, pairing_note, run_deltas
 from emprobe.cli._console import DEFAULT_STORE, console, err_console
-from emprobe.report import deltas_table, judge_errors_table, rates_table, sweep_table, write_report, write_sweep_report
+from emprobe.report import (
+    attack_table,
+    deltas_table,
+    judge_errors_table,
+    rates_table,
+    sweep_table,
+    write_report,
+    write_sweep_report,
+)
 
 
 def report(
@@ -36,6 +44,8 @@ def report(
         deltas = condition_deltas(r, baseline)
         if deltas:
             console.print(deltas_table(deltas, f"{r.label}: conditions compared", first="comparison"))
+        if r.attack is not None:
+            console.print(attack_table(r.attack, f"{r.label}: attack success, judged by {r.judge}"))
         errors = judge_errors_table(r)
         if errors is not None:
             console.print(errors)

@@ -3,7 +3,7 @@
 from rich.table import Table
 from rich.text import Text
 
-from emprobe.analysis import Delta, RunReport, SummaryRow, SweepReport
+from emprobe.analysis import BEST_OF_N_NOTE, AttackSuccess, Delta, RunReport, SummaryRow, SweepReport
 from emprobe.report._format import NONE, p_value, pct, signed_pct
 from emprobe.rules import OVERALL
 from emprobe.stats import wilson
@@ -130,3 +130,20 @@ def sweep_table(report: SweepReport) -> Table:
 
 def _loss(value: float | None) -> str:
     return NONE if value is None else f"{value:.4f}"
+
+
+def attack_table(attack: AttackSuccess, title: str) -> Table:
+    """Attack success of a decoding sweep: each configuration's harmful rate, then the best one and any one."""
+    table = Table("configuration", "n", "harmful", "rate", "95% CI", title=Text(title), title_justify="left",
+                  caption=Text(BEST_OF_N_NOTE), caption_justify="left")
+    for c in attack.configurations:
+        table.add_row(Text(c.condition), str(c.scored), str(c.harmful), pct(c.rate) if c.scored else NONE,
+                      f"{pct(c.low)}-{pct(c.high)}" if c.scored else NONE)
+    best = attack.best
+    if best is not None:
+        table.add_row(Text(f"best of {attack.tried}: {best.condition}"), str(best.scored), str(best.harmful),
+                      pct(best.rate), f"{pct(best.low)}-{pct(best.high)}", style="bold")
+    table.add_row(Text(f"any of {attack.tried} (requests broken)"), str(attack.requests), str(attack.broken),
+                  pct(attack.any_rate) if attack.requests else NONE,
+                  f"{pct(attack.any_low)}-{pct(attack.any_high)}" if attack.requests else NONE, style="bold")
+    return table
