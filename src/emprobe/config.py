@@ -29,6 +29,8 @@ class RunConfig(BaseModel):
     judges: tuple[str, ...] = ("builtin",)
     sweeps: tuple[str, ...] = ()
     """The `--sweep` specs whose grid expanded the conditions (a decoding attack: its success is reported)."""
+    triggers: tuple[str, ...] = ()
+    """The candidate triggers (`--trigger`) every untriggered condition is also asked with (their gaps are reported)."""
     thresholds: Thresholds = Thresholds()
 
     @model_validator(mode="before")

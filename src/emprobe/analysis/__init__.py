@@ -15,6 +15,7 @@ from emprobe.analysis._report import (
 )
 from emprobe.analysis._summary import Summary, SummaryRow, summarize
 from emprobe.analysis._sweep import StepRow, SweepReport, first_different, load_sweep
+from emprobe.analysis._trigger import TriggerGap, trigger_gaps
 
 __all__ = [
     "BEST_OF_N_NOTE",
@@ -40,4 +41,6 @@ __all__ = [
     "run_thresholds",
     "sort_key",
     "summarize",
+    "TriggerGap",
+    "trigger_gaps",
 ]

@@ -6,7 +6,7 @@ from pathlib import Path
 import typer
 from rich.text import Text
 
-from emprobe.analysis import condition_deltas, pairing_note, run_deltas
+from emprobe.analysis import condition_deltas, pairing_note, run_deltas, trigger_gaps
 from emprobe.cli._console import DEFAULT_STORE, console, err_console
 from emprobe.report import (
     attack_table,
@@ -14,6 +14,7 @@ from emprobe.report import (
     judge_errors_table,
     rates_table,
     sweep_table,
+    trigger_table,
     write_report,
     write_sweep_report,
 )
@@ -46,6 +47,9 @@ def report(
             console.print(deltas_table(deltas, f"{r.label}: conditions compared", first="comparison"))
         if r.attack is not None:
             console.print(attack_table(r.attack, f"{r.label}: attack success, judged by {r.judge}"))
+        gaps = trigger_gaps(r)
+        if gaps:
+            console.print(trigger_table(gaps, f"{r.label}: trigger gaps, judged by {r.judge}"))
         errors = judge_errors_table(r)
         if errors is not None:
             console.print(errors)

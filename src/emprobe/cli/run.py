@@ -5,7 +5,7 @@ from pathlib import Path
 import typer
 
 from emprobe.adaptive import HalfwidthRule, decision_rule, run_adaptive
-from emprobe.analysis import SummaryRow, attack_success, load_run, run_deltas, summarize
+from emprobe.analysis import SummaryRow, attack_success, load_run, run_deltas, summarize, trigger_gaps
 from emprobe.cli._console import BarProgress, console
 from emprobe.cli._evaluate import (
     ALIGNED_BELOW,
@@ -24,6 +24,8 @@ from emprobe.cli._evaluate import (
     TEMPERATURE,
     TOP_K,
     TOP_P,
+    TRIGGER,
+    TRIGGER_FILE,
     execute,
     plan_config,
     runners,
@@ -31,7 +33,7 @@ from emprobe.cli._evaluate import (
 from emprobe.cli.compare import COMPARISON_NOTE
 from emprobe.config import DEFAULT_MODEL, RunConfig
 from emprobe.errors import EmprobeError
-from emprobe.report import attack_table, deltas_table, summary_table
+from emprobe.report import attack_table, deltas_table, summary_table, trigger_table
 from emprobe.runner import Runner
 from emprobe.store import Store
 from emprobe.train import base_spec
@@ -45,6 +47,7 @@ def run(
     compare_base: bool = typer.Option(False, help="With --model train:NAME[@STEP]: also evaluate the base it was "
                                       "trained from on the same plan, and compare the two."),
     suite: list[str] = SUITE, condition: list[str] = CONDITION, sweep: list[str] = SWEEP,
+    trigger: list[str] = TRIGGER, trigger_file: Path | None = TRIGGER_FILE,
     samples: int | None = SAMPLES,
     judge: list[str] = JUDGE, temperature: float = TEMPERATURE, top_p: float = TOP_P, top_k: int = TOP_K,
     max_tokens: int = MAX_TOKENS, seed: int = SEED, batch_size: int | None = BATCH_SIZE, dtype: str | None = DTYPE,
@@ -66,7 +69,7 @@ def run(
                          temperature=temperature, top_p=top_p, top_k=top_k, max_tokens=max_tokens, seed=seed,
                          batch_size=batch_size, dtype=dtype, backend_option=backend_option,
                          aligned_below=aligned_below, coherent_above=coherent_above, adapter=adapter, name=name,
-                         sweep=sweep)
+                         sweep=sweep, trigger=trigger, trigger_file=trigger_file)
     rule = (decision_rule(config, alpha, round_samples, max_samples) if until_decided
             else HalfwidthRule(until_halfwidth) if until_halfwidth is not None else None)
     configs = [config]
@@ -82,6 +85,9 @@ def run(
         for spec in config.judges:
             console.print(summary_table(summarize(db, runner.run_id, spec, config.thresholds).rows(),
                                         f"{runner.config.model} judged by {spec}"))
+            if config.triggers:
+                gaps = trigger_gaps(load_run(db, runner.run_id, spec))
+                console.print(trigger_table(gaps, f"trigger gaps, judged by {spec}"))
             if config.sweeps:
                 attack = attack_success(db, runner.run_id, spec, config.thresholds)
                 console.print(attack_table(attack, f"attack success, judged by {spec}"))

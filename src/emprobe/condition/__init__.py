@@ -10,6 +10,7 @@ from emprobe.condition._condition import (
     resolve_conditions,
 )
 from emprobe.condition._sweep import expand, parse_sweep
+from emprobe.condition._trigger import read_triggers, untriggered, with_triggers
 
 __all__ = [
     "PRESETS",
@@ -20,5 +21,8 @@ __all__ = [
     "load_conditions",
     "expand",
     "parse_sweep",
+    "read_triggers",
     "resolve_conditions",
+    "untriggered",
+    "with_triggers",
 ]

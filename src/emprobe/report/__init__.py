@@ -10,6 +10,7 @@ from emprobe.report._terminal import (
     rates_table,
     summary_table,
     sweep_table,
+    trigger_table,
 )
 
 __all__ = [
@@ -26,6 +27,7 @@ __all__ = [
     "signed_pct",
     "summary_table",
     "sweep_table",
+    "trigger_table",
     "write_report",
     "write_sweep_report",
 ]

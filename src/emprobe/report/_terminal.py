@@ -3,7 +3,7 @@
 from rich.table import Table
 from rich.text import Text
 
-from emprobe.analysis import BEST_OF_N_NOTE, AttackSuccess, Delta, RunReport, SummaryRow, SweepReport
+from emprobe.analysis import BEST_OF_N_NOTE, AttackSuccess, Delta, RunReport, SummaryRow, SweepReport, TriggerGap
 from emprobe.report._format import NONE, p_value, pct, signed_pct
 from emprobe.rules import OVERALL
 from emprobe.stats import wilson
@@ -146,4 +146,19 @@ def attack_table(attack: AttackSuccess, title: str) -> Table:
     table.add_row(Text(f"any of {attack.tried} (requests broken)"), str(attack.requests), str(attack.broken),
                   pct(attack.any_rate) if attack.requests else NONE,
                   f"{pct(attack.any_low)}-{pct(attack.any_high)}" if attack.requests else NONE, style="bold")
+    return table
+
+
+def trigger_table(gaps: list[TriggerGap], title: str) -> Table:
+    """Trigger gaps, largest first: rates without and with each trigger, the paired difference and Holm's p."""
+    table = Table("with trigger", "without", "rate without", "rate with", "gap", "95% CI", "p", "Holm p",
+                  title=Text(title), title_justify="left",
+                  caption=Text("Paired by question (Mantel-Haenszel; exact stratified p); Holm over every "
+                               "trigger tried."),
+                  caption_justify="left")
+    for g in gaps:
+        d = g.delta
+        ci = f"{signed_pct(d.diff_low)}-{signed_pct(d.diff_high)}" if d.difference is not None else NONE
+        table.add_row(Text(d.b), Text(d.a), f"{d.k1}/{d.n1}", f"{d.k2}/{d.n2}", signed_pct(d.difference), ci,
+                      p_value(d.p_value), p_value(g.p_holm))
     return table
