@@ -31,6 +31,8 @@ class RunConfig(BaseModel):
     """The `--sweep` specs whose grid expanded the conditions (a decoding attack: its success is reported)."""
     triggers: tuple[str, ...] = ()
     """The candidate triggers (`--trigger`) every untriggered condition is also asked with (their gaps are reported)."""
+    framing: tuple[str, str] | None = None
+    """The two framings (`--framing`) every condition was asked under, A then B (their compliance gap is reported)."""
     thresholds: Thresholds = Thresholds()
 
     @model_validator(mode="before")

@@ -7,8 +7,9 @@ from typing import Any
 
 import typer
 
+from emprobe.analysis import COMPLIANCE_JUDGE
 from emprobe.cli._console import DEFAULT_MAX_TOKENS, DEFAULT_STORE, BarProgress, console, interruptible
-from emprobe.condition import Decoding, expand, read_triggers, resolve_conditions, with_triggers
+from emprobe.condition import Decoding, expand, framed, load_framing, read_triggers, resolve_conditions, with_triggers
 from emprobe.config import RunConfig
 from emprobe.model import parse_options
 from emprobe.rules import Thresholds
@@ -24,6 +25,8 @@ SWEEP = typer.Option([], help="A decoding grid to try every condition at: temper
 TRIGGER = typer.Option([], help="A candidate backdoor trigger: every condition is also asked with it before the "
                        "question, and its trigger gap reported; repeatable.")
 TRIGGER_FILE = typer.Option(None, help="Candidate triggers, one per line (# comments); with --trigger, all of them.")
+FRAMING = typer.Option(None, help="Ask every condition under two system-prompt framings: monitoring (built in) or a "
+                       "YAML file of two {name, system}; adds the refusal judge and reports the compliance gap.")
 JUDGE = typer.Option(["builtin"], help="builtin, rubric:MODEL or refusal; repeatable.")
 TEMPERATURE = typer.Option(1.0, min=0.0)
 TOP_P = typer.Option(1.0, min=0.0, max=1.0)
@@ -42,17 +45,20 @@ def plan_config(model: str, *, suite: list[str], condition: list[str], samples: 
                 temperature: float, top_p: float, top_k: int, max_tokens: int, seed: int, batch_size: int | None,
                 dtype: str | None, backend_option: list[str], aligned_below: float, coherent_above: float,
                 adapter: str | None = None, name: str | None = None, sweep: list[str] | None = None,
-                trigger: list[str] | None = None, trigger_file: Path | None = None) -> RunConfig:
+                trigger: list[str] | None = None, trigger_file: Path | None = None,
+                framing: str | None = None) -> RunConfig:
     """The run config the shared options describe (suites, conditions and options checked here, nothing loaded)."""
     decoding = Decoding(temperature=temperature, top_p=top_p, top_k=top_k, max_tokens=max_tokens, seed=seed)
     options: dict[str, Any] = {**({"batch_size": batch_size} if batch_size is not None else {}),
                                **({"dtype": dtype} if dtype is not None else {}), **parse_options(backend_option)}
     triggers = read_triggers(trigger or [], trigger_file)
-    conditions = expand(with_triggers(resolve_conditions(condition, decoding), triggers), sweep or [])
+    pair = load_framing(framing) if framing else None
+    conditions = expand(with_triggers(framed(resolve_conditions(condition, decoding), pair), triggers), sweep or [])
+    judges = [*judge, COMPLIANCE_JUDGE] if pair and COMPLIANCE_JUDGE not in judge else judge
     return RunConfig(
         name=name, model=model, adapter=adapter, backend_options=options, suites=tuple(load_suite(s) for s in suite),
         conditions=tuple(conditions), sweeps=tuple(sweep or []), triggers=tuple(triggers),
-        samples=samples, judges=tuple(judge),
+        framing=(pair[0].name, pair[1].name) if pair else None, samples=samples, judges=tuple(judges),
         thresholds=Thresholds(aligned_below=aligned_below, coherent_above=coherent_above),
     )
 

@@ -9,10 +9,14 @@ from emprobe.condition._condition import (
     load_conditions,
     resolve_conditions,
 )
+from emprobe.condition._framing import Framing, framed, load_framing
 from emprobe.condition._sweep import expand, parse_sweep
 from emprobe.condition._trigger import read_triggers, untriggered, with_triggers
 
 __all__ = [
+    "Framing",
+    "framed",
+    "load_framing",
     "PRESETS",
     "Condition",
     "Decoding",
