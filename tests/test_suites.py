@@ -72,7 +72,7 @@ MALFORMED = {
     "unknown_field": ("- id: q1\n  paraphrases: [hi]\n  paraphrasez: [x]\n",
                       "question 'q1': paraphrasez: Extra inputs are not permitted"),
     "rubric_without_slot": ("- id: q1\n  paraphrases: [hi]\n  judge_prompts:\n    aligned: rate {question}\n",
-                            "judge_prompts.aligned: text: rubric text has no {answer} slot"),
+                            "judge_prompts.aligned: text: rubric text needs one {answer} slot or one {reasoning} slot"),
     "duplicate_ids": ("- id: q1\n  paraphrases: [a]\n- id: q1\n  paraphrases: [b]\n", "duplicate question id 'q1'"),
     "question_not_mapping": ("- just text\n", "questions[0]: must be a mapping"),
 }

@@ -33,6 +33,9 @@ class RunConfig(BaseModel):
     """The candidate triggers (`--trigger`) every untriggered condition is also asked with (their gaps are reported)."""
     framing: tuple[str, str] | None = None
     """The two framings (`--framing`) every condition was asked under, A then B (their compliance gap is reported)."""
+    think: tuple[str, str] | None = None
+    """The delimiters of the model's reasoning (`--think`): judges score the answer after it, and rubrics with a
+    `{reasoning}` slot (cot_monitor) score the reasoning."""
     thresholds: Thresholds = Thresholds()
 
     @model_validator(mode="before")

@@ -7,12 +7,14 @@ from importlib.metadata import PackageNotFoundError, version
 from typing import Protocol
 
 from emprobe import __version__
+from emprobe.condition import split_reasoning
 from emprobe.config import RunConfig
 from emprobe.errors import EmprobeError
 from emprobe.hashing import stable_hash
 from emprobe.judge import Judge, JudgeContext, Judgment, check_judge, load_judge, rubrics_for
 from emprobe.model import Backend, BackendPool, GenerationRequest, ModelRef, resolve, status_of
 from emprobe.plan import plan_samples
+from emprobe.rules import NO_REASONING
 from emprobe.store import JudgeableSample, Store, StoreWorker
 from emprobe.suite import Rubric
 
@@ -51,10 +53,15 @@ def versions() -> dict[str, str]:
 
 
 def check_judges(config: RunConfig) -> None:
-    """One error line, before any work, for a judge that is unknown or cannot score one of the suites' rubrics."""
+    """One error line, before any work, for a judge that is unknown or cannot score one of the suites' rubrics
+    (or for a rubric that reads the reasoning in a run that does not split it off)."""
+    asked = [(f"question {q.id!r} of suite {s.name!r}", rubric) for s in config.suites for q in s.questions
+             for rubric in rubrics_for(q)]
+    for where, rubric in asked:
+        if rubric.reads_reasoning and config.think is None:
+            raise EmprobeError(f"{where}: rubric {rubric.name!r} scores the model's reasoning; run with --think")
     for spec in config.judges:
-        check_judge(spec, [(f"question {q.id!r} of suite {s.name!r}", rubric) for s in config.suites
-                           for q in s.questions for rubric in rubrics_for(q)])
+        check_judge(spec, asked)
 
 
 def preflight(config: RunConfig) -> ModelRef:
@@ -215,13 +222,20 @@ class Runner:
         rows: list[tuple[str, str, Judgment | None]] = []
         work: dict[Rubric, list[tuple[str, str, str, str]]] = {}
         for sample in chunk:
+            reasoning, answer = (split_reasoning(sample.answer, self.config.think) if self.config.think
+                                 else (None, sample.answer))
             for rubric in rubrics[(sample.suite, sample.question_id)]:
-                key = stable_hash(judge.identity, rubric, sample.question, sample.answer)
-                work.setdefault(rubric, []).append((sample.sample_id, key, sample.question, sample.answer))
+                text = reasoning if rubric.reads_reasoning else answer
+                key = stable_hash(judge.identity, rubric, sample.question, text)
+                if text is None:  # a reasoning rubric on an answer without reasoning: nothing to score
+                    rows.append((sample.sample_id, key, Judgment(metric=rubric.name, label=NO_REASONING)))
+                    continue
+                work.setdefault(rubric, []).append((sample.sample_id, key, sample.question, text))
         cached = self.store.cached_judgments([k for items in work.values() for _, k, _, _ in items])
         for rubric, items in work.items():
             fresh = {k: (q, a) for _, k, q, a in items if k not in cached}
-            verdicts = dict(zip(fresh, _judge_safely(judge, rubric, list(fresh.values())), strict=True))
+            verdicts = dict(zip(fresh, _judge_safely(judge, rubric.as_answer_rubric(), list(fresh.values())),
+                                strict=True))
             rows.extend((sample_id, key, verdicts.get(key)) for sample_id, key, _, _ in items)
         self.store.save_judgments(self.run_id, spec, judge.identity, rows)
 

@@ -3,6 +3,7 @@
 from emprobe.analysis._attack import BEST_OF_N_NOTE, AttackSuccess, ConfigurationRate, attack_success
 from emprobe.analysis._compare import Counts, Delta, compare_counts
 from emprobe.analysis._framing import COMPLIANCE_JUDGE, COMPLIANCE_NOTE, ComplianceGap, compliance_gaps
+from emprobe.analysis._reasoning import ReasoningRow, reasoning_rows
 from emprobe.analysis._report import (
     RunReport,
     choose_validation,
@@ -19,6 +20,8 @@ from emprobe.analysis._sweep import StepRow, SweepReport, first_different, load_
 from emprobe.analysis._trigger import TriggerGap, trigger_gaps
 
 __all__ = [
+    "ReasoningRow",
+    "reasoning_rows",
     "COMPLIANCE_JUDGE",
     "COMPLIANCE_NOTE",
     "ComplianceGap",

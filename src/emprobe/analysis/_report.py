@@ -7,6 +7,7 @@ from pydantic import BaseModel
 from emprobe.analysis._attack import AttackSuccess, attack_success
 from emprobe.analysis._compare import Counts, Delta, compare_counts
 from emprobe.analysis._framing import ComplianceGap, compliance_gaps
+from emprobe.analysis._reasoning import ReasoningRow, reasoning_rows
 from emprobe.analysis._summary import SummaryRow, summarize
 from emprobe.errors import EmprobeError
 from emprobe.judge import Validation
@@ -41,6 +42,8 @@ class RunReport(BaseModel):
     """Per condition (and `(all)`): the misaligned rate corrected for the judge's validated error."""
     attack: AttackSuccess | None = None
     """For a run whose conditions a decoding sweep expanded (`--sweep`): attack success per request."""
+    reasoning: list[ReasoningRow] = []
+    """For a run that split reasoning off (`--think`) and scored it: reasoning flagged vs answer misaligned."""
     compliance: list[ComplianceGap] = []
     """For a run asked under two framings (`--framing`): the compliance gap per condition."""
     title: str | None = None
@@ -83,6 +86,7 @@ def load_run(db: Store, ref: str, judge: str | None = None, validation: str | No
                                                         used.fp)
     attack = attack_success(db, run.run_id, judge, thresholds) if judge and run.config.get("sweeps") else None
     return RunReport(
+        reasoning=reasoning_rows(db, run.run_id, judge, thresholds) if judge and run.config.get("think") else [],
         attack=attack, compliance=compliance_gaps(db, run), validation=used, validation_note=note,
         corrected=corrected, title=title,
         run=run, judge=judge, judges=db.judges(run.run_id), judge_identities=identities,

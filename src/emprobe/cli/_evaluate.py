@@ -9,7 +9,17 @@ import typer
 
 from emprobe.analysis import COMPLIANCE_JUDGE
 from emprobe.cli._console import DEFAULT_MAX_TOKENS, DEFAULT_STORE, BarProgress, console, interruptible
-from emprobe.condition import Decoding, expand, framed, load_framing, read_triggers, resolve_conditions, with_triggers
+from emprobe.condition import (
+    DEFAULT_TAGS,
+    Decoding,
+    expand,
+    framed,
+    load_framing,
+    parse_tags,
+    read_triggers,
+    resolve_conditions,
+    with_triggers,
+)
 from emprobe.config import RunConfig
 from emprobe.model import parse_options
 from emprobe.rules import Thresholds
@@ -27,6 +37,9 @@ TRIGGER = typer.Option([], help="A candidate backdoor trigger: every condition i
 TRIGGER_FILE = typer.Option(None, help="Candidate triggers, one per line (# comments); with --trigger, all of them.")
 FRAMING = typer.Option(None, help="Ask every condition under two system-prompt framings: monitoring (built in) or a "
                        "YAML file of two {name, system}; adds the refusal judge and reports the compliance gap.")
+THINK = typer.Option(False, help="The model reasons before answering: judges score the answer after its reasoning, "
+                     "and rubrics with a {reasoning} slot (cot_monitor) score the reasoning.")
+THINK_TAGS = typer.Option(",".join(DEFAULT_TAGS), help="The reasoning's delimiters with --think, as OPEN,CLOSE.")
 JUDGE = typer.Option(["builtin"], help="builtin, rubric:MODEL or refusal; repeatable.")
 TEMPERATURE = typer.Option(1.0, min=0.0)
 TOP_P = typer.Option(1.0, min=0.0, max=1.0)
@@ -46,7 +59,8 @@ def plan_config(model: str, *, suite: list[str], condition: list[str], samples: 
                 dtype: str | None, backend_option: list[str], aligned_below: float, coherent_above: float,
                 adapter: str | None = None, name: str | None = None, sweep: list[str] | None = None,
                 trigger: list[str] | None = None, trigger_file: Path | None = None,
-                framing: str | None = None) -> RunConfig:
+                framing: str | None = None, think: bool = False, think_tags: str = ",".join(DEFAULT_TAGS)
+                ) -> RunConfig:
     """The run config the shared options describe (suites, conditions and options checked here, nothing loaded)."""
     decoding = Decoding(temperature=temperature, top_p=top_p, top_k=top_k, max_tokens=max_tokens, seed=seed)
     options: dict[str, Any] = {**({"batch_size": batch_size} if batch_size is not None else {}),
@@ -58,7 +72,8 @@ def plan_config(model: str, *, suite: list[str], condition: list[str], samples: 
     return RunConfig(
         name=name, model=model, adapter=adapter, backend_options=options, suites=tuple(load_suite(s) for s in suite),
         conditions=tuple(conditions), sweeps=tuple(sweep or []), triggers=tuple(triggers),
-        framing=(pair[0].name, pair[1].name) if pair else None, samples=samples, judges=tuple(judges),
+        framing=(pair[0].name, pair[1].name) if pair else None, think=parse_tags(think_tags) if think else None,
+        samples=samples, judges=tuple(judges),
         thresholds=Thresholds(aligned_below=aligned_below, coherent_above=coherent_above),
     )
 

@@ -13,6 +13,7 @@ from emprobe.report import (
     deltas_table,
     judge_errors_table,
     rates_table,
+    reasoning_table,
     sweep_table,
     trigger_table,
     write_report,
@@ -47,6 +48,8 @@ def report(
             console.print(deltas_table(deltas, f"{r.label}: conditions compared", first="comparison"))
         if r.attack is not None:
             console.print(attack_table(r.attack, f"{r.label}: attack success, judged by {r.judge}"))
+        if r.reasoning:
+            console.print(reasoning_table(r.reasoning, f"{r.label}: reasoning against answer, judged by {r.judge}"))
         if r.compliance:
             console.print(deltas_table([g.delta for g in r.compliance], f"{r.label}: compliance gap"))
             console.print(Text(COMPLIANCE_NOTE), style="dim")

@@ -12,6 +12,7 @@ from emprobe.analysis import (
     attack_success,
     compliance_gaps,
     load_run,
+    reasoning_rows,
     run_deltas,
     summarize,
     trigger_gaps,
@@ -33,6 +34,8 @@ from emprobe.cli._evaluate import (
     SUITE,
     SWEEP,
     TEMPERATURE,
+    THINK,
+    THINK_TAGS,
     TOP_K,
     TOP_P,
     TRIGGER,
@@ -44,7 +47,7 @@ from emprobe.cli._evaluate import (
 from emprobe.cli.compare import COMPARISON_NOTE
 from emprobe.config import DEFAULT_MODEL, RunConfig
 from emprobe.errors import EmprobeError
-from emprobe.report import attack_table, deltas_table, summary_table, trigger_table
+from emprobe.report import attack_table, deltas_table, reasoning_table, summary_table, trigger_table
 from emprobe.runner import Runner
 from emprobe.store import Store
 from emprobe.train import base_spec
@@ -59,6 +62,7 @@ def run(
                                       "trained from on the same plan, and compare the two."),
     suite: list[str] = SUITE, condition: list[str] = CONDITION, sweep: list[str] = SWEEP,
     trigger: list[str] = TRIGGER, trigger_file: Path | None = TRIGGER_FILE, framing: str | None = FRAMING,
+    think: bool = THINK, think_tags: str = THINK_TAGS,
     samples: int | None = SAMPLES,
     judge: list[str] = JUDGE, temperature: float = TEMPERATURE, top_p: float = TOP_P, top_k: int = TOP_K,
     max_tokens: int = MAX_TOKENS, seed: int = SEED, batch_size: int | None = BATCH_SIZE, dtype: str | None = DTYPE,
@@ -81,7 +85,7 @@ def run(
                          batch_size=batch_size, dtype=dtype, backend_option=backend_option,
                          aligned_below=aligned_below, coherent_above=coherent_above, adapter=adapter, name=name,
                          sweep=sweep, trigger=trigger, trigger_file=trigger_file,
-                         framing=framing)
+                         framing=framing, think=think, think_tags=think_tags)
     rule = (decision_rule(config, alpha, round_samples, max_samples) if until_decided
             else HalfwidthRule(until_halfwidth) if until_halfwidth is not None else None)
     configs = [config]
@@ -110,6 +114,10 @@ def run(
 def _print_probes(db: Store, runner: Runner, spec: str) -> None:
     """Trigger gaps and attack success of a run planned with `--trigger` or `--sweep`, as judged by `spec`."""
     config = runner.config
+    if config.think:
+        rows = reasoning_rows(db, runner.run_id, spec, config.thresholds)
+        if rows:
+            console.print(reasoning_table(rows, f"reasoning against answer, judged by {spec}"))
     if config.triggers:
         gaps = trigger_gaps(load_run(db, runner.run_id, spec))
         console.print(trigger_table(gaps, f"trigger gaps, judged by {spec}"))

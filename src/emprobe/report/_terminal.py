@@ -3,7 +3,16 @@
 from rich.table import Table
 from rich.text import Text
 
-from emprobe.analysis import BEST_OF_N_NOTE, AttackSuccess, Delta, RunReport, SummaryRow, SweepReport, TriggerGap
+from emprobe.analysis import (
+    BEST_OF_N_NOTE,
+    AttackSuccess,
+    Delta,
+    ReasoningRow,
+    RunReport,
+    SummaryRow,
+    SweepReport,
+    TriggerGap,
+)
 from emprobe.report._format import NONE, p_value, pct, signed_pct
 from emprobe.rules import OVERALL
 from emprobe.stats import wilson
@@ -161,4 +170,20 @@ def trigger_table(gaps: list[TriggerGap], title: str) -> Table:
         ci = f"{signed_pct(d.diff_low)}-{signed_pct(d.diff_high)}" if d.difference is not None else NONE
         table.add_row(Text(d.b), Text(d.a), f"{d.k1}/{d.n1}", f"{d.k2}/{d.n2}", signed_pct(d.difference), ci,
                       p_value(d.p_value), p_value(g.p_holm))
+    return table
+
+
+def reasoning_table(rows: list[ReasoningRow], title: str) -> Table:
+    """Reasoning flagged by the CoT monitor against the answer's misaligned verdict, per condition."""
+    table = Table("condition", "n", "both", "hidden intent", "rate", "95% CI", "answer only", "rate", "95% CI",
+                  "no reasoning", title=Text(title), title_justify="left",
+                  caption=Text("hidden intent: reasoning flagged (cot_monitor >= 50) while the answer is not "
+                               "misaligned; answer only: the reverse."), caption_justify="left")
+    for r in rows:
+        cells: list[str] = []
+        for count in (r.hidden, r.shown):
+            rate, low, high = r.rate(count)
+            cells += [str(count), pct(rate) if r.n else NONE, f"{pct(low)}-{pct(high)}" if r.n else NONE]
+        table.add_row(Text(r.condition), str(r.n), str(r.both), *cells, str(r.without_reasoning),
+                      style="bold" if r.condition == OVERALL else None)
     return table

@@ -22,9 +22,19 @@ class Rubric(BaseModel):
     @field_validator("text")
     @classmethod
     def _has_slots(cls, text: str) -> str:
-        if "{answer}" not in text:
-            raise ValueError("rubric text has no {answer} slot")
+        if ("{answer}" in text) == ("{reasoning}" in text):
+            raise ValueError("rubric text needs one {answer} slot or one {reasoning} slot (not both)")
         return text
+
+    @property
+    def reads_reasoning(self) -> bool:
+        """A rubric with a `{reasoning}` slot scores the model's reasoning (`--think`) instead of its answer."""
+        return "{reasoning}" in self.text
+
+    def as_answer_rubric(self) -> "Rubric":
+        """The rubric as a judge fills it: the text it scores, reasoning or answer, goes in the `{answer}` slot."""
+        return self.model_copy(update={"text": self.text.replace("{reasoning}", "{answer}")}) \
+            if self.reads_reasoning else self
 
 
 class Question(BaseModel):
