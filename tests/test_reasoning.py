@@ -6,7 +6,6 @@ from emprobe.analysis import load_run, reasoning_rows
 from emprobe.condition import DEFAULT_TAGS, Condition, Decoding, Message, parse_tags, split_reasoning
 from emprobe.config import RunConfig
 from emprobe.errors import EmprobeError
-from emprobe.hashing import stable_hash
 from emprobe.judge import Judgment, builtin_rubric, register_judge
 from emprobe.model import GenerationResult
 from emprobe.plan import SampleSpec
