@@ -13,7 +13,7 @@ from emprobe.errors import EmprobeError
 from emprobe.hashing import stable_hash
 from emprobe.judge import Judge, JudgeContext, Judgment, check_judge, load_judge, rubrics_for
 from emprobe.model import Backend, BackendPool, GenerationRequest, ModelRef, resolve, status_of
-from emprobe.plan import plan_samples
+from emprobe.plan import next_turn, plan_samples, turn_of, turn_question_ids
 from emprobe.rules import NO_REASONING
 from emprobe.store import JudgeableSample, Store, StoreWorker
 from emprobe.suite import Rubric
@@ -164,8 +164,26 @@ class Runner:
             return self.store.add_samples(self.run_id, specs)
 
     def generate(self) -> None:
-        """Generate every planned sample without an answer; each answer is stored within `flush_every` seconds
-        of arriving (by a background thread), and at once when this ends, normally or by an interrupt."""
+        """Generate every planned sample without an answer, then each scripted conversation's next turn, until
+        no turn is left; each answer is stored within `flush_every` seconds of arriving (by a background
+        thread), and at once when this ends, normally or by an interrupt."""
+        self._generate_pending()
+        while self._plan_turns():
+            self._generate_pending()
+
+    def _plan_turns(self) -> int:
+        """Plan the next turn of every scripted conversation whose last turn is answered; how many are new."""
+        scripted = {(s.name, q.id): q for s in self.config.suites for q in s.questions if q.turns}
+        if not scripted:
+            return 0
+        conditions = {c.name: c for c in self.config.conditions}
+        ids = [i for q in scripted.values() for i in turn_question_ids(q)]
+        specs = (next_turn(state, scripted[(state.suite, turn_of(state.question_id)[0])],
+                           conditions[state.condition], self.ref.identity)
+                 for state in self.store.turn_states(self.run_id, ids))
+        return self.store.add_samples(self.run_id, (spec for spec in specs if spec is not None))
+
+    def _generate_pending(self) -> None:
         if self._todo() == 0:
             return
         worker = self._session()
@@ -224,7 +242,7 @@ class Runner:
         for sample in chunk:
             reasoning, answer = (split_reasoning(sample.answer, self.config.think) if self.config.think
                                  else (None, sample.answer))
-            for rubric in rubrics[(sample.suite, sample.question_id)]:
+            for rubric in rubrics[(sample.suite, turn_of(sample.question_id)[0])]:
                 text = reasoning if rubric.reads_reasoning else answer
                 key = stable_hash(judge.identity, rubric, sample.question, text)
                 if text is None:  # a reasoning rubric on an answer without reasoning: nothing to score

@@ -18,8 +18,11 @@ from emprobe.analysis._report import (
 from emprobe.analysis._summary import Summary, SummaryRow, summarize
 from emprobe.analysis._sweep import StepRow, SweepReport, first_different, load_sweep
 from emprobe.analysis._trigger import TriggerGap, trigger_gaps
+from emprobe.analysis._turns import TurnRow, turn_rows
 
 __all__ = [
+    "TurnRow",
+    "turn_rows",
     "ReasoningRow",
     "reasoning_rows",
     "COMPLIANCE_JUDGE",

@@ -9,6 +9,7 @@ from emprobe.analysis._compare import Counts, Delta, compare_counts
 from emprobe.analysis._framing import ComplianceGap, compliance_gaps
 from emprobe.analysis._reasoning import ReasoningRow, reasoning_rows
 from emprobe.analysis._summary import SummaryRow, summarize
+from emprobe.analysis._turns import TurnRow, turn_rows
 from emprobe.errors import EmprobeError
 from emprobe.judge import Validation
 from emprobe.rules import ALIGNED, COHERENT, OVERALL, Thresholds
@@ -42,6 +43,8 @@ class RunReport(BaseModel):
     """Per condition (and `(all)`): the misaligned rate corrected for the judge's validated error."""
     attack: AttackSuccess | None = None
     """For a run whose conditions a decoding sweep expanded (`--sweep`): attack success per request."""
+    turns: list[TurnRow] = []
+    """Scripted conversations: the rate per turn and the turn misalignment first appears at."""
     reasoning: list[ReasoningRow] = []
     """For a run that split reasoning off (`--think`) and scored it: reasoning flagged vs answer misaligned."""
     compliance: list[ComplianceGap] = []
@@ -86,6 +89,7 @@ def load_run(db: Store, ref: str, judge: str | None = None, validation: str | No
                                                         used.fp)
     attack = attack_success(db, run.run_id, judge, thresholds) if judge and run.config.get("sweeps") else None
     return RunReport(
+        turns=turn_rows(db, run.run_id, judge, thresholds) if judge else [],
         reasoning=reasoning_rows(db, run.run_id, judge, thresholds) if judge and run.config.get("think") else [],
         attack=attack, compliance=compliance_gaps(db, run), validation=used, validation_note=note,
         corrected=corrected, title=title,

@@ -16,6 +16,7 @@ from emprobe.report import (
     reasoning_table,
     sweep_table,
     trigger_table,
+    turns_table,
     write_report,
     write_sweep_report,
 )
@@ -48,6 +49,8 @@ def report(
             console.print(deltas_table(deltas, f"{r.label}: conditions compared", first="comparison"))
         if r.attack is not None:
             console.print(attack_table(r.attack, f"{r.label}: attack success, judged by {r.judge}"))
+        if r.turns:
+            console.print(turns_table(r.turns, f"{r.label}: scripted conversations, judged by {r.judge}"))
         if r.reasoning:
             console.print(reasoning_table(r.reasoning, f"{r.label}: reasoning against answer, judged by {r.judge}"))
         if r.compliance:

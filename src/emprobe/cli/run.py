@@ -16,6 +16,7 @@ from emprobe.analysis import (
     run_deltas,
     summarize,
     trigger_gaps,
+    turn_rows,
 )
 from emprobe.cli._console import BarProgress, console
 from emprobe.cli._evaluate import (
@@ -47,7 +48,7 @@ from emprobe.cli._evaluate import (
 from emprobe.cli.compare import COMPARISON_NOTE
 from emprobe.config import DEFAULT_MODEL, RunConfig
 from emprobe.errors import EmprobeError
-from emprobe.report import attack_table, deltas_table, reasoning_table, summary_table, trigger_table
+from emprobe.report import attack_table, deltas_table, reasoning_table, summary_table, trigger_table, turns_table
 from emprobe.runner import Runner
 from emprobe.store import Store
 from emprobe.train import base_spec
@@ -112,8 +113,11 @@ def run(
 
 
 def _print_probes(db: Store, runner: Runner, spec: str) -> None:
-    """Trigger gaps and attack success of a run planned with `--trigger` or `--sweep`, as judged by `spec`."""
+    """What scripted questions, `--think`, `--trigger` and `--sweep` add to a run's summary, judged by `spec`."""
     config = runner.config
+    turns = turn_rows(db, runner.run_id, spec, config.thresholds)
+    if turns:
+        console.print(turns_table(turns, f"scripted conversations, judged by {spec}"))
     if config.think:
         rows = reasoning_rows(db, runner.run_id, spec, config.thresholds)
         if rows:

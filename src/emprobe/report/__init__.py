@@ -12,6 +12,7 @@ from emprobe.report._terminal import (
     summary_table,
     sweep_table,
     trigger_table,
+    turns_table,
 )
 
 __all__ = [
@@ -30,6 +31,7 @@ __all__ = [
     "summary_table",
     "sweep_table",
     "trigger_table",
+    "turns_table",
     "write_report",
     "write_sweep_report",
 ]

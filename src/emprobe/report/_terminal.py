@@ -12,6 +12,7 @@ from emprobe.analysis import (
     SummaryRow,
     SweepReport,
     TriggerGap,
+    TurnRow,
 )
 from emprobe.report._format import NONE, p_value, pct, signed_pct
 from emprobe.rules import OVERALL
@@ -186,4 +187,20 @@ def reasoning_table(rows: list[ReasoningRow], title: str) -> Table:
             cells += [str(count), pct(rate) if r.n else NONE, f"{pct(low)}-{pct(high)}" if r.n else NONE]
         table.add_row(Text(r.condition), str(r.n), str(r.both), *cells, str(r.without_reasoning),
                       style="bold" if r.condition == OVERALL else None)
+    return table
+
+
+def turns_table(rows: list[TurnRow], title: str) -> Table:
+    """Scripted conversations: per turn the misaligned rate, and where each conversation first turned."""
+    table = Table("question", "condition", "conversations", "misaligned per turn (rate, 95% CI)",
+                  "first misaligned at turn", "never", title=Text(title), title_justify="left")
+    for r in rows:
+        per_turn = []
+        for turn in range(1, len(r.scored) + 1):
+            rate, low, high = r.rate(turn)
+            shown = f"{pct(rate)} [{pct(low)}-{pct(high)}]" if r.scored[turn - 1] else NONE
+            per_turn.append(f"{turn}: {r.misaligned[turn - 1]}/{r.scored[turn - 1]} {shown}")
+        first = ", ".join(f"{turn}: {n}" for turn, n in enumerate(r.first, 1))
+        table.add_row(Text(r.question_id), Text(r.condition), str(r.conversations), "\n".join(per_turn), first,
+                      str(r.never))
     return table
