@@ -63,6 +63,23 @@ def test_model_names_and_endpoint_files(tmp_path):
     assert SECRET not in str(err.value)
 
 
+def test_several_servers_of_one_model(tmp_path):
+    """`MODEL@URL1,URL2` or a list in the file; the default identity names every server (in any order), and an
+    `identity` keeps the cache when servers are added."""
+    both = "m@http://10.0.0.2:8000/v1,http://10.0.0.1:8000/v1/"
+    assert parse_endpoint(both).urls == ("http://10.0.0.2:8000/v1", "http://10.0.0.1:8000/v1")
+    assert endpoint_identity(both) == endpoint_identity("m@http://10.0.0.1:8000/v1,http://10.0.0.2:8000/v1") == \
+        "openai-compat:m@http://10.0.0.1:8000/v1,http://10.0.0.2:8000/v1"
+    fleet = tmp_path / "fleet.yaml"
+    for urls in (["http://10.0.0.1:8000/v1"], ["http://10.0.0.1:8000/v1", "http://10.0.0.2:8000/v1"]):
+        fleet.write_text(yaml.safe_dump({"base_url": urls, "model": "m", "identity": "llama-3-8b@sha256:abc"}))
+        assert endpoint_identity(str(fleet)) == "llama-3-8b@sha256:abc"
+    for bad, words in [("m@http://h/v1,ftp://x", "'ftp://x' is not an http"), ("m@http://h/v1,http://h/v1/", "twice"),
+                       ("m@http://h/v1,http://u:pw@g/v1", "credentials")]:
+        with pytest.raises(EmprobeError, match=words):
+            parse_endpoint(bad)
+
+
 def test_key_comes_from_the_environment_only(monkeypatch):
     monkeypatch.setenv(KEY_ENV, SECRET)
     backend = load_backend("openai-compat:m@http://127.0.0.1:9/v1", api_key_env=KEY_ENV)
@@ -100,7 +117,7 @@ def test_retry_after_header_in_seconds_or_a_date():
     assert retry_after_seconds(httpx.Response(429, headers={"Retry-After": "3"})) == 3.0
     assert retry_after_seconds(httpx.Response(429, headers={"Retry-After": "Wed, 21 Oct 2015 07:28:00 GMT"})) == 0
     assert retry_after_seconds(httpx.Response(429)) is None
-    client = JsonClient("http://x", {}, 1.0, 3, None)  # type: ignore[arg-type]
+    client = JsonClient("http://x", {}, 1.0, 3)
     assert client.delay(1, 2.0) == 2.0 and 0.25 <= client.delay(1, None) <= 0.75
 
 
@@ -327,3 +344,48 @@ def test_cli_run_and_report_through_the_server_never_show_the_key(server, tmp_pa
     out += emprobe("report", "--store", str(store), "-o", str(report), Store(store).runs()[0].run_id)
     assert report.is_file()
     assert_no_secret(out, files=(store, Path(f"{store}-wal"), report))
+
+
+@needs_server
+def test_one_of_two_servers_down_mid_run_and_back(server, tmp_path, caplog):
+    """Two endpoints of one model (two proxies in front of the server): one dies mid-run and comes back; the run
+    completes without spending retries, every sample stored once, and the restored one serves requests again."""
+    caplog.set_level(logging.WARNING, logger="emprobe.http")
+    upstream = server.base_url.removesuffix("/v1")
+    with FaultProxy(upstream, reject_marker=REJECT) as first, FaultProxy(upstream, reject_marker=REJECT) as second:
+        model = endpoint_file(tmp_path, [first.url + "/v1", second.url + "/v1"], max_retries=1, timeout=30)
+        seen_at_restore = []
+
+        def outage(done: int) -> None:
+            if done == 4:
+                first.down = True
+            elif done == 12:
+                first.down = False
+                seen_at_restore.append(first.requests)
+
+        store = Store(tmp_path / "store.db")
+        runner = Runner(run_config(model, samples=8, judge=False), store, _Each(outage), flush_every=0)
+        runner.run()
+        assert planned_exactly_once(store, runner.run_id) == {"planned": 32, "generated": 24, "failed": 8}
+        assert first.requests > seen_at_restore[0]  # back in the rotation
+        backend = runner.backends.get(runner.ref)
+        assert backend.client.stats.errors == 8  # the rejected prompt's samples, nothing else
+        assert "looks down" in caplog.text and "answers again" in caplog.text
+        assert backend.identity == endpoint_identity(model.removeprefix("openai-compat:"))
+        close_all(runner)
+        store.close()
+
+
+class _Each:
+    """A progress display that calls `action(generations so far)` after each generation."""
+
+    def __init__(self, action):
+        self.action, self.seen = action, 0
+
+    def start(self, stage: str, total: int) -> None: ...
+    def done(self) -> None: ...
+    def note(self, message: str) -> None: ...
+
+    def advance(self, n: int = 1, status: str = "") -> None:
+        self.seen += n
+        self.action(self.seen)
