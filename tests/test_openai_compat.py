@@ -215,7 +215,7 @@ def test_full_run_through_faults(server, tmp_path, caplog, capsys):
         assert counts == {"planned": 4, "generated": 3, "failed": 1}
         failed = store.db.execute("SELECT error FROM generations WHERE error IS NOT NULL").fetchall()
         assert all("HTTP 400" in e for (e,) in failed)
-        backend = runner.backends.get(runner.ref)
+        backend = runner.executor.backends.get(runner.ref)
         assert len(backend.failures) == 1 and "failed for good" in caplog.text
         assert set(proxy.injected) == {"drop", "500", "429", "slow", "truncate", "malformed", "reject"}
         assert proxy.authorization == {f"Bearer {SECRET}"}
@@ -368,7 +368,7 @@ def test_one_of_two_servers_down_mid_run_and_back(server, tmp_path, caplog):
         runner.run()
         assert planned_exactly_once(store, runner.run_id) == {"planned": 32, "generated": 24, "failed": 8}
         assert first.requests > seen_at_restore[0]  # back in the rotation
-        backend = runner.backends.get(runner.ref)
+        backend = runner.executor.backends.get(runner.ref)
         assert backend.client.stats.errors == 8  # the rejected prompt's samples, nothing else
         assert "looks down" in caplog.text and "answers again" in caplog.text
         assert backend.identity == endpoint_identity(model.removeprefix("openai-compat:"))
