@@ -208,15 +208,16 @@ class Runner:
         """The unjudged samples in shards, each with the pairs its rubrics still need (cached judgments are
         reused); `rows` gets each shard's rows to store. Shards are sized so that judging one here takes about
         JUDGE_SECONDS (the time until the next is asked for), so an interrupt loses at most one."""
-        size = 8
+        size, index = 8, 0
         for page in self.store.pending_judging(self.run_id, spec):
             while page:
                 chunk, page = page[:size], page[size:]
                 began = time.monotonic()
-                shard, rows[len(rows)] = self._judge_shard(len(rows), judge, rubrics, chunk)
+                shard, rows[index] = self._judge_shard(index, judge, rubrics, chunk)
+                index += 1
                 yield shard
                 pace = JUDGE_SECONDS * len(chunk) / max(time.monotonic() - began, 1e-3)
-                size = max(1, min(256, int(pace)))
+                size = max(1, min(self.executor.max_shard, int(pace)))
 
     def _judge_shard(self, index: int, judge: JudgeInfo, rubrics: dict[tuple[str, str], list[Rubric]],
                      chunk: list[JudgeableSample]) -> "tuple[JudgeShard, _ShardRows]":

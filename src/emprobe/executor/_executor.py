@@ -15,6 +15,11 @@ class Executor(Protocol):
     """Runs generation and judging, in this process or elsewhere; the runner plans, keeps the store and writes
     every result it yields (in any order, as they arrive). Use as a context manager, or call `close`."""
 
+    @property
+    def max_shard(self) -> int:
+        """The most samples the runner puts in one judging shard."""
+        ...
+
     def resolve(self, ref: ModelRef) -> ModelRef:
         """The model as the workers load it: its identity names their numerics (device, dtype)."""
         ...

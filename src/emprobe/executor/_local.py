@@ -17,6 +17,9 @@ class LocalExecutor:
         self._busy: Any = None
         """The backend or judge at work, whose status the progress bar shows."""
 
+    max_shard = 256
+    """Judging shards are sized to take about two seconds here, up to this many samples."""
+
     @property
     def backends(self) -> BackendPool:
         """The models loaded so far."""

@@ -49,6 +49,8 @@ class RayExecutor:
     def __init__(self, settings: ExecutorSettings):
         self.settings = settings
         self.actors: list[Any] = []
+        self._pids: list[Any] = []
+        """Each actor's process id (asked first thing, so it is known while the actor is busy or after it died)."""
         self.in_flight = 0
         self.retried = 0
         """Shards sent again because their actor died."""
@@ -82,23 +84,29 @@ class RayExecutor:
         return f"{len(self.actors)} Ray workers · {self.in_flight} shards in flight{retried}"
 
     def close(self) -> None:
-        actors, self.actors = self.actors, []
+        actors, self.actors, self._pids = self.actors, [], []
         for actor in actors:
             ray.kill(actor)
         if self._started_ray:
             ray.shutdown()
             self._started_ray = False
 
+    @property
+    def max_shard(self) -> int:
+        return self.settings.shard_size
+
     def worker_pids(self) -> list[int]:
-        """The actors' process ids."""
-        return ray.get([actor.pid.remote() for actor in self._workers()])
+        """The actors' process ids (an actor that died but was not found dead yet still has its own)."""
+        self._workers()
+        return ray.get(self._pids)
 
     # ---- actors ---------------------------------------------------------------------------------------
 
     def _workers(self) -> list[Any]:
         if not self.actors:
             self._connect()
-            self.actors = [self._new_actor() for _ in range(self._count())]
+            for _ in range(self._count()):
+                self._start_actor()
         return self.actors
 
     def _connect(self) -> None:
@@ -124,9 +132,15 @@ class RayExecutor:
                                f"{s.cpus_per_worker:g} CPUs and {s.gpus_per_worker:g} GPUs do not fit")
         return s.workers or fits
 
-    def _new_actor(self) -> Any:
-        return _Actor.options(num_cpus=self.settings.cpus_per_worker,
-                              num_gpus=self.settings.gpus_per_worker).remote()
+    def _start_actor(self, slot: int | None = None) -> None:
+        """A new actor, in `slot` (in place of a dead one) or added."""
+        actor: Any = _Actor.options(num_cpus=self.settings.cpus_per_worker,
+                                    num_gpus=self.settings.gpus_per_worker).remote()
+        if slot is None:
+            self.actors.append(actor)
+            self._pids.append(actor.pid.remote())
+        else:
+            self.actors[slot], self._pids[slot] = actor, actor.pid.remote()
 
     def _replace(self, slot: int, err: BaseException) -> None:
         self.replaced += 1
@@ -136,7 +150,7 @@ class RayExecutor:
         log.warning("Ray worker %d died (%s); starting another, its shards go to the others", slot,
                     str(err).splitlines()[0])
         ray.kill(self.actors[slot])
-        self.actors[slot] = self._new_actor()
+        self._start_actor(slot)
 
     def _ask(self, method: str, argument: Any) -> Any:
         """One call on one worker (another one if it dies)."""
@@ -177,6 +191,9 @@ class RayExecutor:
                     except RayTaskError as err:
                         raise _cause(err) from None
                     except _LOST as err:
+                        if getattr(err, "actor_init_failed", False):
+                            raise EmprobeError(f"a Ray worker could not start: {_last_line(err)}; is this emprobe "
+                                               "(the same version, with its extras) installed on every node?") from None
                         self.retried += 1
                         again.append(item)
                         if actors[slot] is actor:
@@ -194,3 +211,9 @@ def _cause(err: RayTaskError) -> BaseException:
         return cause
     what = f"{type(cause).__name__}: {cause}" if cause is not None else str(err)
     return EmprobeError(f"a Ray worker failed: {what.splitlines()[0][:500]}")
+
+
+def _last_line(err: BaseException) -> str:
+    """The last line of an error's text: where a remote traceback names what went wrong."""
+    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+    return lines[-1][:500] if lines else type(err).__name__
