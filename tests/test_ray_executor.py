@@ -2,6 +2,7 @@
 answers and judgments as the local executor for the same plan and seeds, and a worker killed mid-shard (SIGKILL)
 replaced with its shard retried: every planned sample stored exactly once, nothing generated twice."""
 
+import logging
 import os
 import signal
 from pathlib import Path
@@ -27,7 +28,7 @@ PLANNED = 3 * 2 * SAMPLES
 
 @pytest.fixture(scope="module")
 def cluster():
-    ray.init(num_cpus=2, include_dashboard=False, logging_level="WARNING")
+    ray.init(num_cpus=2, include_dashboard=False, logging_level=logging.WARNING)
     yield
     ray.shutdown()
 
