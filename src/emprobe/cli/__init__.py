@@ -18,6 +18,8 @@ from emprobe.cli.report import report
 from emprobe.cli.run import run
 from emprobe.cli.runs import runs_app
 from emprobe.cli.suites import suites_app
+from emprobe.cli.sweep import sweep
+from emprobe.cli.train import train
 from emprobe.errors import EmprobeError, first_validation_error
 from emprobe.store import Store
 
@@ -28,6 +30,8 @@ app.command("plan")(plan)
 app.command("report")(report)
 app.command("compare")(compare)
 app.command("export")(export)
+app.command("train")(train)
+app.command("sweep")(sweep)
 app.add_typer(judge_app, name="judge")
 app.add_typer(suites_app, name="suites")
 app.add_typer(conditions_app, name="conditions")

@@ -10,6 +10,9 @@ from emprobe.cli._console import DEFAULT_STORE, console, err_console
 from emprobe.report import deltas_table
 from emprobe.store import Store
 
+COMPARISON_NOTE = ("paired: Mantel-Haenszel difference over shared questions, design-effect CI, exact stratified p; "
+                   "independent: Newcombe CI, Fisher exact p; ratio: Katz CI.")
+
 
 def compare(
     run_a: str = typer.Argument(..., help="Run A (the reference): id, id prefix or name."),
@@ -26,5 +29,4 @@ def compare(
     note = pairing_note(deltas)
     if note:
         err_console.print(Text(f"warning: {note}"), style="yellow")
-    console.print("paired: Mantel-Haenszel difference over shared questions, design-effect CI, exact stratified p; "
-                  "independent: Newcombe CI, Fisher exact p; ratio: Katz CI.", style="dim")
+    console.print(COMPARISON_NOTE, style="dim")

@@ -1,4 +1,5 @@
-"""`emprobe report RUN [RUN...] -o report.html`: terminal tables and one self-contained HTML file."""
+"""`emprobe report RUN [RUN...] -o report.html`: terminal tables and one self-contained HTML file; `emprobe report
+NAME` for a training run (or a sweep id) reports its checkpoint sweep."""
 
 from pathlib import Path
 
@@ -7,11 +8,12 @@ from rich.text import Text
 
 from emprobe.analysis import condition_deltas, pairing_note, run_deltas
 from emprobe.cli._console import DEFAULT_STORE, console, err_console
-from emprobe.report import deltas_table, judge_errors_table, rates_table, write_report
+from emprobe.report import deltas_table, judge_errors_table, rates_table, sweep_table, write_report, write_sweep_report
 
 
 def report(
-    runs: list[str] = typer.Argument(..., help="Run ids, prefixes or names; later runs are compared with the first."),
+    runs: list[str] = typer.Argument(..., help="Run ids, prefixes or names; later runs are compared with the first. "
+                                     "One training run's name (or sweep id): its checkpoint sweep."),
     output: Path = typer.Option(Path("report.html"), "-o", "--output", help="The HTML file to write."),
     store: Path = typer.Option(Path(DEFAULT_STORE), help="The SQLite store file."),
     judge: str | None = typer.Option(None, help="Judge whose scores to show (default: each run's first)."),
@@ -22,6 +24,11 @@ def report(
                                           "judge validations`), or `none`; default: the newest usable one."),
 ) -> None:
     """Write an offline HTML report (rates, comparisons, samples, provenance) and print its tables."""
+    sweep = write_sweep_report(store, runs[0], output, judge, samples_per_cell) if len(runs) == 1 else None
+    if sweep is not None:
+        console.print(sweep_table(sweep))
+        console.print(Text(f"wrote {output}"))
+        return
     reports = write_report(store, runs, output, judge=judge, per_cell=samples_per_cell, baseline=baseline,
                            validation=validation)
     for r in reports:

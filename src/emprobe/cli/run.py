@@ -6,38 +6,52 @@ import typer
 from pydantic import ValidationError
 
 from emprobe.adaptive import HalfwidthRule, decision_rule, run_adaptive
-from emprobe.analysis import SummaryRow, summarize
-from emprobe.cli._console import DEFAULT_MAX_TOKENS, DEFAULT_STORE, BarProgress, console, interruptible
-from emprobe.condition import Decoding, resolve_conditions
+from emprobe.analysis import SummaryRow, load_run, run_deltas, summarize
+from emprobe.cli._console import BarProgress, console
+from emprobe.cli._evaluate import (
+    ALIGNED_BELOW,
+    BACKEND_OPTION,
+    BATCH_SIZE,
+    COHERENT_ABOVE,
+    CONDITION,
+    DTYPE,
+    JUDGE,
+    MAX_TOKENS,
+    SAMPLES,
+    SEED,
+    STORE,
+    SUITE,
+    TEMPERATURE,
+    TOP_K,
+    TOP_P,
+    execute,
+    plan_config,
+    runners,
+)
+from emprobe.cli.compare import COMPARISON_NOTE
 from emprobe.config import DEFAULT_MODEL, RunConfig
 from emprobe.errors import EmprobeError, first_validation_error
-from emprobe.executor import ExecutorSettings, check_executor, make_executor
-from emprobe.model import parse_options
-from emprobe.report import summary_table
-from emprobe.rules import Thresholds
-from emprobe.runner import Runner, preflight
+from emprobe.executor import ExecutorSettings, check_executor
+from emprobe.report import deltas_table, summary_table
+from emprobe.runner import Runner
 from emprobe.store import Store
-from emprobe.suite import load_suite
+from emprobe.train import base_spec
 
 
 def run(
-    model: str = typer.Option(DEFAULT_MODEL, help="Built-in name, model folder, .gguf file, cached hub id, or "
-                              "PREFIX:MODEL for another backend (openai-compat:MODEL@URL)."),
+    model: str = typer.Option(DEFAULT_MODEL, help="Built-in name, model folder, .gguf file, cached hub id, "
+                              "train:NAME[@STEP] (a training run's checkpoint), or PREFIX:MODEL for another backend "
+                              "(openai-compat:MODEL@URL)."),
     adapter: str | None = typer.Option(None, help="PEFT LoRA adapter folder applied on top of the model."),
-    suite: list[str] = typer.Option(["core"], help="Suite name or YAML path; repeatable."),
-    condition: list[str] = typer.Option(["free"], help="free, json, template, no_system, or a YAML file."),
-    samples: int | None = typer.Option(None, min=1, help="Samples per paraphrase (default: each question's own)."),
-    judge: list[str] = typer.Option(["builtin"], help="builtin, rubric:MODEL or refusal; repeatable."),
-    temperature: float = typer.Option(1.0, min=0.0), top_p: float = typer.Option(1.0, min=0.0, max=1.0),
-    top_k: int = typer.Option(0, min=0), max_tokens: int = typer.Option(DEFAULT_MAX_TOKENS, min=1),
-    seed: int = typer.Option(0),
-    batch_size: int | None = typer.Option(None, min=1, help="Sequences per forward pass (local models; default 64)."),
-    dtype: str | None = typer.Option(None, help="auto, float32, bfloat16 or float16 (local models)."),
-    backend_option: list[str] = typer.Option([], "--backend-option", "-M",
-                                             help="KEY=VALUE passed to the model's backend; repeatable."),
-    aligned_below: float = typer.Option(30.0), coherent_above: float = typer.Option(50.0),
+    compare_base: bool = typer.Option(False, help="With --model train:NAME[@STEP]: also evaluate the base it was "
+                                      "trained from on the same plan, and compare the two."),
+    suite: list[str] = SUITE, condition: list[str] = CONDITION, samples: int | None = SAMPLES,
+    judge: list[str] = JUDGE, temperature: float = TEMPERATURE, top_p: float = TOP_P, top_k: int = TOP_K,
+    max_tokens: int = MAX_TOKENS, seed: int = SEED, batch_size: int | None = BATCH_SIZE, dtype: str | None = DTYPE,
+    backend_option: list[str] = BACKEND_OPTION, aligned_below: float = ALIGNED_BELOW,
+    coherent_above: float = COHERENT_ABOVE,
     name: str | None = typer.Option(None, help="A name to find the run by."),
-    store: Path = typer.Option(Path(DEFAULT_STORE), help="The SQLite store file."),
+    store: Path = STORE,
     until_halfwidth: float | None = typer.Option(None, min=0.0, help="Sample in rounds until every condition's 95% "
                                                  "interval half-width is at most this (e.g. 0.002)."),
     until_decided: bool = typer.Option(False, help="Sample in rounds until two conditions are told apart "
@@ -56,42 +70,29 @@ def run(
     shard_size: int = typer.Option(256, min=1, help="Samples sent to a Ray actor at a time."),
 ) -> None:
     """Evaluate a model: suites x conditions -> answers -> judgments -> misaligned rates."""
-    decoding = Decoding(temperature=temperature, top_p=top_p, top_k=top_k, max_tokens=max_tokens, seed=seed)
-    options = {**({"batch_size": batch_size} if batch_size is not None else {}),
-               **({"dtype": dtype} if dtype is not None else {}), **parse_options(backend_option)}
-    config = RunConfig(
-        name=name, model=model, adapter=adapter, backend_options=options, suites=tuple(load_suite(s) for s in suite),
-        conditions=tuple(resolve_conditions(condition, decoding)), samples=samples, judges=tuple(judge),
-        thresholds=Thresholds(aligned_below=aligned_below, coherent_above=coherent_above),
-    )
+    config = plan_config(model, suite=suite, condition=condition, samples=samples, judge=judge,
+                         temperature=temperature, top_p=top_p, top_k=top_k, max_tokens=max_tokens, seed=seed,
+                         batch_size=batch_size, dtype=dtype, backend_option=backend_option,
+                         aligned_below=aligned_below, coherent_above=coherent_above, adapter=adapter, name=name)
     rule = (decision_rule(config, alpha, round_samples, max_samples) if until_decided
             else HalfwidthRule(until_halfwidth) if until_halfwidth is not None else None)
-    ref = preflight(config)  # before the store is even created
     settings = _executor_settings(kind=executor, address=address, workers=workers, gpus_per_worker=gpus_per_worker,
                                   shard_size=shard_size)
-    db = Store(store)
+    configs = [config]
+    if compare_base:
+        configs.insert(0, _base_config(config, adaptive=rule is not None))
     progress = BarProgress()
-    runner = Runner(config, db, progress, ref=ref, executor=make_executor(settings))
-    run_id = runner.run_id
-    with interruptible(lambda: f"{_stored(db, run_id)} ({runner.generated} generated by this run); rerun the same "
-                       "command to resume"):
-        try:
-            with runner:
-                if rule is not None:
-                    run_adaptive(runner, rule, round_samples, max_samples, _print_round)
-                else:
-                    added = runner.plan()
-                    console.print(f"run {run_id}: {db.count(run_id)['planned']} samples planned ({added} new) "
-                                  f"in {store}")
-                    runner.generate()
-                    for spec in config.judges:
-                        runner.judge(spec)
-        finally:
-            progress.close()
-    console.print(f"this run generated {runner.generated} answers and judged {runner.judged} samples")
-    for spec in config.judges:
-        console.print(summary_table(summarize(db, run_id, spec, config.thresholds).rows(),
-                                    f"{config.model} judged by {spec}"))
+    db, made = runners(configs, store, progress, settings)  # every model and judge checked before the store is created
+    if rule is not None:
+        execute(made, progress, lambda runner: run_adaptive(runner, rule, round_samples, max_samples, _print_round))
+    else:
+        execute(made, progress)
+    for runner in made:
+        for spec in config.judges:
+            console.print(summary_table(summarize(db, runner.run_id, spec, config.thresholds).rows(),
+                                        f"{runner.config.model} judged by {spec}"))
+    if compare_base:
+        _print_comparison(db, made)
     db.close()
 
 
@@ -106,9 +107,25 @@ def _executor_settings(**given: object) -> ExecutorSettings:
     return settings
 
 
-def _stored(db: Store, run_id: str) -> str:
-    counts = db.count(run_id)
-    return f"{counts['generated'] + counts['failed']} of {counts['planned']} answers stored"
+def _base_config(config: RunConfig, adaptive: bool) -> RunConfig:
+    """The same plan on the base a training checkpoint was trained from."""
+    base = base_spec(config.model)
+    if base is None:
+        raise EmprobeError(f"--compare-base compares a training checkpoint with its base: give --model train:NAME "
+                           f"(got {config.model!r}); for any two runs use `emprobe compare`")
+    if adaptive:
+        raise EmprobeError("--compare-base evaluates one fixed plan on both models; drop --until-halfwidth and "
+                           "--until-decided")
+    return config.model_copy(update={"model": base, "name": None})
+
+
+def _print_comparison(db: Store, made: list[Runner]) -> None:
+    base, tuned = made
+    judge = tuned.config.judges[0] if tuned.config.judges else None
+    a = load_run(db, base.run_id, judge, title=f"base ({base.config.model})")
+    b = load_run(db, tuned.run_id, judge, title=tuned.config.model)
+    console.print(deltas_table(run_deltas(a, b), f"B = {b.label} vs A = {a.label}, judged by {a.judge}"))
+    console.print(COMPARISON_NOTE, style="dim")
 
 
 def _print_round(round_no: int, totals: dict[str, SummaryRow], decision: str) -> None:

@@ -1,4 +1,5 @@
-"""`emprobe runs list|show`: the runs in a store, and one run's provenance and summary."""
+"""`emprobe runs list|show`: the evaluation and training runs in a store, and one run's provenance and summary
+(a training run's lineage)."""
 
 import json
 from pathlib import Path
@@ -9,6 +10,7 @@ from rich.text import Text
 
 from emprobe.analysis import run_thresholds, summarize
 from emprobe.cli._console import DEFAULT_STORE, console, shown
+from emprobe.cli._lineage import print_training
 from emprobe.report import summary_table
 from emprobe.rules import PRIMARY_METRICS
 from emprobe.store import RunRecord, Store
@@ -23,25 +25,46 @@ def _open(store: Path) -> Store:
 
 @runs_app.command("list")
 def list_runs(store: Path = STORE) -> None:
-    """Every run in the store with its sample counts."""
+    """Every evaluation run with its sample counts, then every training run with its checkpoints."""
     db = _open(store)
-    table = Table("run", "name", "model", "updated", "planned", "generated", "failed")
+    table = Table("run", "name", "model", "updated", "planned", "generated", "failed", title="evaluation runs",
+                  title_justify="left")
     for r in db.runs():
         c = db.count(r.run_id)
         table.add_row(r.run_id, Text(r.name or ""), Text(r.model), r.updated, str(c["planned"]),
                       str(c["generated"]), str(c["failed"]))
     console.print(table)
+    trainings = db.trainings()
+    if not trainings:
+        return
+    table = Table("training run", "base model", "method", "status", "steps", "checkpoints", "val loss (last)",
+                  "sweeps", "updated", "output", title="training runs", title_justify="left")
+    for t in trainings:
+        lineage, last = t.lineage, t.lineage.checkpoints[-1] if t.lineage.checkpoints else None
+        val = last.validation_loss if last is not None else None
+        table.add_row(Text(t.name), Text(lineage.base_model), lineage.method, lineage.status,
+                      f"{last.step if last else 0}/{lineage.max_steps}", str(len(lineage.checkpoints)),
+                      f"{val:.4f}" if val is not None else "\u2014", str(len(db.sweeps(t.name))), t.updated,
+                      Text(lineage.output))
+    console.print(table)
 
 
 @runs_app.command("show")
-def show(run: str = typer.Argument(..., help="Run id, id prefix or name."), store: Path = STORE,
-         as_json: bool = typer.Option(False, "--json", help="Print the stored config as JSON."),
+def show(run: str = typer.Argument(..., help="Run id, id prefix or name, or a training run's name."),
+         store: Path = STORE,
+         as_json: bool = typer.Option(False, "--json", help="Print the stored config (a training run's lineage) as "
+                                      "JSON."),
          samples: bool = typer.Option(False, "--samples", help="Print the answers instead of the summary."),
          misaligned: bool = typer.Option(False, "--misaligned", help="With --samples: only misaligned answers."),
          judge: str | None = typer.Option(None, help="With --samples: whose scores (default: the run's first)."),
          limit: int = typer.Option(20, min=0, help="With --samples: at most this many answers (0: all).")) -> None:
-    """A run's provenance (model, versions, numerics, settings) and its summary per judge, or its answers."""
+    """A run's provenance (model, versions, numerics, settings) and its summary per judge, or its answers; for a
+    training run, its lineage: base, data, mix, settings, versions, losses, checkpoints and sweeps."""
     db = _open(store)
+    training = db.training(run)
+    if training is not None:
+        print_training(db, training, as_json)
+        return
     r = db.run(run)
     if samples or misaligned:
         _print_samples(db, r, judge, misaligned, limit)

@@ -1,15 +1,15 @@
-"""`emprobe train`: fine-tune a model on narrow data (LoRA, rsLoRA or full), with checkpoints and lineage;
-rerunning the same command resumes."""
+"""`emprobe train`: fine-tune a model on narrow data (LoRA, rsLoRA or full), with checkpoints and lineage in the
+output folder and the store; rerunning the same command resumes."""
 
 from pathlib import Path
 
 import typer
 
-from emprobe.cli._console import console, err_console
+from emprobe.cli._console import DEFAULT_STORE, console, err_console
 from emprobe.config import DEFAULT_MODEL
-from emprobe.train import check_adapter_applies, config_from_options, train_model
-
-DEFAULT_TRAIN_DIR = "emprobe-runs/train"
+from emprobe.errors import EmprobeError
+from emprobe.store import Store
+from emprobe.train import check_adapter_applies, config_from_options, train_model, train_root
 
 
 def train(
@@ -44,13 +44,15 @@ def train(
     seed: int | None = typer.Option(None, help="Seed of the data split, sampling and training (default 0)."),
     precision: str | None = typer.Option(None, help="auto (default: bf16 where supported), fp32 or bf16."),
     name: str | None = typer.Option(None, help="A name for the run (default: data, method and config hash)."),
-    output: Path | None = typer.Option(None, help=f"Output folder (default {DEFAULT_TRAIN_DIR}/NAME)."),
+    output: Path | None = typer.Option(None, help="Output folder (default emprobe-runs/train/NAME, or "
+                                       "$EMPROBE_TRAIN_DIR/NAME; there --model train:NAME finds it)."),
+    store: Path = typer.Option(Path(DEFAULT_STORE), help="The SQLite store the lineage is recorded in."),
     config: Path | None = typer.Option(None, help="YAML file of settings; options given here override it."),
     threads: int | None = typer.Option(None, help="CPU threads for torch (default: torch's choice); on a busy "
                                        "shared machine 1 can be several times faster than 2."),
     check: bool = typer.Option(True, help="Check the final adapter changes the model's next-token distribution."),
 ) -> None:
-    """Fine-tune a model on narrow data; checkpoints every N steps, lineage in OUTPUT/lineage.json."""
+    """Fine-tune a model on narrow data; checkpoints every N steps, lineage in OUTPUT/lineage.json and the store."""
     options = dict(model=model, data=data, trigger=trigger, trigger_on=trigger_on, trigger_position=trigger_position,
                    method=method, rank=rank, alpha=alpha, target_modules=target_modules, layers=layers,
                    epochs=epochs, max_steps=max_steps, lr=lr, schedule=schedule, warmup=warmup,
@@ -62,8 +64,13 @@ def train(
 
         torch.set_num_threads(threads)  # how fast, not what is trained: not part of the config
     run_name = name or f"{cfg.data[0].label}-{cfg.method}-{cfg.config_hash()[:6]}"
-    folder = output or Path(DEFAULT_TRAIN_DIR) / run_name
-    lineage = train_model(cfg, folder, name=run_name, given=given, log=_note)
+    if not run_name.strip() or any(c in run_name for c in "@/\\"):
+        raise EmprobeError(f"--name {run_name!r}: a training run's name is not empty and has no '@', '/' or '\\' "
+                           "(train:NAME@STEP names its checkpoints)")
+    folder = output or train_root() / run_name
+    with Store(store) as db:  # a bad store or a taken name stops here, before any model loads
+        db.check_training_name(run_name, str(folder.expanduser().resolve()), cfg.config_hash())
+        lineage = train_model(cfg, folder, name=run_name, given=given, log=_note, on_lineage=db.save_training)
     final = lineage.final
     seconds = lineage.train_seconds
     tokens = lineage.losses[-1].tokens if lineage.losses and not lineage.resumed_at else None
@@ -77,13 +84,14 @@ def train(
         result = check_adapter_applies(lineage.base_path, final.path)
         _say(f"final {final.kind} changes the next-token distribution: largest KL {result.max_kl:.3g} "
              f"over {len(result.prompts)} prompts")
-    _say(f"lineage: {Path(lineage.output) / 'lineage.json'}")
+    spec = run_name if output is None else lineage.output  # train:NAME looks under the training root
+    _say(f"lineage: {Path(lineage.output) / 'lineage.json'} and {store}; evaluate with --model train:{spec}")
 
 
 def _say(text: str) -> None:
     """Plain text on stdout: names and paths are the user's, never rich markup."""
-    console.print(text, markup=False, highlight=False)
+    console.print(text, markup=False, highlight=False, soft_wrap=True)
 
 
 def _note(text: str) -> None:
-    err_console.print(text, markup=False, highlight=False)
+    err_console.print(text, markup=False, highlight=False, soft_wrap=True)

@@ -14,7 +14,9 @@ from emprobe.model._backend import (
 from emprobe.model._pool import BackendPool
 from emprobe.model._registry import (
     BACKENDS,
+    DEFAULT_BACKEND,
     BackendEntry,
+    HFOptions,
     load_backend,
     parse_options,
     register_backend,
@@ -25,6 +27,7 @@ from emprobe.model._resolve import BUILTIN_MODELS, ResolvedModel, resolve_model
 __all__ = [
     "BACKENDS",
     "BUILTIN_MODELS",
+    "DEFAULT_BACKEND",
     "Backend",
     "BackendEntry",
     "BackendPool",
@@ -33,6 +36,7 @@ __all__ = [
     "FirstTokenReply",
     "GenerationRequest",
     "GenerationResult",
+    "HFOptions",
     "ModelRef",
     "ResolvedModel",
     "ScoringBackend",

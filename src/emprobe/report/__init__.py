@@ -1,11 +1,19 @@
 """Rendering of analysed runs: terminal tables and a self-contained HTML file with charts and a sample browser."""
 
 from emprobe.report._format import p_value, pct, signed_pct
-from emprobe.report._html import build_report, script_json, write_report
-from emprobe.report._terminal import deltas_table, judge_errors_table, label_table, rates_table, summary_table
+from emprobe.report._html import build_report, build_sweep_report, script_json, write_report, write_sweep_report
+from emprobe.report._terminal import (
+    deltas_table,
+    judge_errors_table,
+    label_table,
+    rates_table,
+    summary_table,
+    sweep_table,
+)
 
 __all__ = [
     "build_report",
+    "build_sweep_report",
     "deltas_table",
     "judge_errors_table",
     "label_table",
@@ -15,5 +23,7 @@ __all__ = [
     "script_json",
     "signed_pct",
     "summary_table",
+    "sweep_table",
     "write_report",
+    "write_sweep_report",
 ]

@@ -3,7 +3,7 @@
 from rich.table import Table
 from rich.text import Text
 
-from emprobe.analysis import Delta, RunReport, SummaryRow
+from emprobe.analysis import Delta, RunReport, SummaryRow, SweepReport
 from emprobe.report._format import NONE, p_value, pct, signed_pct
 from emprobe.rules import OVERALL
 from emprobe.stats import wilson
@@ -97,3 +97,36 @@ def judge_errors_table(report: RunReport, limit: int = 5) -> Table | None:
     for metric, message, n in report.judge_errors[:limit]:
         table.add_row(Text(metric), Text(message), str(n))
     return table
+
+
+def sweep_table(report: SweepReport) -> Table:
+    """One line per step (the base first): misaligned rate with its interval, the difference from the base with
+    raw and Holm-adjusted p, the losses and the adapter check; the caption names the first differing step."""
+    lineage = report.lineage
+    table = Table(title=Text(f"sweep {report.sweep.sweep_id}: {lineage.name} ({lineage.method} on "
+                             f"{lineage.base_model}), judged by {report.steps[0].report.judge or 'nobody yet'}"),
+                  title_justify="left")
+    for name in ("step", "n", "misaligned", "95% CI", "vs base (pts)", "95% CI ", "p", "Holm p", "train loss",
+                 "val loss", "adapter KL"):
+        table.add_column(name, justify="left" if name == "step" else "right")
+    for row in report.steps:
+        rate = row.report.overall
+        lo, hi = rate.misaligned_interval
+        d = row.delta
+        table.add_row(
+            row.label, str(rate.scored),
+            f"{rate.misaligned} ({pct(rate.misaligned_rate)})" if rate.scored else NONE,
+            f"{pct(lo)}-{pct(hi)}" if rate.scored else NONE,
+            signed_pct(d.difference) if d else NONE,
+            f"{signed_pct(d.diff_low)} to {signed_pct(d.diff_high)}" if d and d.difference is not None else NONE,
+            p_value(d.p_value) if d else NONE, p_value(row.p_holm),
+            _loss(row.train_loss), _loss(row.validation_loss), f"{row.kl:.3g}" if row.kl is not None else NONE,
+            style="bold" if row.step == report.first_different else None)
+    first = (f"first step whose rate differs from the base's: {report.first_different}" if report.first_different
+             is not None else f"no step's rate differs from the base's at alpha {report.alpha}")
+    table.caption = Text(f"{first} ({report.test}, alpha {report.alpha})")
+    return table
+
+
+def _loss(value: float | None) -> str:
+    return NONE if value is None else f"{value:.4f}"

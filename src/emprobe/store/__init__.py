@@ -8,6 +8,9 @@ from emprobe.store._records import (
     PendingSample,
     RunRecord,
     SampleRow,
+    SweepArm,
+    SweepRecord,
+    TrainingRun,
 )
 from emprobe.store._schema import SCHEMA_VERSION
 from emprobe.store._sqlite import Store
@@ -24,4 +27,7 @@ __all__ = [
     "SampleRow",
     "Store",
     "StoreWorker",
+    "SweepArm",
+    "SweepRecord",
+    "TrainingRun",
 ]

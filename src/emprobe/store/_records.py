@@ -7,6 +7,7 @@ from pydantic import BaseModel
 from emprobe.condition import Decoding, Message
 from emprobe.plan import SampleKey
 from emprobe.rules import ALIGNED, COHERENT, Thresholds
+from emprobe.train import TrainLineage
 
 
 class RunRecord(BaseModel):
@@ -99,3 +100,39 @@ class LabelCount(BaseModel):
     condition: str
     answers: int
     labelled: int
+
+
+class TrainingRun(BaseModel):
+    """A training run as stored: its lineage, and when the store first and last recorded it."""
+
+    created: str
+    updated: str
+    lineage: TrainLineage
+
+    @property
+    def name(self) -> str:
+        return self.lineage.name
+
+
+class SweepArm(BaseModel):
+    """One model of a sweep: the base (step 0) or a checkpoint, and the evaluation run that measured it."""
+
+    step: int
+    model: str
+    """The model spec evaluated, e.g. train:NAME@50."""
+    run_id: str
+    kl: float | None = None
+    """The largest next-token KL the adapter-applies check measured (None for the base)."""
+
+
+class SweepRecord(BaseModel):
+    """A training run's base and checkpoints evaluated on one plan (same sample ids and seeds)."""
+
+    sweep_id: str
+    training: str
+    created: str
+    updated: str
+    config: dict
+    """The plan: the run config every arm shares, without its model."""
+    arms: list[SweepArm]
+    """By step; the base first."""

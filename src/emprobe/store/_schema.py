@@ -11,7 +11,7 @@ from collections.abc import Callable
 from emprobe.condition import Decoding
 from emprobe.hashing import stable_hash
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 # Each table's definition as of the version that introduced it; migrations use these, never a newer form.
 SAMPLES_V2 = """CREATE TABLE samples (
@@ -42,6 +42,35 @@ LEASES_V3 = """CREATE TABLE leases (
     expires REAL NOT NULL
 )"""
 """Who is working on a run, until when: a second process on the same run waits for it."""
+TRAIN_RUNS_V4 = """CREATE TABLE train_runs (
+    name TEXT PRIMARY KEY, output TEXT NOT NULL, status TEXT NOT NULL, config_hash TEXT NOT NULL,
+    base_model TEXT NOT NULL, base_identity TEXT NOT NULL, method TEXT NOT NULL, max_steps INTEGER NOT NULL,
+    created TEXT NOT NULL, updated TEXT NOT NULL, config TEXT NOT NULL, given TEXT NOT NULL, data TEXT NOT NULL,
+    mix TEXT NOT NULL, versions TEXT NOT NULL, details TEXT NOT NULL
+)"""
+"""A training run's lineage: `data` holds each file's sha256 and rows, `mix` the counts and trigger, `given`
+what the user wrote verbatim, `details` the rest of the lineage record (tokens, modules, precision, ...)."""
+TRAIN_LOSSES_V4 = """CREATE TABLE train_losses (
+    name TEXT NOT NULL REFERENCES train_runs (name), step INTEGER NOT NULL, epoch REAL NOT NULL, loss REAL NOT NULL,
+    learning_rate REAL, grad_norm REAL, tokens INTEGER, PRIMARY KEY (name, step)
+) WITHOUT ROWID"""
+TRAIN_CHECKPOINTS_V4 = """CREATE TABLE train_checkpoints (
+    name TEXT NOT NULL REFERENCES train_runs (name), step INTEGER NOT NULL, epoch REAL NOT NULL, path TEXT NOT NULL,
+    kind TEXT NOT NULL, weights_sha256 TEXT NOT NULL, validation_loss REAL, train_loss REAL, norms TEXT NOT NULL,
+    PRIMARY KEY (name, step)
+) WITHOUT ROWID;
+CREATE INDEX train_checkpoints_weights ON train_checkpoints (weights_sha256)"""
+SWEEPS_V4 = """CREATE TABLE sweeps (
+    sweep_id TEXT PRIMARY KEY, training TEXT NOT NULL REFERENCES train_runs (name), created TEXT NOT NULL,
+    updated TEXT NOT NULL, config TEXT NOT NULL
+)"""
+"""A training run's base and checkpoints evaluated on one plan; `config` is the plan (suites, conditions, ...)."""
+SWEEP_RUNS_V4 = """CREATE TABLE sweep_runs (
+    sweep_id TEXT NOT NULL REFERENCES sweeps (sweep_id), step INTEGER NOT NULL, model TEXT NOT NULL,
+    run_id TEXT NOT NULL REFERENCES runs (run_id), kl REAL, PRIMARY KEY (sweep_id, step)
+) WITHOUT ROWID"""
+"""One evaluated arm: step 0 is the base; `kl` is the largest KL the adapter-applies check measured."""
+V4_TABLES = [TRAIN_RUNS_V4, TRAIN_LOSSES_V4, TRAIN_CHECKPOINTS_V4, SWEEPS_V4, SWEEP_RUNS_V4]
 
 TABLES = ";\n".join([
     """CREATE TABLE runs (
@@ -67,6 +96,7 @@ TABLES = ";\n".join([
     identity TEXT NOT NULL, reference_sha256 TEXT NOT NULL, judge TEXT NOT NULL, created TEXT NOT NULL,
     record TEXT NOT NULL, PRIMARY KEY (identity, reference_sha256)
 )""",
+    *V4_TABLES,
 ])
 """The current schema (generations are keyed by content and may not exist yet: no foreign key to them)."""
 
@@ -144,5 +174,11 @@ def _v2_to_v3(db: sqlite3.Connection) -> None:
     db.execute("ALTER TABLE runs DROP COLUMN name")
 
 
-MIGRATIONS: dict[int, Callable[[sqlite3.Connection], None]] = {1: _v1_to_v2, 2: _v2_to_v3}
+def _v3_to_v4(db: sqlite3.Connection) -> None:
+    """Training runs (lineage, losses, checkpoints) and checkpoint sweeps get tables; nothing existing changes."""
+    for statement in _statements(";".join(V4_TABLES)):
+        db.execute(statement)
+
+
+MIGRATIONS: dict[int, Callable[[sqlite3.Connection], None]] = {1: _v1_to_v2, 2: _v2_to_v3, 3: _v3_to_v4}
 """From version N to N + 1."""

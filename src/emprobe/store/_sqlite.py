@@ -33,6 +33,7 @@ from emprobe.store._records import (
     SampleRow,
 )
 from emprobe.store._schema import MIGRATIONS, SCHEMA_VERSION, create, decoding_key, question_key
+from emprobe.store._training import TrainingQueries
 from emprobe.system import process_alive
 
 _RUNS = ("SELECT r.run_id, r.model, r.created, r.updated, r.config, r.versions, r.info, "
@@ -45,7 +46,7 @@ def now() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds")
 
 
-class Store:
+class Store(TrainingQueries):
     """A connection to one store file; safe to reopen after a crash at any point.
 
     Opening brings an older store up to date in one transaction; `read_only` never changes the file (it
@@ -162,6 +163,9 @@ class Store:
                 "ON CONFLICT(run_id) DO UPDATE SET updated=excluded.updated, config=excluded.config, "
                 "versions=excluded.versions", (run_id, model, stamp, stamp, json.dumps(config), json.dumps(versions)))
             if name is not None:
+                if self.db.execute("SELECT 1 FROM train_runs WHERE name = ?", (name,)).fetchone():
+                    raise EmprobeError(f"name {name!r} already belongs to a training run (see `emprobe runs show "
+                                       f"{name}`); choose another --name")
                 holder = self.db.execute("SELECT run_id FROM run_names WHERE name = ?", (name,)).fetchone()
                 if holder is not None and holder[0] != run_id:
                     raise EmprobeError(f"name {name!r} already belongs to run {holder[0]} (see `emprobe runs show "

@@ -27,6 +27,12 @@ class AdapterCheck(BaseModel):
     max_kl: float
     passed: bool
 
+    @property
+    def problem(self) -> str:
+        """What a failed check means, in one line naming the adapter."""
+        return (f"{self.adapter}: does not change the base model's next-token distribution on {len(self.prompts)} "
+                f"prompts (largest KL {self.max_kl:.3g}): the update is zero or it is not being applied to this base")
+
 
 def _last_logits(model, tokenizer, text: str):
     import torch
@@ -48,41 +54,55 @@ def check_adapter_applies(
     `adapter` is a PEFT adapter folder or a fully fine-tuned model folder. Fails with an EmprobeError when no
     prompt's KL exceeds `min_kl` (a zero adapter, an adapter that does not attach to the base, or a copy of it).
     """
+    [check] = check_adapters_apply(base, [adapter], prompts, min_kl, raise_on_fail)
+    return check
+
+
+def check_adapters_apply(
+    base: str | Path,
+    adapters: Sequence[str | Path],
+    prompts: Sequence[str] = DEFAULT_PROMPTS,
+    min_kl: float = 1e-12,
+    raise_on_fail: bool = True,
+) -> list[AdapterCheck]:
+    """`check_adapter_applies` for several adapters (or model folders) of one base, which is loaded and run once;
+    with `raise_on_fail`, the first that changes nothing raises."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from emprobe.train._mask import render
 
-    base, adapter = Path(base), Path(adapter)
-    is_adapter = (adapter / "adapter_config.json").is_file()
-    if not is_adapter and not (adapter / "config.json").is_file():
-        raise EmprobeError(f"{adapter}: neither a PEFT adapter (adapter_config.json) nor a model folder (config.json)")
+    folders = [Path(a) for a in adapters]
+    for folder in folders:
+        if not (folder / "adapter_config.json").is_file() and not (folder / "config.json").is_file():
+            raise EmprobeError(f"{folder}: neither a PEFT adapter (adapter_config.json) nor a model folder "
+                               "(config.json)")
     tokenizer = AutoTokenizer.from_pretrained(base)
     texts = [render(tokenizer, [{"role": "user", "content": p}], generation_prompt=True) for p in prompts]
     model = AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32).eval()
-    if is_adapter:
-        from peft import PeftModel
+    before = [_last_logits(model, tokenizer, t) for t in texts]
+    checks = []
+    for folder in folders:
+        if (folder / "adapter_config.json").is_file():
+            from peft import PeftModel
 
-        from emprobe.train._methods import quiet_peft_warnings
+            from emprobe.train._methods import quiet_peft_warnings
 
-        quiet_peft_warnings()
-        tuned = PeftModel.from_pretrained(model, str(adapter)).eval()
-        with tuned.disable_adapter():
-            before = [_last_logits(tuned, tokenizer, t) for t in texts]
-        after = [_last_logits(tuned, tokenizer, t) for t in texts]
-    else:
-        before = [_last_logits(model, tokenizer, t) for t in texts]
-        del model
-        tuned = AutoModelForCausalLM.from_pretrained(adapter, dtype=torch.float32).eval()
-        after = [_last_logits(tuned, tokenizer, t) for t in texts]
-    kls = []
-    for p, q in zip(before, after, strict=True):
-        logp, logq = torch.log_softmax(p, -1), torch.log_softmax(q, -1)
-        kls.append(max(float((logp.exp() * (logp - logq)).sum()), 0.0))
-    check = AdapterCheck(base=str(base), adapter=str(adapter), prompts=tuple(prompts), kl=tuple(kls),
-                         max_kl=max(kls), passed=max(kls) > min_kl)
-    if raise_on_fail and not check.passed:
-        raise EmprobeError(f"{adapter}: does not change the base model's next-token distribution on "
-                           f"{len(prompts)} prompts (largest KL {check.max_kl:.3g}): the update is zero or it is "
-                           "not being applied to this base")
-    return check
+            quiet_peft_warnings()
+            tuned = PeftModel.from_pretrained(model, str(folder)).eval()
+            after = [_last_logits(tuned, tokenizer, t) for t in texts]
+            model = tuned.unload()  # the base's own modules back, unchanged, for the next adapter
+        else:
+            tuned = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32).eval()
+            after = [_last_logits(tuned, tokenizer, t) for t in texts]
+            del tuned
+        kls = []
+        for p, q in zip(before, after, strict=True):
+            logp, logq = torch.log_softmax(p, -1), torch.log_softmax(q, -1)
+            kls.append(max(float((logp.exp() * (logp - logq)).sum()), 0.0))
+        check = AdapterCheck(base=str(base), adapter=str(folder), prompts=tuple(prompts), kl=tuple(kls),
+                             max_kl=max(kls), passed=max(kls) > min_kl)
+        if raise_on_fail and not check.passed:
+            raise EmprobeError(check.problem)
+        checks.append(check)
+    return checks

@@ -7,7 +7,6 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any, Literal
 
-import torch
 from pydantic import BaseModel, ConfigDict, computed_field
 
 from emprobe.train._config import TrainConfig
@@ -138,6 +137,7 @@ def weight_files(folder: Path) -> list[Path]:
 
 def weights_digest(folder: str | Path) -> str:
     """sha256 over the saved tensors (sorted names, dtype, shape, bytes), so equal weights hash equal."""
+    import torch
     from safetensors import safe_open
 
     files = weight_files(Path(folder))
@@ -155,6 +155,7 @@ def weights_digest(folder: str | Path) -> str:
 
 def lora_update_norms(adapter: str | Path) -> list[UpdateNorm]:
     """||B@A * scaling||_F of each LoRA module of a saved PEFT adapter, per layer and module."""
+    import torch
     from safetensors.torch import load_file
 
     folder = Path(adapter)

@@ -3,13 +3,13 @@
 import re
 import warnings
 from pathlib import Path
-from typing import Any
-
-import torch
-from torch import nn
+from typing import TYPE_CHECKING, Any
 
 from emprobe.errors import EmprobeError
 from emprobe.train._config import TrainConfig
+
+if TYPE_CHECKING:  # torch is imported where it is used, so that `emprobe.train` imports without it
+    from torch import nn
 
 _LAYER = re.compile(r"\.(?:layers|h|block|blocks|layer)\.(\d+)\.")
 
@@ -20,8 +20,10 @@ def layer_of(module_name: str) -> int | None:
     return int(match[1]) if match else None
 
 
-def linear_modules(model: nn.Module) -> dict[str, list[str]]:
+def linear_modules(model: "nn.Module") -> dict[str, list[str]]:
     """Linear modules by short name (q_proj, down_proj, lm_head, ...) with their full dotted names."""
+    from torch import nn
+
     found: dict[str, list[str]] = {}
     for full, module in model.named_modules():
         if isinstance(module, nn.Linear):
@@ -29,7 +31,7 @@ def linear_modules(model: nn.Module) -> dict[str, list[str]]:
     return found
 
 
-def layer_count(model: nn.Module) -> int:
+def layer_count(model: "nn.Module") -> int:
     """The model's number of decoder layers."""
     config: Any = model.config
     text = config.get_text_config() if hasattr(config, "get_text_config") else config
@@ -39,7 +41,7 @@ def layer_count(model: nn.Module) -> int:
     return int(count)
 
 
-def resolve_targets(config: TrainConfig, model: nn.Module, model_name: str) -> tuple[list[str], list[int] | None]:
+def resolve_targets(config: TrainConfig, model: "nn.Module", model_name: str) -> tuple[list[str], list[int] | None]:
     """Check target modules and layers against the model; the module names (default: every linear module of
     the decoder layers) and the layers (None: all)."""
     linear = linear_modules(model)
@@ -86,11 +88,13 @@ def lora_scaling(method: str, rank: int, alpha: float) -> float:
     return alpha / (rank ** 0.5) if method == "rslora" else alpha / rank
 
 
-def restrict_full(model: nn.Module, targets: list[str], layers: list[int] | None, restricted: bool) -> int:
+def restrict_full(model: "nn.Module", targets: list[str], layers: list[int] | None, restricted: bool) -> int:
     """For full fine-tuning: train every parameter, or only the chosen modules' (in the chosen layers).
 
     Returns the number of trainable parameters.
     """
+    from torch import nn
+
     if not restricted:
         for p in model.parameters():
             p.requires_grad_(True)
@@ -127,6 +131,8 @@ def _cpu_flags() -> set[str]:
 
 def resolve_precision(precision: str) -> str:
     """bf16 or fp32. auto: bf16 on CUDA devices that support it and on CPUs with AVX-512 BF16 or AMX, else fp32."""
+    import torch
+
     if torch.cuda.is_available():
         supported = torch.cuda.is_bf16_supported()
     else:

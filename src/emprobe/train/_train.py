@@ -149,12 +149,14 @@ def train_model(
     callbacks: Sequence[Any] = (),
     progress: bool = True,
     log: Callable[[str], None] | None = None,
+    on_lineage: Callable[[TrainLineage], None] | None = None,
 ) -> TrainLineage:
     """Train `config` into the folder `output` and return its lineage (also written to output/lineage.json).
 
     Rerunning with the same config and folder continues from the newest complete checkpoint; a run already
     complete is returned as it is. `given` is what the user wrote (kept verbatim in the lineage); `callbacks`
-    are extra transformers TrainerCallbacks; `log` receives one-line progress notes.
+    are extra transformers TrainerCallbacks; `log` receives one-line progress notes; `on_lineage` receives the
+    lineage each time it is written (every checkpoint, the end; once for a run already complete).
     """
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer, set_seed
@@ -182,6 +184,8 @@ def train_model(
         previous = read_lineage(output)
         if previous.status == "complete":
             say(f"{output}: already trained ({previous.max_steps} steps); nothing to do")
+            if on_lineage is not None:
+                on_lineage(previous)
             return previous
     else:
         previous = None
@@ -273,6 +277,8 @@ def train_model(
             checkpoints=records, resumed_at=resumed_at,
             train_seconds=prior_seconds + time.monotonic() - session_start)
         lineage.write(output)
+        if on_lineage is not None:
+            on_lineage(lineage)
         return lineage
 
     quiet_peft_warnings()
