@@ -1,15 +1,20 @@
 """What every executor shares: shards keep a prompt's samples together and prompts of similar length side by side;
-the local path never imports Ray; executor options are checked, one line each, before any work."""
+the local path never imports Ray; executor options are checked, one line each, before any work; a run's model is
+named as the executor's workers load it."""
 
 import subprocess
 import sys
 
 import pytest
 
-from emprobe.condition import Decoding, Message
+from emprobe.condition import Condition, Decoding, Message
+from emprobe.config import RunConfig
 from emprobe.errors import EmprobeError
-from emprobe.executor import ExecutorSettings, generation_shards
-from emprobe.model import GenerationRequest
+from emprobe.executor import ExecutorSettings, LocalExecutor, generation_shards
+from emprobe.model import GenerationRequest, ModelRef
+from emprobe.runner import Runner, preflight
+from emprobe.store import Store
+from emprobe.suite import parse_suite
 
 
 def requests(prompt: str, n: int, first: int = 0) -> list[GenerationRequest]:
@@ -49,3 +54,19 @@ def test_executor_options_are_checked_before_any_work(given, words, tmp_path):
 
     with pytest.raises(EmprobeError, match=words):
         _executor_settings(**{**ExecutorSettings().model_dump(), **given})
+
+
+class _Elsewhere(LocalExecutor):
+    """An executor whose workers load the model with other numerics than this process would."""
+
+    def resolve(self, ref: ModelRef) -> ModelRef:
+        return ref.model_copy(update={"identity": ref.identity + "|elsewhere"})
+
+
+def test_a_preflighted_model_is_named_as_the_executors_workers_load_it(tmp_path):
+    suite = parse_suite({"name": "s", "questions": [{"id": "q", "paraphrases": ["Hi?"]}]}, "s", "mem")
+    config = RunConfig(model="openai-compat:m@http://127.0.0.1:9/v1", suites=(suite,),
+                       conditions=(Condition(name="free", decoding=Decoding()),), judges=())
+    runner = Runner(config, Store(tmp_path / "s.db"), ref=preflight(config), executor=_Elsewhere())
+    assert runner.ref.identity.endswith("|elsewhere")
+    assert runner.run_id == config.run_id(runner.ref.identity)

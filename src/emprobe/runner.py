@@ -85,8 +85,8 @@ class Runner:
         self.judged = 0
         """Samples this runner judged (and stored)."""
         check_judges(config)
-        if ref is not None:
-            self.ref = ref  # resolved already (`preflight`)
+        self._resolved = ref
+        """The model resolved already (`preflight`), or None."""
 
     def __enter__(self) -> "Runner":
         return self
@@ -128,7 +128,8 @@ class Runner:
     def ref(self) -> ModelRef:
         """The run's model, resolved (identity, validated options) without loading it, as the executor's workers
         will load it (their numerics)."""
-        return self.executor.resolve(resolve(self.config.model, self.config.adapter, self.config.backend_options))
+        here = self._resolved or resolve(self.config.model, self.config.adapter, self.config.backend_options)
+        return self.executor.resolve(here)
 
     @cached_property
     def run_id(self) -> str:
