@@ -1,7 +1,9 @@
 """The OpenAI-compatible backend against a real server (llama-cpp-python serving SmolLM2), directly and through
-a fault-injecting proxy: full runs, resumes after Ctrl-C and a dead server, the judge's logprobs, the API key."""
+a fault-injecting proxy: full runs, resumes after Ctrl-C and a dead server, two servers of one model with one of
+them down or SIGKILLed and restarted mid-run, the judge's logprobs, the API key."""
 
 import logging
+import signal
 import sqlite3
 from pathlib import Path
 
@@ -13,6 +15,7 @@ from emprobe.config import RunConfig
 from emprobe.errors import EmprobeError
 from emprobe.judge import FirstTokenJudge, builtin_rubric, judgment_from_tokens
 from emprobe.model import GenerationRequest, load_backend
+from emprobe.model._providers._fleet import Upstream
 from emprobe.model._providers._http_client import JsonClient, retry_after_seconds
 from emprobe.model._providers.openai_compat import (
     _group,
@@ -372,6 +375,44 @@ def test_one_of_two_servers_down_mid_run_and_back(server, tmp_path, caplog):
         assert backend.client.stats.errors == 8  # the rejected prompt's samples, nothing else
         assert "looks down" in caplog.text and "answers again" in caplog.text
         assert backend.identity == endpoint_identity(model.removeprefix("openai-compat:"))
+        close_all(runner)
+        store.close()
+
+
+@needs_server
+def test_a_server_killed_mid_run_and_restarted(server, tmp_path, caplog):
+    """Two real llama.cpp servers of one model, each behind a proxy: the second is SIGKILLed mid-run while the first
+    stalls, and a new process is started on its port; the run completes without spending retries, every sample
+    stored once, and the restarted server serves the rest of the run."""
+    caplog.set_level(logging.WARNING, logger="emprobe.http")
+    with (LlamaServer(tmp_path / "second.log", api_key=SECRET) as second,
+          FaultProxy(server.base_url.removesuffix("/v1"), reject_marker=REJECT) as first_proxy,
+          FaultProxy(second.base_url.removesuffix("/v1"), reject_marker=REJECT) as second_proxy):
+        model = endpoint_file(tmp_path, [first_proxy.url + "/v1", second_proxy.url + "/v1"], max_retries=1,
+                              timeout=120, max_n=1, max_concurrency=2)
+        served_when_restarted: list[int] = []
+
+        def restarted() -> Upstream:
+            return runner.executor.backends.get(runner.ref).client.fleet.upstreams[1]
+
+        def kill_and_restart(done: int) -> None:
+            if done == 4:
+                first_proxy.paused = True  # the rest of the run must wait for the restarted server
+                assert second.process is not None
+                second.process.send_signal(signal.SIGKILL)
+                second.process.wait()
+                second.__enter__()  # a new server process on the same port
+                served_when_restarted.append(restarted().ok)
+            elif served_when_restarted and restarted().ok >= served_when_restarted[0] + 3:
+                first_proxy.paused = False
+
+        store = Store(tmp_path / "store.db")
+        runner = Runner(run_config(model, samples=8, judge=False), store, _Each(kill_and_restart), flush_every=0)
+        runner.run()
+        assert planned_exactly_once(store, runner.run_id) == {"planned": 32, "generated": 24, "failed": 8}
+        assert restarted().ok >= served_when_restarted[0] + 3
+        assert runner.executor.backends.get(runner.ref).client.stats.errors == 8  # the rejected prompt, nothing else
+        assert second_proxy.requests > 0 and "looks down" in caplog.text and "answers again" in caplog.text
         close_all(runner)
         store.close()
 
