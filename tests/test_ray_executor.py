@@ -1,6 +1,7 @@
 """The Ray executor on a real local Ray cluster (`ray.init(num_cpus=2)`, shared by this module's tests): the same
-answers and judgments as the local executor for the same plan and seeds, and a worker killed mid-shard (SIGKILL)
-replaced with its shard retried: every planned sample stored exactly once, nothing generated twice."""
+answers and judgments as the local executor for the same plan and seeds, each worker keeping its model, judges and
+the rubric judge's prefix cache across shards, and a worker killed mid-shard (SIGKILL) replaced with its shard
+retried: every planned sample stored exactly once, nothing generated twice."""
 
 import logging
 import os
@@ -13,8 +14,9 @@ ray = pytest.importorskip("ray", reason="Ray is not installed: pip install 'empr
 
 from emprobe.condition import Condition, Decoding  # noqa: E402
 from emprobe.config import RunConfig  # noqa: E402
-from emprobe.executor import ExecutorSettings, make_executor  # noqa: E402
+from emprobe.executor import ExecutorSettings, Worker, make_executor  # noqa: E402
 from emprobe.executor._ray import RayExecutor  # noqa: E402
+from emprobe.model import ModelRef  # noqa: E402
 from emprobe.runner import Runner  # noqa: E402
 from emprobe.store import Store  # noqa: E402
 from emprobe.suite import parse_suite  # noqa: E402
@@ -86,6 +88,15 @@ def test_same_answers_and_judgments_as_the_local_executor(cluster, tiny_llama, t
         assert results(store, runner.run_id) == local_results
         assert store.run(runner.run_id).info["executor"] == "ray (2 workers)"
         assert executor.retried == 0
+
+        def held(worker: Worker, ref: ModelRef) -> tuple[int, int, int]:  # nested: sent by value to the actors
+            """Models loaded, judges built and prompt prefixes cached by one worker (the rubric judge shares the
+            model)."""
+            return len(worker.backends), len(worker._judges), len(worker.backend(ref)._prefix_cache)  # type: ignore
+
+        for actor in executor.actors:  # kept across shards: the model, the judges, the rubric judge's prefix cache
+            loaded, judges, prefixes = ray.get(actor.__ray_call__.remote(held, runner.ref))
+            assert (loaded, judges) == (1, 2) and prefixes >= 1
 
 
 class _KillAWorker:
