@@ -16,12 +16,13 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from emprobe.condition import Decoding, Message  # noqa: E402
-from emprobe.model import GenerationRequest  # noqa: E402
+from emprobe.model import GenerationRequest, load_backend  # noqa: E402
 from emprobe.model._providers.openai_compat import OpenAICompatBackend  # noqa: E402
 from openai_server import LlamaServer, missing_reason  # noqa: E402
 
@@ -63,7 +64,9 @@ def plain(base_url: str, model: str, requests: list[GenerationRequest], workers:
 
 def emprobe_client(base_url: str, model: str, requests: list[GenerationRequest], concurrency: int | None) -> dict:
     """emprobe's backend; samples its in-flight count every millisecond to find the client's idle gaps."""
-    backend = OpenAICompatBackend(f"{model}@{base_url}", concurrency=concurrency, max_n=1)
+    options: dict[str, Any] = {"concurrency": concurrency} if concurrency else {}
+    backend = load_backend(f"openai-compat:{model}@{base_url}", max_n=1, **options)
+    assert isinstance(backend, OpenAICompatBackend)
     idle, samples, running = [0], [0], [True]
 
     def watch() -> None:
@@ -80,7 +83,7 @@ def emprobe_client(base_url: str, model: str, requests: list[GenerationRequest],
     running[0] = False
     watcher.join()
     cpu_s = time.process_time() - cpu
-    limit = backend.client.limit.limit
+    limit = backend.client.fleet.limit()
     backend.close()
     assert all(r.error is None for r in results), [r.error for r in results if r.error]
     return {"tokens": sum(r.completion_tokens for r in results), "wall_s": wall, "cpu_s": cpu_s,

@@ -31,6 +31,8 @@ class FaultProxy:
         """While True, replies lose their logprobs, as from a server that does not compute them."""
         self.down = False
         """While True, every connection is closed at once, as if the server had died."""
+        self.paused = False
+        """While True, requests wait here before they are forwarded, as on a server that has stalled."""
         self.requests = 0
         self._scheduled = 0
         self.injected: Counter[str] = Counter()
@@ -114,6 +116,8 @@ class FaultProxy:
             payload = json.dumps({"error": {"message": f"injected {fault}", "type": "fault_proxy"}}).encode()
             await _respond(writer, status, payload, extra)
             return True
+        while self.paused:
+            await asyncio.sleep(0.05)
         forwarded = {k: v for k, v in headers.items() if k in ("content-type", "authorization", "accept")}
         try:
             reply = await self._http.request(method, self.upstream + path, content=body, headers=forwarded)

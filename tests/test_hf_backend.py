@@ -173,9 +173,13 @@ def test_free_cpus_leaves_out_the_busy_ones(monkeypatch):
     monkeypatch.setattr(system, "_cpu_times", lambda: next(readings))
     monkeypatch.setattr(system.os, "sched_getaffinity", lambda pid: {0, 1, 2, 3})
     monkeypatch.setattr(system.os, "cpu_count", lambda: 4)
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
     assert system.free_cpus(window=0) == 2
     readings = iter([(0, 0), (100, 0)])  # every core busy: still one thread
     assert system.free_cpus(window=0) == 1
+    readings = iter([(1000, 1000), (1400, 1400)])  # all idle, but OMP_NUM_THREADS (a Ray actor's CPUs) caps it
+    monkeypatch.setenv("OMP_NUM_THREADS", "3")
+    assert system.free_cpus(window=0) == 3
 
 
 def test_a_killed_conversion_leaves_nothing_behind(tmp_path):

@@ -8,7 +8,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from emprobe.model._providers._http_client import AdaptiveLimit, JsonClient, PermanentError, ServerUnavailable
+from emprobe.model._providers._http_client import JsonClient, PermanentError, ServerUnavailable
 
 
 class _Scripted(BaseHTTPRequestHandler):
@@ -44,7 +44,7 @@ def server():
 
 def _post(server, max_retries: int):
     client = JsonClient(f"http://127.0.0.1:{server.server_address[1]}", {}, timeout=5, max_retries=max_retries,
-                        limit=AdaptiveLimit(2), backoff=0.01)
+                        concurrency=2, backoff=0.01)
 
     async def go():
         try:
@@ -79,7 +79,7 @@ def test_permanent_failures_are_not_retried(server):
 def test_a_server_never_reached_fails_at_once(tmp_path):
     from emprobe.model._providers._http_client import ServerUnavailable as Unavailable
 
-    client = JsonClient("http://127.0.0.1:9", {}, timeout=5, max_retries=8, limit=AdaptiveLimit(2), backoff=5.0)
+    client = JsonClient("http://127.0.0.1:9", {}, timeout=5, max_retries=8, concurrency=2, backoff=5.0)
 
     async def go():
         try:

@@ -1,7 +1,9 @@
 """The OpenAI-compatible backend against a real server (llama-cpp-python serving SmolLM2), directly and through
-a fault-injecting proxy: full runs, resumes after Ctrl-C and a dead server, the judge's logprobs, the API key."""
+a fault-injecting proxy: full runs, resumes after Ctrl-C and a dead server, two servers of one model with one of
+them down or SIGKILLed and restarted mid-run, the judge's logprobs, the API key."""
 
 import logging
+import signal
 import sqlite3
 from pathlib import Path
 
@@ -13,6 +15,7 @@ from emprobe.config import RunConfig
 from emprobe.errors import EmprobeError
 from emprobe.judge import FirstTokenJudge, builtin_rubric, judgment_from_tokens
 from emprobe.model import GenerationRequest, load_backend
+from emprobe.model._providers._fleet import Upstream
 from emprobe.model._providers._http_client import JsonClient, retry_after_seconds
 from emprobe.model._providers.openai_compat import (
     _group,
@@ -63,6 +66,23 @@ def test_model_names_and_endpoint_files(tmp_path):
     assert SECRET not in str(err.value)
 
 
+def test_several_servers_of_one_model(tmp_path):
+    """`MODEL@URL1,URL2` or a list in the file; the default identity names every server (in any order), and an
+    `identity` keeps the cache when servers are added."""
+    both = "m@http://10.0.0.2:8000/v1,http://10.0.0.1:8000/v1/"
+    assert parse_endpoint(both).urls == ("http://10.0.0.2:8000/v1", "http://10.0.0.1:8000/v1")
+    assert endpoint_identity(both) == endpoint_identity("m@http://10.0.0.1:8000/v1,http://10.0.0.2:8000/v1") == \
+        "openai-compat:m@http://10.0.0.1:8000/v1,http://10.0.0.2:8000/v1"
+    fleet = tmp_path / "fleet.yaml"
+    for urls in (["http://10.0.0.1:8000/v1"], ["http://10.0.0.1:8000/v1", "http://10.0.0.2:8000/v1"]):
+        fleet.write_text(yaml.safe_dump({"base_url": urls, "model": "m", "identity": "llama-3-8b@sha256:abc"}))
+        assert endpoint_identity(str(fleet)) == "llama-3-8b@sha256:abc"
+    for bad, words in [("m@http://h/v1,ftp://x", "'ftp://x' is not an http"), ("m@http://h/v1,http://h/v1/", "twice"),
+                       ("m@http://h/v1,http://u:pw@g/v1", "credentials")]:
+        with pytest.raises(EmprobeError, match=words):
+            parse_endpoint(bad)
+
+
 def test_key_comes_from_the_environment_only(monkeypatch):
     monkeypatch.setenv(KEY_ENV, SECRET)
     backend = load_backend("openai-compat:m@http://127.0.0.1:9/v1", api_key_env=KEY_ENV)
@@ -100,7 +120,7 @@ def test_retry_after_header_in_seconds_or_a_date():
     assert retry_after_seconds(httpx.Response(429, headers={"Retry-After": "3"})) == 3.0
     assert retry_after_seconds(httpx.Response(429, headers={"Retry-After": "Wed, 21 Oct 2015 07:28:00 GMT"})) == 0
     assert retry_after_seconds(httpx.Response(429)) is None
-    client = JsonClient("http://x", {}, 1.0, 3, None)  # type: ignore[arg-type]
+    client = JsonClient("http://x", {}, 1.0, 3)
     assert client.delay(1, 2.0) == 2.0 and 0.25 <= client.delay(1, None) <= 0.75
 
 
@@ -198,7 +218,7 @@ def test_full_run_through_faults(server, tmp_path, caplog, capsys):
         assert counts == {"planned": 4, "generated": 3, "failed": 1}
         failed = store.db.execute("SELECT error FROM generations WHERE error IS NOT NULL").fetchall()
         assert all("HTTP 400" in e for (e,) in failed)
-        backend = runner.backends.get(runner.ref)
+        backend = runner.executor.backends.get(runner.ref)
         assert len(backend.failures) == 1 and "failed for good" in caplog.text
         assert set(proxy.injected) == {"drop", "500", "429", "slow", "truncate", "malformed", "reject"}
         assert proxy.authorization == {f"Bearer {SECRET}"}
@@ -327,3 +347,86 @@ def test_cli_run_and_report_through_the_server_never_show_the_key(server, tmp_pa
     out += emprobe("report", "--store", str(store), "-o", str(report), Store(store).runs()[0].run_id)
     assert report.is_file()
     assert_no_secret(out, files=(store, Path(f"{store}-wal"), report))
+
+
+@needs_server
+def test_one_of_two_servers_down_mid_run_and_back(server, tmp_path, caplog):
+    """Two endpoints of one model (two proxies in front of the server): one dies mid-run and comes back; the run
+    completes without spending retries, every sample stored once, and the restored one serves requests again."""
+    caplog.set_level(logging.WARNING, logger="emprobe.http")
+    upstream = server.base_url.removesuffix("/v1")
+    with FaultProxy(upstream, reject_marker=REJECT) as first, FaultProxy(upstream, reject_marker=REJECT) as second:
+        model = endpoint_file(tmp_path, [first.url + "/v1", second.url + "/v1"], max_retries=1, timeout=30)
+        seen_at_restore = []
+
+        def outage(done: int) -> None:
+            if done == 4:
+                first.down = True
+            elif done == 12:
+                first.down = False
+                seen_at_restore.append(first.requests)
+
+        store = Store(tmp_path / "store.db")
+        runner = Runner(run_config(model, samples=8, judge=False), store, _Each(outage), flush_every=0)
+        runner.run()
+        assert planned_exactly_once(store, runner.run_id) == {"planned": 32, "generated": 24, "failed": 8}
+        assert first.requests > seen_at_restore[0]  # back in the rotation
+        backend = runner.executor.backends.get(runner.ref)
+        assert backend.client.stats.errors == 8  # the rejected prompt's samples, nothing else
+        assert "looks down" in caplog.text and "answers again" in caplog.text
+        assert backend.identity == endpoint_identity(model.removeprefix("openai-compat:"))
+        close_all(runner)
+        store.close()
+
+
+@needs_server
+def test_a_server_killed_mid_run_and_restarted(server, tmp_path, caplog):
+    """Two real llama.cpp servers of one model, each behind a proxy: the second is SIGKILLed mid-run while the first
+    stalls, and a new process is started on its port; the run completes without spending retries, every sample
+    stored once, and the restarted server serves the rest of the run."""
+    caplog.set_level(logging.WARNING, logger="emprobe.http")
+    with (LlamaServer(tmp_path / "second.log", api_key=SECRET) as second,
+          FaultProxy(server.base_url.removesuffix("/v1"), reject_marker=REJECT) as first_proxy,
+          FaultProxy(second.base_url.removesuffix("/v1"), reject_marker=REJECT) as second_proxy):
+        model = endpoint_file(tmp_path, [first_proxy.url + "/v1", second_proxy.url + "/v1"], max_retries=1,
+                              timeout=120, max_n=1, max_concurrency=2)
+        served_when_restarted: list[int] = []
+
+        def restarted() -> Upstream:
+            return runner.executor.backends.get(runner.ref).client.fleet.upstreams[1]
+
+        def kill_and_restart(done: int) -> None:
+            if done == 4:
+                first_proxy.paused = True  # the rest of the run must wait for the restarted server
+                assert second.process is not None
+                second.process.send_signal(signal.SIGKILL)
+                second.process.wait()
+                second.__enter__()  # a new server process on the same port
+                served_when_restarted.append(restarted().ok)
+            elif served_when_restarted and restarted().ok >= served_when_restarted[0] + 3:
+                first_proxy.paused = False
+
+        store = Store(tmp_path / "store.db")
+        runner = Runner(run_config(model, samples=8, judge=False), store, _Each(kill_and_restart), flush_every=0)
+        runner.run()
+        assert planned_exactly_once(store, runner.run_id) == {"planned": 32, "generated": 24, "failed": 8}
+        assert restarted().ok >= served_when_restarted[0] + 3
+        assert runner.executor.backends.get(runner.ref).client.stats.errors == 8  # the rejected prompt, nothing else
+        assert second_proxy.requests > 0 and "looks down" in caplog.text and "answers again" in caplog.text
+        close_all(runner)
+        store.close()
+
+
+class _Each:
+    """A progress display that calls `action(generations so far)` after each generation."""
+
+    def __init__(self, action):
+        self.action, self.seen = action, 0
+
+    def start(self, stage: str, total: int) -> None: ...
+    def done(self) -> None: ...
+    def note(self, message: str) -> None: ...
+
+    def advance(self, n: int = 1, status: str = "") -> None:
+        self.seen += n
+        self.action(self.seen)

@@ -41,7 +41,7 @@ def test_run_then_rerun_does_no_work(tiny_llama, tmp_path):
     assert n_judgments == 8 * 2 + 4  # wish: aligned + coherent; fact: correct
     again = Runner(_config(tiny_llama), store)
     assert again.run() == run_id
-    assert len(again.backends) == 0  # nothing to generate or judge: no model was even loaded
+    assert len(again.executor.backends) == 0  # nothing to generate or judge: no model was even loaded
     assert _rows(db_path, "SELECT count(*) FROM judgments")[0][0] == n_judgments
     info = store.run(run_id)
     assert info.config["samples"] == 2 and info.info["system_prompt"] == "native"

@@ -2,6 +2,7 @@
 
 import platform
 import time
+from collections.abc import Iterator
 from functools import cached_property
 from importlib.metadata import PackageNotFoundError, version
 from typing import Protocol
@@ -10,9 +11,10 @@ from emprobe import __version__
 from emprobe.condition import split_reasoning
 from emprobe.config import RunConfig
 from emprobe.errors import EmprobeError
+from emprobe.executor import Executor, JudgeInfo, JudgeSetup, JudgeShard, LocalExecutor, Verdicts
 from emprobe.hashing import stable_hash
-from emprobe.judge import Judge, JudgeContext, Judgment, check_judge, load_judge, rubrics_for
-from emprobe.model import Backend, BackendPool, GenerationRequest, ModelRef, resolve, status_of
+from emprobe.judge import Judgment, check_judge, rubrics_for
+from emprobe.model import GenerationRequest, ModelRef, resolve
 from emprobe.plan import next_turn, plan_samples, turn_of, turn_question_ids
 from emprobe.rules import NO_REASONING
 from emprobe.store import JudgeableSample, Store, StoreWorker
@@ -73,24 +75,26 @@ def preflight(config: RunConfig) -> ModelRef:
 class Runner:
     """Executes one RunConfig against one store, loading each model once and only when there is work for it.
 
-    Use it as a context manager (or call `close`) so backends release their models, connections and threads.
+    Generation and judging run on an `Executor` (this process by default, or Ray actors); the runner plans, keeps
+    the run's lease and writes every result as it arrives. Use it as a context manager (or call `close`) so the
+    executor releases its models, connections, threads and workers.
     """
 
     def __init__(self, config: RunConfig, store: Store, progress: Progress | None = None,
-                 flush_every: float = 2.0, ref: ModelRef | None = None):
+                 flush_every: float = 2.0, ref: ModelRef | None = None, executor: Executor | None = None):
         self.config = config
         self.store = store
         self.progress = progress or Silent()
         self.flush_every = flush_every
-        self.backends = BackendPool()
+        self.executor: Executor = executor or LocalExecutor()
         self.worker: StoreWorker | None = None
         self.generated = 0
         """Answers this runner generated (and stored)."""
         self.judged = 0
         """Samples this runner judged (and stored)."""
         check_judges(config)
-        if ref is not None:
-            self.ref = ref  # resolved already (`preflight`)
+        self._resolved = ref
+        """The model resolved already (`preflight`), or None."""
 
     def __enter__(self) -> "Runner":
         return self
@@ -99,11 +103,11 @@ class Runner:
         self.close()
 
     def close(self) -> None:
-        """Store what is pending, give up the run's lease and close every backend this runner loaded."""
+        """Store what is pending, give up the run's lease and close the executor (what it loaded, its workers)."""
         try:
             self._end_session()
         finally:
-            self.backends.close()
+            self.executor.close()
 
     def _session(self) -> StoreWorker:
         """The run's lease (waiting while another process holds it) and the thread that stores generations."""
@@ -130,19 +134,15 @@ class Runner:
 
     @cached_property
     def ref(self) -> ModelRef:
-        """The run's model, resolved (identity, validated options) without loading it."""
-        return resolve(self.config.model, self.config.adapter, self.config.backend_options)
+        """The run's model, resolved (identity, validated options) without loading it, as the executor's workers
+        will load it (their numerics)."""
+        here = self._resolved or resolve(self.config.model, self.config.adapter, self.config.backend_options)
+        return self.executor.resolve(here)
 
     @cached_property
     def run_id(self) -> str:
         """Derived from the model and what is asked; set it to address a stored run directly."""
         return self.config.run_id(self.ref.identity)
-
-    def judge_model(self, spec: str) -> Backend:
-        """A judge's model: the run's own backend when the judge names the run's model (without its adapter)."""
-        if spec == self.config.model:
-            return self.backends.get(self.ref if not self.config.adapter else resolve(spec, options=self.ref.options))
-        return self.backends.load(spec)
 
     def run(self, samples: int | None = None) -> str:
         """Plan, generate and judge whatever is missing; returns the run id."""
@@ -190,16 +190,15 @@ class Runner:
         todo = self._todo()  # another process may have done some while this one waited
         if todo == 0:
             return
-        backend = self.backends.get(self.ref)
-        self.store.update_run_info(self.run_id, backend.info)
+        self.store.update_run_info(self.run_id, self.executor.model_info(self.ref))
         self.progress.start("generating", todo)
+        pages = ([GenerationRequest(key=s.gen_key, messages=s.messages, decoding=s.decoding) for s in chunk]
+                 for chunk in self.store.pending_generation(self.run_id))
         try:
-            for chunk in self.store.pending_generation(self.run_id):
-                requests = [GenerationRequest(key=s.gen_key, messages=s.messages, decoding=s.decoding) for s in chunk]
-                for result in backend.generate(requests):
-                    worker.save_generation(backend.identity, result)
-                    self.generated += 1
-                    self.progress.advance(status=status_of(backend))
+            for result in self.executor.generate(self.ref, pages):
+                worker.save_generation(self.ref.identity, result)
+                self.generated += 1
+                self.progress.advance(status=self.executor.status())
         finally:
             worker.flush()
         self.progress.done()
@@ -216,29 +215,42 @@ class Runner:
         todo = self._unjudged(spec)
         if todo <= 0:
             return
-        judge = self.make_judge(spec)
+        setup = JudgeSetup(spec=spec, thresholds=self.config.thresholds, model=self.config.model,
+                           options=self.config.backend_options)
+        judge = self.executor.judge_info(setup)
         rubrics = {(s.name, q.id): rubrics_for(q, judge) for s in self.config.suites for q in s.questions}
         self.progress.start(f"judging ({spec})", todo)
-        size = 8
-        for page in self.store.pending_judging(self.run_id, spec):
-            while page:  # `size` adapts so that a chunk takes about JUDGE_SECONDS
-                chunk, page = page[:size], page[size:]
-                began = time.monotonic()
-                self._judge_chunk(spec, judge, rubrics, chunk)
-                self.judged += len(chunk)
-                self.progress.advance(len(chunk), status=status_of(judge))
-                pace = JUDGE_SECONDS * len(chunk) / max(time.monotonic() - began, 1e-3)
-                size = max(1, min(256, int(pace)))
+        rows: dict[int, _ShardRows] = {}
+        for shard, verdicts in self.executor.judge(setup, self._judge_shards(spec, judge, rubrics, rows)):
+            self.store.save_judgments(self.run_id, spec, judge.identity, rows.pop(shard.index).with_verdicts(verdicts))
+            self.judged += shard.samples
+            self.progress.advance(shard.samples, status=self.executor.status())
         self.progress.done()
 
     def _unjudged(self, spec: str) -> int:
         return self.store.count(self.run_id)["generated"] - self.store.count_scored(self.run_id, spec)
 
-    def _judge_chunk(self, spec: str, judge: Judge, rubrics: dict[tuple[str, str], list[Rubric]],
-                     chunk: list[JudgeableSample]) -> None:
-        """Judge some samples on their rubrics (reusing cached judgments) and store them in one transaction."""
-        rows: list[tuple[str, str, Judgment | None]] = []
+    def _judge_shards(self, spec: str, judge: JudgeInfo, rubrics: dict[tuple[str, str], list[Rubric]],
+                      rows: "dict[int, _ShardRows]") -> Iterator[JudgeShard]:
+        """The unjudged samples in shards, each with the pairs its rubrics still need (cached judgments are
+        reused); `rows` gets each shard's rows to store. Shards are sized so that judging one here takes about
+        JUDGE_SECONDS (the time until the next is asked for), so an interrupt loses at most one."""
+        size, index = 8, 0
+        for page in self.store.pending_judging(self.run_id, spec):
+            while page:
+                chunk, page = page[:size], page[size:]
+                began = time.monotonic()
+                shard, rows[index] = self._judge_shard(index, judge, rubrics, chunk)
+                index += 1
+                yield shard
+                pace = JUDGE_SECONDS * len(chunk) / max(time.monotonic() - began, 1e-3)
+                size = max(1, min(self.executor.max_shard, int(pace)))
+
+    def _judge_shard(self, index: int, judge: JudgeInfo, rubrics: dict[tuple[str, str], list[Rubric]],
+                     chunk: list[JudgeableSample]) -> "tuple[JudgeShard, _ShardRows]":
+        """Some samples' work on their rubrics, without what is cached, and the rows that will store it."""
         work: dict[Rubric, list[tuple[str, str, str, str]]] = {}
+        preset: dict[tuple[str, str], Judgment] = {}
         for sample in chunk:
             reasoning, answer = (split_reasoning(sample.answer, self.config.think) if self.config.think
                                  else (None, sample.answer))
@@ -246,39 +258,28 @@ class Runner:
                 text = reasoning if rubric.reads_reasoning else answer
                 key = stable_hash(judge.identity, rubric, sample.question, text)
                 if text is None:  # a reasoning rubric on an answer without reasoning: nothing to score
-                    rows.append((sample.sample_id, key, Judgment(metric=rubric.name, label=NO_REASONING)))
+                    preset[(sample.sample_id, key)] = Judgment(metric=rubric.name, label=NO_REASONING)
                     continue
                 work.setdefault(rubric, []).append((sample.sample_id, key, sample.question, text))
         cached = self.store.cached_judgments([k for items in work.values() for _, k, _, _ in items])
-        for rubric, items in work.items():
-            fresh = {k: (q, a) for _, k, q, a in items if k not in cached}
-            verdicts = dict(zip(fresh, _judge_safely(judge, rubric.as_answer_rubric(), list(fresh.values())),
-                                strict=True))
-            rows.extend((sample_id, key, verdicts.get(key)) for sample_id, key, _, _ in items)
-        self.store.save_judgments(self.run_id, spec, judge.identity, rows)
-
-    def make_judge(self, spec: str) -> Judge:
-        """The judge `spec` names, with the run's thresholds; judge models are loaded through this runner."""
-        context = JudgeContext(thresholds=self.config.thresholds, model=self.config.model, backend=self.judge_model)
-        return load_judge(spec, context)
+        fresh = {rubric: {k: (q, a) for _, k, q, a in items if k not in cached} for rubric, items in work.items()}
+        todo = [(rubric, pairs) for rubric, pairs in fresh.items() if pairs]
+        shard = JudgeShard(index=index, samples=len(chunk),
+                           work=tuple((rubric.as_answer_rubric(), tuple(pairs.values())) for rubric, pairs in todo))
+        keyed = [(sample_id, key) for items in work.values() for sample_id, key, _, _ in items]
+        return shard, _ShardRows(keyed + list(preset), [list(pairs) for _, pairs in todo], preset)
 
 
-def _judge_safely(judge: Judge, rubric: Rubric, pairs: list[tuple[str, str]]) -> list[Judgment]:
-    """Judge a batch; a judge that fails records the failure on each sample instead of stopping the run.
+class _ShardRows:
+    """The (sample, judgment key) rows of one shard, the keys its work judges, and the rows decided without a
+    judge (a reasoning rubric where there is no reasoning); the rest are cached."""
 
-    An EmprobeError (a dead server, a server without logprobs) stops the run instead: nothing is recorded,
-    so rerunning the same command judges those samples once the cause is fixed.
-    """
-    if not pairs:
-        return []
-    try:
-        verdicts = judge.judge(rubric, pairs)
-    except EmprobeError:
-        raise
-    except Exception as err:  # a judge's failure belongs to its samples, not to the run
-        message = f"{type(err).__name__}: {err}".splitlines()[0][:500]
-        return [Judgment(metric=rubric.name, error=message) for _ in pairs]
-    if len(verdicts) != len(pairs):
-        return [Judgment(metric=rubric.name, error=f"judge returned {len(verdicts)} judgments for {len(pairs)}")
-                for _ in pairs]
-    return verdicts
+    def __init__(self, keyed: list[tuple[str, str]], fresh_keys: list[list[str]],
+                 preset: dict[tuple[str, str], Judgment]):
+        self.keyed, self.fresh_keys, self.preset = keyed, fresh_keys, preset
+
+    def with_verdicts(self, verdicts: Verdicts) -> list[tuple[str, str, Judgment | None]]:
+        """Rows to store: a fresh judgment by its key, None (the cached one) for the rest."""
+        found = {key: verdict for keys, judged in zip(self.fresh_keys, verdicts, strict=True)
+                 for key, verdict in zip(keys, judged, strict=True)}
+        return [(sample_id, key, self.preset.get((sample_id, key)) or found.get(key)) for sample_id, key in self.keyed]

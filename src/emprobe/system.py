@@ -18,8 +18,12 @@ def process_alive(pid: int) -> bool:
 def free_cpus(window: float = 0.2) -> int:
     """The CPU cores this process may use that other processes are not keeping busy, measured over `window`
     seconds (all of them where the kernel's counters cannot be read). A busy neighbour then costs its share
-    instead of stalling every thread at OpenMP barriers."""
+    instead of stalling every thread at OpenMP barriers. OMP_NUM_THREADS, where set (Ray sets it to an actor's
+    CPUs), caps it."""
     allowed = len(os.sched_getaffinity(0))
+    omp = os.environ.get("OMP_NUM_THREADS", "")
+    if omp.isdigit() and int(omp) > 0:
+        allowed = min(allowed, int(omp))
     first = _cpu_times()
     if first is None:
         return allowed

@@ -21,6 +21,7 @@ from emprobe.condition import (
     with_triggers,
 )
 from emprobe.config import RunConfig
+from emprobe.executor import ExecutorSettings, make_executor
 from emprobe.model import parse_options
 from emprobe.rules import Thresholds
 from emprobe.runner import Runner, preflight
@@ -78,12 +79,16 @@ def plan_config(model: str, *, suite: list[str], condition: list[str], samples: 
     )
 
 
-def runners(configs: list[RunConfig], store: Path, progress: BarProgress) -> tuple[Store, list[Runner]]:
-    """The store and one runner per config; every model is resolved (its weights named, not loaded), its options
-    and the judges checked before the store is even created, so bad input stops before any work."""
+def runners(configs: list[RunConfig], store: Path, progress: BarProgress,
+            settings: ExecutorSettings | None = None) -> tuple[Store, list[Runner]]:
+    """The store and one runner per config, each on its own executor (`settings`); every model is resolved (its
+    weights named, not loaded), its options and the judges checked before the store is even created, so bad input
+    stops before any work."""
     refs = [preflight(config) for config in configs]
     db = Store(store)
-    return db, [Runner(config, db, progress, ref=ref) for config, ref in zip(configs, refs, strict=True)]
+    settings = settings or ExecutorSettings()
+    return db, [Runner(config, db, progress, ref=ref, executor=make_executor(settings))
+                for config, ref in zip(configs, refs, strict=True)]
 
 
 def plan(runner: Runner) -> None:

@@ -3,6 +3,7 @@
 from pathlib import Path
 
 import typer
+from pydantic import ValidationError
 from rich.text import Text
 
 from emprobe.adaptive import HalfwidthRule, decision_rule, run_adaptive
@@ -47,7 +48,8 @@ from emprobe.cli._evaluate import (
 )
 from emprobe.cli.compare import COMPARISON_NOTE
 from emprobe.config import DEFAULT_MODEL, RunConfig
-from emprobe.errors import EmprobeError
+from emprobe.errors import EmprobeError, first_validation_error
+from emprobe.executor import ExecutorSettings, check_executor
 from emprobe.report import attack_table, deltas_table, reasoning_table, summary_table, trigger_table, turns_table
 from emprobe.runner import Runner
 from emprobe.store import Store
@@ -79,6 +81,14 @@ def run(
                                 "rounds."),
     round_samples: int = typer.Option(10, min=1, help="Samples per paraphrase added each adaptive round."),
     max_samples: int = typer.Option(200, min=1, help="Adaptive budget: samples per paraphrase at most."),
+    executor: str = typer.Option("local", help="Where to generate and judge: local (this process) or ray (Ray "
+                                 "actors; see docs/scale.md)."),
+    address: str | None = typer.Option(None, help="Ray cluster to join: auto, HOST:PORT or ray://HOST:PORT "
+                                       "(default: start Ray on this machine)."),
+    workers: int | None = typer.Option(None, min=1, help="Ray actors (default: as many as the cluster's GPUs or "
+                                       "CPUs hold)."),
+    gpus_per_worker: float = typer.Option(0.0, min=0.0, help="GPUs each Ray actor holds (its model runs there)."),
+    shard_size: int = typer.Option(256, min=1, help="Samples sent to a Ray actor at a time."),
 ) -> None:
     """Evaluate a model: suites x conditions -> answers -> judgments -> misaligned rates."""
     config = plan_config(model, suite=suite, condition=condition, samples=samples, judge=judge,
@@ -89,11 +99,13 @@ def run(
                          framing=framing, think=think, think_tags=think_tags)
     rule = (decision_rule(config, alpha, round_samples, max_samples) if until_decided
             else HalfwidthRule(until_halfwidth) if until_halfwidth is not None else None)
+    settings = _executor_settings(kind=executor, address=address, workers=workers, gpus_per_worker=gpus_per_worker,
+                                  shard_size=shard_size)
     configs = [config]
     if compare_base:
         configs.insert(0, _base_config(config, adaptive=rule is not None))
     progress = BarProgress()
-    db, made = runners(configs, store, progress)  # every model and judge checked before the store is created
+    db, made = runners(configs, store, progress, settings)  # every model and judge checked before the store is created
     if rule is not None:
         execute(made, progress, lambda runner: run_adaptive(runner, rule, round_samples, max_samples, _print_round))
     else:
@@ -128,6 +140,17 @@ def _print_probes(db: Store, runner: Runner, spec: str) -> None:
     if config.sweeps:
         attack = attack_success(db, runner.run_id, spec, config.thresholds)
         console.print(attack_table(attack, f"attack success, judged by {spec}"))
+
+
+def _executor_settings(**given: object) -> ExecutorSettings:
+    """The executor options, checked (one error line) before any work."""
+    try:
+        settings = ExecutorSettings.model_validate(given)
+    except ValidationError as err:
+        first = first_validation_error(err)
+        raise EmprobeError(first.replace("kind: ", "--executor: ", 1)) from None
+    check_executor(settings)
+    return settings
 
 
 def _base_config(config: RunConfig, adaptive: bool) -> RunConfig:

@@ -20,6 +20,8 @@ class StoreWorker:
         """Generations this worker has written."""
         self.error: BaseException | None = None
         self._stop = threading.Event()
+        self._now = threading.Event()
+        """Set to write at once instead of at the next tick."""
         self._written = threading.Condition()
         self._queued = 0
         self.thread = threading.Thread(target=self._loop, name="emprobe-store", daemon=True)
@@ -32,7 +34,8 @@ class StoreWorker:
         self.queue.put((model, result))
 
     def flush(self) -> None:
-        """Wait until everything queued so far is stored."""
+        """Store everything queued so far, now, and wait until it is stored."""
+        self._now.set()
         with self._written:
             self._written.wait_for(lambda: self.stored >= self._queued or self.error is not None)
         self._raise()
@@ -40,6 +43,7 @@ class StoreWorker:
     def close(self) -> None:
         """Store what is queued, stop renewing the lease and end the thread."""
         self._stop.set()
+        self._now.set()
         self.thread.join()
         self._raise()
 
@@ -51,7 +55,9 @@ class StoreWorker:
         try:
             with Store(self.path) as store:
                 while True:
-                    stopping = self._stop.wait(self.every)
+                    self._now.wait(self.every)
+                    self._now.clear()
+                    stopping = self._stop.is_set()
                     self._write(store)
                     if stopping:
                         return

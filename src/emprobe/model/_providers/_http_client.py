@@ -1,5 +1,6 @@
-"""An asyncio JSON-over-HTTP client: adaptive concurrency, per-request timeouts, retries (tenacity) with backoff,
-jitter and Retry-After.
+"""An asyncio JSON-over-HTTP client for one model on one or more servers: per-server adaptive concurrency and
+health (`Fleet`), per-request timeouts, retries (tenacity) with backoff, jitter and Retry-After, moved to another
+server at once when one is up.
 
 It runs on its own event loop in a background thread (`LoopThread`), so synchronous code (the runner) can use it.
 """
@@ -9,19 +10,19 @@ import concurrent.futures
 import email.utils
 import json
 import logging
-import math
 import random
 import threading
 import time
-from collections.abc import Coroutine
-from contextlib import asynccontextmanager
+from collections.abc import Coroutine, Sequence
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import httpx
-from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, stop_after_attempt
+from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type
 
 from emprobe.errors import EmprobeError
+from emprobe.model._providers._fleet import Fleet, Upstream
 
 log = logging.getLogger("emprobe.http")
 RETRY_STATUSES = frozenset({408, 409, 425, 429, 500, 502, 503, 504, 520, 522, 524, 529})
@@ -29,12 +30,18 @@ OVERLOAD_STATUSES = frozenset({429, 503, 529})
 
 
 class TransientError(Exception):
-    """A failure worth retrying: connection errors, timeouts, 429, 5xx, a malformed body."""
+    """A failure worth retrying: connection errors, timeouts, 429, 5xx, a malformed body. `overload` halves the
+    server's concurrency limit; `down` (refused or dropped connections, 5xx, a broken body) cools the server off."""
 
-    def __init__(self, message: str, retry_after: float | None = None, overload: bool = False):
+    def __init__(self, message: str, retry_after: float | None = None, overload: bool = False, down: bool = False):
         super().__init__(message)
         self.retry_after = retry_after
         self.overload = overload
+        self.down = down
+        self.url = ""
+        """The server that failed."""
+        self.elsewhere = False
+        """Another server was up when this one failed."""
 
 
 class PermanentError(Exception):
@@ -46,7 +53,7 @@ class PermanentError(Exception):
 
 
 class ServerUnavailable(EmprobeError):
-    """Retries ran out: the server is down or overloaded; rerunning the same command resumes."""
+    """Retries ran out: every server is down or overloaded; rerunning the same command resumes."""
 
 
 @dataclass
@@ -60,66 +67,18 @@ class ClientStats:
     errors: int = 0
 
 
-class AdaptiveLimit:
-    """A concurrency limit: fixed when configured, else adapted to the server (gradient on per-token latency).
-
-    A server that queues requests shows latency growing with concurrency, which pulls the limit down to about
-    what keeps it busy; one that serves in parallel keeps latency flat and the limit grows towards `maximum`.
-    429/503 and timeouts halve it.
-    """
-
-    def __init__(self, fixed: int | None = None, initial: int = 4, maximum: int = 64):
-        self.adaptive = fixed is None
-        self.maximum = fixed or maximum
-        self.limit = float(fixed or min(initial, maximum))
-        self.in_flight = 0
-        self._best: float | None = None
-        self._last_cut = 0.0
-        self._cond: asyncio.Condition | None = None
-
-    @asynccontextmanager
-    async def slot(self):
-        """Hold one of the `limit` request slots."""
-        if self._cond is None:
-            self._cond = asyncio.Condition()
-        async with self._cond:
-            await self._cond.wait_for(lambda: self.in_flight < max(1, int(self.limit)))
-            self.in_flight += 1
-        try:
-            yield
-        finally:
-            async with self._cond:
-                self.in_flight -= 1
-                self._cond.notify_all()
-
-    def succeeded(self, seconds: float, tokens: int) -> None:
-        """Move the limit towards limit * (best latency / this latency) + sqrt(limit)."""
-        if not self.adaptive:
-            return
-        per_token = seconds / (tokens + 1)
-        self._best = per_token if self._best is None else min(per_token, self._best * 1.005)
-        gradient = min(1.0, max(0.5, self._best / per_token))
-        target = self.limit * gradient + math.sqrt(self.limit)
-        self.limit = min(self.maximum, max(1.0, 0.9 * self.limit + 0.1 * target))
-
-    def overloaded(self) -> None:
-        """Halve the limit, at most once a second."""
-        now = time.monotonic()
-        if self.adaptive and now - self._last_cut > 1.0:
-            self.limit, self._last_cut = max(1.0, self.limit / 2), now
-
-
 class JsonClient:
-    """POSTs JSON and returns the decoded reply, retrying transient failures; secrets never reach its messages."""
+    """POSTs JSON to a model's servers (`Fleet`) and returns the decoded reply, retrying transient failures (on
+    another server at once when one is up); secrets never reach its messages."""
 
-    def __init__(self, base_url: str, headers: dict[str, str], timeout: float, max_retries: int,
-                 limit: AdaptiveLimit, secrets: tuple[str, ...] = (), backoff: float = 0.5,
-                 max_backoff: float = 30.0, max_retry_after: float = 120.0):
-        self.base_url = base_url.rstrip("/")
+    def __init__(self, base_urls: str | Sequence[str], headers: dict[str, str], timeout: float, max_retries: int,
+                 concurrency: int | None = None, max_concurrency: int = 64, secrets: tuple[str, ...] = (),
+                 backoff: float = 0.5, max_backoff: float = 30.0, max_retry_after: float = 120.0):
+        urls = [base_urls] if isinstance(base_urls, str) else list(base_urls)
+        self.fleet = Fleet([u.rstrip("/") for u in urls], concurrency, max_concurrency, backoff, max_backoff)
         self.headers = headers
         self.timeout = timeout
         self.max_retries = max_retries
-        self.limit = limit
         self.secrets = tuple(s for s in secrets if s)
         self.backoff, self.max_backoff, self.max_retry_after = backoff, max_backoff, max_retry_after
         self.stats = ClientStats()
@@ -133,7 +92,8 @@ class JsonClient:
 
     def _client(self) -> httpx.AsyncClient:
         if self._http is None:
-            pool = httpx.Limits(max_connections=self.limit.maximum, max_keepalive_connections=self.limit.maximum)
+            most = sum(u.limit.maximum for u in self.fleet.upstreams)
+            pool = httpx.Limits(max_connections=most, max_keepalive_connections=most)
             self._http = httpx.AsyncClient(headers=self.headers, limits=pool,
                                            timeout=httpx.Timeout(self.timeout, connect=min(10.0, self.timeout)))
         return self._http
@@ -145,45 +105,54 @@ class JsonClient:
 
     async def post(self, path: str, body: dict[str, Any], tokens_of=lambda reply: 0) -> dict[str, Any]:
         """The JSON reply to POST `body`; raises PermanentError, or ServerUnavailable once retries run out."""
-        retrying = AsyncRetrying(retry=retry_if_exception_type(TransientError), stop=stop_after_attempt(
-            self.max_retries + 1), wait=self._wait, before_sleep=self._count_retry, reraise=True)
+        tries = _Tries(self.max_retries)
+        retrying = AsyncRetrying(retry=retry_if_exception_type(TransientError), stop=tries.spent,
+                                 wait=partial(self._wait, tries), before_sleep=partial(self._count_retry, tries),
+                                 reraise=True)
         try:
             async for attempt in retrying:
                 with attempt:
                     return await self._attempt(path, body, tokens_of)
         except TransientError as failure:
-            raise ServerUnavailable(f"{self.base_url}{path}: gave up after {self.max_retries} retries: "
+            raise ServerUnavailable(f"{failure.url}{path}: gave up after {self.max_retries} retries: "
                                     f"{failure}; rerun the same command to resume") from None
         raise AssertionError("unreachable: tenacity either returns or raises")
 
     async def _attempt(self, path: str, body: dict[str, Any], tokens_of) -> dict[str, Any]:
-        """One request in one of the limit's slots (released before any backoff sleep)."""
-        async with self.limit.slot():
+        """One request in a slot of the chosen server (released before any backoff sleep)."""
+        async with self.fleet.slot() as upstream:
             self.stats.in_flight += 1
             started = time.monotonic()
             try:
-                reply = await self._once(path, body)
+                reply = await self._once(upstream, path, body)
             except TransientError as err:
                 if err.overload:
-                    self.limit.overloaded()
+                    upstream.limit.overloaded()
+                err.url = upstream.url
+                err.elsewhere = self.fleet.failed(upstream, err.down)
                 raise
             finally:
                 self.stats.in_flight -= 1
-            self.limit.succeeded(time.monotonic() - started, tokens_of(reply))
+            self.fleet.succeeded(upstream, time.monotonic() - started, tokens_of(reply))
             self.stats.ok += 1
             return reply
 
-    def _wait(self, state: RetryCallState) -> float:
+    def _wait(self, tries: "_Tries", state: RetryCallState) -> float:
+        if tries.moved:
+            return 0.0
         failure = state.outcome.exception() if state.outcome else None
-        return self.delay(state.attempt_number, getattr(failure, "retry_after", None))
+        return self.delay(tries.counted, getattr(failure, "retry_after", None))
 
-    def _count_retry(self, state: RetryCallState) -> None:
+    def _count_retry(self, tries: "_Tries", state: RetryCallState) -> None:
         """Count the retry and say it as it happens (a run that only waits would look hung)."""
         self.stats.retries += 1
         failure = state.outcome.exception() if state.outcome else None
+        where = getattr(failure, "url", "")
+        if tries.moved:
+            log.warning("%s: %s; retrying on another server", where, failure)
+            return
         wait = state.next_action.sleep if state.next_action else 0.0
-        log.warning("%s: %s; retry %d of %d in %.1f s", self.base_url, failure, state.attempt_number,
-                    self.max_retries, wait)
+        log.warning("%s: %s; retry %d of %d in %.1f s", where, failure, tries.counted, self.max_retries, wait)
 
     def delay(self, attempt: int, retry_after: float | None) -> float:
         """Exponential backoff with jitter; a server's Retry-After wins when it asks for longer."""
@@ -192,20 +161,22 @@ class JsonClient:
             return max(min(retry_after, self.max_retry_after), backoff * 0.1)
         return backoff
 
-    async def _once(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
+    async def _once(self, upstream: Upstream, path: str, body: dict[str, Any]) -> dict[str, Any]:
         self.stats.requests += 1
         try:
             async with asyncio.timeout(self.timeout):
-                response = await self._client().post(self.base_url + path, json=body)
+                response = await self._client().post(upstream.url + path, json=body)
+        except (httpx.ConnectError, httpx.ConnectTimeout) as err:
+            upstream.refused = upstream.refused or not upstream.reached
+            if self.fleet.never_reached():  # a wrong address or a server that is not running
+                raise ServerUnavailable(self.redact(f"{self.fleet.where}: cannot connect ({err}); is the server "
+                                                    "running at this address?")) from None
+            raise TransientError(self.redact(f"{type(err).__name__}: {err}".strip()), down=True) from None
         except (TimeoutError, httpx.TimeoutException):
             raise TransientError(f"no reply within {self.timeout:g}s", overload=True) from None
-        except httpx.ConnectError as err:
-            if self.stats.ok == 0:  # never reached: a wrong address or a server that is not running
-                raise ServerUnavailable(self.redact(f"{self.base_url}: cannot connect ({err}); is the server "
-                                                    "running at this address?")) from None
-            raise TransientError(self.redact(f"{type(err).__name__}: {err}".strip())) from None
         except httpx.TransportError as err:
-            raise TransientError(self.redact(f"{type(err).__name__}: {err}".strip())) from None
+            raise TransientError(self.redact(f"{type(err).__name__}: {err}".strip()), down=True) from None
+        upstream.reached = True
         return self._decode(response)
 
     def _decode(self, response: httpx.Response) -> dict[str, Any]:
@@ -213,15 +184,40 @@ class JsonClient:
         if status >= 400:
             message = self.redact(f"HTTP {status}: {error_message(response)}")
             if status in RETRY_STATUSES or status >= 500:
-                raise TransientError(message, retry_after_seconds(response), overload=status in OVERLOAD_STATUSES)
+                raise TransientError(message, retry_after_seconds(response), overload=status in OVERLOAD_STATUSES,
+                                     down=status >= 500)
             raise PermanentError(message, status)
         try:
             reply = response.json()
         except (json.JSONDecodeError, UnicodeDecodeError):
-            raise TransientError(f"malformed JSON in a {status} reply ({len(response.content)} bytes)") from None
+            raise TransientError(f"malformed JSON in a {status} reply ({len(response.content)} bytes)",
+                                 down=True) from None
         if not isinstance(reply, dict):
             raise PermanentError(f"expected a JSON object, got {type(reply).__name__}")
         return reply
+
+
+class _Tries:
+    """One request's failures. One that leaves another server up moves there at once without counting (at most
+    `max_retries + 1` times, so a request that no server can answer still ends); the others count against
+    `max_retries`."""
+
+    def __init__(self, max_retries: int):
+        self.max_retries = max_retries
+        self.counted = 0
+        self.free = 0
+        self.moved = False
+        """The last failure moves to another server at once."""
+
+    def spent(self, state: RetryCallState) -> bool:
+        """Tenacity's stop: record the failure; True once it is one too many."""
+        failure = state.outcome.exception() if state.outcome else None
+        self.moved = bool(getattr(failure, "elsewhere", False)) and self.free <= self.max_retries
+        if self.moved:
+            self.free += 1
+            return False
+        self.counted += 1
+        return self.counted > self.max_retries
 
 
 def error_message(response: httpx.Response) -> str:

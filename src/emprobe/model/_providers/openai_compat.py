@@ -1,7 +1,8 @@
 """Any model behind an OpenAI-compatible chat completions API: generation, and first-token logprobs for judges.
 
-Name a model `openai-compat:MODEL@http://HOST:PORT/v1`, or `openai-compat:ENDPOINT.yaml` for a file with
-`base_url`, `model`, `api_key_env`, `headers` and the client settings. The API key is read from the environment
+Name a model `openai-compat:MODEL@http://HOST:PORT/v1` (several servers of the same model: `MODEL@URL1,URL2`), or
+`openai-compat:ENDPOINT.yaml` for a file with `base_url` (one URL or a list), `model`, `api_key_env`, `headers` and
+the client settings. The API key is read from the environment
 variable `api_key_env` (default OPENAI_API_KEY, optional) when the client starts; it is never part of the
 model name, the backend's identity or info, the store, logs or errors.
 """
@@ -16,14 +17,13 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from emprobe.condition import Decoding, Message
 from emprobe.errors import EmprobeError, first_validation_error
 from emprobe.files import read_yaml
 from emprobe.model._backend import FirstTokenReply, GenerationRequest, GenerationResult, ModelRef
 from emprobe.model._providers._http_client import (
-    AdaptiveLimit,
     JsonClient,
     LoopThread,
     PermanentError,
@@ -40,7 +40,8 @@ being recorded on every sample (a wrong key or model name would otherwise mark t
 _SPEC = re.compile(r"^(?P<model>[^@\s][^\s]*?)@(?P<url>https?://\S+)$")
 _ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 _CAPABILITIES: dict[str, dict[str, bool]] = {}
-"""What each server (base URL) was found to support: `n`, `seed`, `logprobs`; detected once per process."""
+"""What each server, or fleet of servers of one model (its base URLs), was found to support: `n`, `seed`,
+`logprobs`; detected once per process."""
 
 
 class Endpoint(BaseModel):
@@ -48,7 +49,8 @@ class Endpoint(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    base_url: str = Field(pattern=r"^https?://")
+    base_url: str | tuple[str, ...]
+    """One server, or several serving the same model (requests are spread over them)."""
     model: str = Field(min_length=1)
     api_key_env: str | None = DEFAULT_KEY_ENV
     """Environment variable holding the API key; the key is sent as `Authorization: Bearer` when it is set."""
@@ -63,7 +65,27 @@ class Endpoint(BaseModel):
     max_n: int = Field(default=8, ge=1)
     """Samples of one prompt asked in one request (`n`) where the server supports it; 1 turns it off."""
     identity: str | None = None
-    """Overrides the identity generations are cached under (default: model @ base URL)."""
+    """Overrides the identity generations are cached under (default: model @ base URL(s)); set it to keep the cache
+    when servers are added to or removed from a fleet."""
+
+    @field_validator("base_url", mode="before")
+    @classmethod
+    def _http_urls(cls, value: Any) -> Any:
+        urls = [value] if isinstance(value, str) else value
+        if not isinstance(urls, list | tuple) or not urls:
+            raise ValueError("give a URL or a list of URLs")
+        for url in urls:
+            if not isinstance(url, str) or not re.match(r"^https?://[^\s,]+$", url):
+                raise ValueError(f"{url!r} is not an http:// or https:// URL")
+        if len({url.rstrip("/") for url in urls}) < len(urls):
+            raise ValueError("a URL is listed twice")
+        return value if isinstance(value, str) else tuple(urls)
+
+    @property
+    def urls(self) -> tuple[str, ...]:
+        """The servers' base URLs, without trailing slashes."""
+        urls = (self.base_url,) if isinstance(self.base_url, str) else self.base_url
+        return tuple(url.rstrip("/") for url in urls)
 
 
 class EndpointOptions(BaseModel):
@@ -90,9 +112,10 @@ def parse_endpoint(spec: str, **overrides: Any) -> Endpoint:
     else:
         match = _SPEC.match(spec)
         if not match:
-            raise EmprobeError(f"model {PREFIX}:{spec!r}: write {PREFIX}:MODEL@http://HOST:PORT/v1 or "
-                               f"{PREFIX}:ENDPOINT.yaml")
-        data, where = {"model": match["model"], "base_url": match["url"]}, f"{PREFIX}:{spec}"
+            raise EmprobeError(f"model {PREFIX}:{spec!r}: write {PREFIX}:MODEL@http://HOST:PORT/v1 (several "
+                               f"servers: MODEL@URL1,URL2) or {PREFIX}:ENDPOINT.yaml")
+        urls = match["url"].split(",")
+        data, where = {"model": match["model"], "base_url": urls[0] if len(urls) == 1 else urls}, f"{PREFIX}:{spec}"
     if "api_key" in data:
         raise EmprobeError(f"{where}: do not write the API key in the config; put it in an environment "
                            f"variable and name it with api_key_env")
@@ -100,7 +123,7 @@ def parse_endpoint(spec: str, **overrides: Any) -> Endpoint:
         endpoint = Endpoint(**{**data, **overrides})
     except ValidationError as err:
         raise EmprobeError(f"{where}: {first_validation_error(err)}") from None
-    if "@" in endpoint.base_url.split("://", 1)[1].split("/", 1)[0]:
+    if any("@" in url.split("://", 1)[1].split("/", 1)[0] for url in endpoint.urls):
         raise EmprobeError(f"{where}: credentials in the URL would be stored with the run; use api_key_env")
     return endpoint
 
@@ -111,16 +134,18 @@ def endpoint_identity(spec: str) -> str:
 
 
 def _identity(endpoint: Endpoint) -> str:
-    return endpoint.identity or f"{PREFIX}:{endpoint.model}@{endpoint.base_url.rstrip('/')}"
+    """`identity` when set, else MODEL@URL (several servers: their URLs sorted, so their order does not matter)."""
+    return endpoint.identity or f"{PREFIX}:{endpoint.model}@{','.join(sorted(endpoint.urls))}"
 
 
 class OpenAICompatBackend:
-    """Generates through `/chat/completions`: concurrent, retried, `n` per request where supported."""
+    """Generates through `/chat/completions` on one or more servers: concurrent, retried, `n` per request where
+    supported."""
 
     def __init__(self, ref: ModelRef):
         self.endpoint = parse_endpoint(ref.name, **ref.options)
         self.identity = ref.identity
-        self.base_url = self.endpoint.base_url.rstrip("/")
+        self.base_url = ",".join(self.endpoint.urls)
         self.capabilities = _CAPABILITIES.setdefault(self.base_url, {})
         self.client = self._make_client()
         self.loop = LoopThread()
@@ -132,14 +157,14 @@ class OpenAICompatBackend:
 
     def _make_client(self) -> JsonClient:
         headers, secrets = _headers(self.endpoint)
-        limit = AdaptiveLimit(self.endpoint.concurrency, maximum=self.endpoint.max_concurrency)
-        return JsonClient(self.base_url, headers, self.endpoint.timeout, self.endpoint.max_retries, limit, secrets)
+        e = self.endpoint
+        return JsonClient(e.urls, headers, e.timeout, e.max_retries, e.concurrency, e.max_concurrency, secrets)
 
     def status(self) -> str:
-        """Requests in flight, the concurrency limit, retries and errors: the progress bar's text."""
-        s = self.client.stats
-        limit = self.client.limit
-        return f"{s.in_flight} in flight (limit {int(limit.limit)}) · {s.retries} retries · {s.errors} errors"
+        """Requests in flight, the concurrency limit, retries, errors (and servers up): the progress bar's text."""
+        s, fleet = self.client.stats, self.client.fleet
+        servers = f" · {fleet.up()}/{len(fleet.upstreams)} servers up" if len(fleet.upstreams) > 1 else ""
+        return f"{s.in_flight} in flight (limit {fleet.limit()}) · {s.retries} retries · {s.errors} errors{servers}"
 
     def close(self) -> None:
         """Close the connections and stop the client's thread."""

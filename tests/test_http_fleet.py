@@ -1,0 +1,164 @@
+"""One model on several servers, against real local HTTP servers: requests are spread by each server's measured
+capacity, a server that refuses connections or answers 5xx is routed around (its failures cost no retries while
+another server is up) and gets requests again once a probe finds it back; only every server down stops a run."""
+
+import asyncio
+import json
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+
+from emprobe.model._providers._http_client import JsonClient, ServerUnavailable
+from openai_server import free_port
+
+
+class _Server(BaseHTTPRequestHandler):
+    """Answers POSTs after `latency` seconds (one at a time when `serial`), or with `status` while it is set."""
+
+    def do_POST(self):  # noqa: N802 (the http.server API)
+        self.rfile.read(int(self.headers["Content-Length"]))
+        server = self.server
+        status = server.status  # type: ignore[attr-defined]
+        if status == 200:
+            with server.serial_lock:  # type: ignore[attr-defined]
+                time.sleep(server.latency)  # type: ignore[attr-defined]
+        server.seen.append(status)  # type: ignore[attr-defined]
+        body = json.dumps({"ok": True} if status == 200 else {"error": {"message": f"status {status}"}}).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args):
+        pass
+
+
+class Server:
+    """A real HTTP server on 127.0.0.1 in a thread; `serial` serves one request at a time."""
+
+    def __init__(self, latency: float = 0.0, serial: bool = False):
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), _Server)
+        self.httpd.daemon_threads = True
+        self.httpd.status, self.httpd.latency, self.httpd.seen = 200, latency, []  # type: ignore[attr-defined]
+        self.httpd.serial_lock = threading.Lock() if serial else _NoLock()  # type: ignore[attr-defined]
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+        self.thread.start()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.httpd.server_address[1]}"
+
+    @property
+    def seen(self) -> list[int]:
+        return self.httpd.seen  # type: ignore[attr-defined]
+
+    def answer(self, status: int) -> None:
+        self.httpd.status = status  # type: ignore[attr-defined]
+
+    def close(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+class _NoLock:
+    def __enter__(self): ...
+    def __exit__(self, *exc): ...
+
+
+@pytest.fixture
+def servers():
+    made: list[Server] = []
+
+    def make(**settings) -> Server:
+        made.append(Server(**settings))
+        return made[-1]
+
+    yield make
+    for server in made:
+        server.close()
+
+
+def post_all(client: JsonClient, n: int, during=None) -> list[dict]:
+    """POST `n` requests concurrently; `during(i)` runs after the i-th reply."""
+
+    async def go():
+        done = 0
+
+        async def one():
+            nonlocal done
+            reply = await client.post("/x", {})
+            done += 1
+            if during:
+                during(done)
+            return reply
+
+        try:
+            return await asyncio.gather(*(one() for _ in range(n)))
+        finally:
+            await client.aclose()
+
+    return asyncio.run(go())
+
+
+def test_requests_follow_each_servers_capacity(servers):
+    """A server that serves in parallel gets far more of the work than one that serves one request at a time."""
+    wide, narrow = servers(latency=0.05), servers(latency=0.05, serial=True)
+    client = JsonClient([wide.url, narrow.url], {}, timeout=30, max_retries=0, max_concurrency=32)
+    began = time.monotonic()
+    assert post_all(client, 240) == [{"ok": True}] * 240
+    took = time.monotonic() - began
+    assert len(wide.seen) > 3 * len(narrow.seen) > 0, (len(wide.seen), len(narrow.seen))
+    assert took < 240 * 0.05 / 2  # far faster than the serial server alone
+    limits = {u.url: u.limit.limit for u in client.fleet.upstreams}
+    assert limits[wide.url] > limits[narrow.url]
+
+
+def test_a_refusing_server_is_routed_around_without_spending_retries(servers):
+    live = servers()
+    dead = f"http://127.0.0.1:{free_port()}"
+    client = JsonClient([dead, live.url], {}, timeout=5, max_retries=0, backoff=5.0)
+    assert post_all(client, 20) == [{"ok": True}] * 20
+    assert len(live.seen) == 20 and client.stats.ok == 20
+    assert [u.healthy for u in client.fleet.upstreams] == [False, True]
+
+
+def test_every_server_refusing_from_the_start_fails_at_once():
+    client = JsonClient([f"http://127.0.0.1:{free_port()}", f"http://127.0.0.1:{free_port()}"], {}, timeout=5,
+                        max_retries=8, backoff=5.0)
+    began = time.monotonic()
+    with pytest.raises(ServerUnavailable, match="cannot connect .*is the server running"):
+        post_all(client, 4)
+    assert time.monotonic() - began < 5
+
+
+def test_a_failing_server_gets_requests_again_once_it_recovers(servers, caplog):
+    flaky, steady = servers(latency=0.01), servers(latency=0.01)
+    client = JsonClient([flaky.url, steady.url], {}, timeout=5, max_retries=0, backoff=0.05, max_backoff=0.2)
+
+    def script(done: int) -> None:
+        if done == 30:
+            flaky.answer(500)
+        elif done == 120:
+            flaky.answer(200)
+
+    with caplog.at_level("WARNING", logger="emprobe.http"):
+        assert post_all(client, 300, script) == [{"ok": True}] * 300
+    statuses = flaky.seen
+    first_500, last_500 = statuses.index(500), len(statuses) - 1 - statuses[::-1].index(500)
+    assert statuses[last_500 + 1:].count(200) >= 20  # back in the rotation after the outage
+    assert statuses[first_500:last_500].count(200) == 0
+    assert "looks down" in caplog.text and "answers again" in caplog.text
+    assert client.stats.ok == 300
+
+
+def test_every_server_down_stops_after_the_retry_budget(servers):
+    a, b = servers(), servers()
+    a.answer(503)
+    b.answer(500)
+    client = JsonClient([a.url, b.url], {}, timeout=5, max_retries=2, backoff=0.01)
+    with pytest.raises(ServerUnavailable, match="gave up after 2 retries: HTTP 50.*rerun the same command"):
+        post_all(client, 1)
+    assert 3 <= len(a.seen) + len(b.seen) <= 6

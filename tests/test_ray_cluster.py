@@ -1,0 +1,156 @@
+"""`emprobe run --executor ray --address HOST:PORT` against a Ray cluster started with `ray start --head` plus a
+second node (another `ray start`): the same answers as the local executor, and a driver killed (SIGKILL) and rerun
+resumes from the store: every planned sample once, nothing stored generated again."""
+
+import contextlib
+import os
+import re
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+pytest.importorskip("ray", reason="Ray is not installed: pip install 'emprobe[ray]'")
+
+import emprobe  # noqa: E402
+from openai_server import free_port  # noqa: E402
+
+SUITE = {"name": "cluster", "questions": [
+    {"id": f"q{i}", "paraphrases": [f"Question {i}: " + "why " * i, f"Other {i}?"]} for i in range(3)
+]}
+RAY = str(Path(sys.executable).with_name("ray"))
+
+
+class RayCluster:
+    """A head node and a worker node on this machine, with their own temp dir and ports; stopped by killing the
+    processes it started (found by that temp dir), never with `ray stop`, which stops every Ray of the machine."""
+
+    def __init__(self, temp: Path):
+        self.temp = temp
+        self.port = free_port()
+        src = str(Path(emprobe.__file__).resolve().parents[1])
+        self.env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [src, os.environ.get("PYTHONPATH")])),
+                    "RAY_AUTH_MODE": "token"}
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def _start(self, *args: str) -> None:
+        common = ["--node-ip-address=127.0.0.1", "--num-cpus=1", f"--temp-dir={self.temp}",
+                  f"--dashboard-agent-listen-port={free_port()}", f"--runtime-env-agent-port={free_port()}",
+                  f"--metrics-export-port={free_port()}", "--disable-usage-stats"]
+        done = subprocess.run([RAY, "start", *args, *common], env=self.env, capture_output=True, text=True,
+                              timeout=300)
+        assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+
+    def __enter__(self) -> "RayCluster":
+        self._start("--head", f"--port={self.port}", f"--ray-client-server-port={free_port()}",
+                    "--include-dashboard=false")
+        self._start(f"--address={self.address}")
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for pid in _processes_under(str(self.temp)):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+
+
+def _processes_under(marker: str) -> set[int]:
+    """Processes whose command line names `marker`, and all their descendants."""
+    parents: dict[int, int] = {}
+    roots = set()
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            command = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            parents[int(entry.name)] = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, ValueError, IndexError):
+            continue
+        if marker in command:
+            roots.add(int(entry.name))
+    found, grew = set(roots), True
+    while grew:
+        children = {pid for pid, parent in parents.items() if parent in found} - found
+        found |= children
+        grew = bool(children)
+    return found
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory):
+    with RayCluster(tmp_path_factory.mktemp("ray")) as running:
+        yield running
+
+
+def emprobe_run(cluster: RayCluster, db: Path, suite: Path, model: Path, samples: int, *extra: str):
+    args = [sys.executable, "-m", "emprobe", "run", "--model", str(model), "--suite", str(suite), "--samples",
+            str(samples), "--max-tokens", "16", "--batch-size", "4", "-M", "threads=1", "--store", str(db), *extra]
+    return subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            env={**cluster.env, "COLUMNS": "200"})
+
+
+def finished(proc: subprocess.Popen) -> str:
+    out, _ = proc.communicate(timeout=900)
+    assert proc.returncode == 0, out[-3000:]
+    return out
+
+
+def count(db: Path, sql: str) -> int:
+    try:
+        with sqlite3.connect(db, timeout=30) as conn:
+            return conn.execute(sql).fetchone()[0]
+    except sqlite3.OperationalError:  # the schema is not there yet
+        return 0
+
+
+def answers(db: Path) -> dict[str, str]:
+    with sqlite3.connect(db) as conn:
+        return dict(conn.execute("SELECT s.sample_id, g.text FROM samples s JOIN generations g "
+                                 "ON g.gen_key = s.gen_key").fetchall())
+
+
+@pytest.fixture
+def suite(tmp_path) -> Path:
+    path = tmp_path / "cluster.yaml"
+    path.write_text(yaml.safe_dump(SUITE))
+    return path
+
+
+def test_a_cluster_started_with_ray_start_gives_the_local_answers(cluster, tiny_llama, suite, tmp_path):
+    local, remote = tmp_path / "local.db", tmp_path / "ray.db"
+    finished(emprobe_run(cluster, local, suite, tiny_llama, 4))
+    out = finished(emprobe_run(cluster, remote, suite, tiny_llama, 4, "--executor", "ray", "--address",
+                               cluster.address, "--workers", "2", "--shard-size", "3"))
+    assert "this run generated 24 answers and judged 24 samples" in out
+    assert answers(remote) == answers(local) and len(answers(local)) == 24
+    scores = "SELECT c.sample_id, c.metric, j.score FROM scores c JOIN judgments j ON j.judgment_key = c.judgment_key"
+    with sqlite3.connect(local) as a, sqlite3.connect(remote) as b:
+        assert sorted(a.execute(scores).fetchall()) == sorted(b.execute(scores).fetchall())
+
+
+def test_the_driver_killed_mid_run_resumes_from_the_store(cluster, tiny_llama, suite, tmp_path):
+    db = tmp_path / "ray.db"
+    planned = 3 * 2 * 20
+    ray_args = ("--executor", "ray", "--address", cluster.address, "--workers", "2", "--shard-size", "4")
+    first = emprobe_run(cluster, db, suite, tiny_llama, 20, *ray_args)
+    deadline = time.monotonic() + 600
+    while count(db, "SELECT count(*) FROM generations") == 0 and first.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    first.send_signal(signal.SIGKILL)
+    first.wait()
+    stored = count(db, "SELECT count(*) FROM generations")
+    assert 0 < stored < planned
+    out = finished(emprobe_run(cluster, db, suite, tiny_llama, 20, *ray_args))
+    generated = int(re.search(r"this run generated (\d+) answers", out)[1])
+    assert generated == planned - stored  # nothing stored was generated again
+    assert count(db, "SELECT count(*) FROM samples") == planned
+    assert count(db, "SELECT count(*) FROM samples s JOIN generations g ON g.gen_key = s.gen_key") == planned
+    assert count(db, "SELECT count(*) FROM generations") == planned
+    assert count(db, "SELECT count(*) FROM scores") == planned * 2  # aligned + coherent, once each
