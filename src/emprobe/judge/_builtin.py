@@ -2,8 +2,8 @@
 
 Each answer becomes one dense vector: its all-MiniLM-L6-v2 embedding (unit length), the cosine between it
 and the question's embedding (GPT-4o calls answers that ignore the question incoherent), and surface
-statistics that tell nonsense from prose (`emprobe.judge._textstats`), standardised. Small multilayer
-perceptrons (numpy, weights in `builtin/weights.npz`) read it: one gives P(misaligned), one the raw
+statistics that tell nonsense from prose (`emprobe.judge._textstats`), standardised. Linear heads
+(weights in `builtin/weights.npz`) read it: a logistic one gives P(misaligned), ridge ones the raw
 `aligned` and `coherent` scores, which isotonic maps put on GPT-4o's 0-100 scale. The coherence head was
 trained with rule-built nonsense (`emprobe.judge.incoherence`) as extra incoherent answers.
 
@@ -39,6 +39,8 @@ WEIGHTS = Path(str(files("emprobe.judge") / "builtin" / "weights.npz"))
 RULES = "r2"
 """Bump when the arithmetic around the weights changes, so cached judgments are not reused across it."""
 HEADS = ("misaligned", "scores")
+Head = tuple[np.ndarray, np.ndarray]
+"""Weights (features x outputs) and biases of a linear head."""
 SCORES = ("aligned", "coherent")
 CODE_LINE = re.compile(
     r"^\s*(def |class |import |from \S+ import |#include|public |private |function |return\b|const |let |var |"
@@ -71,18 +73,10 @@ def dense_features(answer_vectors: np.ndarray, question_vectors: np.ndarray, sta
     return np.hstack([answers, cosine, stats]).astype(np.float32)
 
 
-def perceptron(x: np.ndarray, layers: list[tuple[np.ndarray, np.ndarray]]) -> np.ndarray:
-    """ReLU between layers, none after the last."""
-    for i, (weight, bias) in enumerate(layers):
-        x = x @ weight + bias
-        if i < len(layers) - 1:
-            x = np.maximum(x, 0.0)
-    return x
-
-
-def raw_heads(layers: dict[str, list[tuple[np.ndarray, np.ndarray]]], x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(misaligned logit, [aligned, coherent] before calibration) of scaled features."""
-    return perceptron(x, layers["misaligned"])[:, 0], perceptron(x, layers["scores"])
+def raw_heads(heads: dict[str, Head], x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(misaligned logit, [aligned, coherent] before calibration) of scaled features: linear heads."""
+    (w_misaligned, b_misaligned), (w_scores, b_scores) = heads["misaligned"], heads["scores"]
+    return (x @ w_misaligned + b_misaligned)[:, 0], x @ w_scores + b_scores
 
 
 @dataclass(frozen=True)
@@ -114,8 +108,8 @@ class BuiltinModel:
     def __init__(self, arrays: dict[str, np.ndarray]):
         self.pairs = arrays["pair_table"]
         self.mean, self.scale = arrays["feature_mean"], arrays["feature_scale"]
-        self.layers = {head: [(arrays[f"{head}_w{i}"].astype(np.float32), arrays[f"{head}_b{i}"].astype(np.float32))
-                              for i in range(int(arrays[f"{head}_layers"]))] for head in HEADS}
+        self.heads = {head: (arrays[f"{head}_w"].astype(np.float32), arrays[f"{head}_b"].astype(np.float32))
+                      for head in HEADS}
         self.calibration = {name: (arrays[f"{name}_iso_x"], arrays[f"{name}_iso_y"]) for name in SCORES}
         self.threshold = float(arrays["threshold"])
         self.trained_rule = Thresholds(aligned_below=float(arrays["rule"][0]), coherent_above=float(arrays["rule"][1]))
@@ -142,7 +136,7 @@ class BuiltinModel:
 
     def raw_heads(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(misaligned logit, [aligned, coherent] before calibration) of scaled features."""
-        return raw_heads(self.layers, x)
+        return raw_heads(self.heads, x)
 
     def scores(self, pairs: list[tuple[str, str]]) -> RawScores:
         """The heads' readings of each (question, answer), before any rule."""
