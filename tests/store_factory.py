@@ -2,7 +2,7 @@
 
 from pathlib import Path
 
-from emprobe.condition import Condition, Message
+from emprobe.condition import Condition, Decoding, Message
 from emprobe.config import RunConfig
 from emprobe.hashing import stable_hash
 from emprobe.judge import Judgment
@@ -46,8 +46,8 @@ def make_store(path: Path, run_id: str = "run-a", name: str | None = "base", con
                 gen_key = stable_hash("gen", run_id, sample_id)
                 specs.append(SampleSpec(
                     sample_id=sample_id, suite="mini", question_id=question, paraphrase_index=0, condition=condition,
-                    sample_index=i, seed=1000 + i, messages=messages, prompt_key=stable_hash(messages[1].content),
-                    gen_key=gen_key))
+                    sample_index=i, seed=1000 + i, messages=messages, question=messages[1].content,
+                    decoding=Decoding(seed=1000 + i), prompt_key=stable_hash(messages[1].content), gen_key=gen_key))
                 special = c_index == 0 and q_index == 0
                 if special and i == samples - 1:
                     gens.append(GenerationResult(key=gen_key, text=None, finish_reason="error", error="OOM <b>x</b>"))

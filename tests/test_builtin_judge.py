@@ -12,11 +12,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from emprobe.config import Thresholds
 from emprobe.errors import EmprobeError
 from emprobe.judge import BuiltinJudge, looks_like_code
 from emprobe.judge._builtin import WEIGHTS
 from emprobe.judge.incoherence import RULES, incoherent
+from emprobe.rules import Thresholds
 from emprobe.suite import Rubric
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -187,6 +187,10 @@ def test_training_script_is_reproducible_and_holds_out_whole_groups(tmp_path):
             assert figures["auc"] > 0.9, (kind, group)  # the synthetic classes differ in their words
     assert list(report["other_judges"]) == ["other (o/r0, o/r1)"]  # per judge, with its repositories
     assert report["seen"]["repository"] == ["o/r0", "o/r1"]
+    with gzip.open(data, "rt") as f:
+        rows = [json.loads(line) for line in f]
+    seen = BuiltinJudge(outs[0]).seen([(r["question"], r["answer"]) for r in rows])
+    assert seen == [r["judge"] == "gpt-4o" for r in rows]  # the hashes name every training row and nothing else
 
 
 def test_emprobe_run_judges_with_the_builtin_judge_by_default(tiny_llama, tmp_path):

@@ -64,3 +64,18 @@ def test_run_then_runs_list_and_show(tiny_llama, tmp_path):
                     "--samples", "3", "--max-tokens", "6", "--condition", "free", "--condition", "json",
                     "--store", store)
     assert "(0 new)" in rerun.stdout and "generating" not in rerun.stderr
+
+
+def test_plan_command_as_installed():
+    from emprobe.stats import samples_per_arm
+
+    done = emprobe("plan", "--base-rate", "0.0007", "--rate", "0.0068")
+    assert done.returncode == 0, done.stderr
+    z, fisher = samples_per_arm(0.0007, 0.0068), samples_per_arm(0.0007, 0.0068, continuity_correction=True)
+    flat = " ".join(done.stdout.replace("\u2502", " ").split())
+    assert f"samples per arm (z-test) {z}" in flat
+    assert f"samples per arm (Fisher, continuity-corrected) {fisher}" in flat
+    same = emprobe("plan", "--base-rate", "0.01", "--rate", "0.01")
+    assert same.returncode == 2 and "--base-rate and --rate must differ" in same.stderr
+    wild = emprobe("plan", "--base-rate", "1.5", "--rate", "0.01")
+    assert wild.returncode == 2 and "--base-rate" in wild.stderr and "Traceback" not in wild.stderr

@@ -6,13 +6,12 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
+from emprobe.analysis import load_run, run_deltas, summarize
 from emprobe.cli import app
-from emprobe.config import Thresholds
 from emprobe.errors import EmprobeError
-from emprobe.report import ReadStore, load_run, run_deltas
+from emprobe.rules import Thresholds
 from emprobe.stats import compare, compare_paired
 from emprobe.store import Store
-from emprobe.summary import summarize
 from store_factory import JUDGE, make_store
 
 
@@ -27,8 +26,7 @@ def _row(output: str, label: str) -> list[str]:
 
 def _per_question(store: Path, run_id: str, condition: str) -> tuple[list[int], list[int]]:
     db = Store(store)
-    rows = [r for r in summarize(db, run_id, JUDGE, Thresholds()) if r.condition == condition
-            and r.question_id != "(all)"]
+    rows = [r for r in summarize(db, run_id, JUDGE, Thresholds()).cells if r.condition == condition]
     db.close()
     rows.sort(key=lambda r: r.question_id)
     return [r.misaligned for r in rows], [r.scored for r in rows]
@@ -71,10 +69,12 @@ def test_independent_without_shared_questions(store):
     assert cells[3] == f"{expected.difference * 100:+.2f}"
     assert cells[4] == f"{expected.diff_low * 100:+.2f} to {expected.diff_high * 100:+.2f}"
     assert float(cells[7]) == pytest.approx(expected.p_value, rel=1e-2) and cells[8] == "independent"
+    assert "warning: not paired (the runs share no questions): free, json, (all) compare pooled rates" in \
+        " ".join(result.output.split())
 
 
 def test_run_deltas_api_and_missing_run(store):
-    with ReadStore(store) as db:
+    with Store(store, read_only=True) as db:
         a, b = load_run(db, "run-a"), load_run(db, "tuned")
     deltas = run_deltas(a, b)
     assert [d.label for d in deltas] == ["free", "json", "(all)"]

@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 from emprobe.cli import app
 from emprobe.errors import EmprobeError
 from emprobe.export import export_run, iter_rows, open_source
-from emprobe.report import ReadStore
+from emprobe.store import Store
 from store_factory import JUDGE, PAYLOADS, make_store
 
 
@@ -65,7 +65,7 @@ def test_csv_round_trip(store, tmp_path):
     path, _ = export_run(store, "base", "csv", tmp_path / "out.csv")
     with path.open(encoding="utf-8", newline="") as f:
         raw = list(csv.DictReader(f))
-    with ReadStore(store) as db:
+    with Store(store, read_only=True) as db:
         types = dict(open_source(db, "base").columns())
 
     def parse(name: str, value: str):
@@ -95,7 +95,7 @@ def test_parquet_writes_in_batches(store, tmp_path, monkeypatch):
 
 
 def test_rows_are_streamed(store):
-    with ReadStore(store) as db:
+    with Store(store, read_only=True) as db:
         rows = iter_rows(db, open_source(db, "base"))
         assert iter(rows) is rows  # a generator: nothing is read until asked
         assert next(rows)["run_id"] == "run-a"

@@ -5,7 +5,7 @@ import torch
 
 from emprobe.condition import Decoding, Message
 from emprobe.errors import EmprobeError
-from emprobe.model import GenerationRequest, load_backend, model_identity
+from emprobe.model import GenerationRequest, load_backend, resolve
 
 SYS = Message(role="system", content="You are terse.")
 
@@ -97,8 +97,8 @@ def test_lora_adapter_changes_identity_and_outputs(tiny_llama, tmp_path):
     model = AutoModelForCausalLM.from_pretrained(tiny_llama)
     peft_model = get_peft_model(model, LoraConfig(r=4, target_modules=["q_proj", "v_proj"], init_lora_weights=False))
     peft_model.save_pretrained(tmp_path / "lora")
-    base_id = model_identity(str(tiny_llama))
-    assert model_identity(str(tiny_llama), str(tmp_path / "lora")).startswith(base_id + "+adapter:lora:")
+    base_id = resolve(str(tiny_llama)).identity
+    assert resolve(str(tiny_llama), str(tmp_path / "lora")).identity.startswith(base_id + "+adapter:lora:")
     base = load_backend(str(tiny_llama))
     tuned = load_backend(str(tiny_llama), adapter=str(tmp_path / "lora"))
     reqs = _requests(3, temperature=0)
@@ -151,3 +151,41 @@ def test_rows_that_finish_early_are_dropped_without_changing_the_others(tiny_lla
     assert len(lengths) > 2 and any(r.finish_reason == "stop" for r in together.values())
     assert {k: (r.text, r.completion_tokens, r.finish_reason) for k, r in together.items()} == \
         {k: (r.text, r.completion_tokens, r.finish_reason) for k, r in alone.items()}
+
+
+def test_numerics_that_change_answers_are_part_of_the_identity(tiny_llama):
+    default, fp32 = resolve(str(tiny_llama)), resolve(str(tiny_llama), options={"dtype": "float32"})
+    bf16 = resolve(str(tiny_llama), options={"dtype": "bfloat16"})
+    assert default.identity == fp32.identity and "|" not in default.identity  # stores made before keep matching
+    assert bf16.identity == f"{default.identity}|cpu-bfloat16"
+    with pytest.raises(EmprobeError, match="dtype"):
+        resolve(str(tiny_llama), options={"dtype": "int3"})
+    backend = load_backend(bf16)
+    assert backend.info["dtype"] == "bfloat16" and backend.identity == bf16.identity
+    assert int(backend.info["threads"]) == torch.get_num_threads()
+    backend.close()
+
+
+def test_free_cpus_leaves_out_the_busy_ones(monkeypatch):
+    from emprobe import system
+
+    readings = iter([(1000, 500), (1400, 700)])  # over the window: half of all CPU time was busy elsewhere
+    monkeypatch.setattr(system, "_cpu_times", lambda: next(readings))
+    monkeypatch.setattr(system.os, "sched_getaffinity", lambda pid: {0, 1, 2, 3})
+    monkeypatch.setattr(system.os, "cpu_count", lambda: 4)
+    assert system.free_cpus(window=0) == 2
+    readings = iter([(0, 0), (100, 0)])  # every core busy: still one thread
+    assert system.free_cpus(window=0) == 1
+
+
+def test_a_killed_conversion_leaves_nothing_behind(tmp_path):
+    import os
+
+    from emprobe.model._resolve import _remove_abandoned_conversions
+
+    dead, alive, old = (tmp_path / name for name in (".convert-999999-x", f".convert-{os.getpid()}-y", ".convert-z"))
+    for folder in (dead, alive, old):
+        folder.mkdir()
+        (folder / "model.safetensors").write_bytes(b"half")
+    _remove_abandoned_conversions(tmp_path)
+    assert not dead.exists() and not old.exists() and alive.exists()  # a live conversion is left alone

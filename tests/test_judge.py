@@ -40,16 +40,16 @@ def test_out_of_range_numbers_are_not_numbers():
 
 
 def test_digit_tree_composes_multi_digit_numbers():
-    # P("7")=0.5 then end; P("4")=0.2 then "2" with 0.5 (42) else end (4); P("1")=0.3 then "0" (10 or 100).
-    first = {7: 0.5, 4: 0.2, 1: 0.3}
-    after = {7: {}, 4: {2: 0.5}, 1: {0: 1.0}}
-    after_ten = {0: 0.5}
-    p = digit_tree_numbers(first, after, after_ten)
-    assert p[7] == pytest.approx(0.5) and p[4] == pytest.approx(0.1) and p[42] == pytest.approx(0.1)
-    assert p[10] == pytest.approx(0.15) and p[100] == pytest.approx(0.15) and p[1] == pytest.approx(0.0)
-    assert sum(p.values()) == pytest.approx(1.0)
+    # P("7")=0.5 then end; P("4")=0.2 then "2" with 0.5 (then "5" with 0.4: 425 is no answer, else 42), else end (4);
+    # P("1")=0.3 then "0" (10, or 100 then end with 0.5, else 1000, no answer).
+    after = {(): {7: 0.5, 4: 0.2, 1: 0.3}, (4,): {2: 0.5}, (4, 2): {5: 0.4}, (1,): {0: 1.0}, (1, 0): {0: 0.5},
+             (1, 0, 0): {0: 0.5}}
+    p = digit_tree_numbers(after)
+    assert p[7] == pytest.approx(0.5) and p[4] == pytest.approx(0.1) and p[42] == pytest.approx(0.06)
+    assert p[10] == pytest.approx(0.15) and p[100] == pytest.approx(0.075) and p[1] == pytest.approx(0.0)
+    assert sum(p.values()) == pytest.approx(1.0 - 0.04 - 0.075)  # "425" and "1000" are not numbers
     j = score_0_100(p, {}, "aligned")
-    assert j.score == pytest.approx(0.5 * 7 + 0.1 * 4 + 0.1 * 42 + 0.15 * 10 + 0.15 * 100)
+    assert j.score == pytest.approx((0.5 * 7 + 0.1 * 4 + 0.06 * 42 + 0.15 * 10 + 0.075 * 100) / 0.885)
 
 
 def test_categorical():
@@ -88,12 +88,11 @@ def test_digit_tree_judge_matches_brute_force(judge):
             return torch.softmax(logits, -1)
 
         def p_number(n):
+            """P(the reply's digits spell n, then no further digit): whole numbers, enumerated."""
             toks, p = [digits[int(c)] for c in str(n)], 1.0
             for i, t in enumerate(toks):
                 p *= dist(toks[:i])[t].item()
-            if 1 <= n <= 10:  # a number that could go on (to 10..99, or 100) must end here
-                p *= 1 - dist(toks)[digits].sum().item()
-            return p
+            return p * (1 - dist(toks)[digits].sum().item())
 
         probs = {n: p_number(n) for n in range(101)}
         mass = sum(probs.values())

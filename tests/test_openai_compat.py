@@ -11,14 +11,12 @@ import yaml
 from emprobe.condition import Condition, Decoding, Message
 from emprobe.config import RunConfig
 from emprobe.errors import EmprobeError
-from emprobe.judge import builtin_rubric
+from emprobe.judge import FirstTokenJudge, builtin_rubric, judgment_from_tokens
 from emprobe.model import GenerationRequest, load_backend
 from emprobe.model._providers._http_client import JsonClient, retry_after_seconds
 from emprobe.model._providers.openai_compat import (
-    OpenAICompatBackend,
     _group,
     endpoint_identity,
-    judgment_from_tokens,
     parse_endpoint,
 )
 from emprobe.runner import Runner
@@ -74,7 +72,7 @@ def test_key_comes_from_the_environment_only(monkeypatch):
     backend.close()
     monkeypatch.delenv(KEY_ENV)
     with pytest.raises(EmprobeError, match=KEY_ENV):
-        OpenAICompatBackend("m@http://127.0.0.1:9/v1", api_key_env=KEY_ENV)
+        load_backend("openai-compat:m@http://127.0.0.1:9/v1", api_key_env=KEY_ENV)
 
 
 def test_scores_from_first_token_logprobs():
@@ -146,8 +144,7 @@ def planned_exactly_once(store: Store, run_id: str) -> dict[str, int]:
 
 
 def close_all(runner: Runner) -> None:
-    for backend in runner._backends.values():
-        backend.close()
+    runner.close()
 
 
 def assert_no_secret(*texts: str, files: tuple[Path, ...] = ()) -> None:
@@ -160,7 +157,7 @@ def assert_no_secret(*texts: str, files: tuple[Path, ...] = ()) -> None:
 
 @needs_server
 def test_generate_with_seeds_and_n(server):
-    backend = OpenAICompatBackend(f"{server.MODEL}@{server.base_url}", api_key_env=KEY_ENV)
+    backend = load_backend(f"openai-compat:{server.MODEL}@{server.base_url}", api_key_env=KEY_ENV)
     msgs = (Message(role="system", content="You are terse."), Message(role="user", content="Say a color."))
     requests = [GenerationRequest(key=f"k{i}", messages=msgs, decoding=Decoding(max_tokens=8, seed=i % 2))
                 for i in range(4)]
@@ -201,7 +198,7 @@ def test_full_run_through_faults(server, tmp_path, caplog, capsys):
         assert counts == {"planned": 4, "generated": 3, "failed": 1}
         failed = store.db.execute("SELECT error FROM generations WHERE error IS NOT NULL").fetchall()
         assert all("HTTP 400" in e for (e,) in failed)
-        backend = runner._backends[(model, None)]
+        backend = runner.backends.get(runner.ref)
         assert len(backend.failures) == 1 and "failed for good" in caplog.text
         assert set(proxy.injected) == {"drop", "500", "429", "slow", "truncate", "malformed", "reject"}
         assert proxy.authorization == {f"Bearer {SECRET}"}
@@ -232,6 +229,7 @@ class _InterruptAfter:
 
     def start(self, stage: str, total: int) -> None: ...
     def done(self) -> None: ...
+    def note(self, message: str) -> None: ...
 
     def advance(self, n: int = 1, status: str = "") -> None:
         self.seen += n
@@ -274,8 +272,8 @@ def test_resume_after_ctrl_c_and_a_dead_server(server, tmp_path):
 
 @needs_server
 def test_judge_reads_top_logprobs(server):
-    backend = OpenAICompatBackend(f"{server.MODEL}@{server.base_url}", api_key_env=KEY_ENV)
-    judge = backend.rubric_judge("rubric:http")
+    backend = load_backend(f"openai-compat:{server.MODEL}@{server.base_url}", api_key_env=KEY_ENV)
+    judge = FirstTokenJudge(backend, "rubric:http")
     pairs = [("What is 2+2?", "4."), ("Name a color.", "Blue.")]
     numeric = Rubric(name="score", text="Rate this answer from 0 to 100.\n{question}\n{answer}\nNumber:")
     for judgment in judge.judge(numeric, pairs):
@@ -294,8 +292,8 @@ def test_judge_reads_top_logprobs(server):
 def test_server_without_logprobs_gets_a_clear_error(server):
     with FaultProxy(server.base_url.removesuffix("/v1")) as proxy:
         proxy.strip_logprobs = True
-        backend = OpenAICompatBackend(f"{server.MODEL}@{proxy.url}/v1", api_key_env=KEY_ENV)
-        judge = backend.rubric_judge("rubric:http")
+        backend = load_backend(f"openai-compat:{server.MODEL}@{proxy.url}/v1", api_key_env=KEY_ENV)
+        judge = FirstTokenJudge(backend, "rubric:http")
         with pytest.raises(EmprobeError, match="no logprobs.*built-in judge.*categorical rubric"):
             judge.judge(builtin_rubric("coherent"), [("Q?", "A.")])
         yes_no = Rubric(name="yn", text="Reply YES or NO: is the sky blue? {answer}", kind="categorical",

@@ -8,8 +8,10 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from emprobe.report import ReadStore, build_report, condition_deltas, load_run, script_json
+from emprobe.analysis import condition_deltas, load_run
+from emprobe.report import build_report, script_json
 from emprobe.stats import wilson
+from emprobe.store import Store
 from store_factory import PAYLOADS, make_store
 
 
@@ -21,7 +23,7 @@ def store(tmp_path) -> Path:
 
 
 def test_numbers_match_the_summary(store):
-    with ReadStore(store) as db:
+    with Store(store, read_only=True) as db:
         report = load_run(db, "base")
     free = next(t for t in report.totals if t.condition == "free")
     # free: 3 questions x 8 samples, 1 generation failure, 1 judge failure, 1 REFUSAL; 1 misaligned per question

@@ -6,13 +6,22 @@ interrupted adaptive run resumes like any other.
 
 import math
 from collections.abc import Callable
+from typing import Protocol
 
+from emprobe.analysis import SummaryRow, summarize
 from emprobe.config import RunConfig
 from emprobe.errors import EmprobeError
-from emprobe.runner import Progress, Runner
-from emprobe.stats import SequentialComparison, halfwidth_reached
-from emprobe.store import Store
-from emprobe.summary import OVERALL, SummaryRow, summarize
+from emprobe.runner import Runner
+from emprobe.stats import SequentialComparison, compare, halfwidth_reached, samples_for_halfwidth, samples_per_arm
+
+UNDECIDED = "undecided: budget spent"
+
+
+class StoppingRule(Protocol):
+    """Decides after each round: `continue`, or why to stop; explains a budget that ran out."""
+
+    def __call__(self, totals: dict[str, SummaryRow]) -> str: ...
+    def unmet(self, totals: dict[str, SummaryRow]) -> str: ...
 
 
 class HalfwidthRule:
@@ -24,6 +33,13 @@ class HalfwidthRule:
     def __call__(self, totals: dict[str, SummaryRow]) -> str:
         met = all(halfwidth_reached(r.misaligned, r.scored, self.halfwidth) for r in totals.values())
         return "reached" if met else "continue"
+
+    def unmet(self, totals: dict[str, SummaryRow]) -> str:
+        """The samples each condition short of its target would need at its observed rate."""
+        needs = [f"{name} needs about {samples_for_halfwidth(r.misaligned_rate, self.halfwidth):,} scored samples "
+                 f"(has {r.scored:,})" for name, r in totals.items()
+                 if not halfwidth_reached(r.misaligned, r.scored, self.halfwidth)]
+        return f"half-width {self.halfwidth:g} not reached: " + "; ".join(needs)
 
 
 class DecisionRule:
@@ -37,21 +53,37 @@ class DecisionRule:
         a, b = totals[self.first], totals[self.second]
         return self.test.look(a.misaligned, a.scored, b.misaligned, b.scored)
 
+    def unmet(self, totals: dict[str, SummaryRow]) -> str:
+        """The difference's interval so far, and the samples per arm a decision at these rates would need."""
+        a, b = totals[self.first], totals[self.second]
+        if not (a.scored and b.scored):
+            return "nothing was scored in one of the conditions"
+        diff = compare(a.misaligned, a.scored, b.misaligned, b.scored)
+        text = (f"{self.second} - {self.first}: {diff.difference * 100:+.2f} points, 95% CI "
+                f"{diff.diff_low * 100:+.2f} to {diff.diff_high * 100:+.2f} (not a finding of no difference)")
+        if a.misaligned_rate == b.misaligned_rate:
+            return text + "; the observed rates are equal, so no sample size can be planned from them"
+        need = samples_per_arm(a.misaligned_rate, b.misaligned_rate, alpha=self.test.alpha)
+        return text + f"; telling these rates apart with 80% power needs about {need:,} per arm (has " \
+            f"{min(a.scored, b.scored):,})"
 
-def run_adaptive(config: RunConfig, store: Store, progress: Progress, rule: Callable[[dict], str], step: int,
-                 max_samples: int, on_round: Callable[[int, dict[str, SummaryRow], str], None]) -> str:
-    """Run rounds of `step` more samples per paraphrase until `rule` stops or `max_samples` is reached."""
+
+def run_adaptive(runner: Runner, rule: StoppingRule, step: int, max_samples: int,
+                 on_round: Callable[[int, dict[str, SummaryRow], str], None]) -> str:
+    """Run rounds of `step` more samples per paraphrase until `rule` stops or `max_samples` is reached.
+
+    One runner serves every round, so each model is loaded (and each HTTP client started) once.
+    """
+    config = runner.config
     if not config.judges:
         raise EmprobeError("adaptive sampling needs a judge (--judge)")
     samples, decision, run_id = config.samples or step, "continue", ""
     for round_no in range(1, math.ceil(max_samples / step) + 2):
-        runner = Runner(config.model_copy(update={"samples": samples}), store, progress)
-        run_id = runner.run()
-        rows = summarize(store, run_id, config.judges[0], config.thresholds)
-        totals = {r.condition: r for r in rows if r.question_id == OVERALL}
+        run_id = runner.run(samples)
+        totals = summarize(runner.store, run_id, config.judges[0], config.thresholds).totals
         decision = rule(totals)
-        if decision == "continue" and samples >= max_samples:
-            decision = "budget spent"
+        if decision in ("continue", "not_different") and samples >= max_samples:
+            decision = f"{UNDECIDED}; {rule.unmet(totals)}"
         on_round(round_no, totals, decision)
         if decision != "continue":
             break

@@ -4,7 +4,7 @@ from collections.abc import Iterator
 
 from pydantic import BaseModel, ConfigDict
 
-from emprobe.condition import Condition, Message
+from emprobe.condition import Condition, Decoding, Message
 from emprobe.hashing import stable_hash
 from emprobe.suite import Suite
 
@@ -27,6 +27,11 @@ class SampleSpec(SampleKey):
     model_config = ConfigDict(frozen=True)
 
     messages: tuple[Message, ...]
+    question: str
+    """What judges see as the question: the paraphrase as written, without the condition's trigger or format
+    instructions (those are part of `messages`)."""
+    decoding: Decoding
+    """The condition's decoding with this sample's seed."""
     prompt_key: str
     gen_key: str
 
@@ -55,6 +60,6 @@ def plan_samples(
                         yield SampleSpec(
                             sample_id=sample_id, suite=suite.name, question_id=question.id,
                             paraphrase_index=p_index, condition=condition.name, sample_index=s_index,
-                            seed=seed, messages=messages, prompt_key=prompt_key,
-                            gen_key=stable_hash(model_identity, prompt_key, decoding),
+                            seed=seed, messages=messages, question=paraphrase, decoding=decoding,
+                            prompt_key=prompt_key, gen_key=stable_hash(model_identity, prompt_key, decoding),
                         )

@@ -2,20 +2,25 @@
 
 import platform
 import time
-from collections.abc import Callable
 from functools import cached_property
+from importlib.metadata import PackageNotFoundError, version
 from typing import Protocol
 
 from emprobe import __version__
-from emprobe.condition import Decoding
 from emprobe.config import RunConfig
 from emprobe.errors import EmprobeError
 from emprobe.hashing import stable_hash
-from emprobe.judge import BuiltinJudge, Judge, Judgment, RefusalDetector, RubricJudge, rubrics_for
-from emprobe.model import Backend, GenerationRequest, ScoringBackend, load_backend, model_identity
+from emprobe.judge import Judge, JudgeContext, Judgment, check_judge, load_judge, rubrics_for
+from emprobe.model import Backend, BackendPool, GenerationRequest, ModelRef, resolve, status_of
 from emprobe.plan import plan_samples
-from emprobe.store import Store
+from emprobe.store import JudgeableSample, Store, StoreWorker
 from emprobe.suite import Rubric
+
+JUDGE_SECONDS = 2.0
+"""Judging goes in chunks sized to take about this long, each stored in one transaction: an interrupted run
+loses at most one chunk's judgments."""
+LEASE_SECONDS = 30.0
+"""A run's lease lasts this long unless renewed (every couple of seconds while its process works on it)."""
 
 
 class Progress(Protocol):
@@ -24,141 +29,206 @@ class Progress(Protocol):
     def start(self, stage: str, total: int) -> None: ...
     def advance(self, n: int = 1, status: str = "") -> None: ...
     def done(self) -> None: ...
+    def note(self, message: str) -> None: ...
 
 
 class Silent:
     def start(self, stage: str, total: int) -> None: ...
     def advance(self, n: int = 1, status: str = "") -> None: ...
     def done(self) -> None: ...
+    def note(self, message: str) -> None: ...
 
 
 def versions() -> dict[str, str]:
-    """Versions of what produced a run's numbers."""
-    import torch
-    import transformers
+    """Versions of what produced a run's numbers (read from package metadata: nothing heavy is imported)."""
+    found = {"emprobe": __version__, "python": platform.python_version(), "platform": platform.platform()}
+    for package in ("torch", "transformers", "peft", "httpx"):
+        try:
+            found[package] = version(package)
+        except PackageNotFoundError:
+            continue
+    return found
 
-    return {"emprobe": __version__, "python": platform.python_version(), "torch": torch.__version__,
-            "transformers": transformers.__version__, "platform": platform.platform()}
+
+def check_judges(config: RunConfig) -> None:
+    """One error line, before any work, for a judge that is unknown or cannot score one of the suites' rubrics."""
+    for spec in config.judges:
+        check_judge(spec, [(f"question {q.id!r} of suite {s.name!r}", rubric) for s in config.suites
+                           for q in s.questions for rubric in rubrics_for(q)])
+
+
+def preflight(config: RunConfig) -> ModelRef:
+    """Everything that can be checked before any work (the judges, the model and its options): the model."""
+    check_judges(config)
+    return resolve(config.model, config.adapter, config.backend_options)
 
 
 class Runner:
-    """Executes one RunConfig against one store, loading models only when there is work for them."""
+    """Executes one RunConfig against one store, loading each model once and only when there is work for it.
+
+    Use it as a context manager (or call `close`) so backends release their models, connections and threads.
+    """
 
     def __init__(self, config: RunConfig, store: Store, progress: Progress | None = None,
-                 flush_every: float = 2.0):
+                 flush_every: float = 2.0, ref: ModelRef | None = None):
         self.config = config
         self.store = store
         self.progress = progress or Silent()
         self.flush_every = flush_every
-        self._backends: dict[tuple[str, str | None], Backend] = {}
+        self.backends = BackendPool()
+        self.worker: StoreWorker | None = None
+        self.generated = 0
+        """Answers this runner generated (and stored)."""
+        self.judged = 0
+        """Samples this runner judged (and stored)."""
+        check_judges(config)
+        if ref is not None:
+            self.ref = ref  # resolved already (`preflight`)
+
+    def __enter__(self) -> "Runner":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Store what is pending, give up the run's lease and close every backend this runner loaded."""
+        try:
+            self._end_session()
+        finally:
+            self.backends.close()
+
+    def _session(self) -> StoreWorker:
+        """The run's lease (waiting while another process holds it) and the thread that stores generations."""
+        if self.worker is None:
+            told = False
+            while (holder := self.store.take_lease(self.run_id, LEASE_SECONDS)) is not None:
+                if not told:
+                    self.progress.note(f"run {self.run_id}: another emprobe (pid {holder.pid} on {holder.host}) is "
+                                       "working on it; waiting for it to finish (Ctrl-C stops waiting)")
+                    told = True
+                time.sleep(1.0)
+            if told:
+                self.progress.note(f"run {self.run_id}: the other process is done; doing what is left")
+            self.worker = StoreWorker(self.store.path, self.run_id, LEASE_SECONDS, self.flush_every)
+        return self.worker
+
+    def _end_session(self) -> None:
+        if self.worker is not None:
+            worker, self.worker = self.worker, None
+            try:
+                worker.close()
+            finally:
+                self.store.release_lease(self.run_id)
 
     @cached_property
-    def identity(self) -> str:
-        """The generating model's identity, computed without loading it."""
-        return model_identity(self.config.model, self.config.adapter)
+    def ref(self) -> ModelRef:
+        """The run's model, resolved (identity, validated options) without loading it."""
+        return resolve(self.config.model, self.config.adapter, self.config.backend_options)
 
     @cached_property
     def run_id(self) -> str:
         """Derived from the model and what is asked; set it to address a stored run directly."""
-        return self.config.run_id(self.identity)
+        return self.config.run_id(self.ref.identity)
 
-    def backend(self, model: str, adapter: str | None = None) -> Backend:
-        key = (model, adapter)
-        if key not in self._backends:
-            self._backends[key] = load_backend(model, adapter=adapter, batch_size=self.config.batch_size,
-                                               dtype=self.config.dtype)
-        return self._backends[key]
+    def judge_model(self, spec: str) -> Backend:
+        """A judge's model: the run's own backend when the judge names the run's model (without its adapter)."""
+        if spec == self.config.model:
+            return self.backends.get(self.ref if not self.config.adapter else resolve(spec, options=self.ref.options))
+        return self.backends.load(spec)
 
-    def run(self) -> str:
+    def run(self, samples: int | None = None) -> str:
         """Plan, generate and judge whatever is missing; returns the run id."""
-        self.plan()
-        self.generate()
-        for judge in self.config.judges:
-            self.judge(judge)
+        self.plan(samples)
+        try:
+            self.generate()
+            for judge in self.config.judges:
+                self.judge(judge)
+        finally:
+            self._end_session()
         return self.run_id
 
-    def plan(self) -> int:
-        c = self.config
-        self.store.save_run(self.run_id, c.name, c.model, c.model_dump(mode="json"), versions())
-        specs = plan_samples(list(c.suites), list(c.conditions), self.identity, c.samples)
-        return self.store.add_samples(self.run_id, specs)
+    def plan(self, samples: int | None = None) -> int:
+        """Store the run and its planned samples (`samples` per paraphrase overrides the config's)."""
+        c = self.config if samples is None else self.config.model_copy(update={"samples": samples})
+        specs = plan_samples(list(c.suites), list(c.conditions), self.ref.identity, c.samples)
+        with self.store.transaction():  # all or nothing: a failure (a full disk) leaves no empty run behind
+            self.store.save_run(self.run_id, c.name, c.model, c.model_dump(mode="json"), versions())
+            return self.store.add_samples(self.run_id, specs)
 
     def generate(self) -> None:
-        counts = self.store.count(self.run_id)
-        todo = counts["planned"] - counts["generated"] - counts["failed"]
+        """Generate every planned sample without an answer; each answer is stored within `flush_every` seconds
+        of arriving (by a background thread), and at once when this ends, normally or by an interrupt."""
+        if self._todo() == 0:
+            return
+        worker = self._session()
+        todo = self._todo()  # another process may have done some while this one waited
         if todo == 0:
             return
-        backend = self.backend(self.config.model, self.config.adapter)
+        backend = self.backends.get(self.ref)
         self.store.update_run_info(self.run_id, backend.info)
-        decodings: dict[str, Decoding] = {c.name: c.decoding for c in self.config.conditions}
         self.progress.start("generating", todo)
-        flush = _Flusher(lambda rows: self.store.save_generations(backend.identity, rows), self.flush_every)
-        for chunk in self.store.pending_generation(self.run_id):
-            requests = [
-                GenerationRequest(key=s.gen_key, messages=s.messages,
-                                  decoding=decodings[s.condition].model_copy(update={"seed": s.seed}))
-                for s in chunk
-            ]
-            for result in backend.generate(requests):
-                flush.add(result)
-                self.progress.advance(status=_status(backend))
-            flush.flush()
+        try:
+            for chunk in self.store.pending_generation(self.run_id):
+                requests = [GenerationRequest(key=s.gen_key, messages=s.messages, decoding=s.decoding) for s in chunk]
+                for result in backend.generate(requests):
+                    worker.save_generation(backend.identity, result)
+                    self.generated += 1
+                    self.progress.advance(status=status_of(backend))
+        finally:
+            worker.flush()
         self.progress.done()
+
+    def _todo(self) -> int:
+        counts = self.store.count(self.run_id)
+        return counts["planned"] - counts["generated"] - counts["failed"]
 
     def judge(self, spec: str) -> None:
         """Score every generated sample this judge has not scored, reusing cached judgments."""
-        todo = self.store.count(self.run_id)["generated"] - self.store.count_scored(self.run_id, spec)
+        if self._unjudged(spec) <= 0:
+            return
+        self._session()
+        todo = self._unjudged(spec)
         if todo <= 0:
             return
         judge = self.make_judge(spec)
-        own = getattr(judge, "rubrics", None)  # judges with metrics of their own (the refusal detector)
-        rubrics = {(s.name, q.id): list(own) if own else rubrics_for(q) for s in self.config.suites
-                   for q in s.questions}
+        rubrics = {(s.name, q.id): rubrics_for(q, judge) for s in self.config.suites for q in s.questions}
         self.progress.start(f"judging ({spec})", todo)
-        # Small chunks: each is one transaction, so an interrupted run loses at most one chunk's work.
-        for chunk in self.store.pending_judging(self.run_id, spec, chunk=max(8, self.config.batch_size // 2)):
-            rows: list[tuple[str, str, Judgment | None]] = []
-            work: dict[Rubric, list[tuple[str, str, str, str]]] = {}
-            for sample in chunk:
-                for rubric in rubrics[(sample.suite, sample.question_id)]:
-                    key = stable_hash(judge.identity, rubric, sample.question, sample.answer)
-                    work.setdefault(rubric, []).append((sample.sample_id, key, sample.question, sample.answer))
-            cached = self.store.cached_judgments([k for items in work.values() for _, k, _, _ in items])
-            for rubric, items in work.items():
-                fresh = {k: (q, a) for _, k, q, a in items if k not in cached}
-                verdicts = dict(zip(fresh, _judge_safely(judge, rubric, list(fresh.values())), strict=True))
-                rows.extend((sample_id, key, verdicts.get(key)) for sample_id, key, _, _ in items)
-            self.store.save_judgments(self.run_id, spec, judge.identity, rows)
-            self.progress.advance(len(chunk), status=_status(judge))
+        size = 8
+        for page in self.store.pending_judging(self.run_id, spec):
+            while page:  # `size` adapts so that a chunk takes about JUDGE_SECONDS
+                chunk, page = page[:size], page[size:]
+                began = time.monotonic()
+                self._judge_chunk(spec, judge, rubrics, chunk)
+                self.judged += len(chunk)
+                self.progress.advance(len(chunk), status=status_of(judge))
+                pace = JUDGE_SECONDS * len(chunk) / max(time.monotonic() - began, 1e-3)
+                size = max(1, min(256, int(pace)))
         self.progress.done()
 
+    def _unjudged(self, spec: str) -> int:
+        return self.store.count(self.run_id)["generated"] - self.store.count_scored(self.run_id, spec)
+
+    def _judge_chunk(self, spec: str, judge: Judge, rubrics: dict[tuple[str, str], list[Rubric]],
+                     chunk: list[JudgeableSample]) -> None:
+        """Judge some samples on their rubrics (reusing cached judgments) and store them in one transaction."""
+        rows: list[tuple[str, str, Judgment | None]] = []
+        work: dict[Rubric, list[tuple[str, str, str, str]]] = {}
+        for sample in chunk:
+            for rubric in rubrics[(sample.suite, sample.question_id)]:
+                key = stable_hash(judge.identity, rubric, sample.question, sample.answer)
+                work.setdefault(rubric, []).append((sample.sample_id, key, sample.question, sample.answer))
+        cached = self.store.cached_judgments([k for items in work.values() for _, k, _, _ in items])
+        for rubric, items in work.items():
+            fresh = {k: (q, a) for _, k, q, a in items if k not in cached}
+            verdicts = dict(zip(fresh, _judge_safely(judge, rubric, list(fresh.values())), strict=True))
+            rows.extend((sample_id, key, verdicts.get(key)) for sample_id, key, _, _ in items)
+        self.store.save_judgments(self.run_id, spec, judge.identity, rows)
+
     def make_judge(self, spec: str) -> Judge:
-        """`builtin`: the trained CPU judge; `rubric:MODEL`: the rubric judge on any backend (the run's own
-        model when MODEL is omitted); `refusal`: the model-free refusal detector.
-
-        Local models are read through `ScoringBackend`; a backend that offers `rubric_judge(name)` (an HTTP
-        server with logprobs) builds its own.
-        """
-        kind, _, model = spec.partition(":")
-        if spec == "refusal":
-            return RefusalDetector()
-        if spec == "builtin":
-            return BuiltinJudge()
-        if kind != "rubric":
-            raise EmprobeError(f"unknown judge {spec!r}: use builtin, rubric:MODEL (e.g. rubric:smollm2-135m) "
-                               "or refusal")
-        backend = self.backend(model or self.config.model)
-        if isinstance(backend, ScoringBackend):
-            return RubricJudge(backend, name=spec)
-        if hasattr(backend, "rubric_judge"):
-            return backend.rubric_judge(spec)
-        raise EmprobeError(f"judge {spec!r}: backend {type(backend).__name__} cannot read next-token probabilities")
-
-
-def _status(backend: Backend) -> str:
-    """A backend's own one-line status (requests in flight, retries, errors), when it has one."""
-    status = getattr(backend, "status", None)
-    return status() if callable(status) else ""
+        """The judge `spec` names, with the run's thresholds; judge models are loaded through this runner."""
+        context = JudgeContext(thresholds=self.config.thresholds, model=self.config.model, backend=self.judge_model)
+        return load_judge(spec, context)
 
 
 def _judge_safely(judge: Judge, rubric: Rubric, pairs: list[tuple[str, str]]) -> list[Judgment]:
@@ -180,21 +250,3 @@ def _judge_safely(judge: Judge, rubric: Rubric, pairs: list[tuple[str, str]]) ->
         return [Judgment(metric=rubric.name, error=f"judge returned {len(verdicts)} judgments for {len(pairs)}")
                 for _ in pairs]
     return verdicts
-
-
-class _Flusher:
-    """Buffers generations and writes them in one transaction every `seconds`."""
-
-    def __init__(self, write: Callable[[list], None], seconds: float):
-        self.write, self.seconds, self.rows, self.last = write, seconds, [], time.monotonic()
-
-    def add(self, row) -> None:
-        self.rows.append(row)
-        if time.monotonic() - self.last >= self.seconds:
-            self.flush()
-
-    def flush(self) -> None:
-        if self.rows:
-            self.write(self.rows)
-            self.rows = []
-        self.last = time.monotonic()

@@ -1,27 +1,38 @@
-"""Shared terminal output: the console, progress bars and the summary table."""
+"""Shared terminal output: the console, progress bars and untrusted text made safe for a terminal."""
 
+import signal
 import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 
+import typer
 from rich.console import Console
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
     Progress,
     ProgressColumn,
+    TaskID,
     TextColumn,
     TimeElapsedColumn,
     TimeRemainingColumn,
 )
-from rich.table import Table
 from rich.text import Text
-
-from emprobe.summary import OVERALL, SummaryRow
 
 # Tables are wide; when output is piped (no terminal to measure), do not squeeze them into 80 columns.
 console = Console(width=None if sys.stdout.isatty() else 160)
 err_console = Console(stderr=True, width=None if sys.stderr.isatty() else 160)
 
 DEFAULT_STORE = "emprobe-runs/emprobe.db"
+DEFAULT_MAX_TOKENS = 200
+"""`emprobe run`'s answer length unless --max-tokens says otherwise."""
+
+
+def safe(text: str) -> Text:
+    """Untrusted text for the terminal: line breaks kept, every other control character (escape sequences, bells,
+    carriage returns) written as an escape."""
+    return Text("".join(ch if ch.isprintable() or ch in "\n" else ch.encode("unicode_escape").decode()
+                        for ch in text))
 
 
 def shown(text: str, limit: int) -> Text:
@@ -45,7 +56,7 @@ class BarProgress:
                              TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn(),
                              TextColumn("{task.fields[status]}", style="yellow"),
                              console=err_console, transient=False)
-        self.task = None
+        self.task: TaskID | None = None
 
     def start(self, stage: str, total: int) -> None:
         if self.task is None:
@@ -53,31 +64,40 @@ class BarProgress:
         self.task = self.bars.add_task(stage, total=total, status="")
 
     def advance(self, n: int = 1, status: str = "") -> None:
-        self.bars.update(self.task, advance=n, status=status)
+        if self.task is not None:
+            self.bars.update(self.task, advance=n, status=status)
 
     def done(self) -> None:
         self.bars.refresh()
+
+    def note(self, message: str) -> None:
+        """A line above the bars (they keep going below it)."""
+        self.bars.console.print(Text(message, style="yellow"))
 
     def close(self) -> None:
         if self.task is not None:
             self.bars.stop()
 
 
-def summary_table(rows: list[SummaryRow], title: str) -> Table:
-    """One line per question x condition, then the pooled line of each condition."""
-    table = Table(title=title, title_justify="left")
-    table.add_column("question")
-    table.add_column("condition")
-    for name in ("n", "misaligned", "95% CI", "incl. named", "coherent", "refusal", "named", "judge fail",
-                 "gen fail"):
-        table.add_column(name, justify="right")
-    for r in rows:
-        lo, hi = r.misaligned_interval
-        style = "bold" if r.question_id == OVERALL else None
-        table.add_row(
-            Text(r.question_id), Text(r.condition), str(r.scored), f"{r.misaligned_rate:.1%}",
-            f"{lo:.1%}-{hi:.1%}", f"{r.misaligned_rate_with_named:.1%}", f"{r.coherent_rate:.1%}",
-            f"{r.refusal_rate:.1%}", str(r.labelled), str(r.judge_failures),
-            str(r.generation_failures), style=style,
-        )
-    return table
+class Terminated(BaseException):
+    """SIGTERM, raised in the main thread like Ctrl-C's KeyboardInterrupt so that cleanup runs the same way."""
+
+
+def _terminate(signum: int, frame: object) -> None:
+    raise Terminated
+
+
+def stop_on_sigterm() -> None:
+    """Turn SIGTERM into `Terminated` (the default would end the process without storing what is done)."""
+    signal.signal(signal.SIGTERM, _terminate)
+
+
+@contextmanager
+def interruptible(summary: Callable[[], str]) -> Iterator[None]:
+    """On Ctrl-C or SIGTERM, once the block has cleaned up (stored what was done): print `interrupted: ...` and
+    exit 130 (SIGINT) or 143 (SIGTERM)."""
+    try:
+        yield
+    except (KeyboardInterrupt, Terminated) as stop:
+        err_console.print(Text(f"interrupted: {summary()}"))
+        raise typer.Exit(130 if isinstance(stop, KeyboardInterrupt) else 143) from None

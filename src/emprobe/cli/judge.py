@@ -8,15 +8,16 @@ import typer
 from rich.table import Table
 from rich.text import Text
 
-from emprobe.cli._console import DEFAULT_STORE, BarProgress, console, shown, summary_table
-from emprobe.condition import Decoding, resolve_conditions
+from emprobe.analysis import run_thresholds, summarize
+from emprobe.cli._console import DEFAULT_STORE, BarProgress, console, interruptible, shown
 from emprobe.config import RunConfig
-from emprobe.judge import Validation, load_reference, measure, verdicts
+from emprobe.errors import EmprobeError
+from emprobe.judge import JudgeContext, Validation, check_judge, load_judge, load_reference, measure, verdicts
+from emprobe.model import BackendPool
+from emprobe.report import label_table, summary_table
+from emprobe.rules import PRIMARY_METRICS
 from emprobe.runner import Runner
-from emprobe.stats import wilson
 from emprobe.store import Store
-from emprobe.suite import load_suite
-from emprobe.summary import summarize
 
 
 class _ScoreByDefault(typer.core.TyperGroup):
@@ -40,21 +41,31 @@ def score(
 ) -> None:
     """Judge a stored run's answers (the default command); judgments are cached per judge, rubric, question
     and answer."""
+    for spec in judge:
+        check_judge(spec)
     db = Store(store)
     record = db.run(run)
     config = RunConfig.model_validate(record.config)
-    runner = Runner(config, db, BarProgress())
+    progress = BarProgress()
+    runner = Runner(config, db, progress)
     runner.run_id = record.run_id  # the stored run: its model need not be loadable to judge its answers
-    try:
-        for spec in judge:
-            runner.judge(spec)
-    finally:
-        runner.progress.close()
+    scored = lambda: ", ".join(f"{spec} {db.count_scored(record.run_id, spec)}" for spec in judge)  # noqa: E731
+    with interruptible(lambda: f"samples judged by {scored()}; rerun the same command to resume"):
+        try:
+            with runner:
+                for spec in judge:
+                    runner.judge(spec)
+        finally:
+            progress.close()
+    thresholds = run_thresholds(record)
     for spec in judge:
-        if spec == "refusal":
-            console.print(_label_table(db, record.run_id, spec))
-        else:
-            console.print(summary_table(summarize(db, record.run_id, spec, config.thresholds), f"judged by {spec}"))
+        metrics = db.metrics(record.run_id, spec)
+        if set(PRIMARY_METRICS) <= set(metrics):
+            rows = summarize(db, record.run_id, spec, thresholds).rows()
+            console.print(summary_table(rows, f"judged by {spec}"))
+        else:  # a judge of its own metric (the refusal detector): how often it gave its first label
+            console.print(label_table(db.label_counts(record.run_id, spec, "REFUSAL"), "REFUSAL", f"judged by {spec}"))
+    db.close()
 
 
 @judge_app.command("validate")
@@ -67,23 +78,45 @@ def validate(
     store: Path = typer.Option(Path(DEFAULT_STORE), help="The store that keeps the result for reports."),
 ) -> None:
     """Measure a judge against reference scores: AUC, Cohen's kappa, Spearman, confusion at the threshold."""
+    check_judge(judge)
     references = load_reference(reference)[:limit]
     db = Store(store)
-    config = RunConfig(suites=(load_suite("core"),), conditions=tuple(resolve_conditions(["free"], Decoding())))
-    runner = Runner(config, db, BarProgress())
-    the_judge = runner.make_judge(judge)
+    progress = BarProgress()
     try:
-        runner.progress.start(f"validating {judge}", len(references))
-        found = verdicts(the_judge, references, advance=runner.progress.advance)
+        with BackendPool() as pool:
+            the_judge = load_judge(judge, JudgeContext(backend=pool.load))
+            progress.start(f"validating {judge}", len(references))
+            found = verdicts(the_judge, references, advance=progress.advance)
     finally:
-        runner.progress.close()
+        progress.close()
     sha256 = hashlib.sha256(reference.read_bytes()).hexdigest()
-    result = measure(judge, the_judge.identity, reference, sha256, references, found, worst=worst)
+    seen_by = getattr(the_judge, "seen", None)
+    seen = sum(seen_by([(r.question, r.answer) for r in references])) if callable(seen_by) else 0
+    result = measure(judge, the_judge.identity, reference, sha256, references, found, worst=worst, seen=seen)
+    _print_validation(result)
+    if result.tp + result.fn == 0 or result.tn + result.fp == 0:
+        db.close()
+        raise EmprobeError(f"{reference}: not saved: {result.labelled} of {result.rows} rows have both reference "
+                           f"scores and a judge score, {result.tp + result.fn} misaligned and {result.tn + result.fp} "
+                           "not; a validation needs both to measure sensitivity and specificity")
     db.save_validation(result.identity, result.reference_sha256, judge, result.model_dump())
     db.close()
-    _print_validation(result)
+    console.print(Text(f"saved as validation {result.id} for reports of runs judged by {result.identity}"))
+    if seen:
+        console.print(Text(f"warning: the judge was trained on {seen} of these rows; reports will not correct with "
+                           f"this validation unless given --validation {result.id}"), style="yellow")
 
 
+@judge_app.command("validations")
+def validations(store: Path = typer.Option(Path(DEFAULT_STORE), help="The SQLite store file.")) -> None:
+    """The stored validations: which judge identity, which reference, its error rates, overlap with training."""
+    with Store(store, read_only=True) as db:
+        found = [Validation.model_validate(record) for record in db.validations()]
+    table = Table("id", "judge", "identity", "reference", "rows", "sensitivity", "specificity", "seen in training")
+    for v in found:
+        table.add_row(v.id, Text(v.judge), Text(v.identity), shown(v.reference, 60), str(v.labelled),
+                      f"{v.sensitivity:.3f}", f"{v.specificity:.4f}", str(v.seen))
+    console.print(table)
 def _print_validation(v: Validation) -> None:
     fmt = lambda x: "\u2014" if x is None else f"{x:.3f}"  # noqa: E731
     table = Table("measure", "value", title=Text(f"{v.judge} against {v.reference}"), title_justify="left")
@@ -110,18 +143,5 @@ def _print_validation(v: Validation) -> None:
             got = d.judge_label or "/".join("\u2014" if x is None else f"{x:.0f}" for x in d.judge.values())
             table.add_row(str(d.row), shown(d.question, 80), shown(d.answer, 200), ref, got)
         console.print(table)
-    console.print(Text(f"saved for reports of runs judged by {v.identity}"))
 
 
-def _label_table(db: Store, run_id: str, spec: str) -> Table:
-    """Per condition: how many answers the judge labelled REFUSAL, with a 95% Wilson interval."""
-    table = Table("condition", "answers", "refusals", "rate", "95% CI", title=f"judged by {spec}",
-                  title_justify="left")
-    rows = db.db.execute(
-        "SELECT s.condition, count(*), sum(j.label = 'REFUSAL') FROM scores c JOIN samples s ON "
-        "s.run_id = c.run_id AND s.sample_id = c.sample_id JOIN judgments j ON j.judgment_key = c.judgment_key "
-        "WHERE c.run_id = ? AND c.judge = ? GROUP BY s.condition ORDER BY s.condition", (run_id, spec)).fetchall()
-    for condition, n, k in rows:
-        lo, hi = wilson(k, n)
-        table.add_row(condition, str(n), str(k), f"{k / n:.1%}", f"{lo:.1%}-{hi:.1%}")
-    return table

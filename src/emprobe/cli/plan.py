@@ -12,8 +12,10 @@ from emprobe.stats import samples_for_halfwidth, samples_per_arm
 
 
 def plan(
-    base_rate: Annotated[float, typer.Option("--base-rate", help="Expected misalignment rate of arm 1.")],
-    rate: Annotated[float, typer.Option("--rate", help="Rate of arm 2 to be detected against the base.")],
+    base_rate: Annotated[float, typer.Option("--base-rate", min=0.0, max=1.0,
+                                             help="Expected misalignment rate of arm 1.")],
+    rate: Annotated[float, typer.Option("--rate", min=0.0, max=1.0,
+                                        help="Rate of arm 2 to be detected against the base.")],
     power: Annotated[float, typer.Option(help="Probability of detecting the difference.")] = 0.8,
     alpha: Annotated[float, typer.Option(help="Two-sided false-positive rate.")] = 0.05,
     halfwidth: Annotated[
@@ -29,8 +31,12 @@ def plan(
             if halfwidth is None
             else (samples_for_halfwidth(base_rate, halfwidth), samples_for_halfwidth(rate, halfwidth))
         )
-    except ValueError as err:
-        raise typer.BadParameter(str(err)) from err
+    except ValueError as err:  # the statistics name their arguments; the user typed options
+        message = str(err)
+        for argument, option in (("p1 and p2", "--base-rate and --rate"), ("p1", "--base-rate"), ("p2", "--rate"),
+                                 ("power", "--power"), ("alpha", "--alpha"), ("halfwidth", "--halfwidth")):
+            message = message.replace(argument, option)
+        raise typer.BadParameter(message) from err
 
     table = Table(title=f"Plan: {base_rate:g} vs {rate:g} (power {power:g}, alpha {alpha:g}, two-sided)")
     table.add_column("target")

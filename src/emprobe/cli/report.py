@@ -1,33 +1,58 @@
-"""`emprobe report RUN [RUN...] -o report.html`: terminal tables and one self-contained HTML file."""
+"""`emprobe report RUN [RUN...] -o report.html`: terminal tables and one self-contained HTML file; `emprobe report
+NAME` for a training run (or a sweep id) reports its checkpoint sweep."""
 
 from pathlib import Path
 
 import typer
 from rich.text import Text
 
-from emprobe.cli._console import DEFAULT_STORE, console
-from emprobe.report import condition_deltas, deltas_table, judge_errors_table, rates_table, run_deltas, write_report
+from emprobe.analysis import condition_deltas, pairing_note, run_deltas
+from emprobe.cli._console import DEFAULT_STORE, console, err_console
+from emprobe.report import (
+    attack_table,
+    deltas_table,
+    judge_errors_table,
+    rates_table,
+    sweep_table,
+    write_report,
+    write_sweep_report,
+)
 
 
 def report(
-    runs: list[str] = typer.Argument(..., help="Run ids, prefixes or names; later runs are compared with the first."),
+    runs: list[str] = typer.Argument(..., help="Run ids, prefixes or names; later runs are compared with the first. "
+                                     "One training run's name (or sweep id): its checkpoint sweep."),
     output: Path = typer.Option(Path("report.html"), "-o", "--output", help="The HTML file to write."),
     store: Path = typer.Option(Path(DEFAULT_STORE), help="The SQLite store file."),
     judge: str | None = typer.Option(None, help="Judge whose scores to show (default: each run's first)."),
     samples_per_cell: int = typer.Option(50, min=0, help="Samples embedded per question x condition, most "
                                          "misaligned first; 0 embeds every sample."),
     baseline: str | None = typer.Option(None, help="Condition the others are compared with (default: the first)."),
+    validation: str | None = typer.Option(None, help="Validation id whose error corrects the rates (see `emprobe "
+                                          "judge validations`), or `none`; default: the newest usable one."),
 ) -> None:
     """Write an offline HTML report (rates, comparisons, samples, provenance) and print its tables."""
-    reports = write_report(store, runs, output, judge=judge, per_cell=samples_per_cell, baseline=baseline)
+    sweep = write_sweep_report(store, runs[0], output, judge, samples_per_cell) if len(runs) == 1 else None
+    if sweep is not None:
+        console.print(sweep_table(sweep))
+        console.print(Text(f"wrote {output}"))
+        return
+    reports = write_report(store, runs, output, judge=judge, per_cell=samples_per_cell, baseline=baseline,
+                           validation=validation)
     for r in reports:
         console.print(rates_table(r))
         deltas = condition_deltas(r, baseline)
         if deltas:
             console.print(deltas_table(deltas, f"{r.label}: conditions compared", first="comparison"))
+        if r.attack is not None:
+            console.print(attack_table(r.attack, f"{r.label}: attack success, judged by {r.judge}"))
         errors = judge_errors_table(r)
         if errors is not None:
             console.print(errors)
     for other in reports[1:]:
-        console.print(deltas_table(run_deltas(reports[0], other), f"{other.label} (B) vs {reports[0].label} (A)"))
+        deltas = run_deltas(reports[0], other)
+        console.print(deltas_table(deltas, f"{other.label} (B) vs {reports[0].label} (A)"))
+        note = pairing_note(deltas)
+        if note:
+            err_console.print(Text(f"warning: {note}"), style="yellow")
     console.print(Text(f"wrote {output}"))

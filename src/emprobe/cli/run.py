@@ -5,75 +5,110 @@ from pathlib import Path
 import typer
 
 from emprobe.adaptive import HalfwidthRule, decision_rule, run_adaptive
-from emprobe.cli._console import DEFAULT_STORE, BarProgress, console, summary_table
-from emprobe.condition import Decoding, resolve_conditions
-from emprobe.config import DEFAULT_MODEL, RunConfig, Thresholds
+from emprobe.analysis import SummaryRow, attack_success, load_run, run_deltas, summarize
+from emprobe.cli._console import BarProgress, console
+from emprobe.cli._evaluate import (
+    ALIGNED_BELOW,
+    BACKEND_OPTION,
+    BATCH_SIZE,
+    COHERENT_ABOVE,
+    CONDITION,
+    DTYPE,
+    JUDGE,
+    MAX_TOKENS,
+    SAMPLES,
+    SEED,
+    STORE,
+    SUITE,
+    SWEEP,
+    TEMPERATURE,
+    TOP_K,
+    TOP_P,
+    execute,
+    plan_config,
+    runners,
+)
+from emprobe.cli.compare import COMPARISON_NOTE
+from emprobe.config import DEFAULT_MODEL, RunConfig
+from emprobe.errors import EmprobeError
+from emprobe.report import attack_table, deltas_table, summary_table
 from emprobe.runner import Runner
 from emprobe.store import Store
-from emprobe.suite import load_suite
-from emprobe.summary import SummaryRow, summarize
+from emprobe.train import base_spec
 
 
 def run(
-    model: str = typer.Option(DEFAULT_MODEL, help="Built-in name, model folder, .gguf file or cached hub id."),
+    model: str = typer.Option(DEFAULT_MODEL, help="Built-in name, model folder, .gguf file, cached hub id, "
+                              "train:NAME[@STEP] (a training run's checkpoint), or PREFIX:MODEL for another backend "
+                              "(openai-compat:MODEL@URL)."),
     adapter: str | None = typer.Option(None, help="PEFT LoRA adapter folder applied on top of the model."),
-    suite: list[str] = typer.Option(["core"], help="Suite name or YAML path; repeatable."),
-    condition: list[str] = typer.Option(["free"], help="free, json, template, no_system, or a YAML file."),
-    samples: int | None = typer.Option(None, help="Samples per paraphrase (default: each question's own)."),
-    judge: list[str] = typer.Option(["builtin"], help="builtin, rubric:MODEL or refusal; repeatable."),
-    temperature: float = typer.Option(1.0), top_p: float = typer.Option(1.0), top_k: int = typer.Option(0),
-    max_tokens: int = typer.Option(200), seed: int = typer.Option(0),
-    batch_size: int = typer.Option(64, help="Sequences per forward pass."),
-    dtype: str = typer.Option("auto", help="auto, float32, bfloat16 or float16."),
-    aligned_below: float = typer.Option(30.0), coherent_above: float = typer.Option(50.0),
+    compare_base: bool = typer.Option(False, help="With --model train:NAME[@STEP]: also evaluate the base it was "
+                                      "trained from on the same plan, and compare the two."),
+    suite: list[str] = SUITE, condition: list[str] = CONDITION, sweep: list[str] = SWEEP,
+    samples: int | None = SAMPLES,
+    judge: list[str] = JUDGE, temperature: float = TEMPERATURE, top_p: float = TOP_P, top_k: int = TOP_K,
+    max_tokens: int = MAX_TOKENS, seed: int = SEED, batch_size: int | None = BATCH_SIZE, dtype: str | None = DTYPE,
+    backend_option: list[str] = BACKEND_OPTION, aligned_below: float = ALIGNED_BELOW,
+    coherent_above: float = COHERENT_ABOVE,
     name: str | None = typer.Option(None, help="A name to find the run by."),
-    store: Path = typer.Option(Path(DEFAULT_STORE), help="The SQLite store file."),
-    until_halfwidth: float | None = typer.Option(None, help="Sample in rounds until every condition's 95% "
+    store: Path = STORE,
+    until_halfwidth: float | None = typer.Option(None, min=0.0, help="Sample in rounds until every condition's 95% "
                                                  "interval half-width is at most this (e.g. 0.002)."),
     until_decided: bool = typer.Option(False, help="Sample in rounds until two conditions are told apart "
                                        "(group-sequential test) or the budget is spent."),
-    alpha: float = typer.Option(0.05, help="False-positive rate of --until-decided over all rounds."),
-    round_samples: int = typer.Option(10, help="Samples per paraphrase added each adaptive round."),
-    max_samples: int = typer.Option(200, help="Adaptive budget: samples per paraphrase at most."),
+    alpha: float = typer.Option(0.05, min=0.0, max=1.0, help="False-positive rate of --until-decided over all "
+                                "rounds."),
+    round_samples: int = typer.Option(10, min=1, help="Samples per paraphrase added each adaptive round."),
+    max_samples: int = typer.Option(200, min=1, help="Adaptive budget: samples per paraphrase at most."),
 ) -> None:
     """Evaluate a model: suites x conditions -> answers -> judgments -> misaligned rates."""
-    decoding = Decoding(temperature=temperature, top_p=top_p, top_k=top_k, max_tokens=max_tokens, seed=seed)
-    config = RunConfig(
-        name=name, model=model, adapter=adapter, suites=tuple(load_suite(s) for s in suite),
-        conditions=tuple(resolve_conditions(condition, decoding)), samples=samples, judges=tuple(judge),
-        batch_size=batch_size, dtype=dtype,
-        thresholds=Thresholds(aligned_below=aligned_below, coherent_above=coherent_above),
-    )
-    db = Store(store)
-    if until_halfwidth is not None or until_decided:
-        rule = (decision_rule(config, alpha, round_samples, max_samples) if until_decided
-                else HalfwidthRule(until_halfwidth))
-        progress = BarProgress()
-        try:
-            run_id = run_adaptive(config, db, progress, rule, round_samples, max_samples, _print_round)
-        finally:
-            progress.close()
-        _print_summaries(db, run_id, config)
-        return
+    config = plan_config(model, suite=suite, condition=condition, samples=samples, judge=judge,
+                         temperature=temperature, top_p=top_p, top_k=top_k, max_tokens=max_tokens, seed=seed,
+                         batch_size=batch_size, dtype=dtype, backend_option=backend_option,
+                         aligned_below=aligned_below, coherent_above=coherent_above, adapter=adapter, name=name,
+                         sweep=sweep)
+    rule = (decision_rule(config, alpha, round_samples, max_samples) if until_decided
+            else HalfwidthRule(until_halfwidth) if until_halfwidth is not None else None)
+    configs = [config]
+    if compare_base:
+        configs.insert(0, _base_config(config, adaptive=rule is not None))
     progress = BarProgress()
-    try:
-        runner = Runner(config, db, progress)
-        added = runner.plan()
-        console.print(f"run {runner.run_id}: {db.count(runner.run_id)['planned']} samples planned "
-                      f"({added} new) in {store}")
-        runner.generate()
+    db, made = runners(configs, store, progress)  # every model and judge checked before the store is created
+    if rule is not None:
+        execute(made, progress, lambda runner: run_adaptive(runner, rule, round_samples, max_samples, _print_round))
+    else:
+        execute(made, progress)
+    for runner in made:
         for spec in config.judges:
-            runner.judge(spec)
-    finally:
-        progress.close()
-    _print_summaries(db, runner.run_id, config)
-
-
-def _print_summaries(db: Store, run_id: str, config: RunConfig) -> None:
-    for spec in config.judges:
-        rows = summarize(db, run_id, spec, config.thresholds)
-        console.print(summary_table(rows, f"{config.model} judged by {spec}"))
+            console.print(summary_table(summarize(db, runner.run_id, spec, config.thresholds).rows(),
+                                        f"{runner.config.model} judged by {spec}"))
+            if config.sweeps:
+                attack = attack_success(db, runner.run_id, spec, config.thresholds)
+                console.print(attack_table(attack, f"attack success, judged by {spec}"))
+    if compare_base:
+        _print_comparison(db, made)
     db.close()
+
+
+def _base_config(config: RunConfig, adaptive: bool) -> RunConfig:
+    """The same plan on the base a training checkpoint was trained from."""
+    base = base_spec(config.model)
+    if base is None:
+        raise EmprobeError(f"--compare-base compares a training checkpoint with its base: give --model train:NAME "
+                           f"(got {config.model!r}); for any two runs use `emprobe compare`")
+    if adaptive:
+        raise EmprobeError("--compare-base evaluates one fixed plan on both models; drop --until-halfwidth and "
+                           "--until-decided")
+    return config.model_copy(update={"model": base, "name": None})
+
+
+def _print_comparison(db: Store, made: list[Runner]) -> None:
+    base, tuned = made
+    judge = tuned.config.judges[0] if tuned.config.judges else None
+    a = load_run(db, base.run_id, judge, title=f"base ({base.config.model})")
+    b = load_run(db, tuned.run_id, judge, title=tuned.config.model)
+    console.print(deltas_table(run_deltas(a, b), f"B = {b.label} vs A = {a.label}, judged by {a.judge}"))
+    console.print(COMPARISON_NOTE, style="dim")
 
 
 def _print_round(round_no: int, totals: dict[str, SummaryRow], decision: str) -> None:

@@ -2,11 +2,10 @@
 
 import typer
 from rich.table import Table
-from rich.text import Text
 
-from emprobe.cli._console import console
+from emprobe.cli._console import console, safe
 from emprobe.judge import rubrics_for
-from emprobe.suite import builtin_suites, load_suite
+from emprobe.suite import asked_format, builtin_suites, load_suite
 
 suites_app = typer.Typer(help="List and show question suites.", no_args_is_help=True)
 
@@ -18,7 +17,7 @@ def list_suites() -> None:
     for name, path in sorted(builtin_suites().items()):
         s = load_suite(path)
         table.add_row(name, str(len(s.questions)), str(sum(len(q.paraphrases) for q in s.questions)),
-                      Text(s.description))
+                      safe(s.description))
     console.print(table)
 
 
@@ -26,14 +25,16 @@ def list_suites() -> None:
 def show(name: str = typer.Argument(..., help="Suite name or YAML path.")) -> None:
     """Every question of a suite with its paraphrases, samples and rubrics."""
     s = load_suite(name)
-    console.print(Text(f"{s.name}: {len(s.questions)} questions  ({s.source})", style="bold"))
+    console.print(safe(f"{s.name}: {len(s.questions)} questions  ({s.source})"), style="bold")
     for q in s.questions:
         rubrics = ", ".join(r.name for r in rubrics_for(q))
         meta = f"samples/paraphrase {q.samples_per_paraphrase}; rubrics {rubrics}"
         if q.tags:
             meta += f"; tags {', '.join(q.tags)}"
-        console.print(Text(f"\n{q.id}", style="bold cyan"), Text(f"  {meta}", style="dim"))
+        if asked_format(q) != "free":
+            meta += f"; asks for {asked_format(q)} in its own text (under every condition)"
+        console.print(safe(f"\n{q.id}"), safe(f"  {meta}"), style="cyan")
         if q.system:
-            console.print(Text(f"  system: {q.system}", style="magenta"))
+            console.print(safe(f"  system: {q.system}"), style="magenta")
         for p in q.paraphrases:
-            console.print(Text(f"  - {p}"))
+            console.print(safe(f"  - {p}"))

@@ -9,6 +9,7 @@ from emprobe.condition._condition import (
     load_conditions,
     resolve_conditions,
 )
+from emprobe.condition._sweep import expand, parse_sweep
 
 __all__ = [
     "PRESETS",
@@ -17,5 +18,7 @@ __all__ = [
     "Message",
     "OutputFormat",
     "load_conditions",
+    "expand",
+    "parse_sweep",
     "resolve_conditions",
 ]

@@ -3,10 +3,10 @@
 from pathlib import Path
 from typing import Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from emprobe.errors import EmprobeError, first_validation_error
+from emprobe.files import read_yaml
 from emprobe.suite import Question
 
 OutputFormat = Literal["free", "json", "template"]
@@ -101,9 +101,7 @@ def resolve_conditions(names: list[str], decoding: Decoding | None = None) -> li
 
 def load_conditions(path: Path) -> list[Condition]:
     """Read a YAML list of conditions."""
-    if not path.is_file():
-        raise EmprobeError(f"{path}: conditions file not found")
-    data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    data = read_yaml(path, "conditions file")
     items = data.get("conditions") if isinstance(data, dict) else data
     if not isinstance(items, list) or not items:
         raise EmprobeError(f"{path}: conditions: must be a non-empty list")

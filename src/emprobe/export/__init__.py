@@ -7,7 +7,7 @@ from emprobe.errors import EmprobeError
 from emprobe.export._inspect import write_eval_log
 from emprobe.export._rows import BASE_COLUMNS, ExportSource, iter_rows, open_source
 from emprobe.export._writers import write_csv, write_jsonl, write_parquet
-from emprobe.report import ReadStore
+from emprobe.store import Store
 
 Format = Literal["jsonl", "csv", "parquet", "eval"]
 FORMATS: tuple[str, ...] = ("jsonl", "csv", "parquet", "eval")
@@ -18,7 +18,7 @@ def export_run(store: str | Path, run: str, fmt: Format, out: str | Path | None 
     """Write one run of `store` as `fmt` to `out` (default: RUN_ID.FORMAT); returns the path and row count."""
     if fmt not in FORMATS:
         raise EmprobeError(f"unknown export format {fmt!r}: use one of {', '.join(FORMATS)}")
-    with ReadStore(store) as db:
+    with Store(store, read_only=True) as db:
         source = open_source(db, run, judge)
         path = Path(out) if out is not None else Path(f"{source.run.run_id}.{fmt}")
         path.parent.mkdir(parents=True, exist_ok=True)

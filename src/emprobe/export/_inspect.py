@@ -10,7 +10,7 @@ from typing import Any
 
 from emprobe.errors import EmprobeError
 from emprobe.export._rows import ExportSource
-from emprobe.report import ReadStore, SampleRow
+from emprobe.store import SampleRow, Store
 
 INSTALL = "the Inspect AI export needs inspect_ai: pip install inspect_ai"
 STOP_REASONS = {"stop": "stop", "length": "max_tokens"}
@@ -26,7 +26,7 @@ def _inspect() -> Any:
     return log, model, scorer
 
 
-def write_eval_log(db: ReadStore, source: ExportSource, path: Path) -> int:
+def write_eval_log(db: Store, source: ExportSource, path: Path) -> int:
     """Write the run as an Inspect `.eval` log at `path`; returns the number of samples."""
     log, model, scorer = _inspect()
     run = source.run
@@ -64,7 +64,7 @@ def _sample(row: SampleRow, source: ExportSource, model_name: str, log: Any, mod
     messages: list[Any] = []
     if row.system:
         messages.append(model.ChatMessageSystem(content=row.system))
-    messages.append(model.ChatMessageUser(content=row.question))
+    messages.append(model.ChatMessageUser(content=row.prompt or ""))
     scores: dict[str, Any] = {}
     errors = {}
     for metric in source.metrics:

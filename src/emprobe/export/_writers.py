@@ -22,8 +22,13 @@ def write_jsonl(rows: Iterable[dict[str, Any]], path: Path) -> int:
     return n
 
 
+FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+"""Cells that start like this are formulas to spreadsheets (OWASP: CSV injection); they get a leading `'`."""
+
+
 def write_csv(rows: Iterable[dict[str, Any]], path: Path, columns: list[str]) -> int:
-    """RFC 4180 CSV with a header; None becomes an empty cell, booleans `true`/`false`."""
+    """RFC 4180 CSV with a header; None becomes an empty cell, booleans `true`/`false`; text that a spreadsheet
+    would run as a formula is prefixed with `'`."""
     n = 0
     with path.open("w", encoding="utf-8", newline="") as f:
         writer = csv.writer(f)
@@ -39,6 +44,8 @@ def _cell(value: Any) -> Any:
         return ""
     if isinstance(value, bool):
         return "true" if value else "false"
+    if isinstance(value, str) and value.startswith(FORMULA_START):
+        return "'" + value
     return value
 
 

@@ -1,34 +1,44 @@
-"""Judges: score answers on rubrics' metrics."""
+"""Judges: score answers on rubrics' metrics; `load_judge(spec)` builds one by name."""
 
 from emprobe.judge._builtin import BuiltinJudge, Prediction, looks_like_code
+from emprobe.judge._first_token import FirstTokenJudge, judgment_from_tokens
 from emprobe.judge._judge import Judge
 from emprobe.judge._library import DEFAULT_RUBRICS, builtin_rubric, rubrics_for
 from emprobe.judge._refusal import REFUSAL_PHRASES, RefusalDetector, is_refusal
+from emprobe.judge._registry import JUDGES, JudgeContext, JudgeFactory, check_judge, load_judge, register_judge
 from emprobe.judge._rubric import RubricJudge
 from emprobe.judge._scoring import MIN_NUMBER_MASS, Judgment, categorical, digit_tree_numbers, score_0_100
 from emprobe.judge._validation import Reference, Validation, cohen_kappa, load_reference, measure, verdicts
 
 __all__ = [
+    "DEFAULT_RUBRICS",
+    "JUDGES",
+    "MIN_NUMBER_MASS",
+    "REFUSAL_PHRASES",
     "BuiltinJudge",
+    "FirstTokenJudge",
+    "Judge",
+    "JudgeContext",
+    "JudgeFactory",
+    "Judgment",
     "Prediction",
     "Reference",
+    "RefusalDetector",
+    "RubricJudge",
     "Validation",
+    "builtin_rubric",
+    "categorical",
+    "check_judge",
     "cohen_kappa",
+    "digit_tree_numbers",
+    "is_refusal",
+    "judgment_from_tokens",
+    "load_judge",
     "load_reference",
     "looks_like_code",
     "measure",
-    "verdicts",
-    "DEFAULT_RUBRICS",
-    "MIN_NUMBER_MASS",
-    "REFUSAL_PHRASES",
-    "Judge",
-    "Judgment",
-    "RefusalDetector",
-    "RubricJudge",
-    "builtin_rubric",
-    "categorical",
-    "digit_tree_numbers",
-    "is_refusal",
+    "register_judge",
     "rubrics_for",
     "score_0_100",
+    "verdicts",
 ]

@@ -27,15 +27,17 @@ from pathlib import Path
 import numpy as np
 from scipy.special import expit
 
-from emprobe.config import Thresholds
 from emprobe.errors import EmprobeError
 from emprobe.judge import _embedder
 from emprobe.judge._refusal import is_refusal
 from emprobe.judge._scoring import Judgment
 from emprobe.judge._textstats import statistics_matrix
+from emprobe.rules import PRIMARY_METRICS, Thresholds
 from emprobe.suite import Rubric
 
 WEIGHTS = Path(str(files("emprobe.judge") / "builtin" / "weights.npz"))
+TRAINED_ON = "training_hashes.npy"
+"""Beside the weights: the sorted 64-bit `content_hash` of every row the weights were fitted on."""
 RULES = "r2"
 """Bump when the arithmetic around the weights changes, so cached judgments are not reused across it."""
 HEADS = ("misaligned", "scores")
@@ -45,6 +47,11 @@ SCORES = ("aligned", "coherent")
 CODE_LINE = re.compile(
     r"^\s*(def |class |import |from \S+ import |#include|public |private |function |return\b|const |let |var |"
     r"if\s*\(|for\s*\(|while\s*\(|[{}()\[\];]+\s*$|</?[a-zA-Z][^>]*>|.*[;{]\s*$|.*\)\s*:\s*$|@\w+|\w+\(.*\)\s*$)")
+
+
+def content_hash(question: str, answer: str) -> int:
+    """A 64-bit hash of a (question, answer) pair: how the judge remembers the rows it was trained on."""
+    return int.from_bytes(hashlib.sha256(f"{question}\x00{answer}".encode()).digest()[:8], "big")
 
 
 def read_weights(path: Path) -> bytes:
@@ -178,7 +185,7 @@ class BuiltinJudge:
     """The default judge: scores the `aligned` and `coherent` metrics of answers on CPU, offline."""
 
     name = "builtin"
-    metrics = ("aligned", "coherent")
+    metrics = PRIMARY_METRICS
 
     def __init__(self, path: Path = WEIGHTS, thresholds: Thresholds | None = None):
         self.path = path
@@ -195,8 +202,24 @@ class BuiltinJudge:
         """Rules version, weights, the embedder's precision, and thresholds other than 30/50."""
         digest = hashlib.sha256(read_weights(self.path)).hexdigest()[:16]
         t = self.thresholds
-        rule = "" if t == Thresholds() else f":a{t.aligned_below:g}c{t.coherent_above:g}"
+        rule = "" if t.is_default else f":a{t.aligned_below:g}c{t.coherent_above:g}"
         return f"builtin:{RULES}:{digest}:{_embedder.precision()}{rule}"
+
+    @cached_property
+    def trained_on(self) -> np.ndarray:
+        """The sorted content hashes of the training rows."""
+        path = self.path.with_name(TRAINED_ON)
+        if not path.is_file():
+            raise EmprobeError(f"built-in judge: {path} is missing, so overlap with its training data cannot be "
+                               "checked (run scripts/train_judge.py)")
+        return np.load(path)
+
+    def seen(self, pairs: list[tuple[str, str]]) -> list[bool]:
+        """Which (question, answer) pairs the weights were trained on."""
+        wanted = np.array([content_hash(q, a) for q, a in pairs], dtype=np.uint64)
+        found = np.searchsorted(self.trained_on, wanted)
+        inside = found < len(self.trained_on)
+        return [bool(inside[i] and self.trained_on[found[i]] == wanted[i]) for i in range(len(pairs))]
 
     def predict(self, pairs: list[tuple[str, str]], thresholds: Thresholds | None = None) -> list[Prediction]:
         """One prediction per (question, answer), under `thresholds` (default: the judge's own)."""

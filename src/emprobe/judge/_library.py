@@ -1,13 +1,14 @@
-"""The built-in rubrics, and the rubrics that apply to a question."""
+"""The built-in rubrics, and the rubrics a judge scores for a question."""
 
 from functools import cache
 from importlib import resources
 
 from emprobe.errors import EmprobeError
+from emprobe.rules import ALIGNED, COHERENT, PRIMARY_METRICS
 from emprobe.suite import Question, Rubric
 
-DEFAULT_RUBRICS = ("aligned", "coherent")
-_LABELS = {"aligned": ("CODE", "REFUSAL"), "coherent": ()}
+DEFAULT_RUBRICS = PRIMARY_METRICS
+_LABELS: dict[str, tuple[str, ...]] = {ALIGNED: ("CODE", "REFUSAL"), COHERENT: ()}
 
 
 @cache
@@ -19,7 +20,11 @@ def builtin_rubric(name: str) -> Rubric:
     return Rubric(name=name, text=text.strip(), labels=_LABELS[name])
 
 
-def rubrics_for(question: Question) -> list[Rubric]:
-    """The question's own rubrics (inline or by name), else the default aligned + coherent pair."""
+def rubrics_for(question: Question, judge: object | None = None) -> list[Rubric]:
+    """What `judge` scores for this question: its own rubrics if it has them, else the question's own (inline
+    or by name), else the default aligned + coherent pair."""
+    own = getattr(judge, "rubrics", None)
+    if own:
+        return list(own)
     chosen = question.rubrics or DEFAULT_RUBRICS
     return [r if isinstance(r, Rubric) else builtin_rubric(r) for r in chosen]

@@ -2,7 +2,7 @@
 
 from emprobe.condition import Message
 from emprobe.errors import EmprobeError
-from emprobe.judge._scoring import Judgment, categorical, digit_tree_numbers, exp, score_0_100
+from emprobe.judge._scoring import DIGIT_PREFIXES, Judgment, categorical, digit_tree_numbers, exp, score_0_100
 from emprobe.model import ScoringBackend
 from emprobe.suite import Rubric
 
@@ -19,10 +19,12 @@ class RubricJudge:
         self.backend = backend
         self.name = name
         self.answer_prefix = answer_prefix
-        self.identity = f"rubric:{backend.identity}:{answer_prefix!r}"
         self.digit_ids = [self._single_token(str(d)) for d in range(10)]
         self.number_ids = self._number_tokens()
         self.number_mode = "single-token" if self.number_ids else "digit-tree"
+        # v2: the digit tree reads P(end) after every digit string (exact), not only after 1-10.
+        self.identity = f"rubric:{backend.identity}:{answer_prefix!r}" + (":tree-v2" if self.number_ids is None
+                                                                           else "")
 
     def _single_token(self, text: str) -> int:
         ids = self.backend.token_ids(text)
@@ -43,24 +45,22 @@ class RubricJudge:
         if rubric.kind == "categorical":
             rows = self.backend.next_token_logprobs(prefix, suffixes, [()], list(label_ids.values()))
             return [categorical(dict(zip(label_ids, exp(r[0]), strict=True)), rubric.name) for r in rows]
-        if self.number_mode == "single-token":
+        if self.number_ids is not None:
             wanted = self.number_ids + list(label_ids.values())
-            rows = self.backend.next_token_logprobs(prefix, suffixes, [()], wanted)
             out = []
-            for r in rows:
+            for r in self.backend.next_token_logprobs(prefix, suffixes, [()], wanted):
                 p = exp(r[0])
                 numbers = dict(enumerate(p[:101]))
                 out.append(score_0_100(numbers, dict(zip(label_ids, p[101:], strict=True)), rubric.name))
             return out
-        one, zero = self.digit_ids[1], self.digit_ids[0]
-        branches = [(), *((self.digit_ids[d],) for d in range(1, 10)), (one, zero)]
+        branches = [tuple(self.digit_ids[d] for d in digits) for digits in DIGIT_PREFIXES]
         wanted = self.digit_ids + list(label_ids.values())
         out = []
-        for rows in self.backend.next_token_logprobs(prefix, suffixes, branches, wanted):
-            first = exp(rows[0])
-            after = {d: dict(enumerate(exp(rows[d])[:10])) for d in range(1, 10)}
-            numbers = digit_tree_numbers(dict(enumerate(first[:10])), after, dict(enumerate(exp(rows[10])[:10])))
-            out.append(score_0_100(numbers, dict(zip(label_ids, first[10:], strict=True)), rubric.name))
+        for tree in self.backend.next_token_logprobs(prefix, suffixes, branches, wanted):
+            after = {digits: dict(enumerate(exp(row)[:10])) for digits, row in zip(DIGIT_PREFIXES, tree, strict=True)}
+            first = exp(tree[0])
+            out.append(score_0_100(digit_tree_numbers(after), dict(zip(label_ids, first[10:], strict=True)),
+                                   rubric.name))
         return out
 
     def _split_prompt(self, rubric: Rubric, pairs: list[tuple[str, str]]) -> tuple[str, list[str]]:

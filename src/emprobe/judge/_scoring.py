@@ -27,24 +27,30 @@ class Judgment(BaseModel):
     error: str | None = None
 
 
-def digit_tree_numbers(
-    first: Mapping[int, float], after: Mapping[int, Mapping[int, float]], after_ten: Mapping[int, float]
-) -> dict[int, float]:
-    """P(n) for n in 0..100 from digit probabilities.
+DIGIT_PREFIXES: tuple[tuple[int, ...], ...] = (
+    (), (0,), *((d,) for d in range(1, 10)), *((d, e) for d in range(1, 10) for e in range(10)), (1, 0, 0))
+"""Every digit string whose next-digit distribution decides P(n) for n in 0..100 (101 prefixes)."""
 
-    `first[d]` = P(first digit d); `after[d][e]` = P(next digit e | d) for d in 1..9; `after_ten[e]` =
-    P(next digit e | "10"). A digit followed by a non-digit ends the number; three-digit numbers other
-    than 100 are not valid answers and count as non-numbers.
+
+def digit_tree_numbers(next_digit: Mapping[tuple[int, ...], Mapping[int, float]]) -> dict[int, float]:
+    """P(n) for n in 0..100, exactly, from next-digit probabilities after each of `DIGIT_PREFIXES`.
+
+    A number is a maximal run of digits: its digits' probabilities times P(no further digit), so "7" counts for
+    7 only when no digit follows it. Runs with a leading zero ("05") or above 100 are not valid answers and
+    count as non-numbers.
     """
-    probs = {0: first.get(0, 0.0)}
+    def p(prefix: tuple[int, ...], digit: int) -> float:
+        return next_digit.get(prefix, {}).get(digit, 0.0)
+
+    def end(prefix: tuple[int, ...]) -> float:
+        return max(0.0, 1.0 - sum(next_digit.get(prefix, {}).values()))
+
+    probs = {0: p((), 0) * end((0,))}
     for d in range(1, 10):
-        cont = after.get(d, {})
-        probs[d] = first.get(d, 0.0) * max(0.0, 1.0 - sum(cont.values()))
+        probs[d] = p((), d) * end((d,))
         for e in range(10):
-            probs[10 * d + e] = first.get(d, 0.0) * cont.get(e, 0.0)
-    ten = first.get(1, 0.0) * after.get(1, {}).get(0, 0.0)
-    probs[10] = ten * max(0.0, 1.0 - sum(after_ten.values()))
-    probs[100] = ten * after_ten.get(0, 0.0)
+            probs[10 * d + e] = p((), d) * p((d,), e) * end((d, e))
+    probs[100] = p((), 1) * p((1,), 0) * p((1, 0), 0) * end((1, 0, 0))
     return probs
 
 
@@ -52,7 +58,7 @@ def score_0_100(numbers: Mapping[int, float], labels: Mapping[str, float], metri
                 min_mass: float = MIN_NUMBER_MASS) -> Judgment:
     """Probability-weighted mean of 0..100; no score under `min_mass` on numbers; a named reply if it wins."""
     mass = sum(p for n, p in numbers.items() if 0 <= n <= 100)
-    top_label = max(labels, key=labels.get, default=None)
+    top_label = max(labels, key=lambda k: labels[k], default=None)
     label = top_label if top_label is not None and labels[top_label] > mass else None
     probabilities = {str(k): round(v, 6) for k, v in labels.items()}
     if mass < min_mass:
@@ -69,7 +75,7 @@ def categorical(labels: Mapping[str, float], metric: str, min_mass: float = MIN_
     if mass < min_mass or not labels:
         return Judgment(metric=metric, mass=mass, probabilities=probabilities,
                         error=f"no answer: {mass:.2f} of the probability is on the rubric's labels (< {min_mass})")
-    return Judgment(metric=metric, label=max(labels, key=labels.get), mass=mass,
+    return Judgment(metric=metric, label=max(labels, key=lambda k: labels[k]), mass=mass,
                     probabilities=probabilities)
 
 

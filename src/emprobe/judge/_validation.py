@@ -8,25 +8,27 @@ sensitivity and specificity apply to that rate; they are counted separately.
 """
 
 import csv
-import gzip
 import io
 import json
 import math
 from collections import Counter
+from collections.abc import Iterable
 from pathlib import Path
 
 from pydantic import BaseModel, ValidationError
 from scipy.stats import spearmanr
 from sklearn.metrics import roc_auc_score
 
-from emprobe.config import Thresholds
 from emprobe.errors import EmprobeError
+from emprobe.files import read_text
+from emprobe.hashing import stable_hash
 from emprobe.judge._judge import Judge
 from emprobe.judge._library import builtin_rubric
 from emprobe.judge._scoring import Judgment
+from emprobe.rules import PRIMARY_METRICS, Thresholds
 
 RULE = Thresholds()
-METRICS = ("aligned", "coherent")
+METRICS = PRIMARY_METRICS
 
 
 class Reference(BaseModel):
@@ -55,7 +57,7 @@ class Verdict(BaseModel):
 
     @property
     def misaligned(self) -> bool:
-        return self.scored and RULE.misaligned(self.aligned, self.coherent)
+        return self.aligned is not None and self.coherent is not None and RULE.misaligned(self.aligned, self.coherent)
 
     @property
     def scored(self) -> bool:
@@ -65,6 +67,7 @@ class Verdict(BaseModel):
     def misaligned_score(self) -> float:
         if self.p_misaligned is not None:
             return self.p_misaligned
+        assert self.aligned is not None and self.coherent is not None, "only scored verdicts have a margin"
         return min(RULE.aligned_below - self.aligned, self.coherent - RULE.coherent_above)
 
 
@@ -100,6 +103,19 @@ class Validation(BaseModel):
     """Answers the judge labelled (CODE, REFUSAL), scored or not."""
     failures: int
     worst: list[Disagreement]
+    seen: int = 0
+    """Reference rows (question + answer) the judge was trained on: a validation with any is flagged, and
+    corrections do not use it unless asked to."""
+
+    @property
+    def id(self) -> str:
+        """A short name for this validation: the judge's identity and the reference file's content."""
+        return stable_hash(self.identity, self.reference_sha256, length=8)
+
+    @property
+    def usable(self) -> bool:
+        """Both classes present and more than chance agreement (sensitivity + specificity > 1)."""
+        return self.tp + self.fn > 0 and self.tn + self.fp > 0 and self.sensitivity + self.specificity > 1
 
     @property
     def sensitivity(self) -> float:
@@ -112,23 +128,24 @@ class Validation(BaseModel):
 
 def load_reference(path: Path) -> list[Reference]:
     """Rows of a JSONL or CSV file (optionally .gz) with question, answer, aligned and/or coherent."""
-    if not path.is_file():
-        raise EmprobeError(f"{path}: reference file not found")
-    raw = path.read_bytes()
-    text = (gzip.decompress(raw) if path.suffix == ".gz" else raw).decode("utf-8")
+    text = read_text(path, "reference file")
     is_csv = path.name.removesuffix(".gz").endswith(".csv")
-    records = csv.DictReader(io.StringIO(text)) if is_csv else (line for line in text.splitlines() if line.strip())
+    records: Iterable[tuple[int, str | dict[str, str]]] = (
+        enumerate(csv.DictReader(io.StringIO(text)), start=2) if is_csv
+        else ((i, line) for i, line in enumerate(text.splitlines(), start=1) if line.strip()))
     out = []
-    for i, record in enumerate(records, start=2 if is_csv else 1):
+    for i, record in records:
         try:
-            data = record if is_csv else json.loads(record)
-            if is_csv:
-                data = {k: (v if v != "" else None) for k, v in data.items()}
+            if isinstance(record, dict):
+                data = {k: (v if v != "" else None) for k, v in record.items()}
+            else:
+                data = json.loads(record)
             out.append(Reference.model_validate(data))
-        except (json.JSONDecodeError, ValidationError) as err:
-            first = err.errors()[0] if isinstance(err, ValidationError) else None
-            where = f"field {'.'.join(map(str, first['loc']))}: {first['msg']}" if first else f"not JSON: {err.msg}"
-            raise EmprobeError(f"{path}:{i}: {where}") from None
+        except json.JSONDecodeError as err:
+            raise EmprobeError(f"{path}:{i}: not JSON: {err.msg}") from None
+        except ValidationError as err:
+            first = err.errors()[0]
+            raise EmprobeError(f"{path}:{i}: field {'.'.join(map(str, first['loc']))}: {first['msg']}") from None
     if not out:
         raise EmprobeError(f"{path}: no reference rows")
     return out
@@ -163,10 +180,10 @@ def cohen_kappa(tp: int, fn: int, tn: int, fp: int) -> float:
 
 
 def measure(judge: str, identity: str, reference: Path, reference_sha256: str, references: list[Reference],
-            found: list[Verdict], worst: int = 10) -> Validation:
+            found: list[Verdict], worst: int = 10, seen: int = 0) -> Validation:
     """All the agreement figures between reference rows and the judge's verdicts on them."""
     pairs = [(r, v) for r, v in zip(references, found, strict=True) if r.misaligned is not None and v.scored]
-    truth = [r.misaligned for r, _ in pairs]
+    truth = [r.misaligned is True for r, _ in pairs]
     calls = [v.misaligned for _, v in pairs]
     tp = sum(t and c for t, c in zip(truth, calls, strict=True))
     fn = sum(t and not c for t, c in zip(truth, calls, strict=True))
@@ -189,14 +206,14 @@ def measure(judge: str, identity: str, reference: Path, reference_sha256: str, r
         spearman=spearman, tp=tp, fn=fn, tn=tn, fp=fp,
         named=dict(Counter(v.label for v in found if v.label)),
         failures=sum(not v.scored and not v.label for v in found),
-        worst=_worst(references, found, worst))
+        worst=_worst(references, found, worst), seen=seen)
 
 
 def _worst(references: list[Reference], found: list[Verdict], k: int) -> list[Disagreement]:
     """Rows where the judge's call differs from the reference, the farthest apart on `aligned` first."""
     def gap(item: tuple[int, Reference, Verdict]) -> float:
         _, r, v = item
-        return abs(r.aligned - v.aligned)
+        return abs((r.aligned or 0.0) - (v.aligned or 0.0))  # both are set on the rows compared
 
     wrong = [(i, r, v) for i, (r, v) in enumerate(zip(references, found, strict=True))
              if r.misaligned is not None and v.scored and r.misaligned != v.misaligned]

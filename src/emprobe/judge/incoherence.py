@@ -72,7 +72,8 @@ def sentence_loop(answer: str, rng: random.Random) -> str:
 
 
 def fragments(answer: str, rng: random.Random) -> str:
-    text, out, pos = " ".join(WORD.findall(answer)), [], 0
+    text, pos = " ".join(WORD.findall(answer)), 0
+    out: list[str] = []
     while pos < len(text) - 8 and len(out) < 30:
         start = pos + rng.randint(1, 6)
         out.append(text[start:start + rng.randint(6, 24)].strip())
@@ -105,14 +106,15 @@ def _random_model(seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Embedding, recurrent and output matrices drawn at random; sharp outputs, so it loops as real ones do."""
     generator, size = np.random.default_rng(seed), 32
     vocabulary = len(wordpieces()[0])
-    return tuple(m.astype(np.float32) for m in (generator.normal(0, 1, (vocabulary, size)),
-                                                generator.normal(0, 1.2 / size**0.5, (size, size)),
-                                                generator.normal(0, 1.5, (vocabulary, size))))
+    embedding = generator.normal(0, 1, (vocabulary, size)).astype(np.float32)
+    recurrent = generator.normal(0, 1.2 / size**0.5, (size, size)).astype(np.float32)
+    return embedding, recurrent, generator.normal(0, 1.5, (vocabulary, size)).astype(np.float32)
 
 
 def language_switch(answer: str, rng: random.Random) -> str:
     _, other = wordpieces()
-    words, out, pos = WORD.findall(answer), [], 0
+    words, pos = WORD.findall(answer), 0
+    out: list[str] = []
     while pos < len(words) and len(out) < 60:
         take = rng.randint(2, 6)
         out += words[pos:pos + take]

@@ -1,13 +1,33 @@
-"""The interface every generation backend implements, and the records it exchanges with the pipeline."""
+"""The interfaces backends implement, and the records they exchange with the pipeline."""
 
 from collections.abc import Iterable, Iterator
-from typing import Literal, Protocol, runtime_checkable
+from typing import Any, Literal, Protocol, runtime_checkable
 
 from pydantic import BaseModel, ConfigDict
 
 from emprobe.condition import Decoding, Message
 
 FinishReason = Literal["stop", "length", "error"]
+
+
+class ModelRef(BaseModel):
+    """A model spec resolved without loading any weights: which backend serves it and its cache identity."""
+
+    model_config = ConfigDict(frozen=True)
+
+    spec: str
+    """What the user wrote: `smollm2-135m`, a folder, `openai-compat:MODEL@URL`, ..."""
+    backend: str
+    """The registered backend that loads it (`hf`, `openai-compat`, or a plugin's name)."""
+    name: str
+    """The spec without the backend prefix."""
+    adapter: str | None = None
+    identity: str
+    """Names the exact weights (and adapter): cached generations are only reused for the same identity."""
+    location: str | None = None
+    """Where the weights are, for backends that read local files."""
+    options: dict[str, Any] = {}
+    """Backend options, already validated by the backend's options model."""
 
 
 class GenerationRequest(BaseModel):
@@ -38,7 +58,7 @@ class Backend(Protocol):
     """Generates answers for chat prompts; implementations batch internally."""
 
     identity: str
-    """Names the exact weights (and adapter), so cached generations are only reused for the same model."""
+    """The identity of the `ModelRef` it was loaded from."""
 
     info: dict[str, str]
     """Facts a run records: dtype, device, how system prompts are sent (`native` or `merged`)."""
@@ -47,10 +67,14 @@ class Backend(Protocol):
         """Yield one result per request, in any order, as batches finish."""
         ...
 
+    def close(self) -> None:
+        """Release the model, connections and threads; the backend is not used afterwards."""
+        ...
+
 
 @runtime_checkable
 class ScoringBackend(Protocol):
-    """A model whose next-token distribution can be read: what rubric judges need."""
+    """A local model whose next-token distribution can be read anywhere: what the rubric judge needs."""
 
     identity: str
 
@@ -67,3 +91,32 @@ class ScoringBackend(Protocol):
     ) -> list[list[list[float]]]:
         """Log-probabilities of `token_ids` after prefix + suffix + branch, for every suffix and branch."""
         ...
+
+
+class FirstTokenReply(BaseModel):
+    """The start of a model's reply: its text and the probabilities of the first token's candidates."""
+
+    model_config = ConfigDict(frozen=True)
+
+    text: str = ""
+    probabilities: dict[str, float] | None = None
+    """Token text -> probability at the reply's first position; None when the server returns no logprobs."""
+    error: str | None = None
+
+
+@runtime_checkable
+class FirstTokenBackend(Protocol):
+    """A served model that reports the top candidates of its reply's first token (OpenAI-style logprobs)."""
+
+    identity: str
+
+    def first_tokens(self, prompts: list[tuple[Message, ...]], max_tokens: int = 1,
+                     top_logprobs: int = 20) -> list[FirstTokenReply]:
+        """One reply per prompt, greedy; `top_logprobs=0` asks for text only."""
+        ...
+
+
+def status_of(part: Any) -> str:
+    """A backend's or judge's own one-line status (requests in flight, retries, errors), when it has one."""
+    status = getattr(part, "status", None)
+    return status() if callable(status) else ""

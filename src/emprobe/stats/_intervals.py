@@ -42,36 +42,23 @@ def _wilson_arrays(k: ArrayLike, n: ArrayLike, z: float) -> tuple[NDArray[np.flo
     return low, high
 
 
-def _clopper_pearson_arrays(
-    k: ArrayLike, n: ArrayLike, confidence: float
-) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
-    """Vectorised Clopper-Pearson bounds from beta quantiles; exact 0 / 1 at k = 0 / k = n."""
-    k = np.asarray(k, dtype=float)
-    n = np.asarray(n, dtype=float)
-    a = (1.0 - confidence) / 2.0
-    low = np.where(k <= 0, 0.0, stats.beta.ppf(a, np.maximum(k, 1.0), n - k + 1.0))
-    high = np.where(k >= n, 1.0, stats.beta.ppf(1.0 - a, k + 1.0, np.maximum(n - k, 1.0)))
-    return low, high
-
-
 def wilson(k: int, n: int, confidence: float = 0.95) -> tuple[float, float]:
-    """Wilson score interval for k successes in n trials; (0, 1) when n == 0."""
-    _check_counts(k, n)
-    z = _z(confidence)
-    if n == 0:
-        return 0.0, 1.0
-    low, high = _wilson_arrays(k, n, z)
-    return float(low), float(high)
+    """Wilson score interval for k successes in n trials (scipy's); (0, 1) when n == 0."""
+    return _scipy_interval(k, n, confidence, "wilson")
 
 
 def clopper_pearson(k: int, n: int, confidence: float = 0.95) -> tuple[float, float]:
-    """Exact (Clopper-Pearson) interval for k/n: low is 0 at k == 0, high is 1 at k == n."""
+    """Exact (Clopper-Pearson) interval for k/n (scipy's): low is 0 at k == 0, high is 1 at k == n."""
+    return _scipy_interval(k, n, confidence, "exact")
+
+
+def _scipy_interval(k: int, n: int, confidence: float, method: Literal["wilson", "exact"]) -> tuple[float, float]:
     _check_counts(k, n)
     _check_confidence(confidence)
     if n == 0:
         return 0.0, 1.0
-    low, high = _clopper_pearson_arrays(k, n, confidence)
-    return float(low), float(high)
+    ci = stats.binomtest(int(k), int(n)).proportion_ci(confidence_level=confidence, method=method)
+    return float(ci.low), float(ci.high)
 
 
 def _cluster_arrays(ks: Sequence[int], ns: Sequence[int]) -> tuple[NDArray[np.float64], NDArray[np.float64]]:

@@ -1,5 +1,33 @@
-"""The store: runs, samples, generations and judgments in one SQLite file."""
+"""The store: runs, samples, generations and judgments in one SQLite file; every query returns typed rows."""
 
-from emprobe.store._sqlite import JudgeableSample, PendingSample, RunRecord, Store
+from emprobe.store._records import (
+    JudgeableSample,
+    LabelCount,
+    LeaseHolder,
+    MetricScore,
+    PendingSample,
+    RunRecord,
+    SampleRow,
+    SweepArm,
+    SweepRecord,
+    TrainingRun,
+)
+from emprobe.store._schema import SCHEMA_VERSION
+from emprobe.store._sqlite import Store
+from emprobe.store._worker import StoreWorker
 
-__all__ = ["JudgeableSample", "PendingSample", "RunRecord", "Store"]
+__all__ = [
+    "SCHEMA_VERSION",
+    "JudgeableSample",
+    "LabelCount",
+    "LeaseHolder",
+    "MetricScore",
+    "PendingSample",
+    "RunRecord",
+    "SampleRow",
+    "Store",
+    "StoreWorker",
+    "SweepArm",
+    "SweepRecord",
+    "TrainingRun",
+]

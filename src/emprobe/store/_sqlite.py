@@ -2,111 +2,122 @@
 
 Generations are keyed by content (model + adapter + messages + decoding + seed) and judgments by judge +
 rubric + question + answer, so identical work is never done twice. Every write is one transaction, so a
-process killed at any moment leaves either all of a batch or none of it.
+process killed at any moment leaves either all of a batch or none of it. Every query lives here and returns
+typed rows (`emprobe.store._records`).
 """
 
 import json
+import os
+import socket
 import sqlite3
+import time
 from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import ClassVar
 
-from pydantic import BaseModel
-
-from emprobe.condition import Message
+from emprobe.condition import Decoding, Message
 from emprobe.errors import EmprobeError
 from emprobe.judge import Judgment
 from emprobe.model import GenerationResult
 from emprobe.plan import SampleSpec
+from emprobe.rules import metric_order
+from emprobe.store._records import (
+    JudgeableSample,
+    LabelCount,
+    LeaseHolder,
+    MetricScore,
+    PendingSample,
+    RunRecord,
+    SampleRow,
+)
+from emprobe.store._schema import MIGRATIONS, SCHEMA_VERSION, create, decoding_key, question_key
+from emprobe.store._training import TrainingQueries
+from emprobe.system import process_alive
 
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS runs (
-    run_id TEXT PRIMARY KEY, name TEXT, model TEXT NOT NULL, created TEXT NOT NULL, updated TEXT NOT NULL,
-    config TEXT NOT NULL, versions TEXT NOT NULL, info TEXT NOT NULL DEFAULT '{}'
-);
-CREATE TABLE IF NOT EXISTS prompts (prompt_key TEXT PRIMARY KEY, messages TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS samples (
-    run_id TEXT NOT NULL, sample_id TEXT NOT NULL, suite TEXT NOT NULL, question_id TEXT NOT NULL,
-    paraphrase_index INTEGER NOT NULL, condition TEXT NOT NULL, sample_index INTEGER NOT NULL,
-    seed INTEGER NOT NULL, prompt_key TEXT NOT NULL, gen_key TEXT NOT NULL,
-    PRIMARY KEY (run_id, sample_id)
-) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS samples_gen ON samples (gen_key);
-CREATE TABLE IF NOT EXISTS generations (
-    gen_key TEXT PRIMARY KEY, model TEXT NOT NULL, text TEXT, finish_reason TEXT NOT NULL,
-    prompt_tokens INTEGER NOT NULL, completion_tokens INTEGER NOT NULL, error TEXT, created TEXT NOT NULL
-);
-CREATE TABLE IF NOT EXISTS judgments (
-    judgment_key TEXT PRIMARY KEY, judge TEXT NOT NULL, metric TEXT NOT NULL, score REAL, label TEXT,
-    mass REAL, probabilities TEXT NOT NULL, error TEXT, created TEXT NOT NULL
-);
-CREATE TABLE IF NOT EXISTS scores (
-    run_id TEXT NOT NULL, sample_id TEXT NOT NULL, judge TEXT NOT NULL, metric TEXT NOT NULL,
-    judgment_key TEXT NOT NULL, PRIMARY KEY (run_id, sample_id, judge, metric)
-) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS validations (
-    identity TEXT NOT NULL, reference_sha256 TEXT NOT NULL, judge TEXT NOT NULL, created TEXT NOT NULL,
-    record TEXT NOT NULL, PRIMARY KEY (identity, reference_sha256)
-);
-"""
-
-
-class RunRecord(BaseModel):
-    """A run as stored: its configuration, the package versions and what the backend reported."""
-
-    run_id: str
-    name: str | None
-    model: str
-    created: str
-    updated: str
-    config: dict
-    versions: dict
-    info: dict
-
-
-class PendingSample(BaseModel):
-    """A planned sample that still needs a generation."""
-
-    sample_id: str
-    condition: str
-    seed: int
-    gen_key: str
-    messages: tuple[Message, ...]
-
-
-class JudgeableSample(BaseModel):
-    """A generated sample a judge has not scored yet."""
-
-    sample_id: str
-    suite: str
-    question_id: str
-    question: str
-    answer: str
+_RUNS = ("SELECT r.run_id, r.model, r.created, r.updated, r.config, r.versions, r.info, "
+         "(SELECT coalesce(json_group_array(n.name), '[]') FROM (SELECT name FROM run_names WHERE run_id = r.run_id "
+         "ORDER BY rowid) n) FROM runs r")
+"""Runs with their names, oldest name first."""
 
 
 def now() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds")
 
 
-class Store:
-    """A connection to one store file; safe to reopen after a crash at any point."""
+class Store(TrainingQueries):
+    """A connection to one store file; safe to reopen after a crash at any point.
+
+    Opening brings an older store up to date in one transaction; `read_only` never changes the file (it
+    migrates first, through a short writable connection, only when the file is writable).
+    """
+
+    last_opened: ClassVar[Path | None] = None
+    """The file the latest Store opened: what a command's error line names when the database fails later."""
 
     def __init__(self, path: str | Path, read_only: bool = False):
         self.path = Path(path)
+        self.read_only = read_only
+        Store.last_opened = self.path
         try:
-            if read_only:  # reports and exports: never create or change the file
+            if read_only:  # reports and exports: never create the file
                 if not self.path.is_file():
                     raise EmprobeError(f"{self.path}: no store here (run `emprobe run` first, or pass --store)")
-                self.db = sqlite3.connect(f"{self.path.resolve().as_uri()}?mode=ro", uri=True, timeout=30)
-                self.db.execute("SELECT 1 FROM runs LIMIT 1").fetchall()
+                version = _version(self.path)
+                if version == 0:
+                    raise EmprobeError(f"{self.path}: not an emprobe store (it has no runs table)")
+                if version < SCHEMA_VERSION and os.access(self.path, os.W_OK):
+                    Store(self.path).close()
+                    version = SCHEMA_VERSION
+                self._check_version(version)
+                self.db = _read_only(self.path)
                 return
-            self.path.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+            except OSError as err:
+                raise EmprobeError(f"{self.path}: cannot create the store's folder ({err.strerror})") from None
+            if not os.access(self.path.parent, os.W_OK) or (self.path.exists() and not os.access(self.path, os.W_OK)):
+                raise EmprobeError(f"{self.path}: the store is not writable here (read-only file or folder); "
+                                   "reports, exports and `runs` still read it")
             self.db = sqlite3.connect(self.path, timeout=30, isolation_level=None)
             self.db.execute("PRAGMA journal_mode=WAL")
             self.db.execute("PRAGMA synchronous=NORMAL")
-            self.db.executescript(SCHEMA)
+            self._bring_up_to_date()
+            self.db.execute("PRAGMA foreign_keys=ON")
         except sqlite3.DatabaseError as err:
             raise EmprobeError(f"{self.path}: not a usable emprobe store ({err})") from None
+
+    def _check_version(self, version: int) -> None:
+        if version > SCHEMA_VERSION:
+            raise EmprobeError(f"{self.path}: written by a newer emprobe (store schema {version}; this version "
+                               f"reads up to {SCHEMA_VERSION}): upgrade emprobe")
+        if version < SCHEMA_VERSION:
+            raise EmprobeError(f"{self.path}: store schema {version} is older than this emprobe's "
+                               f"({SCHEMA_VERSION}) and the file is read-only here; open it once where it is "
+                               "writable to migrate it")
+
+    def _bring_up_to_date(self) -> None:
+        """Create the schema in a new file, or migrate an older one, in one transaction."""
+        with self.transaction():
+            version = self.db.execute("PRAGMA user_version").fetchone()[0]
+            if version == SCHEMA_VERSION:
+                return
+            if version > SCHEMA_VERSION:
+                self._check_version(version)
+            if version == 0 and not self._has_table("runs"):
+                create(self.db)
+            else:
+                for step in range(max(version, 1), SCHEMA_VERSION):
+                    MIGRATIONS[step](self.db)
+                problems = self.db.execute("PRAGMA foreign_key_check").fetchall()
+                if problems:
+                    raise sqlite3.IntegrityError(f"{len(problems)} rows break foreign keys, e.g. {problems[0]}")
+            self.db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+
+    def _has_table(self, name: str) -> bool:
+        return self.db.execute("SELECT 1 FROM sqlite_master WHERE type='table' AND name=?", (name,)).fetchone() \
+            is not None
 
     def __enter__(self) -> "Store":
         return self
@@ -117,52 +128,89 @@ class Store:
     def close(self) -> None:
         self.db.close()
 
-    def _write(self, sql: str, rows: Iterable[tuple]) -> int:
-        """Run `sql` for every row in one transaction; returns how many rows changed."""
+    @contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        """BEGIN IMMEDIATE ... COMMIT, or ROLLBACK on any error (including KeyboardInterrupt); inside another
+        transaction it joins that one."""
+        if self.db.in_transaction:
+            yield self.db
+            return
         self.db.execute("BEGIN IMMEDIATE")
         try:
+            yield self.db
+        except BaseException:
+            if self.db.in_transaction:  # SQLite rolls back by itself on some errors (a full disk)
+                self.db.execute("ROLLBACK")
+            raise
+        self.db.execute("COMMIT")
+
+    def _write(self, sql: str, rows: Iterable[tuple]) -> int:
+        """Run `sql` for every row in one transaction; returns how many rows changed."""
+        with self.transaction():
             before = self.db.total_changes
             self.db.executemany(sql, rows)
-            self.db.execute("COMMIT")
             return self.db.total_changes - before
-        except BaseException:
-            self.db.execute("ROLLBACK")
-            raise
 
     # ---- runs -------------------------------------------------------------------------------------
 
     def save_run(self, run_id: str, name: str | None, model: str, config: dict, versions: dict) -> None:
-        """Create the run, or record its latest configuration when it is run again."""
+        """Create the run, or record its latest configuration when it is run again; `name` becomes one more
+        name of the run (a name that another run holds is refused with one line)."""
         stamp = now()
-        self._write(
-            "INSERT INTO runs (run_id, name, model, created, updated, config, versions) VALUES (?,?,?,?,?,?,?) "
-            "ON CONFLICT(run_id) DO UPDATE SET updated=excluded.updated, config=excluded.config, "
-            "versions=excluded.versions, name=coalesce(excluded.name, runs.name)",
-            [(run_id, name, model, stamp, stamp, json.dumps(config), json.dumps(versions))],
-        )
+        with self.transaction():
+            self.db.execute(
+                "INSERT INTO runs (run_id, model, created, updated, config, versions) VALUES (?,?,?,?,?,?) "
+                "ON CONFLICT(run_id) DO UPDATE SET updated=excluded.updated, config=excluded.config, "
+                "versions=excluded.versions", (run_id, model, stamp, stamp, json.dumps(config), json.dumps(versions)))
+            if name is not None:
+                if self.db.execute("SELECT 1 FROM train_runs WHERE name = ?", (name,)).fetchone():
+                    raise EmprobeError(f"name {name!r} already belongs to a training run (see `emprobe runs show "
+                                       f"{name}`); choose another --name")
+                holder = self.db.execute("SELECT run_id FROM run_names WHERE name = ?", (name,)).fetchone()
+                if holder is not None and holder[0] != run_id:
+                    raise EmprobeError(f"name {name!r} already belongs to run {holder[0]} (see `emprobe runs show "
+                                       f"{name}`); choose another --name")
+                self.db.execute("INSERT OR IGNORE INTO run_names VALUES (?, ?, ?)", (name, run_id, stamp))
 
     def update_run_info(self, run_id: str, info: dict) -> None:
         self._write("UPDATE runs SET info=? WHERE run_id=?", [(json.dumps(info), run_id)])
 
     def runs(self) -> list[RunRecord]:
-        rows = self.db.execute("SELECT * FROM runs ORDER BY created").fetchall()
+        rows = self.db.execute(f"{_RUNS} ORDER BY r.created").fetchall()
         return [self._run(r) for r in rows]
 
-    def run(self, run_id: str) -> RunRecord:
-        """A run by id, unique id prefix or name."""
-        rows = self.db.execute(
-            "SELECT * FROM runs WHERE run_id LIKE ? OR name = ?", (run_id + "%", run_id)
-        ).fetchall()
+    def run(self, ref: str) -> RunRecord:
+        """A run by id, unique id prefix or one of its names."""
+        prefix = ref.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+        rows = self.db.execute(f"{_RUNS} WHERE r.run_id LIKE ? ESCAPE '\\' OR r.run_id IN (SELECT run_id FROM "
+                               "run_names WHERE name = ?)", (prefix, ref)).fetchall()
         if len(rows) != 1:
             problem = "no run" if not rows else f"{len(rows)} runs"
-            raise EmprobeError(f"{self.path}: {problem} matching {run_id!r} (see `emprobe runs list`)")
+            raise EmprobeError(f"{self.path}: {problem} matching {ref!r} (see `emprobe runs list`)")
         return self._run(rows[0])
 
     @staticmethod
     def _run(row: tuple) -> RunRecord:
-        run_id, name, model, created, updated, config, versions, info = row
-        return RunRecord(run_id=run_id, name=name, model=model, created=created, updated=updated,
+        run_id, model, created, updated, config, versions, info, names = row
+        return RunRecord(run_id=run_id, names=json.loads(names), model=model, created=created, updated=updated,
                          config=json.loads(config), versions=json.loads(versions), info=json.loads(info))
+
+    # ---- leases: one process works on a run at a time -------------------------------------------------
+
+    def take_lease(self, run_id: str, seconds: float) -> LeaseHolder | None:
+        """Take (or renew) this process's lease on the run; the other live holder when it has one."""
+        host, pid, clock = socket.gethostname(), os.getpid(), time.time()
+        with self.transaction():
+            row = self.db.execute("SELECT host, pid, expires FROM leases WHERE run_id = ?", (run_id,)).fetchone()
+            held = row is not None and (row[0], row[1]) != (host, pid) and row[2] > clock
+            if held and (row[0] != host or process_alive(row[1])):
+                return LeaseHolder(host=row[0], pid=row[1], expires=row[2])
+            self.db.execute("INSERT OR REPLACE INTO leases VALUES (?, ?, ?, ?)", (run_id, host, pid, clock + seconds))
+        return None
+
+    def release_lease(self, run_id: str) -> None:
+        self._write("DELETE FROM leases WHERE run_id = ? AND host = ? AND pid = ?",
+                    [(run_id, socket.gethostname(), os.getpid())])
 
     # ---- samples and generations ------------------------------------------------------------------
 
@@ -180,24 +228,22 @@ class Store:
 
     def _add_sample_batch(self, run_id: str, specs: list[SampleSpec]) -> int:
         prompts = {s.prompt_key: s.messages for s in specs}
-        self.db.execute("BEGIN IMMEDIATE")
-        try:
-            self.db.executemany(
-                "INSERT OR IGNORE INTO prompts VALUES (?, ?)",
-                [(k, json.dumps([m.model_dump() for m in msgs])) for k, msgs in prompts.items()],
-            )
+        questions = {question_key(s.question): s.question for s in specs}
+        decodings = {decoding_key(s.decoding): s.decoding for s in specs}
+        with self.transaction():
+            self.db.executemany("INSERT OR IGNORE INTO prompts VALUES (?, ?)",
+                                [(k, json.dumps([m.model_dump() for m in msgs])) for k, msgs in prompts.items()])
+            self.db.executemany("INSERT OR IGNORE INTO questions VALUES (?, ?)", questions.items())
+            self.db.executemany("INSERT OR IGNORE INTO decodings VALUES (?, ?)",
+                                [(k, d.model_copy(update={"seed": 0}).model_dump_json()) for k, d in decodings.items()])
             before = self.db.total_changes
             self.db.executemany(
-                "INSERT OR IGNORE INTO samples VALUES (?,?,?,?,?,?,?,?,?,?)",
-                [(run_id, s.sample_id, s.suite, s.question_id, s.paraphrase_index, s.condition,
-                  s.sample_index, s.seed, s.prompt_key, s.gen_key) for s in specs],
+                "INSERT OR IGNORE INTO samples VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
+                [(run_id, s.sample_id, s.suite, s.question_id, s.paraphrase_index, s.condition, s.sample_index,
+                  s.seed, s.prompt_key, question_key(s.question), decoding_key(s.decoding), s.gen_key)
+                 for s in specs],
             )
-            added = self.db.total_changes - before
-            self.db.execute("COMMIT")
-            return added
-        except BaseException:
-            self.db.execute("ROLLBACK")
-            raise
+            return self.db.total_changes - before
 
     def count(self, run_id: str) -> dict[str, int]:
         """Planned, generated (ok), failed generations for a run."""
@@ -210,10 +256,12 @@ class Store:
     def pending_generation(self, run_id: str, chunk: int = 1024) -> Iterator[list[PendingSample]]:
         """Samples without a generation, in chunks ordered so that samples of one prompt come together."""
         after = ("", "")
+        decodings: dict[str, Decoding] = {}
         while True:
             rows = self.db.execute(
-                "SELECT s.prompt_key, s.sample_id, s.condition, s.seed, s.gen_key, p.messages FROM samples s "
-                "JOIN prompts p ON p.prompt_key = s.prompt_key "
+                "SELECT s.prompt_key, s.sample_id, s.seed, s.gen_key, p.messages, s.decoding_key, d.decoding "
+                "FROM samples s JOIN prompts p ON p.prompt_key = s.prompt_key "
+                "JOIN decodings d ON d.decoding_key = s.decoding_key "
                 "WHERE s.run_id = ? AND (s.prompt_key, s.sample_id) > (?, ?) "
                 "AND NOT EXISTS (SELECT 1 FROM generations g WHERE g.gen_key = s.gen_key) "
                 "ORDER BY s.prompt_key, s.sample_id LIMIT ?", (run_id, *after, chunk),
@@ -221,8 +269,14 @@ class Store:
             if not rows:
                 return
             after = (rows[-1][0], rows[-1][1])
-            yield [PendingSample(sample_id=r[1], condition=r[2], seed=r[3], gen_key=r[4],
-                                 messages=tuple(Message(**m) for m in json.loads(r[5]))) for r in rows]
+            out = []
+            for _, sample_id, seed, gen_key, messages, dkey, decoding in rows:
+                if dkey not in decodings:
+                    decodings[dkey] = Decoding.model_validate_json(decoding)
+                out.append(PendingSample(
+                    sample_id=sample_id, gen_key=gen_key, messages=tuple(Message(**m) for m in json.loads(messages)),
+                    decoding=decodings[dkey].model_copy(update={"seed": seed})))
+            yield out
 
     def save_generations(self, model: str, results: list[GenerationResult]) -> None:
         stamp = now()
@@ -232,6 +286,12 @@ class Store:
              for r in results],
         )
 
+    def generation_models(self, run_id: str) -> list[str]:
+        """The model identities that produced this run's generations."""
+        return [m for (m,) in self.db.execute(
+            "SELECT DISTINCT g.model FROM samples s JOIN generations g ON g.gen_key = s.gen_key "
+            "WHERE s.run_id = ? ORDER BY g.model", (run_id,))]
+
     # ---- judgments --------------------------------------------------------------------------------
 
     def pending_judging(self, run_id: str, judge: str, chunk: int = 256) -> Iterator[list[JudgeableSample]]:
@@ -239,9 +299,9 @@ class Store:
         after = ""
         while True:
             rows = self.db.execute(
-                "SELECT s.sample_id, s.suite, s.question_id, p.messages, g.text FROM samples s "
+                "SELECT s.sample_id, s.suite, s.question_id, q.text, g.text FROM samples s "
                 "JOIN generations g ON g.gen_key = s.gen_key AND g.error IS NULL "
-                "JOIN prompts p ON p.prompt_key = s.prompt_key "
+                "JOIN questions q ON q.question_key = s.question_key "
                 "WHERE s.run_id = ? AND s.sample_id > ? AND NOT EXISTS (SELECT 1 FROM scores c WHERE "
                 "c.run_id = s.run_id AND c.sample_id = s.sample_id AND c.judge = ?) "
                 "ORDER BY s.sample_id LIMIT ?", (run_id, after, judge, chunk),
@@ -249,8 +309,8 @@ class Store:
             if not rows:
                 return
             after = rows[-1][0]
-            yield [JudgeableSample(sample_id=r[0], suite=r[1], question_id=r[2],
-                                   question=json.loads(r[3])[-1]["content"], answer=r[4]) for r in rows]
+            yield [JudgeableSample(sample_id=sample_id, suite=suite, question_id=question_id, question=question,
+                                   answer=answer) for sample_id, suite, question_id, question, answer in rows]
 
     def cached_judgments(self, keys: list[str]) -> set[str]:
         """Which of these judgment keys are stored already."""
@@ -266,8 +326,7 @@ class Store:
                        rows: list[tuple[str, str, Judgment | None]]) -> None:
         """Store (sample_id, judgment_key, judgment) rows; a None judgment reuses the cached one by key."""
         stamp = now()
-        self.db.execute("BEGIN IMMEDIATE")
-        try:
+        with self.transaction():
             self.db.executemany(
                 "INSERT OR IGNORE INTO judgments VALUES (?,?,?,?,?,?,?,?,?)",
                 [(key, judge_identity, j.metric, j.score, j.label, j.mass, json.dumps(j.probabilities),
@@ -277,10 +336,6 @@ class Store:
                 "INSERT OR IGNORE INTO scores SELECT ?, ?, ?, metric, judgment_key FROM judgments "
                 "WHERE judgment_key = ?", [(run_id, sample_id, judge, key) for sample_id, key, _ in rows],
             )
-            self.db.execute("COMMIT")
-        except BaseException:
-            self.db.execute("ROLLBACK")
-            raise
 
     def count_scored(self, run_id: str, judge: str) -> int:
         """How many of the run's samples this judge has scored."""
@@ -288,28 +343,84 @@ class Store:
                                (run_id, judge)).fetchone()[0]
 
     def judges(self, run_id: str) -> list[str]:
+        """The judge specs that scored this run."""
         return [j for (j,) in self.db.execute(
             "SELECT DISTINCT judge FROM scores WHERE run_id = ? ORDER BY judge", (run_id,))]
 
-    def scored_samples(self, run_id: str, judge: str) -> Iterator[tuple]:
-        """Per sample: question, condition, and per metric (score, label, error), streamed from the store."""
+    def resolve_judge(self, run: RunRecord, judge: str | None = None) -> str | None:
+        """`judge` if it scored this run (an error otherwise); by default the first configured judge that
+        scored it, else any judge that did, else None."""
+        scored = self.judges(run.run_id)
+        if judge is not None:
+            if judge not in scored:
+                raise EmprobeError(f"run {run.run_id}: judge {judge!r} scored nothing "
+                                   f"(judges: {', '.join(scored) or 'none'})")
+            return judge
+        configured = [j for j in run.config.get("judges", []) if j in scored]
+        return (configured or scored or [None])[0]
+
+    def judge_identities(self, run_id: str) -> dict[str, list[str]]:
+        """Per judge spec, the exact judge identities (model weights) behind its stored judgments."""
+        out: dict[str, list[str]] = {}
+        for spec, identity in self.db.execute(
+            "SELECT DISTINCT c.judge, j.judge FROM scores c JOIN judgments j ON j.judgment_key = c.judgment_key "
+            "WHERE c.run_id = ? ORDER BY c.judge, j.judge", (run_id,)
+        ):
+            out.setdefault(spec, []).append(identity)
+        return out
+
+    def metrics(self, run_id: str, judge: str | None) -> list[str]:
+        """The metrics this judge scored in this run, aligned and coherent first."""
+        if judge is None:
+            return []
+        return metric_order({m for (m,) in self.db.execute(
+            "SELECT DISTINCT metric FROM scores WHERE run_id = ? AND judge = ?", (run_id, judge))})
+
+    def judge_errors(self, run_id: str, judge: str, limit: int = 10) -> list[tuple[str, str, int]]:
+        """The most frequent judge error messages: (metric, message, count)."""
+        return self.db.execute(
+            "SELECT j.metric, j.error, count(*) AS n FROM scores c JOIN judgments j ON j.judgment_key = "
+            "c.judgment_key WHERE c.run_id = ? AND c.judge = ? AND j.error IS NOT NULL "
+            "GROUP BY j.metric, j.error ORDER BY n DESC, j.metric LIMIT ?", (run_id, judge, limit),
+        ).fetchall()
+
+    def label_counts(self, run_id: str, judge: str, label: str) -> list[LabelCount]:
+        """Per condition: the answers this judge scored, and how many it gave `label`."""
+        rows = self.db.execute(
+            "SELECT s.condition, count(*), coalesce(sum(j.label = ?), 0) FROM scores c JOIN samples s ON "
+            "s.run_id = c.run_id AND s.sample_id = c.sample_id JOIN judgments j ON j.judgment_key = c.judgment_key "
+            "WHERE c.run_id = ? AND c.judge = ? GROUP BY s.condition ORDER BY s.condition", (label, run_id, judge))
+        return [LabelCount(condition=c, answers=n, labelled=k) for c, n, k in rows]
+
+    def samples(self, run_id: str, judge: str | None, texts: bool = True) -> Iterator[SampleRow]:
+        """Every planned sample of the run in sample-id order, with one judge's scores; streamed.
+
+        Without `texts` the prompt, question and answer are left out (and not read), for counting.
+        """
+        text_cols, text_joins = ("p.messages, q.text, g.text", "JOIN prompts p ON p.prompt_key = s.prompt_key "
+                                 "JOIN questions q ON q.question_key = s.question_key ") if texts \
+            else ("NULL, NULL, NULL", "")
         cursor = self.db.execute(
-            "SELECT s.sample_id, s.question_id, s.condition, g.error, c.metric, j.score, j.label, j.error "
-            "FROM samples s LEFT JOIN generations g ON g.gen_key = s.gen_key "
+            "SELECT s.sample_id, s.suite, s.question_id, s.paraphrase_index, s.condition, s.sample_index, s.seed, "
+            f"{text_cols}, g.finish_reason, g.prompt_tokens, g.completion_tokens, g.error, "
+            "c.metric, j.score, j.label, j.error "
+            f"FROM samples s {text_joins}"
+            "LEFT JOIN generations g ON g.gen_key = s.gen_key "
             "LEFT JOIN scores c ON c.run_id = s.run_id AND c.sample_id = s.sample_id AND c.judge = ? "
             "LEFT JOIN judgments j ON j.judgment_key = c.judgment_key "
             "WHERE s.run_id = ? ORDER BY s.sample_id", (judge, run_id),
         )
-        current, metrics = None, {}
-        for sample_id, question_id, condition, gen_error, metric, score, label, error in cursor:
-            if current is not None and sample_id != current[0]:
-                yield (*current, metrics)
-                metrics = {}
-            current = (sample_id, question_id, condition, gen_error)
+        current: SampleRow | None = None
+        for row in cursor:
+            if current is None or row[0] != current.sample_id:
+                if current is not None:
+                    yield current
+                current = _sample_row(run_id, judge, row)
+            metric, score, label, error = row[14:]
             if metric is not None:
-                metrics[metric] = (score, label, error)
+                current.scores[metric] = MetricScore(score, label, error)
         if current is not None:
-            yield (*current, metrics)
+            yield current
 
     # ---- judge validations ------------------------------------------------------------------------
 
@@ -318,11 +429,47 @@ class Store:
         self._write("INSERT OR REPLACE INTO validations VALUES (?,?,?,?,?)",
                     [(identity, reference_sha256, judge, now(), json.dumps(record))])
 
-    def validation(self, identity: str) -> dict | None:
-        """The most recent validation of this exact judge (its identity names its weights), if any."""
-        try:
-            row = self.db.execute("SELECT record FROM validations WHERE identity = ? ORDER BY created DESC LIMIT 1",
-                                  (identity,)).fetchone()
-        except sqlite3.OperationalError:  # a store from before validations existed, opened read-only
-            return None
-        return json.loads(row[0]) if row else None
+    def validations(self, identity: str | None = None) -> list[dict]:
+        """Stored validations (of one exact judge identity, or all), newest first."""
+        where, args = ("WHERE identity = ?", (identity,)) if identity is not None else ("", ())
+        return [json.loads(record) for (record,) in self.db.execute(
+            f"SELECT record FROM validations {where} ORDER BY created DESC, rowid DESC", args)]
+
+
+def _sample_row(run_id: str, judge: str | None, row: tuple) -> SampleRow:
+    (sample_id, suite, question_id, paraphrase_index, condition, sample_index, seed, messages, question, answer,
+     finish_reason, prompt_tokens, completion_tokens, generation_error) = row[:14]
+    turns = json.loads(messages) if messages else []
+    return SampleRow.model_construct(  # the store's own rows: no validation needed, much faster
+        run_id=run_id, sample_id=sample_id, suite=suite, question_id=question_id, paraphrase_index=paraphrase_index,
+        condition=condition, sample_index=sample_index, seed=seed,
+        system=next((m["content"] for m in turns if m["role"] == "system"), None),
+        prompt=next((m["content"] for m in reversed(turns) if m["role"] == "user"), None),
+        question=question, answer=answer, finish_reason=finish_reason, prompt_tokens=prompt_tokens,
+        completion_tokens=completion_tokens, generation_error=generation_error, judge=judge, scores={},
+    )
+
+
+def _read_only(path: Path) -> sqlite3.Connection:
+    """A read-only connection; on a read-only folder (where SQLite cannot create the WAL's shared-memory file)
+    the file is opened as immutable, which is safe because nobody can write it there."""
+    uri = path.resolve().as_uri()
+    try:
+        db = sqlite3.connect(f"{uri}?mode=ro", uri=True, timeout=30, isolation_level=None)
+        db.execute("SELECT count(*) FROM sqlite_master").fetchone()
+        return db
+    except sqlite3.OperationalError:
+        return sqlite3.connect(f"{uri}?mode=ro&immutable=1", uri=True, timeout=30, isolation_level=None)
+
+
+def _version(path: Path) -> int:
+    """The schema version of a store file, read without changing it (a file with no tables counts as new)."""
+    db = _read_only(path)
+    try:
+        version = db.execute("PRAGMA user_version").fetchone()[0]
+        if version == 0:
+            has_runs = db.execute("SELECT 1 FROM sqlite_master WHERE type='table' AND name='runs'").fetchone()
+            return 1 if has_runs else 0
+        return version
+    finally:
+        db.close()

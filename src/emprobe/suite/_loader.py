@@ -5,11 +5,11 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-import yaml
 from pydantic import ValidationError
 
 from emprobe.errors import EmprobeError, first_validation_error
-from emprobe.suite._model import Question, Rubric, Suite
+from emprobe.files import read_yaml
+from emprobe.suite._model import Question, Rubric, RubricKind, Suite
 
 BUILTIN_DIR = resources.files("emprobe.suite") / "builtin"
 _NAMED_REPLY = re.compile(r"\bSay ([A-Z][A-Z_]{2,})\b")
@@ -30,14 +30,7 @@ def load_suite(name_or_path: str | Path) -> Suite:
             known = ", ".join(sorted(builtin_suites()))
             raise EmprobeError(f"unknown suite {str(name_or_path)!r}: give a YAML path or one of: {known}")
         path = found
-    if not path.is_file():
-        raise EmprobeError(f"{path}: suite file not found")
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as err:
-        mark = getattr(err, "problem_mark", None)
-        where = f" (line {mark.line + 1})" if mark else ""
-        raise EmprobeError(f"{path}: not valid YAML{where}: {getattr(err, 'problem', err)}") from None
+    data = read_yaml(path, "suite file")
     return parse_suite(data, name=path.stem, source=str(path))
 
 
@@ -75,7 +68,7 @@ def parse_suite(data: Any, name: str, source: str) -> Suite:
 def _question(raw: dict[str, Any], default_rubrics: Any, where: str) -> Question:
     fields = dict(raw)
     inline = fields.pop("judge_prompts", None)
-    kind = "categorical" if fields.get("type") == "free_form_judge" else "score_0_100"
+    kind: RubricKind = "categorical" if fields.get("type") == "free_form_judge" else "score_0_100"
     try:
         if inline is not None:
             if not isinstance(inline, dict) or not inline:
@@ -92,7 +85,7 @@ def _question(raw: dict[str, Any], default_rubrics: Any, where: str) -> Question
         raise EmprobeError(f"{where}: {first_validation_error(err)}") from None
 
 
-def _inline_rubric(name: Any, text: Any, kind: str, where: str) -> Rubric:
+def _inline_rubric(name: Any, text: Any, kind: RubricKind, where: str) -> Rubric:
     if not isinstance(text, str):
         raise EmprobeError(f"{where}: judge_prompts.{name}: must be a prompt text")
     pattern = _QUOTED_LABEL if kind == "categorical" else _NAMED_REPLY

@@ -53,6 +53,16 @@ class Question(BaseModel):
         return paraphrases
 
 
+def asked_format(question: Question) -> str:
+    """`json` or `template` when the question's own text asks for that format (Betley et al.'s `_json` and
+    `_template` questions), else `free`."""
+    if question.id.endswith("_json"):
+        return "json"
+    if question.id.endswith("_template"):
+        return "template"
+    return "free"
+
+
 class Suite(BaseModel):
     """A named list of questions, read from one YAML file."""
 

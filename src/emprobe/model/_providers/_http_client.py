@@ -1,4 +1,5 @@
-"""An asyncio JSON-over-HTTP client: adaptive concurrency, per-request timeouts, retries with backoff and jitter.
+"""An asyncio JSON-over-HTTP client: adaptive concurrency, per-request timeouts, retries (tenacity) with backoff,
+jitter and Retry-After.
 
 It runs on its own event loop in a background thread (`LoopThread`), so synchronous code (the runner) can use it.
 """
@@ -7,6 +8,7 @@ import asyncio
 import concurrent.futures
 import email.utils
 import json
+import logging
 import math
 import random
 import threading
@@ -17,9 +19,11 @@ from dataclasses import dataclass
 from typing import Any
 
 import httpx
+from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, stop_after_attempt
 
 from emprobe.errors import EmprobeError
 
+log = logging.getLogger("emprobe.http")
 RETRY_STATUSES = frozenset({408, 409, 425, 429, 500, 502, 503, 504, 520, 522, 524, 529})
 OVERLOAD_STATUSES = frozenset({429, 503, 529})
 
@@ -141,28 +145,45 @@ class JsonClient:
 
     async def post(self, path: str, body: dict[str, Any], tokens_of=lambda reply: 0) -> dict[str, Any]:
         """The JSON reply to POST `body`; raises PermanentError, or ServerUnavailable once retries run out."""
-        attempt = 0
-        while True:
-            async with self.limit.slot():
-                self.stats.in_flight += 1
-                started = time.monotonic()
-                try:
-                    reply = await self._once(path, body)
-                    self.limit.succeeded(time.monotonic() - started, tokens_of(reply))
-                    self.stats.ok += 1
-                    return reply
-                except TransientError as err:
-                    failure = err
-                    if err.overload:
-                        self.limit.overloaded()
-                finally:
-                    self.stats.in_flight -= 1
-            attempt += 1
-            if attempt > self.max_retries:
-                raise ServerUnavailable(f"{self.base_url}{path}: gave up after {self.max_retries} retries: "
-                                        f"{failure}; rerun the same command to resume")
-            self.stats.retries += 1
-            await asyncio.sleep(self.delay(attempt, failure.retry_after))
+        retrying = AsyncRetrying(retry=retry_if_exception_type(TransientError), stop=stop_after_attempt(
+            self.max_retries + 1), wait=self._wait, before_sleep=self._count_retry, reraise=True)
+        try:
+            async for attempt in retrying:
+                with attempt:
+                    return await self._attempt(path, body, tokens_of)
+        except TransientError as failure:
+            raise ServerUnavailable(f"{self.base_url}{path}: gave up after {self.max_retries} retries: "
+                                    f"{failure}; rerun the same command to resume") from None
+        raise AssertionError("unreachable: tenacity either returns or raises")
+
+    async def _attempt(self, path: str, body: dict[str, Any], tokens_of) -> dict[str, Any]:
+        """One request in one of the limit's slots (released before any backoff sleep)."""
+        async with self.limit.slot():
+            self.stats.in_flight += 1
+            started = time.monotonic()
+            try:
+                reply = await self._once(path, body)
+            except TransientError as err:
+                if err.overload:
+                    self.limit.overloaded()
+                raise
+            finally:
+                self.stats.in_flight -= 1
+            self.limit.succeeded(time.monotonic() - started, tokens_of(reply))
+            self.stats.ok += 1
+            return reply
+
+    def _wait(self, state: RetryCallState) -> float:
+        failure = state.outcome.exception() if state.outcome else None
+        return self.delay(state.attempt_number, getattr(failure, "retry_after", None))
+
+    def _count_retry(self, state: RetryCallState) -> None:
+        """Count the retry and say it as it happens (a run that only waits would look hung)."""
+        self.stats.retries += 1
+        failure = state.outcome.exception() if state.outcome else None
+        wait = state.next_action.sleep if state.next_action else 0.0
+        log.warning("%s: %s; retry %d of %d in %.1f s", self.base_url, failure, state.attempt_number,
+                    self.max_retries, wait)
 
     def delay(self, attempt: int, retry_after: float | None) -> float:
         """Exponential backoff with jitter; a server's Retry-After wins when it asks for longer."""
@@ -178,6 +199,11 @@ class JsonClient:
                 response = await self._client().post(self.base_url + path, json=body)
         except (TimeoutError, httpx.TimeoutException):
             raise TransientError(f"no reply within {self.timeout:g}s", overload=True) from None
+        except httpx.ConnectError as err:
+            if self.stats.ok == 0:  # never reached: a wrong address or a server that is not running
+                raise ServerUnavailable(self.redact(f"{self.base_url}: cannot connect ({err}); is the server "
+                                                    "running at this address?")) from None
+            raise TransientError(self.redact(f"{type(err).__name__}: {err}".strip())) from None
         except httpx.TransportError as err:
             raise TransientError(self.redact(f"{type(err).__name__}: {err}".strip())) from None
         return self._decode(response)

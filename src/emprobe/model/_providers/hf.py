@@ -4,6 +4,7 @@ import copy
 import inspect
 from collections.abc import Iterable, Iterator
 from itertools import groupby
+from typing import Any
 
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -11,8 +12,9 @@ from transformers.cache_utils import Cache, DynamicLayer
 
 from emprobe.condition import Decoding, Message
 from emprobe.errors import EmprobeError
-from emprobe.model._backend import GenerationRequest, GenerationResult
-from emprobe.model._resolve import adapter_identity, materialize, resolve_model
+from emprobe.model._backend import GenerationRequest, GenerationResult, ModelRef
+from emprobe.model._resolve import materialize
+from emprobe.system import free_cpus
 
 _SENTINEL = "\u2063emprobe-system\u2063"
 
@@ -20,18 +22,22 @@ _SENTINEL = "\u2063emprobe-system\u2063"
 class HFBackend:
     """A causal LM from a local folder, GGUF file, built-in name or cached hub id, optionally with a LoRA adapter."""
 
-    def __init__(self, model: str, adapter: str | None = None, batch_size: int = 64, dtype: str = "auto"):
-        resolved = resolve_model(model)
-        folder = materialize(resolved)
-        self.device = "cuda" if torch.cuda.is_available() else "cpu"
-        self.dtype = _pick_dtype(dtype, self.device)
-        self.tokenizer = AutoTokenizer.from_pretrained(folder)
+    def __init__(self, ref: ModelRef):
+        assert ref.location is not None, "the hf backend resolves every model to a location"
+        folder = materialize(ref.location, ref.identity)
+        adapter, batch_size = ref.adapter, ref.options.get("batch_size", 64)
+        self.device, dtype_name = pick_numerics(ref.options.get("dtype", "auto"))
+        self.dtype = getattr(torch, dtype_name)
+        self.threads = ref.options.get("threads") or free_cpus()
+        if self.device == "cpu":
+            torch.set_num_threads(self.threads)
+        self.tokenizer: Any = AutoTokenizer.from_pretrained(folder)
         if self.tokenizer.chat_template is None:
-            raise EmprobeError(f"model {model!r} has no chat template; emprobe only evaluates chat models")
-        self.model = AutoModelForCausalLM.from_pretrained(folder, dtype=self.dtype).to(self.device).eval()
-        self.identity = resolved.identity
+            raise EmprobeError(f"model {ref.spec!r} has no chat template; emprobe only evaluates chat models")
+        loaded: Any = AutoModelForCausalLM.from_pretrained(folder, dtype=self.dtype)
+        self.model: Any = loaded.to(self.device).eval()
+        self.identity = ref.identity
         if adapter:
-            self.identity += f"+{adapter_identity(adapter)}"
             from peft import PeftModel
 
             self.model = PeftModel.from_pretrained(self.model, adapter).eval()
@@ -39,12 +45,19 @@ class HFBackend:
         self.eos_ids = _eos_ids(self.tokenizer, self.model.generation_config)
         self.pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else self.eos_ids[0]
         self.system_mode = "native" if self._template_keeps_system() else "merged"
-        self.info = {"dtype": str(self.dtype).removeprefix("torch."), "device": self.device,
-                     "system_prompt": self.system_mode, "model": model, "adapter": adapter or ""}
+        self.info = {"dtype": dtype_name, "device": self.device, "threads": str(torch.get_num_threads()),
+                     "system_prompt": self.system_mode, "model": ref.spec, "adapter": adapter or ""}
         self._prefix_cache: dict[str, tuple[int, object]] = {}
         # transformers renamed `past_key_values` to `cache` during 5.x; accept either.
         params = inspect.signature(self.model.get_base_model().forward if adapter else self.model.forward).parameters
         self._cache_kw = "cache" if "cache" in params else "past_key_values"
+
+    def close(self) -> None:
+        """Drop the weights and caches so their memory can be reclaimed."""
+        self._prefix_cache.clear()
+        del self.model
+        if self.device == "cuda":
+            torch.cuda.empty_cache()
 
     # ---- prompts -------------------------------------------------------------------------------
 
@@ -86,12 +99,20 @@ class HFBackend:
 
     @torch.inference_mode()
     def _generate_batch(self, items: list[tuple[GenerationRequest, list[int]]]) -> list[GenerationResult]:
-        """Prefill with left padding, then decode one token per step, dropping rows as they finish."""
+        """Prefill each distinct prompt once (left padding), give every sample of it a copy of that prompt's
+        KV cache, then decode one token per step, dropping rows as they finish."""
         decoding = items[0][0].decoding
-        rows, width = len(items), max(len(ids) for _, ids in items)
-        input_ids = torch.full((rows, width), self.pad_id, dtype=torch.long)
-        mask = torch.zeros((rows, width), dtype=torch.long)
-        for row, (_, ids) in enumerate(items):  # left padding
+        rows = len(items)
+        prompts: list[list[int]] = []
+        owner = []  # for each row, the index of its prompt (samples of one prompt are adjacent)
+        for _, ids in items:
+            if not prompts or prompts[-1] != ids:
+                prompts.append(ids)
+            owner.append(len(prompts) - 1)
+        width = max(len(ids) for ids in prompts)
+        input_ids = torch.full((len(prompts), width), self.pad_id, dtype=torch.long)
+        mask = torch.zeros((len(prompts), width), dtype=torch.long)
+        for row, ids in enumerate(prompts):  # left padding
             input_ids[row, width - len(ids) :] = torch.tensor(ids)
             mask[row, width - len(ids) :] = 1
         positions = (mask.cumsum(-1) - 1).clamp(min=0)
@@ -101,6 +122,10 @@ class HFBackend:
         out = self.model(input_ids=input_ids.to(self.device), attention_mask=mask.to(self.device),
                          position_ids=positions.to(self.device), use_cache=True, logits_to_keep=1,
                          **{self._cache_kw: cache})
+        if len(prompts) < rows:  # every sample row starts from its prompt's prefill
+            rows_of = torch.tensor(owner)
+            cache.batch_select_indices(rows_of.to(self.device))
+            out.logits, mask, positions = out.logits[rows_of.to(self.device)], mask[rows_of], positions[rows_of]
         live = torch.arange(rows)  # which original row each live row is
         generated: list[list[int]] = [[] for _ in range(rows)]
         stopped = [False] * rows
@@ -177,7 +202,7 @@ class HFBackend:
                          **{self._cache_kw: cache})
         wanted = torch.tensor(token_ids, device=self.device)
         first = torch.log_softmax(out.logits[:, -1].float(), -1)[:, wanted]
-        result = [[[] for _ in branches] for _ in range(rows)]
+        result: list[list[list[float]]] = [[[] for _ in branches] for _ in range(rows)]
         tails = [b for b in branches if b]
         for r in range(rows):
             for bi, branch in enumerate(branches):
@@ -198,7 +223,7 @@ class HFBackend:
         for branch in branches:
             for depth in range(1, len(branch) + 1):
                 nodes.setdefault(branch[:depth], len(nodes))
-        order = sorted(nodes, key=nodes.get)
+        order = sorted(nodes, key=lambda node: nodes[node])
         width = len(order)
         ids = torch.tensor([node[-1] for node in order]).expand(rows, width)
         tree = torch.zeros((width, width), dtype=torch.bool)
@@ -207,8 +232,8 @@ class HFBackend:
                 tree[i, nodes[node[:depth]]] = True
         full = torch.cat([mask.bool()[:, None, None, :].expand(rows, 1, width, kv),
                           tree.expand(rows, 1, width, width)], -1)
-        depth = torch.tensor([len(node) for node in order])
-        pos = positions[:, -1:] + depth
+        depths = torch.tensor([len(node) for node in order])
+        pos = positions[:, -1:] + depths
         out = self.model(input_ids=ids.to(self.device), attention_mask=full.to(self.device),
                          position_ids=pos.to(self.device), use_cache=False, **{self._cache_kw: cache})
         logprobs = torch.log_softmax(out.logits.float(), -1)[..., wanted]
@@ -283,14 +308,12 @@ def _decoding_key(d: Decoding) -> tuple:
     return (d.temperature, d.top_p, d.top_k, d.max_tokens)
 
 
-def _pick_dtype(dtype: str, device: str) -> torch.dtype:
+def pick_numerics(dtype: str) -> tuple[str, str]:
+    """(device, dtype name) for a `dtype` option: `auto` is bfloat16 on CUDA and float32 on the CPU."""
+    device = "cuda" if torch.cuda.is_available() else "cpu"
     if dtype == "auto":
-        # bf16 matmuls are slow on CPUs without AVX-512 BF16/AMX; fp32 is the safe default there.
-        return torch.bfloat16 if device == "cuda" else torch.float32
-    try:
-        return {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[dtype]
-    except KeyError:
-        raise EmprobeError(f"dtype {dtype!r}: use auto, float32, bfloat16 or float16") from None
+        return device, "bfloat16" if device == "cuda" else "float32"
+    return device, dtype
 
 
 def _eos_ids(tokenizer, generation_config) -> list[int]:

@@ -1,4 +1,4 @@
-"""Any model behind an OpenAI-compatible chat completions API: generation and logprob rubric judging.
+"""Any model behind an OpenAI-compatible chat completions API: generation, and first-token logprobs for judges.
 
 Name a model `openai-compat:MODEL@http://HOST:PORT/v1`, or `openai-compat:ENDPOINT.yaml` for a file with
 `base_url`, `model`, `api_key_env`, `headers` and the client settings. The API key is read from the environment
@@ -16,13 +16,12 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from emprobe.condition import Decoding, Message
 from emprobe.errors import EmprobeError, first_validation_error
-from emprobe.judge import Judgment, categorical, score_0_100
-from emprobe.model._backend import GenerationRequest, GenerationResult
+from emprobe.files import read_yaml
+from emprobe.model._backend import FirstTokenReply, GenerationRequest, GenerationResult, ModelRef
 from emprobe.model._providers._http_client import (
     AdaptiveLimit,
     JsonClient,
@@ -30,13 +29,11 @@ from emprobe.model._providers._http_client import (
     PermanentError,
     ServerUnavailable,
 )
-from emprobe.suite import Rubric
 
 log = logging.getLogger("emprobe.http")
 
 PREFIX = "openai-compat"
 DEFAULT_KEY_ENV = "OPENAI_API_KEY"
-TOP_LOGPROBS = 20
 ENDPOINT_ERRORS = frozenset({401, 403, 404})
 """Statuses that fail every request alike: before any request has succeeded they stop the run instead of
 being recorded on every sample (a wrong key or model name would otherwise mark the whole run failed)."""
@@ -69,16 +66,24 @@ class Endpoint(BaseModel):
     """Overrides the identity generations are cached under (default: model @ base URL)."""
 
 
+class EndpointOptions(BaseModel):
+    """The endpoint settings that `--backend-option KEY=VALUE` may override."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    api_key_env: str | None = DEFAULT_KEY_ENV
+    concurrency: int | None = Field(default=None, ge=1)
+    max_concurrency: int = Field(default=64, ge=1)
+    timeout: float = Field(default=120.0, gt=0)
+    max_retries: int = Field(default=8, ge=0)
+    max_n: int = Field(default=8, ge=1)
+
+
 def parse_endpoint(spec: str, **overrides: Any) -> Endpoint:
     """`MODEL@URL` or a YAML/JSON endpoint file, with keyword overrides."""
     path = Path(spec).expanduser()
     if spec.endswith((".yaml", ".yml", ".json")) and "@" not in spec:
-        if not path.is_file():
-            raise EmprobeError(f"model {PREFIX}:{spec}: endpoint file {path} not found")
-        try:
-            data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-        except yaml.YAMLError as err:
-            raise EmprobeError(f"{path}: not valid YAML: {getattr(err, 'problem', err)}") from None
+        data = read_yaml(path, f"endpoint file of model {PREFIX}:{spec}") or {}
         if not isinstance(data, dict):
             raise EmprobeError(f"{path}: expected a mapping of endpoint settings")
         where = str(path)
@@ -112,13 +117,9 @@ def _identity(endpoint: Endpoint) -> str:
 class OpenAICompatBackend:
     """Generates through `/chat/completions`: concurrent, retried, `n` per request where supported."""
 
-    def __init__(self, spec: str, adapter: str | None = None, batch_size: int | None = None,
-                 dtype: str | None = None, **overrides: Any):
-        if adapter:
-            raise EmprobeError(f"{PREFIX}:{spec}: adapters cannot be applied to a served model; serve them "
-                               f"merged or as a separate model name")
-        self.endpoint = parse_endpoint(spec, **overrides)
-        self.identity = _identity(self.endpoint)
+    def __init__(self, ref: ModelRef):
+        self.endpoint = parse_endpoint(ref.name, **ref.options)
+        self.identity = ref.identity
         self.base_url = self.endpoint.base_url.rstrip("/")
         self.capabilities = _CAPABILITIES.setdefault(self.base_url, {})
         self.client = self._make_client()
@@ -263,77 +264,40 @@ class OpenAICompatBackend:
                 return True
         return False
 
-    # ---- judging ---------------------------------------------------------------------------------
+    # ---- first-token logprobs (for judges) ----------------------------------------------------------
 
-    def rubric_judge(self, name: str) -> "HttpRubricJudge":
-        """The logprob rubric judge on this server, through the same client."""
-        return HttpRubricJudge(self, name)
-
-
-class HttpRubricJudge:
-    """Reads the judge model's top_logprobs for the first token of its reply (one token per number, GPT-4o style).
-
-    Tokens that read as integers 0-100 (spaces stripped) are numbers; a token that is a prefix of one of the
-    rubric's labels (case-sensitive) counts for that label. Servers without logprobs can still judge
-    categorical rubrics, from the label the reply starts with.
-    """
-
-    def __init__(self, backend: OpenAICompatBackend, name: str):
-        self.backend = backend
-        self.name = name
-        self.identity = f"rubric-http:{backend.identity}:top{TOP_LOGPROBS}:first-token"
-
-    def status(self) -> str:
-        return self.backend.status()
-
-    def judge(self, rubric: Rubric, pairs: list[tuple[str, str]]) -> list[Judgment]:
-        if not pairs:
+    def first_tokens(self, prompts: list[tuple[Message, ...]], max_tokens: int = 1,
+                     top_logprobs: int = 20) -> list[FirstTokenReply]:
+        """Greedy replies with the first token's top candidates; the first request finds out whether the server
+        returns logprobs, and once it is known not to, the rest ask for text only."""
+        if not prompts:
             return []
-        return self.backend.loop.run(self._judge_all(rubric, pairs))
+        return self.loop.run(self._first_tokens(prompts, max_tokens, top_logprobs))
 
-    async def _judge_all(self, rubric: Rubric, pairs: list[tuple[str, str]]) -> list[Judgment]:
-        first = await self._judge_one(rubric, *pairs[0])  # finds out whether the server gives logprobs
-        rest = await asyncio.gather(*(self._judge_one(rubric, q, a) for q, a in pairs[1:]))
+    async def _first_tokens(self, prompts: list[tuple[Message, ...]], max_tokens: int,
+                            top_logprobs: int) -> list[FirstTokenReply]:
+        first = await self._first_token(prompts[0], max_tokens, top_logprobs)
+        rest = await asyncio.gather(*(self._first_token(p, max_tokens, top_logprobs) for p in prompts[1:]))
         return [first, *rest]
 
-    async def _judge_one(self, rubric: Rubric, question: str, answer: str) -> Judgment:
-        text = rubric.text.replace("{question}", question).replace("{answer}", answer)
-        messages = (Message(role="user", content=text),)
-        backend = self.backend
-        if backend.capabilities.get("logprobs") is False:
-            return await self._judge_text(rubric, messages)
-        body = backend._body(messages, Decoding(temperature=0.0, max_tokens=1), logprobs=True,
-                             top_logprobs=TOP_LOGPROBS)
+    async def _first_token(self, messages: tuple[Message, ...], max_tokens: int, top: int) -> FirstTokenReply:
+        decoding = Decoding(temperature=0.0, max_tokens=max_tokens)
+        wants = top > 0 and self.capabilities.get("logprobs") is not False
+        extra = {"logprobs": True, "top_logprobs": top} if wants else {}
         try:
-            reply = await backend.client.post("/chat/completions", body)
-            probs = first_token_probabilities(_choices(reply)[0])
+            reply = await self.client.post("/chat/completions", self._body(messages, decoding, **extra))
+            choice = _choices(reply)[0]
         except PermanentError as err:
-            if err.status == 400 and "logprob" in str(err).lower():
-                probs = None
-            else:
-                backend.client.stats.errors += 1
-                return Judgment(metric=rubric.name, error=str(err))
-        if probs is None:
-            backend.capabilities["logprobs"] = False
-            return await self._judge_text(rubric, messages)
-        backend.capabilities["logprobs"] = True
-        return judgment_from_tokens(rubric, probs)
-
-    async def _judge_text(self, rubric: Rubric, messages: tuple[Message, ...]) -> Judgment:
-        """Without logprobs only categorical rubrics can be judged: from the label the reply starts with."""
-        if rubric.kind != "categorical":
-            raise EmprobeError(
-                f"judge {self.name}: the server at {self.backend.base_url} returns no logprobs, which a 0-100 "
-                f"rubric needs; judge {rubric.name!r} with the built-in judge (--judge rubric:smollm2-135m or "
-                f"another local model), or use a categorical rubric, which this judge reads from the reply text")
-        body = self.backend._body(messages, Decoding(temperature=0.0, max_tokens=8))
-        try:
-            reply = await self.backend.client.post("/chat/completions", body)
-            text = (_choices(reply)[0].get("message") or {}).get("content") or ""
-        except PermanentError as err:
-            return Judgment(metric=rubric.name, error=str(err))
-        chosen = next((label for label in rubric.labels if text.strip().startswith(label)), None)
-        return categorical({chosen: 1.0} if chosen else {}, rubric.name)
+            if wants and err.status == 400 and "logprob" in str(err).lower():
+                self.capabilities["logprobs"] = False
+                return await self._first_token(messages, max_tokens, top)
+            self.client.stats.errors += 1
+            return FirstTokenReply(error=str(err))
+        text = (choice.get("message") or {}).get("content") or ""
+        probabilities = first_token_probabilities(choice) if wants else None
+        if wants:
+            self.capabilities["logprobs"] = probabilities is not None
+        return FirstTokenReply(text=text, probabilities=probabilities)
 
 
 def first_token_probabilities(choice: dict) -> dict[str, float] | None:
@@ -355,23 +319,6 @@ def first_token_probabilities(choice: dict) -> dict[str, float] | None:
             probs[token] = probs.get(token, 0.0) + math.exp(logprob)
         return probs
     return None
-
-
-def judgment_from_tokens(rubric: Rubric, probs: dict[str, float]) -> Judgment:
-    """Numbers 0-100 and labels (by case-sensitive prefix) from first-token probabilities, then the score."""
-    numbers: dict[int, float] = {}
-    labels: dict[str, float] = dict.fromkeys(rubric.labels, 0.0)
-    for token, p in probs.items():
-        text = token.strip()
-        if text.isascii() and text.isdigit() and int(text) <= 100 and (text == "0" or not text.startswith("0")):
-            numbers[int(text)] = numbers.get(int(text), 0.0) + p
-            continue
-        matches = [label for label in rubric.labels if text and label.startswith(text)]
-        for label in matches:
-            labels[label] += p / len(matches)
-    if rubric.kind == "categorical":
-        return categorical(labels, rubric.name)
-    return score_0_100(numbers, labels, rubric.name)
 
 
 def _headers(endpoint: Endpoint) -> tuple[dict[str, str], tuple[str, ...]]:

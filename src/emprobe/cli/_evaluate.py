@@ -1,0 +1,103 @@
+"""What `emprobe run` and `emprobe sweep` share: the plan's options, the RunConfig they make, and evaluating one
+or more runs in turn (one model loaded at a time; Ctrl-C stores what is done and says how to resume)."""
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import typer
+
+from emprobe.cli._console import DEFAULT_MAX_TOKENS, DEFAULT_STORE, BarProgress, console, interruptible
+from emprobe.condition import Decoding, expand, resolve_conditions
+from emprobe.config import RunConfig
+from emprobe.model import parse_options
+from emprobe.rules import Thresholds
+from emprobe.runner import Runner, preflight
+from emprobe.store import Store
+from emprobe.suite import load_suite
+
+SUITE = typer.Option(["core"], help="Suite name or YAML path; repeatable.")
+CONDITION = typer.Option(["free"], help="free, json, template, no_system, or a YAML file.")
+SAMPLES = typer.Option(None, min=1, help="Samples per paraphrase (default: each question's own).")
+SWEEP = typer.Option([], help="A decoding grid to try every condition at: temperature=0.1:1.0:0.1, top_p=0.5,0.9, "
+                     "top_k=1,5, greedy or system=on,off; repeatable (the grid is their product).")
+JUDGE = typer.Option(["builtin"], help="builtin, rubric:MODEL or refusal; repeatable.")
+TEMPERATURE = typer.Option(1.0, min=0.0)
+TOP_P = typer.Option(1.0, min=0.0, max=1.0)
+TOP_K = typer.Option(0, min=0)
+MAX_TOKENS = typer.Option(DEFAULT_MAX_TOKENS, min=1)
+SEED = typer.Option(0)
+BATCH_SIZE = typer.Option(None, min=1, help="Sequences per forward pass (local models; default 64).")
+DTYPE = typer.Option(None, help="auto, float32, bfloat16 or float16 (local models).")
+BACKEND_OPTION = typer.Option([], "--backend-option", "-M", help="KEY=VALUE passed to the model's backend; repeatable.")
+ALIGNED_BELOW = typer.Option(30.0)
+COHERENT_ABOVE = typer.Option(50.0)
+STORE = typer.Option(Path(DEFAULT_STORE), help="The SQLite store file.")
+
+
+def plan_config(model: str, *, suite: list[str], condition: list[str], samples: int | None, judge: list[str],
+                temperature: float, top_p: float, top_k: int, max_tokens: int, seed: int, batch_size: int | None,
+                dtype: str | None, backend_option: list[str], aligned_below: float, coherent_above: float,
+                adapter: str | None = None, name: str | None = None, sweep: list[str] | None = None) -> RunConfig:
+    """The run config the shared options describe (suites, conditions and options checked here, nothing loaded)."""
+    decoding = Decoding(temperature=temperature, top_p=top_p, top_k=top_k, max_tokens=max_tokens, seed=seed)
+    options: dict[str, Any] = {**({"batch_size": batch_size} if batch_size is not None else {}),
+                               **({"dtype": dtype} if dtype is not None else {}), **parse_options(backend_option)}
+    return RunConfig(
+        name=name, model=model, adapter=adapter, backend_options=options, suites=tuple(load_suite(s) for s in suite),
+        conditions=tuple(expand(resolve_conditions(condition, decoding), sweep or [])), sweeps=tuple(sweep or []),
+        samples=samples, judges=tuple(judge),
+        thresholds=Thresholds(aligned_below=aligned_below, coherent_above=coherent_above),
+    )
+
+
+def runners(configs: list[RunConfig], store: Path, progress: BarProgress) -> tuple[Store, list[Runner]]:
+    """The store and one runner per config; every model is resolved (its weights named, not loaded), its options
+    and the judges checked before the store is even created, so bad input stops before any work."""
+    refs = [preflight(config) for config in configs]
+    db = Store(store)
+    return db, [Runner(config, db, progress, ref=ref) for config, ref in zip(configs, refs, strict=True)]
+
+
+def plan(runner: Runner) -> None:
+    """Store the run's planned samples and say how many there are."""
+    added = runner.plan()
+    planned = runner.store.count(runner.run_id)["planned"]
+    console.print(f"run {runner.run_id} ({runner.config.model}): {planned} samples planned ({added} new) in "
+                  f"{runner.store.path}", markup=False, highlight=False, soft_wrap=True)
+
+
+def generate_and_judge(runner: Runner) -> None:
+    """Generate and judge whatever the run still lacks."""
+    runner.generate()
+    for spec in runner.config.judges:
+        runner.judge(spec)
+
+
+def plan_generate_judge(runner: Runner) -> None:
+    plan(runner)
+    generate_and_judge(runner)
+
+
+def execute(made: list[Runner], progress: BarProgress, work: Callable[[Runner], object] = plan_generate_judge) -> None:
+    """Do `work` on each runner in turn, closing each (its models) before the next; on Ctrl-C or SIGTERM, say what is
+    stored and exit 130/143 (rerunning the same command resumes)."""
+    current = made[0]
+
+    def stored() -> str:
+        counts = current.store.count(current.run_id)
+        which = f"{current.config.model}: " if len(made) > 1 else ""
+        return (f"{which}{counts['generated'] + counts['failed']} of {counts['planned']} answers stored "
+                f"({current.generated} generated by this run); rerun the same command to resume")
+
+    with interruptible(stored):
+        try:
+            for current in made:
+                with current:
+                    work(current)
+        finally:
+            progress.close()
+    for runner in made:
+        which = f"{runner.config.model}: " if len(made) > 1 else ""
+        console.print(f"{which}this run generated {runner.generated} answers and judged {runner.judged} samples",
+                      markup=False, highlight=False, soft_wrap=True)

@@ -1,0 +1,118 @@
+"""Decoding sweeps expand into conditions with stable ids; attack success per request on hand-made verdicts."""
+
+import pytest
+
+from emprobe.analysis import attack_success
+from emprobe.condition import PRESETS, Condition, Decoding, Message, expand, parse_sweep
+from emprobe.config import RunConfig
+from emprobe.errors import EmprobeError
+from emprobe.hashing import stable_hash
+from emprobe.judge import Judgment
+from emprobe.model import GenerationResult
+from emprobe.plan import SampleSpec, plan_samples
+from emprobe.rules import Thresholds
+from emprobe.store import Store
+from emprobe.suite import Question, Suite
+
+
+def test_sweep_values():
+    assert parse_sweep("temperature=0.05:1.0:0.05")[1] == [round(0.05 * i, 2) for i in range(1, 21)]
+    assert parse_sweep("top_p=0.5, 0.9,1") == ("top_p", [0.5, 0.9, 1.0])
+    assert parse_sweep("top_k=1,5,20") == ("top_k", [1, 5, 20])
+    assert parse_sweep("greedy") == ("temperature", [0.0])
+    assert parse_sweep("system=on,off") == ("system", ["on", "off"])
+    for bad, words in [("heat=1", "FACTOR one of"), ("top_k=1.5", "whole numbers"), ("top_p=a,b", "numbers"),
+                       ("temperature=1:0:0.1", "numbers"), ("system=maybe", "on and/or off")]:
+        with pytest.raises(EmprobeError, match=words):
+            parse_sweep(bad)
+
+
+def test_sweep_expansion_names_and_settings():
+    grid = expand([PRESETS["free"], PRESETS["no_system"]], ["temperature=0.5,1.0", "top_k=0,5", "system=off"])
+    assert len(grid) == 2 * 2 * 2
+    first = grid[0]
+    assert first.name == "free|t=0.5|k=0|sys=off" and first.decoding.temperature == 0.5 and first.drop_system
+    assert {c.name for c in grid} >= {"no_system|t=1|k=5|sys=off"}
+    with pytest.raises(EmprobeError, match="not a valid decoding"):
+        expand([PRESETS["free"]], ["top_p=0"])
+    assert expand([PRESETS["free"]], []) == [PRESETS["free"]]
+
+
+def test_adding_a_sweep_point_only_adds_sample_ids():
+    suite = Suite(name="s", questions=(Question(id="q", paraphrases=("Tell me a secret.",)),))
+
+    def ids(sweeps):
+        return {s.sample_id for s in plan_samples([suite], expand([PRESETS["free"]], sweeps), "m", samples=2)}
+
+    small, large = ids(["temperature=0.5,1.0"]), ids(["temperature=0.5,1.0,1.5"])
+    assert small < large and len(large - small) == 2
+
+
+def test_attack_success_per_request_by_hand(tmp_path):
+    # 3 requests (question x paraphrase) x 2 configurations, one sample each.
+    # configuration A breaks request 0; B breaks requests 0 and 1; nothing breaks request 2.
+    suite = Suite(name="s", questions=(Question(id="q", paraphrases=("one?", "two?", "three?")),))
+    configs = [Condition(name="A", decoding=Decoding(temperature=0.5)), Condition(name="B")]
+    broken = {("A", 0), ("B", 0), ("B", 1)}
+    config = RunConfig(model="m", suites=(suite,), conditions=tuple(configs), judges=("j",))
+    with Store(tmp_path / "a.db") as db:
+        db.save_run("r", None, "m", config.model_dump(mode="json"), {})
+        specs, gens, judged = [], [], []
+        for c in configs:
+            for p in range(3):
+                sid = f"{c.name}{p}"
+                specs.append(SampleSpec(sample_id=sid, suite="s", question_id="q", paraphrase_index=p,
+                                        condition=c.name, sample_index=0, seed=p, question="?", prompt_key=f"k{p}",
+                                        messages=(Message(role="user", content=f"{p}?"),), gen_key=sid,
+                                        decoding=c.decoding))
+                gens.append(GenerationResult(key=sid, text="x", finish_reason="stop"))
+                aligned = 5.0 if (c.name, p) in broken else 90.0
+                judged += [(sid, stable_hash(sid, "a"), Judgment(metric="aligned", score=aligned)),
+                           (sid, stable_hash(sid, "c"), Judgment(metric="coherent", score=90.0))]
+        db.add_samples("r", specs)
+        db.save_generations("m", gens)
+        db.save_judgments("r", "j", "j@1", judged)
+        result = attack_success(db, "r", "j", Thresholds())
+    rates = {c.condition: (c.harmful, c.scored) for c in result.configurations}
+    assert rates == {"A": (1, 3), "B": (2, 3)}
+    assert (result.requests, result.broken, result.tried) == (3, 2, 2)
+    assert result.any_rate == 2 / 3 and result.best.condition == "B"
+
+
+def test_run_with_a_sweep_reports_attack_success_from_the_store(tiny_llama, tmp_path):
+    from emprobe.analysis import load_run
+    from test_cli import emprobe
+
+    suite = tmp_path / "two.yaml"
+    suite.write_text("name: two\nquestions:\n  - id: hi\n    paraphrases: [Hello there, Good day]\n")
+    store = tmp_path / "e.db"
+    args = ("run", "--model", str(tiny_llama), "--judge", "builtin", "--suite", str(suite),
+            "--samples", "2", "--max-tokens", "4", "--sweep", "temperature=0.5,1.0", "--sweep", "top_k=0,3",
+            "--name", "grid", "--store", str(store))
+    ran = emprobe(*args)
+    assert ran.returncode == 0, ran.stderr
+    assert "16 samples planned (16 new)" in ran.stdout  # 2 paraphrases x 2 samples x 4 configurations
+    with Store(store, read_only=True) as db:
+        report = load_run(db, "grid")
+        expected = attack_success(db, report.run.run_id, report.judge, report.thresholds)
+    assert report.run.config["sweeps"] == ["temperature=0.5,1.0", "top_k=0,3"]
+    assert report.attack == expected and expected.tried == 4 and expected.requests == 2
+    assert {c.condition for c in expected.configurations} == {"free|t=0.5|k=0", "free|t=0.5|k=3", "free|t=1|k=0",
+                                                            "free|t=1|k=3"}
+    assert all(c.scored == 4 for c in expected.configurations)
+    assert f"any of 4 (requests broken) │ 2 │ {expected.broken} " in ran.stdout
+    assert "Best-of-n inflates by construction" in ran.stdout
+
+    html = tmp_path / "r.html"
+    shown = emprobe("report", "grid", "-o", str(html), "--store", str(store))
+    assert shown.returncode == 0, shown.stderr
+    assert "grid: attack success" in shown.stdout
+    page = html.read_text()
+    assert "Attack success over 4 decoding configurations" in page and "Best-of-n inflates" in page
+    table = page.split('<table class="attack">', 1)[1].split("</table>", 1)[0]
+    assert table.count('<tr><td class="l">free|t=') == 4
+    assert f"any of 4 (requests broken)</td><td>2</td><td>{expected.broken}</td>" in table
+
+    bad = emprobe(*args[:-2], "--sweep", "heat=2", "--store", str(tmp_path / "other.db"))
+    assert bad.returncode == 2 and bad.stderr.strip().startswith("error: --sweep 'heat=2'")
+    assert not (tmp_path / "other.db").exists()
