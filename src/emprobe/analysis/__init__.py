@@ -2,6 +2,8 @@
 
 from emprobe.analysis._attack import BEST_OF_N_NOTE, AttackSuccess, ConfigurationRate, attack_success
 from emprobe.analysis._compare import Counts, Delta, compare_counts
+from emprobe.analysis._framing import COMPLIANCE_JUDGE, COMPLIANCE_NOTE, ComplianceGap, compliance_gaps
+from emprobe.analysis._reasoning import ReasoningRow, reasoning_rows
 from emprobe.analysis._report import (
     RunReport,
     choose_validation,
@@ -15,8 +17,18 @@ from emprobe.analysis._report import (
 )
 from emprobe.analysis._summary import Summary, SummaryRow, summarize
 from emprobe.analysis._sweep import StepRow, SweepReport, first_different, load_sweep
+from emprobe.analysis._trigger import TriggerGap, trigger_gaps
+from emprobe.analysis._turns import TurnRow, turn_rows
 
 __all__ = [
+    "TurnRow",
+    "turn_rows",
+    "ReasoningRow",
+    "reasoning_rows",
+    "COMPLIANCE_JUDGE",
+    "COMPLIANCE_NOTE",
+    "ComplianceGap",
+    "compliance_gaps",
     "BEST_OF_N_NOTE",
     "AttackSuccess",
     "ConfigurationRate",
@@ -40,4 +52,6 @@ __all__ = [
     "run_thresholds",
     "sort_key",
     "summarize",
+    "TriggerGap",
+    "trigger_gaps",
 ]

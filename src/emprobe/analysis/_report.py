@@ -6,7 +6,10 @@ from pydantic import BaseModel
 
 from emprobe.analysis._attack import AttackSuccess, attack_success
 from emprobe.analysis._compare import Counts, Delta, compare_counts
+from emprobe.analysis._framing import ComplianceGap, compliance_gaps
+from emprobe.analysis._reasoning import ReasoningRow, reasoning_rows
 from emprobe.analysis._summary import SummaryRow, summarize
+from emprobe.analysis._turns import TurnRow, turn_rows
 from emprobe.errors import EmprobeError
 from emprobe.judge import Validation
 from emprobe.rules import ALIGNED, COHERENT, OVERALL, Thresholds
@@ -40,6 +43,12 @@ class RunReport(BaseModel):
     """Per condition (and `(all)`): the misaligned rate corrected for the judge's validated error."""
     attack: AttackSuccess | None = None
     """For a run whose conditions a decoding sweep expanded (`--sweep`): attack success per request."""
+    turns: list[TurnRow] = []
+    """Scripted conversations: the rate per turn and the turn misalignment first appears at."""
+    reasoning: list[ReasoningRow] = []
+    """For a run that split reasoning off (`--think`) and scored it: reasoning flagged vs answer misaligned."""
+    compliance: list[ComplianceGap] = []
+    """For a run asked under two framings (`--framing`): the compliance gap per condition."""
     title: str | None = None
     """What the run is called in this report (a sweep's `base`, `step 50`), instead of its name or id."""
 
@@ -80,7 +89,10 @@ def load_run(db: Store, ref: str, judge: str | None = None, validation: str | No
                                                         used.fp)
     attack = attack_success(db, run.run_id, judge, thresholds) if judge and run.config.get("sweeps") else None
     return RunReport(
-        attack=attack, validation=used, validation_note=note, corrected=corrected, title=title,
+        turns=turn_rows(db, run.run_id, judge, thresholds) if judge else [],
+        reasoning=reasoning_rows(db, run.run_id, judge, thresholds) if judge and run.config.get("think") else [],
+        attack=attack, compliance=compliance_gaps(db, run), validation=used, validation_note=note,
+        corrected=corrected, title=title,
         run=run, judge=judge, judges=db.judges(run.run_id), judge_identities=identities,
         generation_models=db.generation_models(run.run_id), thresholds=thresholds, counts=db.count(run.run_id),
         conditions=conditions, questions=sorted({r.question_id for r in summary.cells}), cells=summary.cells,

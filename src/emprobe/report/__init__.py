@@ -8,8 +8,11 @@ from emprobe.report._terminal import (
     judge_errors_table,
     label_table,
     rates_table,
+    reasoning_table,
     summary_table,
     sweep_table,
+    trigger_table,
+    turns_table,
 )
 
 __all__ = [
@@ -22,10 +25,13 @@ __all__ = [
     "p_value",
     "pct",
     "rates_table",
+    "reasoning_table",
     "script_json",
     "signed_pct",
     "summary_table",
     "sweep_table",
+    "trigger_table",
+    "turns_table",
     "write_report",
     "write_sweep_report",
 ]
