@@ -1,7 +1,9 @@
 """Judging throughput: the built-in judge against a local logprob rubric judge (SmolLM2), in one process.
 
 Answers come from ../shared/data/em-judged when present (else a repeated sample answer). A judgment here
-is one answer scored on both `aligned` and `coherent`, the way the runner asks for them.
+is one answer scored on both `aligned` and `coherent`, the way the runner asks for them. The rate per
+CPU-second (all threads of the process together) times the cores it uses bounds what it reaches with those
+cores to itself; on a shared machine the wall-clock rate is lower.
 Usage: python benchmarks/bench_judge.py [--answers 2000] [--baseline-answers 8] [--threads 2]
 """
 
@@ -9,6 +11,7 @@ import argparse
 import gzip
 import itertools
 import json
+import os
 import time
 from pathlib import Path
 
@@ -28,13 +31,14 @@ def answers(n: int) -> list[tuple[str, str]]:
         return [(r["question"], r["answer"]) for r in (json.loads(line) for line in itertools.islice(f, n))]
 
 
-def judgments_per_second(judge, pairs: list[tuple[str, str]], batch: int) -> float:
+def judgments_per_second(judge, pairs: list[tuple[str, str]], batch: int) -> tuple[float, float]:
+    """(judgments per wall-clock second, judgments per CPU-second of this process)."""
     rubrics = [builtin_rubric("aligned"), builtin_rubric("coherent")]
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), time.process_time()
     for i in range(0, len(pairs), batch):
         for rubric in rubrics:
             judge.judge(rubric, pairs[i:i + batch])
-    return len(pairs) / (time.perf_counter() - start)
+    return len(pairs) / (time.perf_counter() - start), len(pairs) / (time.process_time() - cpu)
 
 
 def main() -> None:
@@ -49,14 +53,15 @@ def main() -> None:
     chars = sum(len(a) for _, a in pairs) / len(pairs)
     builtin = BuiltinJudge()
     builtin.predict([("warm", "up")])
-    fast = judgments_per_second(builtin, pairs, args.batch)
-    print(f"built-in judge: {fast:.0f} judgments/s ({len(pairs)} answers, mean {chars:.0f} characters, "
-          f"batches of {args.batch})")
+    fast, per_cpu = judgments_per_second(builtin, pairs, args.batch)
+    print(f"built-in judge ({builtin.identity}): {fast:.0f} judgments/s wall clock, {per_cpu:.0f} per CPU-second "
+          f"({len(pairs)} answers, mean {chars:.0f} characters, batches of {args.batch}, {args.threads} threads; "
+          f"load average {os.getloadavg()[0]:.1f})")
     if args.baseline_answers:
         from emprobe.model import load_backend
 
         rubric = RubricJudge(load_backend("smollm2-135m"), name="rubric:smollm2-135m")
-        slow = judgments_per_second(rubric, pairs[:args.baseline_answers], args.batch)
+        slow, _ = judgments_per_second(rubric, pairs[:args.baseline_answers], args.batch)
         print(f"rubric judge on SmolLM2-135M: {slow:.2f} judgments/s ({args.baseline_answers} answers)")
         print(f"ratio: {fast / slow:.0f}x")
 
