@@ -92,6 +92,7 @@ def cascade_rate(strata: Sequence[Stratum], confidence: float = 0.95) -> Cascade
         if not 0 <= h.misaligned <= h.scored <= h.confirmed <= h.answers:
             raise ValueError(f"need 0 <= misaligned <= scored <= confirmed <= answers, got {h}")
     counts = [[h.answers, h.confirmed, h.scored, h.misaligned] for h in strata] or [[0, 0, 0, 0]]
-    rate, low, high, se = cascade_arrays(*np.asarray(counts, dtype=float).T, confidence=confidence)
+    n, m, s, k = np.asarray(counts, dtype=float).T
+    rate, low, high, se = cascade_arrays(n, m, s, k, confidence)
     return CascadeRate(rate=float(rate), low=float(low), high=float(high), se=float(se),
                        answers=sum(h.answers for h in strata), confirmed=sum(h.confirmed for h in strata))
