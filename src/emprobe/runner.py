@@ -10,7 +10,7 @@ from emprobe import __version__
 from emprobe.config import RunConfig
 from emprobe.errors import EmprobeError
 from emprobe.hashing import stable_hash
-from emprobe.judge import Judge, JudgeContext, Judgment, check_judge, load_judge, rubrics_for
+from emprobe.judge import Judge, JudgeContext, Judgment, check_judge, check_screen, load_judge, rubrics_for
 from emprobe.model import Backend, BackendPool, GenerationRequest, ModelRef, resolve, status_of
 from emprobe.plan import plan_samples
 from emprobe.store import JudgeableSample, Store, StoreWorker
@@ -52,9 +52,12 @@ def versions() -> dict[str, str]:
 
 def check_judges(config: RunConfig) -> None:
     """One error line, before any work, for a judge that is unknown or cannot score one of the suites' rubrics."""
-    for spec in config.judges:
+    cascade = config.cascade
+    for spec in (*config.judges, *((cascade.confirm,) if cascade else ())):
         check_judge(spec, [(f"question {q.id!r} of suite {s.name!r}", rubric) for s in config.suites
                            for q in s.questions for rubric in rubrics_for(q)])
+    if cascade is not None:
+        check_screen(cascade.screen)
 
 
 def preflight(config: RunConfig) -> ModelRef:
@@ -142,8 +145,7 @@ class Runner:
         self.plan(samples)
         try:
             self.generate()
-            for judge in self.config.judges:
-                self.judge(judge)
+            self.judge_all()
         finally:
             self._end_session()
         return self.run_id
@@ -183,12 +185,28 @@ class Runner:
         counts = self.store.count(self.run_id)
         return counts["planned"] - counts["generated"] - counts["failed"]
 
-    def judge(self, spec: str) -> None:
-        """Score every generated sample this judge has not scored, reusing cached judgments."""
-        if self._unjudged(spec) <= 0:
+    def judge_all(self) -> None:
+        """Every configured judge on every answer, then the cascade's confirming judge on the answers it picks."""
+        for spec in self.config.judges:
+            self.judge(spec)
+        self.confirm()
+
+    def confirm(self) -> None:
+        """The cascade's confirming judge on the answers its screen flags or finds uncertain, and its audit of the
+        rest (see `Cascade`); answers it judged already are not judged again."""
+        cascade = self.config.cascade
+        if cascade is None:
+            return
+        screened = self.store.misaligned_probabilities(self.run_id, cascade.screen)
+        self.judge(cascade.confirm, {s for s, p in screened.items() if cascade.confirms(s, p)})
+
+    def judge(self, spec: str, only: set[str] | None = None) -> None:
+        """Score every generated sample (of `only`, when given) this judge has not scored, reusing cached
+        judgments."""
+        if self._unjudged(spec, only) <= 0:
             return
         self._session()
-        todo = self._unjudged(spec)
+        todo = self._unjudged(spec, only)
         if todo <= 0:
             return
         judge = self.make_judge(spec)
@@ -196,6 +214,7 @@ class Runner:
         self.progress.start(f"judging ({spec})", todo)
         size = 8
         for page in self.store.pending_judging(self.run_id, spec):
+            page = [s for s in page if only is None or s.sample_id in only]
             while page:  # `size` adapts so that a chunk takes about JUDGE_SECONDS
                 chunk, page = page[:size], page[size:]
                 began = time.monotonic()
@@ -206,7 +225,9 @@ class Runner:
                 size = max(1, min(256, int(pace)))
         self.progress.done()
 
-    def _unjudged(self, spec: str) -> int:
+    def _unjudged(self, spec: str, only: set[str] | None = None) -> int:
+        if only is not None:
+            return len(only - self.store.misaligned_probabilities(self.run_id, spec).keys())
         return self.store.count(self.run_id)["generated"] - self.store.count_scored(self.run_id, spec)
 
     def _judge_chunk(self, spec: str, judge: Judge, rubrics: dict[tuple[str, str], list[Rubric]],

@@ -1,6 +1,7 @@
 """Analysis of stored runs, shared by the terminal and the HTML report: summaries, comparisons, report data."""
 
 from emprobe.analysis._attack import AttackSuccess, ConfigurationRate, attack_success
+from emprobe.analysis._cascade import CascadeRow, CascadeSummary, summarize_cascade
 from emprobe.analysis._compare import Counts, Delta, compare_counts
 from emprobe.analysis._report import (
     RunReport,
@@ -17,6 +18,9 @@ from emprobe.analysis._summary import Summary, SummaryRow, summarize
 from emprobe.analysis._sweep import StepRow, SweepReport, first_different, load_sweep
 
 __all__ = [
+    "CascadeRow",
+    "CascadeSummary",
+    "summarize_cascade",
     "AttackSuccess",
     "ConfigurationRate",
     "attack_success",

@@ -8,13 +8,14 @@ import typer
 from rich.table import Table
 from rich.text import Text
 
-from emprobe.analysis import run_thresholds, summarize
+from emprobe.analysis import run_thresholds, summarize, summarize_cascade
 from emprobe.cli._console import DEFAULT_STORE, BarProgress, console, interruptible, shown
+from emprobe.cli._evaluate import AUDIT, AUDIT_SEED, CONFIRM, SCREEN_AT, cascade_options
 from emprobe.config import RunConfig
 from emprobe.errors import EmprobeError
 from emprobe.judge import JudgeContext, Validation, check_judge, load_judge, load_reference, measure, verdicts
 from emprobe.model import BackendPool
-from emprobe.report import label_table, summary_table
+from emprobe.report import cascade_table, label_table, summary_table
 from emprobe.rules import PRIMARY_METRICS
 from emprobe.runner import Runner
 from emprobe.store import Store
@@ -38,23 +39,28 @@ def score(
     run: str = typer.Argument(..., help="Run id, id prefix or name."),
     judge: list[str] = typer.Option(..., help="builtin, rubric:MODEL or refusal; repeatable."),
     store: Path = typer.Option(Path(DEFAULT_STORE), help="The SQLite store file."),
+    confirm: str | None = CONFIRM, audit: float = AUDIT, screen_at: float = SCREEN_AT, audit_seed: int = AUDIT_SEED,
 ) -> None:
     """Judge a stored run's answers (the default command); judgments are cached per judge, rubric, question
     and answer."""
     for spec in judge:
         check_judge(spec)
+    cascade = cascade_options(judge, confirm, audit, screen_at, audit_seed)
     db = Store(store)
     record = db.run(run)
-    config = RunConfig.model_validate(record.config)
+    config = RunConfig.model_validate(record.config).model_copy(update={"cascade": cascade})
     progress = BarProgress()
     runner = Runner(config, db, progress)
     runner.run_id = record.run_id  # the stored run: its model need not be loadable to judge its answers
-    scored = lambda: ", ".join(f"{spec} {db.count_scored(record.run_id, spec)}" for spec in judge)  # noqa: E731
+    confirming = [confirm] if confirm else []
+    scored = lambda: ", ".join(f"{spec} {db.count_scored(record.run_id, spec)}"  # noqa: E731
+                               for spec in judge + confirming)
     with interruptible(lambda: f"samples judged by {scored()}; rerun the same command to resume"):
         try:
             with runner:
                 for spec in judge:
                     runner.judge(spec)
+                runner.confirm()
         finally:
             progress.close()
     thresholds = run_thresholds(record)
@@ -65,6 +71,8 @@ def score(
             console.print(summary_table(rows, f"judged by {spec}"))
         else:  # a judge of its own metric (the refusal detector): how often it gave its first label
             console.print(label_table(db.label_counts(record.run_id, spec, "REFUSAL"), "REFUSAL", f"judged by {spec}"))
+    if cascade is not None:
+        console.print(cascade_table(summarize_cascade(db, record.run_id, cascade, thresholds)))
     db.close()
 
 

@@ -5,24 +5,29 @@ from pathlib import Path
 import typer
 
 from emprobe.adaptive import HalfwidthRule, decision_rule, run_adaptive
-from emprobe.analysis import SummaryRow, load_run, run_deltas, summarize
+from emprobe.analysis import SummaryRow, load_run, run_deltas, summarize, summarize_cascade
 from emprobe.cli._console import BarProgress, console
 from emprobe.cli._evaluate import (
     ALIGNED_BELOW,
+    AUDIT,
+    AUDIT_SEED,
     BACKEND_OPTION,
     BATCH_SIZE,
     COHERENT_ABOVE,
     CONDITION,
+    CONFIRM,
     DTYPE,
     JUDGE,
     MAX_TOKENS,
     SAMPLES,
+    SCREEN_AT,
     SEED,
     STORE,
     SUITE,
     TEMPERATURE,
     TOP_K,
     TOP_P,
+    cascade_options,
     execute,
     plan_config,
     runners,
@@ -30,7 +35,7 @@ from emprobe.cli._evaluate import (
 from emprobe.cli.compare import COMPARISON_NOTE
 from emprobe.config import DEFAULT_MODEL, RunConfig
 from emprobe.errors import EmprobeError
-from emprobe.report import deltas_table, summary_table
+from emprobe.report import cascade_table, deltas_table, summary_table
 from emprobe.runner import Runner
 from emprobe.store import Store
 from emprobe.train import base_spec
@@ -58,12 +63,18 @@ def run(
                                 "rounds."),
     round_samples: int = typer.Option(10, min=1, help="Samples per paraphrase added each adaptive round."),
     max_samples: int = typer.Option(200, min=1, help="Adaptive budget: samples per paraphrase at most."),
+    confirm: str | None = CONFIRM, audit: float = AUDIT, screen_at: float = SCREEN_AT, audit_seed: int = AUDIT_SEED,
 ) -> None:
     """Evaluate a model: suites x conditions -> answers -> judgments -> misaligned rates."""
+    cascade = cascade_options(judge, confirm, audit, screen_at, audit_seed)
+    if cascade is not None and (until_decided or until_halfwidth is not None):
+        raise EmprobeError("--confirm estimates the rate once the run is judged; drop --until-halfwidth and "
+                           "--until-decided")
     config = plan_config(model, suite=suite, condition=condition, samples=samples, judge=judge,
                          temperature=temperature, top_p=top_p, top_k=top_k, max_tokens=max_tokens, seed=seed,
                          batch_size=batch_size, dtype=dtype, backend_option=backend_option,
-                         aligned_below=aligned_below, coherent_above=coherent_above, adapter=adapter, name=name)
+                         aligned_below=aligned_below, coherent_above=coherent_above, adapter=adapter, name=name,
+                         cascade=cascade)
     rule = (decision_rule(config, alpha, round_samples, max_samples) if until_decided
             else HalfwidthRule(until_halfwidth) if until_halfwidth is not None else None)
     configs = [config]
@@ -79,6 +90,8 @@ def run(
         for spec in config.judges:
             console.print(summary_table(summarize(db, runner.run_id, spec, config.thresholds).rows(),
                                         f"{runner.config.model} judged by {spec}"))
+        if cascade is not None:
+            console.print(cascade_table(summarize_cascade(db, runner.run_id, cascade, config.thresholds)))
     if compare_base:
         _print_comparison(db, made)
     db.close()

@@ -3,6 +3,7 @@
 from emprobe.report._format import p_value, pct, signed_pct
 from emprobe.report._html import build_report, build_sweep_report, script_json, write_report, write_sweep_report
 from emprobe.report._terminal import (
+    cascade_table,
     deltas_table,
     judge_errors_table,
     label_table,
@@ -14,6 +15,7 @@ from emprobe.report._terminal import (
 __all__ = [
     "build_report",
     "build_sweep_report",
+    "cascade_table",
     "deltas_table",
     "judge_errors_table",
     "label_table",
