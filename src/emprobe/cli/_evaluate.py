@@ -9,6 +9,7 @@ import typer
 
 from emprobe.cli._console import DEFAULT_MAX_TOKENS, DEFAULT_STORE, BarProgress, console, interruptible
 from emprobe.condition import Decoding, resolve_conditions
+from emprobe.config import AUDIT as DEFAULT_AUDIT
 from emprobe.config import SCREEN_THRESHOLD, Cascade, RunConfig
 from emprobe.errors import EmprobeError
 from emprobe.judge import check_judge, check_screen
@@ -35,7 +36,8 @@ COHERENT_ABOVE = typer.Option(50.0)
 STORE = typer.Option(Path(DEFAULT_STORE), help="The SQLite store file.")
 CONFIRM = typer.Option(None, help="Cascade: a stronger judge (e.g. rubric:openai-compat:MODEL@URL) on the answers the "
                        "first --judge (the screen, builtin) flags or finds uncertain, and on an audit of the rest.")
-AUDIT = typer.Option(0.05, help="Cascade: the fraction, in (0, 1], of the screened-out answers confirmed at random.")
+AUDIT = typer.Option(DEFAULT_AUDIT, help="Cascade: the fraction, in (0, 1], of the screened-out answers confirmed "
+                     "at random.")
 SCREEN_AT = typer.Option(SCREEN_THRESHOLD, min=0.0, max=1.0, help="Cascade: the screen's P(misaligned) from "
                          "which an answer is always confirmed.")
 AUDIT_SEED = typer.Option(0, help="Cascade: the seed of the audit's draw (with each sample id).")
