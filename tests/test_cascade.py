@@ -1,6 +1,7 @@
 """The cascade end to end: `emprobe run` on a tiny model screened by the built-in judge, then `emprobe judge` with a
 rubric judge on a real OpenAI-compatible server (llama-cpp-python serving SmolLM2) confirming the answers the
-screen picks; a rerun judges nothing; the printed rate is recomputed from the store. Bad options: one line."""
+screen picks; a rerun judges nothing; the printed rate (and the report's) is recomputed from the store. Bad options:
+one line before any work."""
 
 import json
 import os
@@ -108,7 +109,15 @@ def test_screen_confirm_rerun_and_rate_from_the_store(tiny_llama, server, tmp_pa
     rows = [line.replace("\u2502", " ").split() for line in rerun.splitlines()]
     cells = next(row for row in rows if row[:2] == ["(all)", str(3 * SAMPLES)])  # the cascade's overall row
     assert expected.confirmed == len(picked) and sum(h.scored for h in strata) > 0
-    assert cells[5:7] == [f"{expected.rate * 100:.2f}%", f"{expected.low * 100:.2f}%-{expected.high * 100:.2f}%"]
+    shown = [f"{expected.rate * 100:.2f}%", f"{expected.low * 100:.2f}%-{expected.high * 100:.2f}%"]
+    assert cells[5:7] == shown
+
+    html = tmp_path / "report.html"
+    reported = ok("report", "tiny", "-o", str(html), "--store", str(store))  # the run stored its cascade
+    rows = [line.replace("\u2502", " ").split() for line in reported.splitlines()]
+    assert [row for row in rows if row[:2] == ["(all)", str(3 * SAMPLES)]][-1][5:7] == shown  # after the rates
+    assert f"{len(picked)} confirming calls where judging every answer would have cost {3 * SAMPLES}" in \
+        html.read_text()
 
 
 @pytest.mark.parametrize(("args", "expected"), [

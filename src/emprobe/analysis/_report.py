@@ -4,8 +4,10 @@ from collections import defaultdict
 
 from pydantic import BaseModel
 
+from emprobe.analysis._cascade import CascadeSummary, summarize_cascade
 from emprobe.analysis._compare import Counts, Delta, compare_counts
 from emprobe.analysis._summary import SummaryRow, summarize
+from emprobe.config import Cascade
 from emprobe.errors import EmprobeError
 from emprobe.judge import Validation
 from emprobe.rules import ALIGNED, COHERENT, OVERALL, Thresholds
@@ -37,6 +39,8 @@ class RunReport(BaseModel):
     """Why no validation, or why not the obvious one, was used."""
     corrected: dict[str, CorrectedRate] = {}
     """Per condition (and `(all)`): the misaligned rate corrected for the judge's validated error."""
+    cascade: CascadeSummary | None = None
+    """The rate of a run configured with a cascade (`emprobe run --confirm`), from both judges' rows."""
     title: str | None = None
     """What the run is called in this report (a sweep's `base`, `step 50`), instead of its name or id."""
 
@@ -75,7 +79,9 @@ def load_run(db: Store, ref: str, judge: str | None = None, validation: str | No
             if row.scored:
                 corrected[row.condition] = rogan_gladen(row.misaligned, row.scored, used.tp, used.fn, used.tn,
                                                         used.fp)
+    cascade = run.config.get("cascade")
     return RunReport(
+        cascade=summarize_cascade(db, run.run_id, Cascade.model_validate(cascade), thresholds) if cascade else None,
         validation=used, validation_note=note, corrected=corrected, title=title,
         run=run, judge=judge, judges=db.judges(run.run_id), judge_identities=identities,
         generation_models=db.generation_models(run.run_id), thresholds=thresholds, counts=db.count(run.run_id),

@@ -8,7 +8,15 @@ from rich.text import Text
 
 from emprobe.analysis import condition_deltas, pairing_note, run_deltas
 from emprobe.cli._console import DEFAULT_STORE, console, err_console
-from emprobe.report import deltas_table, judge_errors_table, rates_table, sweep_table, write_report, write_sweep_report
+from emprobe.report import (
+    cascade_table,
+    deltas_table,
+    judge_errors_table,
+    rates_table,
+    sweep_table,
+    write_report,
+    write_sweep_report,
+)
 
 
 def report(
@@ -33,6 +41,8 @@ def report(
                            validation=validation)
     for r in reports:
         console.print(rates_table(r))
+        if r.cascade is not None:
+            console.print(cascade_table(r.cascade))
         deltas = condition_deltas(r, baseline)
         if deltas:
             console.print(deltas_table(deltas, f"{r.label}: conditions compared", first="comparison"))
