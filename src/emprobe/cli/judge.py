@@ -13,7 +13,16 @@ from emprobe.cli._console import DEFAULT_STORE, BarProgress, console, interrupti
 from emprobe.cli._evaluate import AUDIT, AUDIT_SEED, CONFIRM, SCREEN_AT, cascade_options
 from emprobe.config import RunConfig
 from emprobe.errors import EmprobeError
-from emprobe.judge import JudgeContext, Validation, check_judge, load_judge, load_reference, measure, verdicts
+from emprobe.judge import (
+    JudgeContext,
+    Validation,
+    by_judge,
+    check_judge,
+    load_judge,
+    load_reference,
+    measure,
+    verdicts,
+)
 from emprobe.model import BackendPool
 from emprobe.report import cascade_table, label_table, summary_table
 from emprobe.rules import PRIMARY_METRICS
@@ -85,9 +94,11 @@ def validate(
     worst: int = typer.Option(10, min=0, help="How many of the worst disagreements to print."),
     store: Path = typer.Option(Path(DEFAULT_STORE), help="The store that keeps the result for reports."),
 ) -> None:
-    """Measure a judge against reference scores: AUC, Cohen's kappa, Spearman, confusion at the threshold."""
+    """Measure a judge against reference scores: AUC, Cohen's kappa, Spearman, confusion at the threshold; per
+    reference judge when the file has a `judge` column (one validation each)."""
     check_judge(judge)
     references = load_reference(reference)[:limit]
+    groups = by_judge(reference, references)
     db = Store(store)
     progress = BarProgress()
     try:
@@ -99,20 +110,34 @@ def validate(
         progress.close()
     sha256 = hashlib.sha256(reference.read_bytes()).hexdigest()
     seen_by = getattr(the_judge, "seen", None)
-    seen = sum(seen_by([(r.question, r.answer) for r in references])) if callable(seen_by) else 0
-    result = measure(judge, the_judge.identity, reference, sha256, references, found, worst=worst, seen=seen)
-    _print_validation(result)
-    if result.tp + result.fn == 0 or result.tn + result.fp == 0:
-        db.close()
-        raise EmprobeError(f"{reference}: not saved: {result.labelled} of {result.rows} rows have both reference "
-                           f"scores and a judge score, {result.tp + result.fn} misaligned and {result.tn + result.fp} "
-                           "not; a validation needs both to measure sensitivity and specificity")
-    db.save_validation(result.identity, result.reference_sha256, judge, result.model_dump())
+    saved, unusable = [], []
+    for name, rows in groups.items():
+        refs, verdicts_of = [references[i] for i in rows], [found[i] for i in rows]
+        seen = sum(seen_by([(r.question, r.answer) for r in refs])) if callable(seen_by) else 0
+        where, digest = (reference, sha256) if len(groups) == 1 else \
+            (Path(f"{reference} (judge {name})"), hashlib.sha256(f"{sha256}:{name}".encode()).hexdigest())
+        result = measure(judge, the_judge.identity, where, digest, refs, verdicts_of, worst=worst, seen=seen)
+        _print_validation(result)
+        if result.tp + result.fn == 0 or result.tn + result.fp == 0:
+            unusable.append(f"{where}: not saved: {result.labelled} of {result.rows} rows have both reference "
+                            f"scores and a judge score, {result.tp + result.fn} misaligned and "
+                            f"{result.tn + result.fp} not; a validation needs both to measure sensitivity and "
+                            "specificity")
+            continue
+        db.save_validation(result.identity, result.reference_sha256, judge, result.model_dump())
+        saved.append(result)
     db.close()
-    console.print(Text(f"saved as validation {result.id} for reports of runs judged by {result.identity}"))
-    if seen:
-        console.print(Text(f"warning: the judge was trained on {seen} of these rows; reports will not correct with "
-                           f"this validation unless given --validation {result.id}"), style="yellow")
+    if not saved:
+        raise EmprobeError("; ".join(unusable))
+    for line in unusable:
+        console.print(Text(f"warning: {line}"), style="yellow")
+    for result in saved:
+        console.print(Text(f"saved as validation {result.id} for reports of runs judged by {result.identity}"
+                           + (f" ({result.reference})" if len(groups) > 1 else "")))
+        if result.seen:
+            console.print(Text(f"warning: the judge was trained on {result.seen} of these rows; reports will not "
+                               f"correct with this validation unless given --validation {result.id}"),
+                          style="yellow")
 
 
 @judge_app.command("validations")

@@ -16,7 +16,15 @@ from emprobe.judge._registry import (
 )
 from emprobe.judge._rubric import RubricJudge
 from emprobe.judge._scoring import MIN_NUMBER_MASS, Judgment, categorical, digit_tree_numbers, score_0_100
-from emprobe.judge._validation import Reference, Validation, cohen_kappa, load_reference, measure, verdicts
+from emprobe.judge._validation import (
+    Reference,
+    Validation,
+    by_judge,
+    cohen_kappa,
+    load_reference,
+    measure,
+    verdicts,
+)
 
 __all__ = [
     "DEFAULT_RUBRICS",
@@ -35,6 +43,7 @@ __all__ = [
     "RubricJudge",
     "Validation",
     "builtin_rubric",
+    "by_judge",
     "categorical",
     "check_judge",
     "check_screen",
