@@ -65,6 +65,17 @@ def confirmations(db: sqlite3.Connection, judge: str) -> dict[str, dict[str, flo
     return out
 
 
+def test_the_audit_is_a_seeded_draw_per_sample_id():
+    ids = [f"{i:016x}" for i in range(20_000)]
+    small, large = Cascade(confirm="x", audit=0.05), Cascade(confirm="x", audit=0.2)
+    drawn = {s for s in ids if small.audited(s)}
+    assert abs(len(drawn) / len(ids) - 0.05) < 0.006
+    assert drawn <= {s for s in ids if large.audited(s)}  # a larger audit only adds answers
+    assert drawn == {s for s in ids if Cascade(confirm="y", audit=0.05).audited(s)}
+    assert drawn != {s for s in ids if Cascade(confirm="x", audit=0.05, seed=1).audited(s)}
+    assert Cascade(confirm="x", threshold=0.3).confirms(ids[0], None)  # the screen gave nothing: confirm it
+
+
 def test_screen_confirm_rerun_and_rate_from_the_store(tiny_llama, server, tmp_path):
     suite = tmp_path / "suite.yaml"
     suite.write_text(yaml.safe_dump(SUITE))
