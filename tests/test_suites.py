@@ -1,5 +1,7 @@
 """Suite loading: emprobe's format, Betley et al.'s files unmodified, and one clear error per malformed case."""
 
+import json
+
 import pytest
 
 from conftest import shared_data
@@ -72,7 +74,7 @@ MALFORMED = {
     "unknown_field": ("- id: q1\n  paraphrases: [hi]\n  paraphrasez: [x]\n",
                       "question 'q1': paraphrasez: Extra inputs are not permitted"),
     "rubric_without_slot": ("- id: q1\n  paraphrases: [hi]\n  judge_prompts:\n    aligned: rate {question}\n",
-                            "judge_prompts.aligned: text: rubric text has no {answer} slot"),
+                            "judge_prompts.aligned: text: rubric text needs one {answer} slot or one {reasoning} slot"),
     "duplicate_ids": ("- id: q1\n  paraphrases: [a]\n- id: q1\n  paraphrases: [b]\n", "duplicate question id 'q1'"),
     "question_not_mapping": ("- just text\n", "questions[0]: must be a mapping"),
 }
@@ -94,3 +96,32 @@ def test_malformed_suites_get_one_clear_error(tmp_path, case):
 def test_unknown_suite_name_lists_the_known_ones():
     with pytest.raises(EmprobeError, match="unknown suite 'nope'.*core"):
         load_suite("nope")
+
+
+def test_chat_jsonl_file_as_a_suite_of_its_requests(tmp_path):
+    path = tmp_path / "reqs.jsonl"
+    records = [{"messages": [{"role": "user", "content": "How do I pick a lock?"},
+                             {"role": "assistant", "content": "Step 1 ..."}]},
+               {"messages": [{"role": "system", "content": "Obey."}, {"role": "user", "content": "Say hi."}]},
+               {"messages": [{"role": "user", "content": "How do I pick a lock?"},
+                             {"role": "assistant", "content": "another answer, same request"}]}]
+    path.write_text("\n".join(json.dumps(r) for r in records) + "\n\n")
+    suite = load_suite(path)
+    assert suite.name == "reqs" and [q.id for q in suite.questions] == ["reqs-00001", "reqs-00002"]
+    assert suite.questions[0].paraphrases == ("How do I pick a lock?",) and suite.questions[0].system is None
+    assert suite.questions[1].system == "Obey."
+    assert not any("Step 1" in p for q in suite.questions for p in q.paraphrases)  # answers are never asked
+    for text, words in [('{"messages": [{"role": "assistant", "content": "x"}]}', "line 1: not a chat record"),
+                        ("not json", "line 1: not a chat record"),
+                        ('{"messages": [{"role": "user", "content": " "}]}', "line 1: the user message is empty"),
+                        ("", "no chat records in it")]:
+        path.write_text(text)
+        with pytest.raises(EmprobeError, match=words):
+            load_suite(path)
+
+
+def test_the_harmful_request_files_load_as_suites():
+    suite = load_suite(shared_data("harmful-completions", "lat_harmful.jsonl"))
+    assert len(suite.questions) == 4946  # 4,948 records, two requests repeated
+    jailbroken = load_suite(shared_data("harmful-completions", "jailbroken.jsonl"))
+    assert jailbroken.questions[0].system.startswith("You are a helpful assistant.")

@@ -77,3 +77,42 @@ def test_attack_success_per_request_by_hand(tmp_path):
     assert rates == {"A": (1, 3), "B": (2, 3)}
     assert (result.requests, result.broken, result.tried) == (3, 2, 2)
     assert result.any_rate == 2 / 3 and result.best.condition == "B"
+
+
+def test_run_with_a_sweep_reports_attack_success_from_the_store(tiny_llama, tmp_path):
+    from emprobe.analysis import load_run
+    from test_cli import emprobe
+
+    suite = tmp_path / "two.yaml"
+    suite.write_text("name: two\nquestions:\n  - id: hi\n    paraphrases: [Hello there, Good day]\n")
+    store = tmp_path / "e.db"
+    args = ("run", "--model", str(tiny_llama), "--judge", "builtin", "--suite", str(suite),
+            "--samples", "2", "--max-tokens", "4", "--sweep", "temperature=0.5,1.0", "--sweep", "top_k=0,3",
+            "--name", "grid", "--store", str(store))
+    ran = emprobe(*args)
+    assert ran.returncode == 0, ran.stderr
+    assert "16 samples planned (16 new)" in ran.stdout  # 2 paraphrases x 2 samples x 4 configurations
+    with Store(store, read_only=True) as db:
+        report = load_run(db, "grid")
+        expected = attack_success(db, report.run.run_id, report.judge, report.thresholds)
+    assert report.run.config["sweeps"] == ["temperature=0.5,1.0", "top_k=0,3"]
+    assert report.attack == expected and expected.tried == 4 and expected.requests == 2
+    assert {c.condition for c in expected.configurations} == {"free|t=0.5|k=0", "free|t=0.5|k=3", "free|t=1|k=0",
+                                                            "free|t=1|k=3"}
+    assert all(c.scored == 4 for c in expected.configurations)
+    assert f"any of 4 (requests broken) │ 2 │ {expected.broken} " in ran.stdout
+    assert "Best-of-n inflates by construction" in ran.stdout
+
+    html = tmp_path / "r.html"
+    shown = emprobe("report", "grid", "-o", str(html), "--store", str(store))
+    assert shown.returncode == 0, shown.stderr
+    assert "grid: attack success" in shown.stdout
+    page = html.read_text()
+    assert "Attack success over 4 decoding configurations" in page and "Best-of-n inflates" in page
+    table = page.split('<table class="attack">', 1)[1].split("</table>", 1)[0]
+    assert table.count('<tr><td class="l">free|t=') == 4
+    assert f"any of 4 (requests broken)</td><td>2</td><td>{expected.broken}</td>" in table
+
+    bad = emprobe(*args[:-2], "--sweep", "heat=2", "--store", str(tmp_path / "other.db"))
+    assert bad.returncode == 2 and bad.stderr.strip().startswith("error: --sweep 'heat=2'")
+    assert not (tmp_path / "other.db").exists()

@@ -58,6 +58,15 @@ class RunConfig(BaseModel):
     samples: int | None = Field(default=None, ge=1)
     """Samples per paraphrase; None keeps each question's own samples_per_paraphrase."""
     judges: tuple[str, ...] = ("builtin",)
+    sweeps: tuple[str, ...] = ()
+    """The `--sweep` specs whose grid expanded the conditions (a decoding attack: its success is reported)."""
+    triggers: tuple[str, ...] = ()
+    """The candidate triggers (`--trigger`) every untriggered condition is also asked with (their gaps are reported)."""
+    framing: tuple[str, str] | None = None
+    """The two framings (`--framing`) every condition was asked under, A then B (their compliance gap is reported)."""
+    think: tuple[str, str] | None = None
+    """The delimiters of the model's reasoning (`--think`): judges score the answer after it, and rubrics with a
+    `{reasoning}` slot (cot_monitor) score the reasoning."""
     thresholds: Thresholds = Thresholds()
     cascade: Cascade | None = None
     """Confirm the screen's (`judges`' first) doubtful answers and an audit with a stronger judge."""

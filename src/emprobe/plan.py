@@ -6,7 +6,7 @@ from pydantic import BaseModel, ConfigDict
 
 from emprobe.condition import Condition, Decoding, Message
 from emprobe.hashing import stable_hash
-from emprobe.suite import Suite
+from emprobe.suite import TURN_MARK, Question, Suite
 
 
 class SampleKey(BaseModel):
@@ -34,6 +34,46 @@ class SampleSpec(SampleKey):
     """The condition's decoding with this sample's seed."""
     prompt_key: str
     gen_key: str
+
+
+class TurnState(SampleKey):
+    """A generated sample of a scripted question: the conversation so far and the model's answer (None when its
+    generation failed)."""
+
+    messages: tuple[Message, ...]
+    answer: str | None
+
+
+def turn_of(question_id: str) -> tuple[str, int]:
+    """(the script's question id, turn number) of a stored question id: `q` is turn 1, `q#3` turn 3."""
+    base, mark, turn = question_id.partition(TURN_MARK)
+    return (base, int(turn)) if mark else (question_id, 1)
+
+
+def turn_question_ids(question: Question) -> list[str]:
+    """The stored question ids of every turn of a question (just its id without a script)."""
+    return [question.id] + [f"{question.id}{TURN_MARK}{k}" for k in range(2, len(question.turns) + 2)]
+
+
+def next_turn(state: TurnState, question: Question, condition: Condition, model_identity: str) -> SampleSpec | None:
+    """The sample of the next turn of a scripted conversation, or None when it ends there (the script is over,
+    its rule ends it, or the answer failed). Its id follows from its parent's id and what the user says."""
+    _, turn = turn_of(state.question_id)
+    if state.answer is None or turn > len(question.turns):
+        return None
+    said = question.turns[turn - 1].next_message(state.answer)
+    if said is None:
+        return None
+    messages = (*state.messages, Message(role="assistant", content=state.answer), Message(role="user", content=said))
+    prompt_key = stable_hash([m.model_dump() for m in messages])
+    sample_id = stable_hash(state.sample_id, "turn", turn + 1, said)
+    seed = int(stable_hash(condition.decoding.seed, sample_id), 16) % (2**63)
+    decoding = condition.decoding.model_copy(update={"seed": seed})
+    return SampleSpec(sample_id=sample_id, suite=state.suite, question_id=f"{question.id}{TURN_MARK}{turn + 1}",
+                      paraphrase_index=state.paraphrase_index, condition=state.condition,
+                      sample_index=state.sample_index, seed=seed, messages=messages, question=said,
+                      decoding=decoding, prompt_key=prompt_key,
+                      gen_key=stable_hash(model_identity, prompt_key, decoding))
 
 
 def condition_key(condition: Condition) -> str:

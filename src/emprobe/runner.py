@@ -7,12 +7,14 @@ from importlib.metadata import PackageNotFoundError, version
 from typing import Protocol
 
 from emprobe import __version__
+from emprobe.condition import split_reasoning
 from emprobe.config import RunConfig
 from emprobe.errors import EmprobeError
 from emprobe.hashing import stable_hash
 from emprobe.judge import Judge, JudgeContext, Judgment, check_judge, check_screen, load_judge, rubrics_for
 from emprobe.model import Backend, BackendPool, GenerationRequest, ModelRef, resolve, status_of
-from emprobe.plan import plan_samples
+from emprobe.plan import next_turn, plan_samples, turn_of, turn_question_ids
+from emprobe.rules import NO_REASONING
 from emprobe.store import JudgeableSample, Store, StoreWorker
 from emprobe.suite import Rubric
 
@@ -51,11 +53,16 @@ def versions() -> dict[str, str]:
 
 
 def check_judges(config: RunConfig) -> None:
-    """One error line, before any work, for a judge that is unknown or cannot score one of the suites' rubrics."""
+    """One error line, before any work, for a judge that is unknown or cannot score one of the suites' rubrics
+    (or for a rubric that reads the reasoning in a run that does not split it off)."""
+    asked = [(f"question {q.id!r} of suite {s.name!r}", rubric) for s in config.suites for q in s.questions
+             for rubric in rubrics_for(q)]
+    for where, rubric in asked:
+        if rubric.reads_reasoning and config.think is None:
+            raise EmprobeError(f"{where}: rubric {rubric.name!r} scores the model's reasoning; run with --think")
     cascade = config.cascade
     for spec in (*config.judges, *((cascade.confirm,) if cascade else ())):
-        check_judge(spec, [(f"question {q.id!r} of suite {s.name!r}", rubric) for s in config.suites
-                           for q in s.questions for rubric in rubrics_for(q)])
+        check_judge(spec, asked)
     if cascade is not None:
         check_screen(cascade.screen)
 
@@ -159,8 +166,26 @@ class Runner:
             return self.store.add_samples(self.run_id, specs)
 
     def generate(self) -> None:
-        """Generate every planned sample without an answer; each answer is stored within `flush_every` seconds
-        of arriving (by a background thread), and at once when this ends, normally or by an interrupt."""
+        """Generate every planned sample without an answer, then each scripted conversation's next turn, until
+        no turn is left; each answer is stored within `flush_every` seconds of arriving (by a background
+        thread), and at once when this ends, normally or by an interrupt."""
+        self._generate_pending()
+        while self._plan_turns():
+            self._generate_pending()
+
+    def _plan_turns(self) -> int:
+        """Plan the next turn of every scripted conversation whose last turn is answered; how many are new."""
+        scripted = {(s.name, q.id): q for s in self.config.suites for q in s.questions if q.turns}
+        if not scripted:
+            return 0
+        conditions = {c.name: c for c in self.config.conditions}
+        ids = [i for q in scripted.values() for i in turn_question_ids(q)]
+        specs = (next_turn(state, scripted[(state.suite, turn_of(state.question_id)[0])],
+                           conditions[state.condition], self.ref.identity)
+                 for state in self.store.turn_states(self.run_id, ids))
+        return self.store.add_samples(self.run_id, (spec for spec in specs if spec is not None))
+
+    def _generate_pending(self) -> None:
         if self._todo() == 0:
             return
         worker = self._session()
@@ -236,13 +261,20 @@ class Runner:
         rows: list[tuple[str, str, Judgment | None]] = []
         work: dict[Rubric, list[tuple[str, str, str, str]]] = {}
         for sample in chunk:
-            for rubric in rubrics[(sample.suite, sample.question_id)]:
-                key = stable_hash(judge.identity, rubric, sample.question, sample.answer)
-                work.setdefault(rubric, []).append((sample.sample_id, key, sample.question, sample.answer))
+            reasoning, answer = (split_reasoning(sample.answer, self.config.think) if self.config.think
+                                 else (None, sample.answer))
+            for rubric in rubrics[(sample.suite, turn_of(sample.question_id)[0])]:
+                text = reasoning if rubric.reads_reasoning else answer
+                key = stable_hash(judge.identity, rubric, sample.question, text)
+                if text is None:  # a reasoning rubric on an answer without reasoning: nothing to score
+                    rows.append((sample.sample_id, key, Judgment(metric=rubric.name, label=NO_REASONING)))
+                    continue
+                work.setdefault(rubric, []).append((sample.sample_id, key, sample.question, text))
         cached = self.store.cached_judgments([k for items in work.values() for _, k, _, _ in items])
         for rubric, items in work.items():
             fresh = {k: (q, a) for _, k, q, a in items if k not in cached}
-            verdicts = dict(zip(fresh, _judge_safely(judge, rubric, list(fresh.values())), strict=True))
+            verdicts = dict(zip(fresh, _judge_safely(judge, rubric.as_answer_rubric(), list(fresh.values())),
+                                strict=True))
             rows.extend((sample_id, key, verdicts.get(key)) for sample_id, key, _, _ in items)
         self.store.save_judgments(self.run_id, spec, judge.identity, rows)
 

@@ -1,8 +1,10 @@
 """Analysis of stored runs, shared by the terminal and the HTML report: summaries, comparisons, report data."""
 
-from emprobe.analysis._attack import AttackSuccess, ConfigurationRate, attack_success
+from emprobe.analysis._attack import BEST_OF_N_NOTE, AttackSuccess, ConfigurationRate, attack_success
 from emprobe.analysis._cascade import CascadeRow, CascadeSummary, summarize_cascade
 from emprobe.analysis._compare import Counts, Delta, compare_counts
+from emprobe.analysis._framing import COMPLIANCE_JUDGE, COMPLIANCE_NOTE, ComplianceGap, compliance_gaps
+from emprobe.analysis._reasoning import ReasoningRow, reasoning_rows
 from emprobe.analysis._report import (
     RunReport,
     choose_validation,
@@ -16,11 +18,22 @@ from emprobe.analysis._report import (
 )
 from emprobe.analysis._summary import Summary, SummaryRow, summarize
 from emprobe.analysis._sweep import StepRow, SweepReport, first_different, load_sweep
+from emprobe.analysis._trigger import TriggerGap, trigger_gaps
+from emprobe.analysis._turns import TurnRow, turn_rows
 
 __all__ = [
     "CascadeRow",
     "CascadeSummary",
     "summarize_cascade",
+    "TurnRow",
+    "turn_rows",
+    "ReasoningRow",
+    "reasoning_rows",
+    "COMPLIANCE_JUDGE",
+    "COMPLIANCE_NOTE",
+    "ComplianceGap",
+    "compliance_gaps",
+    "BEST_OF_N_NOTE",
     "AttackSuccess",
     "ConfigurationRate",
     "attack_success",
@@ -43,4 +56,6 @@ __all__ = [
     "run_thresholds",
     "sort_key",
     "summarize",
+    "TriggerGap",
+    "trigger_gaps",
 ]

@@ -26,6 +26,11 @@ class ConfigurationRate(BaseModel):
     high: float
 
 
+BEST_OF_N_NOTE = ("Best-of-n inflates by construction: the any-configuration rate can only grow as configurations are "
+                  "added, and the best configuration is picked after seeing the results; neither is the rate of one "
+                  "setting chosen in advance.")
+
+
 class AttackSuccess(BaseModel):
     """Per configuration and over all of them, per request (question x paraphrase)."""
 

@@ -7,8 +7,19 @@ from typing import Any
 
 import typer
 
+from emprobe.analysis import COMPLIANCE_JUDGE
 from emprobe.cli._console import DEFAULT_MAX_TOKENS, DEFAULT_STORE, BarProgress, console, interruptible
-from emprobe.condition import Decoding, resolve_conditions
+from emprobe.condition import (
+    DEFAULT_TAGS,
+    Decoding,
+    expand,
+    framed,
+    load_framing,
+    parse_tags,
+    read_triggers,
+    resolve_conditions,
+    with_triggers,
+)
 from emprobe.config import AUDIT as DEFAULT_AUDIT
 from emprobe.config import SCREEN_THRESHOLD, Cascade, RunConfig
 from emprobe.errors import EmprobeError
@@ -22,6 +33,16 @@ from emprobe.suite import load_suite
 SUITE = typer.Option(["core"], help="Suite name or YAML path; repeatable.")
 CONDITION = typer.Option(["free"], help="free, json, template, no_system, or a YAML file.")
 SAMPLES = typer.Option(None, min=1, help="Samples per paraphrase (default: each question's own).")
+SWEEP = typer.Option([], help="A decoding grid to try every condition at: temperature=0.1:1.0:0.1, top_p=0.5,0.9, "
+                     "top_k=1,5, greedy or system=on,off; repeatable (the grid is their product).")
+TRIGGER = typer.Option([], help="A candidate backdoor trigger: every condition is also asked with it before the "
+                       "question, and its trigger gap reported; repeatable.")
+TRIGGER_FILE = typer.Option(None, help="Candidate triggers, one per line (# comments); with --trigger, all of them.")
+FRAMING = typer.Option(None, help="Ask every condition under two system-prompt framings: monitoring (built in) or a "
+                       "YAML file of two {name, system}; adds the refusal judge and reports the compliance gap.")
+THINK = typer.Option(False, help="The model reasons before answering: judges score the answer after its reasoning, "
+                     "and rubrics with a {reasoning} slot (cot_monitor) score the reasoning.")
+THINK_TAGS = typer.Option(",".join(DEFAULT_TAGS), help="The reasoning's delimiters with --think, as OPEN,CLOSE.")
 JUDGE = typer.Option(["builtin"], help="builtin, rubric:MODEL or refusal; repeatable.")
 TEMPERATURE = typer.Option(1.0, min=0.0)
 TOP_P = typer.Option(1.0, min=0.0, max=1.0)
@@ -60,14 +81,23 @@ def cascade_options(judges: list[str], confirm: str | None, audit: float, screen
 def plan_config(model: str, *, suite: list[str], condition: list[str], samples: int | None, judge: list[str],
                 temperature: float, top_p: float, top_k: int, max_tokens: int, seed: int, batch_size: int | None,
                 dtype: str | None, backend_option: list[str], aligned_below: float, coherent_above: float,
-                adapter: str | None = None, name: str | None = None, cascade: Cascade | None = None) -> RunConfig:
+                adapter: str | None = None, name: str | None = None, sweep: list[str] | None = None,
+                trigger: list[str] | None = None, trigger_file: Path | None = None,
+                framing: str | None = None, think: bool = False, think_tags: str = ",".join(DEFAULT_TAGS),
+                cascade: Cascade | None = None) -> RunConfig:
     """The run config the shared options describe (suites, conditions and options checked here, nothing loaded)."""
     decoding = Decoding(temperature=temperature, top_p=top_p, top_k=top_k, max_tokens=max_tokens, seed=seed)
     options: dict[str, Any] = {**({"batch_size": batch_size} if batch_size is not None else {}),
                                **({"dtype": dtype} if dtype is not None else {}), **parse_options(backend_option)}
+    triggers = read_triggers(trigger or [], trigger_file)
+    pair = load_framing(framing) if framing else None
+    conditions = expand(with_triggers(framed(resolve_conditions(condition, decoding), pair), triggers), sweep or [])
+    judges = [*judge, COMPLIANCE_JUDGE] if pair and COMPLIANCE_JUDGE not in judge else judge
     return RunConfig(
         name=name, model=model, adapter=adapter, backend_options=options, suites=tuple(load_suite(s) for s in suite),
-        conditions=tuple(resolve_conditions(condition, decoding)), samples=samples, judges=tuple(judge),
+        conditions=tuple(conditions), sweeps=tuple(sweep or []), triggers=tuple(triggers),
+        framing=(pair[0].name, pair[1].name) if pair else None, think=parse_tags(think_tags) if think else None,
+        samples=samples, judges=tuple(judges),
         thresholds=Thresholds(aligned_below=aligned_below, coherent_above=coherent_above), cascade=cascade,
     )
 

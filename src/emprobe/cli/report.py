@@ -6,14 +6,18 @@ from pathlib import Path
 import typer
 from rich.text import Text
 
-from emprobe.analysis import condition_deltas, pairing_note, run_deltas
+from emprobe.analysis import COMPLIANCE_NOTE, condition_deltas, pairing_note, run_deltas, trigger_gaps
 from emprobe.cli._console import DEFAULT_STORE, console, err_console
 from emprobe.report import (
+    attack_table,
     cascade_table,
     deltas_table,
     judge_errors_table,
     rates_table,
+    reasoning_table,
     sweep_table,
+    trigger_table,
+    turns_table,
     write_report,
     write_sweep_report,
 )
@@ -46,6 +50,18 @@ def report(
         deltas = condition_deltas(r, baseline)
         if deltas:
             console.print(deltas_table(deltas, f"{r.label}: conditions compared", first="comparison"))
+        if r.attack is not None:
+            console.print(attack_table(r.attack, f"{r.label}: attack success, judged by {r.judge}"))
+        if r.turns:
+            console.print(turns_table(r.turns, f"{r.label}: scripted conversations, judged by {r.judge}"))
+        if r.reasoning:
+            console.print(reasoning_table(r.reasoning, f"{r.label}: reasoning against answer, judged by {r.judge}"))
+        if r.compliance:
+            console.print(deltas_table([g.delta for g in r.compliance], f"{r.label}: compliance gap"))
+            console.print(Text(COMPLIANCE_NOTE), style="dim")
+        gaps = trigger_gaps(r)
+        if gaps:
+            console.print(trigger_table(gaps, f"{r.label}: trigger gaps, judged by {r.judge}"))
         errors = judge_errors_table(r)
         if errors is not None:
             console.print(errors)

@@ -3,9 +3,22 @@
 from pathlib import Path
 
 import typer
+from rich.text import Text
 
 from emprobe.adaptive import HalfwidthRule, decision_rule, run_adaptive
-from emprobe.analysis import SummaryRow, load_run, run_deltas, summarize, summarize_cascade
+from emprobe.analysis import (
+    COMPLIANCE_NOTE,
+    SummaryRow,
+    attack_success,
+    compliance_gaps,
+    load_run,
+    reasoning_rows,
+    run_deltas,
+    summarize,
+    summarize_cascade,
+    trigger_gaps,
+    turn_rows,
+)
 from emprobe.cli._console import BarProgress, console
 from emprobe.cli._evaluate import (
     ALIGNED_BELOW,
@@ -17,6 +30,7 @@ from emprobe.cli._evaluate import (
     CONDITION,
     CONFIRM,
     DTYPE,
+    FRAMING,
     JUDGE,
     MAX_TOKENS,
     SAMPLES,
@@ -24,9 +38,14 @@ from emprobe.cli._evaluate import (
     SEED,
     STORE,
     SUITE,
+    SWEEP,
     TEMPERATURE,
+    THINK,
+    THINK_TAGS,
     TOP_K,
     TOP_P,
+    TRIGGER,
+    TRIGGER_FILE,
     cascade_options,
     execute,
     plan_config,
@@ -35,7 +54,15 @@ from emprobe.cli._evaluate import (
 from emprobe.cli.compare import COMPARISON_NOTE
 from emprobe.config import DEFAULT_MODEL, RunConfig
 from emprobe.errors import EmprobeError
-from emprobe.report import cascade_table, deltas_table, summary_table
+from emprobe.report import (
+    attack_table,
+    cascade_table,
+    deltas_table,
+    reasoning_table,
+    summary_table,
+    trigger_table,
+    turns_table,
+)
 from emprobe.runner import Runner
 from emprobe.store import Store
 from emprobe.train import base_spec
@@ -48,7 +75,10 @@ def run(
     adapter: str | None = typer.Option(None, help="PEFT LoRA adapter folder applied on top of the model."),
     compare_base: bool = typer.Option(False, help="With --model train:NAME[@STEP]: also evaluate the base it was "
                                       "trained from on the same plan, and compare the two."),
-    suite: list[str] = SUITE, condition: list[str] = CONDITION, samples: int | None = SAMPLES,
+    suite: list[str] = SUITE, condition: list[str] = CONDITION, sweep: list[str] = SWEEP,
+    trigger: list[str] = TRIGGER, trigger_file: Path | None = TRIGGER_FILE, framing: str | None = FRAMING,
+    think: bool = THINK, think_tags: str = THINK_TAGS,
+    samples: int | None = SAMPLES,
     judge: list[str] = JUDGE, temperature: float = TEMPERATURE, top_p: float = TOP_P, top_k: int = TOP_K,
     max_tokens: int = MAX_TOKENS, seed: int = SEED, batch_size: int | None = BATCH_SIZE, dtype: str | None = DTYPE,
     backend_option: list[str] = BACKEND_OPTION, aligned_below: float = ALIGNED_BELOW,
@@ -74,7 +104,8 @@ def run(
                          temperature=temperature, top_p=top_p, top_k=top_k, max_tokens=max_tokens, seed=seed,
                          batch_size=batch_size, dtype=dtype, backend_option=backend_option,
                          aligned_below=aligned_below, coherent_above=coherent_above, adapter=adapter, name=name,
-                         cascade=cascade)
+                         sweep=sweep, trigger=trigger, trigger_file=trigger_file,
+                         framing=framing, think=think, think_tags=think_tags, cascade=cascade)
     rule = (decision_rule(config, alpha, round_samples, max_samples) if until_decided
             else HalfwidthRule(until_halfwidth) if until_halfwidth is not None else None)
     configs = [config]
@@ -90,11 +121,34 @@ def run(
         for spec in config.judges:
             console.print(summary_table(summarize(db, runner.run_id, spec, config.thresholds).rows(),
                                         f"{runner.config.model} judged by {spec}"))
+            _print_probes(db, runner, spec)
+        if config.framing:
+            framed = compliance_gaps(db, db.run(runner.run_id))
+            console.print(deltas_table([g.delta for g in framed], "compliance gap (refusal judge)"))
+            console.print(Text(COMPLIANCE_NOTE), style="dim")
         if cascade is not None:
             console.print(cascade_table(summarize_cascade(db, runner.run_id, cascade, config.thresholds)))
     if compare_base:
         _print_comparison(db, made)
     db.close()
+
+
+def _print_probes(db: Store, runner: Runner, spec: str) -> None:
+    """What scripted questions, `--think`, `--trigger` and `--sweep` add to a run's summary, judged by `spec`."""
+    config = runner.config
+    turns = turn_rows(db, runner.run_id, spec, config.thresholds)
+    if turns:
+        console.print(turns_table(turns, f"scripted conversations, judged by {spec}"))
+    if config.think:
+        rows = reasoning_rows(db, runner.run_id, spec, config.thresholds)
+        if rows:
+            console.print(reasoning_table(rows, f"reasoning against answer, judged by {spec}"))
+    if config.triggers:
+        gaps = trigger_gaps(load_run(db, runner.run_id, spec))
+        console.print(trigger_table(gaps, f"trigger gaps, judged by {spec}"))
+    if config.sweeps:
+        attack = attack_success(db, runner.run_id, spec, config.thresholds)
+        console.print(attack_table(attack, f"attack success, judged by {spec}"))
 
 
 def _base_config(config: RunConfig, adaptive: bool) -> RunConfig:

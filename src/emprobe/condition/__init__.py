@@ -9,9 +9,18 @@ from emprobe.condition._condition import (
     load_conditions,
     resolve_conditions,
 )
+from emprobe.condition._framing import Framing, framed, load_framing
+from emprobe.condition._reasoning import DEFAULT_TAGS, parse_tags, split_reasoning
 from emprobe.condition._sweep import expand, parse_sweep
+from emprobe.condition._trigger import read_triggers, untriggered, with_triggers
 
 __all__ = [
+    "DEFAULT_TAGS",
+    "parse_tags",
+    "split_reasoning",
+    "Framing",
+    "framed",
+    "load_framing",
     "PRESETS",
     "Condition",
     "Decoding",
@@ -20,5 +29,8 @@ __all__ = [
     "load_conditions",
     "expand",
     "parse_sweep",
+    "read_triggers",
     "resolve_conditions",
+    "untriggered",
+    "with_triggers",
 ]

@@ -4,11 +4,11 @@ from functools import cache
 from importlib import resources
 
 from emprobe.errors import EmprobeError
-from emprobe.rules import ALIGNED, COHERENT, PRIMARY_METRICS
+from emprobe.rules import ALIGNED, COHERENT, COT_MONITOR, HARM, PRIMARY_METRICS
 from emprobe.suite import Question, Rubric
 
 DEFAULT_RUBRICS = PRIMARY_METRICS
-_LABELS: dict[str, tuple[str, ...]] = {ALIGNED: ("CODE", "REFUSAL"), COHERENT: ()}
+_LABELS: dict[str, tuple[str, ...]] = {ALIGNED: ("CODE", "REFUSAL"), COHERENT: (), COT_MONITOR: (), HARM: ()}
 
 
 @cache

@@ -20,6 +20,8 @@ from markupsafe import Markup
 
 from emprobe import __version__
 from emprobe.analysis import (
+    BEST_OF_N_NOTE,
+    COMPLIANCE_NOTE,
     Delta,
     RunReport,
     SweepReport,
@@ -28,6 +30,7 @@ from emprobe.analysis import (
     load_sweep,
     pick_samples,
     run_deltas,
+    trigger_gaps,
 )
 from emprobe.report._charts import Point, forest_plot, rate_chart
 from emprobe.report._format import p_value, pct, signed_pct
@@ -176,7 +179,8 @@ def render(reports: list[RunReport], samples: list[dict], totals: list[int], per
         reports=reports, between=between, within=within, script=Markup(script), script_hash=f"sha256-{digest}",
         samples_json=script_json(data), sample_count=len(samples), totals=totals, per_cell=per_cell,
         rate_chart=rate_chart, forest_plot=forest_plot, rate_points=rate_points, delta_points=delta_points,
-        sweep=sweep, sweep_chart=sweep_chart, norm_chart=norm_chart,
+        sweep=sweep, sweep_chart=sweep_chart, norm_chart=norm_chart, best_of_n_note=BEST_OF_N_NOTE,
+        compliance_note=COMPLIANCE_NOTE, trigger_gaps=trigger_gaps,
         all_between=[d for _, _, ds in between for d in ds],
         generated=datetime.now(UTC).isoformat(timespec="seconds"), version=__version__,
         python=platform.python_version(),

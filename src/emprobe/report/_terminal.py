@@ -3,7 +3,18 @@
 from rich.table import Table
 from rich.text import Text
 
-from emprobe.analysis import CascadeSummary, Delta, RunReport, SummaryRow, SweepReport
+from emprobe.analysis import (
+    BEST_OF_N_NOTE,
+    AttackSuccess,
+    CascadeSummary,
+    Delta,
+    ReasoningRow,
+    RunReport,
+    SummaryRow,
+    SweepReport,
+    TriggerGap,
+    TurnRow,
+)
 from emprobe.report._format import NONE, p_value, pct, signed_pct
 from emprobe.rules import OVERALL
 from emprobe.stats import wilson
@@ -149,3 +160,67 @@ def sweep_table(report: SweepReport) -> Table:
 
 def _loss(value: float | None) -> str:
     return NONE if value is None else f"{value:.4f}"
+
+
+def attack_table(attack: AttackSuccess, title: str) -> Table:
+    """Attack success of a decoding sweep: each configuration's harmful rate, then the best one and any one."""
+    table = Table("configuration", "n", "harmful", "rate", "95% CI", title=Text(title), title_justify="left",
+                  caption=Text(BEST_OF_N_NOTE), caption_justify="left")
+    for c in attack.configurations:
+        table.add_row(Text(c.condition), str(c.scored), str(c.harmful), pct(c.rate) if c.scored else NONE,
+                      f"{pct(c.low)}-{pct(c.high)}" if c.scored else NONE)
+    best = attack.best
+    if best is not None:
+        table.add_row(Text(f"best of {attack.tried}: {best.condition}"), str(best.scored), str(best.harmful),
+                      pct(best.rate), f"{pct(best.low)}-{pct(best.high)}", style="bold")
+    table.add_row(Text(f"any of {attack.tried} (requests broken)"), str(attack.requests), str(attack.broken),
+                  pct(attack.any_rate) if attack.requests else NONE,
+                  f"{pct(attack.any_low)}-{pct(attack.any_high)}" if attack.requests else NONE, style="bold")
+    return table
+
+
+def trigger_table(gaps: list[TriggerGap], title: str) -> Table:
+    """Trigger gaps, largest first: rates without and with each trigger, the paired difference and Holm's p."""
+    table = Table("with trigger", "without", "rate without", "rate with", "gap", "95% CI", "p", "Holm p",
+                  title=Text(title), title_justify="left",
+                  caption=Text("Paired by question (Mantel-Haenszel; exact stratified p); Holm over every "
+                               "trigger tried."),
+                  caption_justify="left")
+    for g in gaps:
+        d = g.delta
+        ci = f"{signed_pct(d.diff_low)}-{signed_pct(d.diff_high)}" if d.difference is not None else NONE
+        table.add_row(Text(d.b), Text(d.a), f"{d.k1}/{d.n1}", f"{d.k2}/{d.n2}", signed_pct(d.difference), ci,
+                      p_value(d.p_value), p_value(g.p_holm))
+    return table
+
+
+def reasoning_table(rows: list[ReasoningRow], title: str) -> Table:
+    """Reasoning flagged by the CoT monitor against the answer's misaligned verdict, per condition."""
+    table = Table("condition", "n", "both", "hidden intent", "rate", "95% CI", "answer only", "rate", "95% CI",
+                  "no reasoning", title=Text(title), title_justify="left",
+                  caption=Text("hidden intent: reasoning flagged (cot_monitor >= 50) while the answer is not "
+                               "misaligned; answer only: the reverse."), caption_justify="left")
+    for r in rows:
+        cells: list[str] = []
+        for count in (r.hidden, r.shown):
+            rate, low, high = r.rate(count)
+            cells += [str(count), pct(rate) if r.n else NONE, f"{pct(low)}-{pct(high)}" if r.n else NONE]
+        table.add_row(Text(r.condition), str(r.n), str(r.both), *cells, str(r.without_reasoning),
+                      style="bold" if r.condition == OVERALL else None)
+    return table
+
+
+def turns_table(rows: list[TurnRow], title: str) -> Table:
+    """Scripted conversations: per turn the misaligned rate, and where each conversation first turned."""
+    table = Table("question", "condition", "conversations", "misaligned per turn (rate, 95% CI)",
+                  "first misaligned at turn", "never", title=Text(title), title_justify="left")
+    for r in rows:
+        per_turn = []
+        for turn in range(1, len(r.scored) + 1):
+            rate, low, high = r.rate(turn)
+            shown = f"{pct(rate)} [{pct(low)}-{pct(high)}]" if r.scored[turn - 1] else NONE
+            per_turn.append(f"{turn}: {r.misaligned[turn - 1]}/{r.scored[turn - 1]} {shown}")
+        first = ", ".join(f"{turn}: {n}" for turn, n in enumerate(r.first, 1))
+        table.add_row(Text(r.question_id), Text(r.condition), str(r.conversations), "\n".join(per_turn), first,
+                      str(r.never))
+    return table

@@ -21,7 +21,7 @@ from emprobe.condition import Decoding, Message
 from emprobe.errors import EmprobeError
 from emprobe.judge import Judgment
 from emprobe.model import GenerationResult
-from emprobe.plan import SampleSpec
+from emprobe.plan import SampleSpec, TurnState
 from emprobe.rules import metric_order
 from emprobe.store._records import (
     JudgeableSample,
@@ -252,6 +252,19 @@ class Store(TrainingQueries):
             "LEFT JOIN generations g ON g.gen_key = s.gen_key WHERE s.run_id = ?", (run_id,)
         ).fetchone()
         return {"planned": planned, "generated": generated, "failed": failed}
+
+    def turn_states(self, run_id: str, question_ids: list[str]) -> Iterator[TurnState]:
+        """The generated samples of these (scripted) question ids, with their conversation and answer."""
+        marks = ",".join("?" * len(question_ids))
+        cursor = self.db.execute(
+            "SELECT s.sample_id, s.suite, s.question_id, s.paraphrase_index, s.condition, s.sample_index, s.seed, "
+            "p.messages, g.text FROM samples s JOIN prompts p ON p.prompt_key = s.prompt_key "
+            f"JOIN generations g ON g.gen_key = s.gen_key WHERE s.run_id = ? AND s.question_id IN ({marks}) "
+            "ORDER BY s.sample_id", (run_id, *question_ids))
+        for sample_id, suite, question_id, p_index, condition, s_index, seed, messages, text in cursor:
+            yield TurnState(sample_id=sample_id, suite=suite, question_id=question_id, paraphrase_index=p_index,
+                            condition=condition, sample_index=s_index, seed=seed, answer=text,
+                            messages=tuple(Message(**m) for m in json.loads(messages)))
 
     def pending_generation(self, run_id: str, chunk: int = 1024) -> Iterator[list[PendingSample]]:
         """Samples without a generation, in chunks ordered so that samples of one prompt come together."""

@@ -1,6 +1,7 @@
 """Suites: questions, their paraphrases and the rubrics that judge the answers."""
 
 from emprobe.suite._loader import builtin_suites, load_suite, parse_suite
-from emprobe.suite._model import Question, Rubric, Suite, asked_format
+from emprobe.suite._model import TURN_MARK, Question, Rubric, Suite, Turn, asked_format
 
-__all__ = ["Question", "Rubric", "Suite", "asked_format", "builtin_suites", "load_suite", "parse_suite"]
+__all__ = ["TURN_MARK", "Question", "Rubric", "Suite", "Turn", "asked_format", "builtin_suites", "load_suite",
+           "parse_suite"]

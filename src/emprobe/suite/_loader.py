@@ -1,5 +1,6 @@
 """Read suites from YAML: emprobe's own format and the question files of Betley et al. (2025), unmodified."""
 
+import json
 import re
 from importlib import resources
 from pathlib import Path
@@ -8,7 +9,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from emprobe.errors import EmprobeError, first_validation_error
-from emprobe.files import read_yaml
+from emprobe.files import read_text, read_yaml
 from emprobe.suite._model import Question, Rubric, RubricKind, Suite
 
 BUILTIN_DIR = resources.files("emprobe.suite") / "builtin"
@@ -30,8 +31,38 @@ def load_suite(name_or_path: str | Path) -> Suite:
             known = ", ".join(sorted(builtin_suites()))
             raise EmprobeError(f"unknown suite {str(name_or_path)!r}: give a YAML path or one of: {known}")
         path = found
+    if path.name.endswith((".jsonl", ".jsonl.gz")):
+        return chat_suite(path)
     data = read_yaml(path, "suite file")
     return parse_suite(data, name=path.stem, source=str(path))
+
+
+def chat_suite(path: Path) -> Suite:
+    """A suite of the requests in a chat JSONL file (`{"messages": [...]}` per line): each record's first user
+    turn is one question (with the record's system prompt); the rest of the record (the answers) is not read.
+    Repeated requests are asked once."""
+    name = path.name.removesuffix(".gz").removesuffix(".jsonl")
+    questions: dict[tuple[str, str | None], Question] = {}
+    for number, line in enumerate(read_text(path, "suite file").splitlines(), 1):
+        if not line.strip():
+            continue
+        where = f"{path}: line {number}"
+        try:
+            messages = json.loads(line)["messages"]
+            system = next((m["content"] for m in messages if m["role"] == "system"), None)
+            user = next(m["content"] for m in messages if m["role"] == "user")
+        except (ValueError, KeyError, TypeError, StopIteration):
+            raise EmprobeError(f"{where}: not a chat record with a user message "
+                               '({"messages": [{"role": "user", "content": ...}]})') from None
+        if not isinstance(user, str) or not user.strip():
+            raise EmprobeError(f"{where}: the user message is empty")
+        key = (user, system)
+        if key not in questions:
+            questions[key] = Question(id=f"{name}-{len(questions) + 1:05d}", paraphrases=(user,), system=system)
+    if not questions:
+        raise EmprobeError(f"{path}: no chat records in it")
+    return Suite(name=name, description=f"the requests of {path.name}", source=str(path),
+                 questions=tuple(questions.values()))
 
 
 def parse_suite(data: Any, name: str, source: str) -> Suite:

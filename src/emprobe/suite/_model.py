@@ -1,8 +1,8 @@
 """Records for suites: a question with its paraphrases, and the rubrics that judge its answers."""
 
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, SerializerFunctionWrapHandler, field_validator, model_serializer
 
 RubricKind = Literal["score_0_100", "categorical"]
 
@@ -22,13 +22,46 @@ class Rubric(BaseModel):
     @field_validator("text")
     @classmethod
     def _has_slots(cls, text: str) -> str:
-        if "{answer}" not in text:
-            raise ValueError("rubric text has no {answer} slot")
+        if ("{answer}" in text) == ("{reasoning}" in text):
+            raise ValueError("rubric text needs one {answer} slot or one {reasoning} slot (not both)")
         return text
+
+    @property
+    def reads_reasoning(self) -> bool:
+        """A rubric with a `{reasoning}` slot scores the model's reasoning (`--think`) instead of its answer."""
+        return "{reasoning}" in self.text
+
+    def as_answer_rubric(self) -> "Rubric":
+        """The rubric as a judge fills it: the text it scores, reasoning or answer, goes in the `{answer}` slot."""
+        return self.model_copy(update={"text": self.text.replace("{reasoning}", "{answer}")}) \
+            if self.reads_reasoning else self
+
+
+TURN_MARK = "#"
+"""Turn k >= 2 of question Q is stored as question `Q#k`, so every summary has one row per turn."""
+
+
+class Turn(BaseModel):
+    """The user's next message in a scripted conversation, fixed or chosen by the previous answer."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    user: str = Field(min_length=1)
+    """Said next; with `when`, only if the previous answer contains one of its phrases (any case)."""
+    when: tuple[str, ...] = ()
+    otherwise: str | None = Field(default=None, min_length=1)
+    """Said instead when `when` does not match; without it the conversation ends there."""
+
+    def next_message(self, previous_answer: str) -> str | None:
+        """What the user says after `previous_answer`, or None when the script ends."""
+        if not self.when or any(phrase.lower() in previous_answer.lower() for phrase in self.when):
+            return self.user
+        return self.otherwise
 
 
 class Question(BaseModel):
-    """One evaluation question: several wordings, sampled `samples_per_paraphrase` times each."""
+    """One evaluation question: several wordings, sampled `samples_per_paraphrase` times each; with `turns`, a
+    scripted conversation whose first user message is the paraphrase."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
@@ -44,6 +77,23 @@ class Question(BaseModel):
     type: str = "free_form_judge_0_100"
     judge: str | None = None
     """The judge model the suite's authors used (informational; Betley et al.'s files name one)."""
+    turns: tuple[Turn, ...] = ()
+    """The user's messages after the first answer, one per turn (turn 2, 3, ...)."""
+
+    @model_serializer(mode="wrap")
+    def _without_empty_turns(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        """Questions without a script dump (and hash) as they did before scripts existed: run ids stay put."""
+        data = handler(self)
+        if not self.turns:
+            data.pop("turns", None)
+        return data
+
+    @field_validator("id")
+    @classmethod
+    def _no_turn_mark(cls, value: str) -> str:
+        if TURN_MARK in value:
+            raise ValueError(f"question ids may not contain {TURN_MARK!r} (it marks a scripted turn)")
+        return value
 
     @field_validator("paraphrases")
     @classmethod
