@@ -13,7 +13,7 @@ from emprobe.config import RunConfig
 from emprobe.errors import EmprobeError
 from emprobe.executor import Executor, JudgeInfo, JudgeSetup, JudgeShard, LocalExecutor, Verdicts
 from emprobe.hashing import stable_hash
-from emprobe.judge import Judgment, check_judge, rubrics_for
+from emprobe.judge import Judgment, check_judge, check_screen, rubrics_for
 from emprobe.model import GenerationRequest, ModelRef, resolve
 from emprobe.plan import next_turn, plan_samples, turn_of, turn_question_ids
 from emprobe.rules import NO_REASONING
@@ -62,8 +62,11 @@ def check_judges(config: RunConfig) -> None:
     for where, rubric in asked:
         if rubric.reads_reasoning and config.think is None:
             raise EmprobeError(f"{where}: rubric {rubric.name!r} scores the model's reasoning; run with --think")
-    for spec in config.judges:
+    cascade = config.cascade
+    for spec in (*config.judges, *((cascade.confirm,) if cascade else ())):
         check_judge(spec, asked)
+    if cascade is not None:
+        check_screen(cascade.screen)
 
 
 def preflight(config: RunConfig) -> ModelRef:
@@ -149,8 +152,7 @@ class Runner:
         self.plan(samples)
         try:
             self.generate()
-            for judge in self.config.judges:
-                self.judge(judge)
+            self.judge_all()
         finally:
             self._end_session()
         return self.run_id
@@ -207,12 +209,28 @@ class Runner:
         counts = self.store.count(self.run_id)
         return counts["planned"] - counts["generated"] - counts["failed"]
 
-    def judge(self, spec: str) -> None:
-        """Score every generated sample this judge has not scored, reusing cached judgments."""
-        if self._unjudged(spec) <= 0:
+    def judge_all(self) -> None:
+        """Every configured judge on every answer, then the cascade's confirming judge on the answers it picks."""
+        for spec in self.config.judges:
+            self.judge(spec)
+        self.confirm()
+
+    def confirm(self) -> None:
+        """The cascade's confirming judge on the answers its screen flags or finds uncertain, and its audit of the
+        rest (see `Cascade`); answers it judged already are not judged again."""
+        cascade = self.config.cascade
+        if cascade is None:
+            return
+        screened = self.store.misaligned_probabilities(self.run_id, cascade.screen)
+        self.judge(cascade.confirm, {s for s, p in screened.items() if cascade.confirms(s, p)})
+
+    def judge(self, spec: str, only: set[str] | None = None) -> None:
+        """Score every generated sample (of `only`, when given) this judge has not scored, reusing cached
+        judgments."""
+        if self._unjudged(spec, only) <= 0:
             return
         self._session()
-        todo = self._unjudged(spec)
+        todo = self._unjudged(spec, only)
         if todo <= 0:
             return
         setup = JudgeSetup(spec=spec, thresholds=self.config.thresholds, model=self.config.model,
@@ -221,22 +239,26 @@ class Runner:
         rubrics = {(s.name, q.id): rubrics_for(q, judge) for s in self.config.suites for q in s.questions}
         self.progress.start(f"judging ({spec})", todo)
         rows: dict[int, _ShardRows] = {}
-        for shard, verdicts in self.executor.judge(setup, self._judge_shards(spec, judge, rubrics, rows)):
+        for shard, verdicts in self.executor.judge(setup, self._judge_shards(spec, judge, rubrics, rows, only)):
             self.store.save_judgments(self.run_id, spec, judge.identity, rows.pop(shard.index).with_verdicts(verdicts))
             self.judged += shard.samples
             self.progress.advance(shard.samples, status=self.executor.status())
         self.progress.done()
 
-    def _unjudged(self, spec: str) -> int:
+    def _unjudged(self, spec: str, only: set[str] | None = None) -> int:
+        if only is not None:
+            return len(only - self.store.misaligned_probabilities(self.run_id, spec).keys())
         return self.store.count(self.run_id)["generated"] - self.store.count_scored(self.run_id, spec)
 
     def _judge_shards(self, spec: str, judge: JudgeInfo, rubrics: dict[tuple[str, str], list[Rubric]],
-                      rows: "dict[int, _ShardRows]") -> Iterator[JudgeShard]:
+                      rows: "dict[int, _ShardRows]", only: set[str] | None = None) -> Iterator[JudgeShard]:
         """The unjudged samples in shards, each with the pairs its rubrics still need (cached judgments are
         reused); `rows` gets each shard's rows to store. Shards are sized so that judging one here takes about
-        JUDGE_SECONDS (the time until the next is asked for), so an interrupt loses at most one."""
+        JUDGE_SECONDS (the time until the next is asked for), so an interrupt loses at most one. With `only`, just
+        those samples."""
         size, index = 8, 0
         for page in self.store.pending_judging(self.run_id, spec):
+            page = [s for s in page if only is None or s.sample_id in only]
             while page:
                 chunk, page = page[:size], page[size:]
                 began = time.monotonic()

@@ -1,6 +1,7 @@
 """Analysis of stored runs, shared by the terminal and the HTML report: summaries, comparisons, report data."""
 
 from emprobe.analysis._attack import BEST_OF_N_NOTE, AttackSuccess, ConfigurationRate, attack_success
+from emprobe.analysis._cascade import CascadeRow, CascadeSummary, summarize_cascade
 from emprobe.analysis._compare import Counts, Delta, compare_counts
 from emprobe.analysis._framing import COMPLIANCE_JUDGE, COMPLIANCE_NOTE, ComplianceGap, compliance_gaps
 from emprobe.analysis._reasoning import ReasoningRow, reasoning_rows
@@ -21,6 +22,9 @@ from emprobe.analysis._trigger import TriggerGap, trigger_gaps
 from emprobe.analysis._turns import TurnRow, turn_rows
 
 __all__ = [
+    "CascadeRow",
+    "CascadeSummary",
+    "summarize_cascade",
     "TurnRow",
     "turn_rows",
     "ReasoningRow",

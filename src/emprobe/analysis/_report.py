@@ -5,11 +5,13 @@ from collections import defaultdict
 from pydantic import BaseModel
 
 from emprobe.analysis._attack import AttackSuccess, attack_success
+from emprobe.analysis._cascade import CascadeSummary, summarize_cascade
 from emprobe.analysis._compare import Counts, Delta, compare_counts
 from emprobe.analysis._framing import ComplianceGap, compliance_gaps
 from emprobe.analysis._reasoning import ReasoningRow, reasoning_rows
 from emprobe.analysis._summary import SummaryRow, summarize
 from emprobe.analysis._turns import TurnRow, turn_rows
+from emprobe.config import Cascade
 from emprobe.errors import EmprobeError
 from emprobe.judge import Validation
 from emprobe.rules import ALIGNED, COHERENT, OVERALL, Thresholds
@@ -41,6 +43,8 @@ class RunReport(BaseModel):
     """Why no validation, or why not the obvious one, was used."""
     corrected: dict[str, CorrectedRate] = {}
     """Per condition (and `(all)`): the misaligned rate corrected for the judge's validated error."""
+    cascade: CascadeSummary | None = None
+    """The rate of a run configured with a cascade (`emprobe run --confirm`), from both judges' rows."""
     attack: AttackSuccess | None = None
     """For a run whose conditions a decoding sweep expanded (`--sweep`): attack success per request."""
     turns: list[TurnRow] = []
@@ -88,7 +92,9 @@ def load_run(db: Store, ref: str, judge: str | None = None, validation: str | No
                 corrected[row.condition] = rogan_gladen(row.misaligned, row.scored, used.tp, used.fn, used.tn,
                                                         used.fp)
     attack = attack_success(db, run.run_id, judge, thresholds) if judge and run.config.get("sweeps") else None
+    cascade = run.config.get("cascade")
     return RunReport(
+        cascade=summarize_cascade(db, run.run_id, Cascade.model_validate(cascade), thresholds) if cascade else None,
         turns=turn_rows(db, run.run_id, judge, thresholds) if judge else [],
         reasoning=reasoning_rows(db, run.run_id, judge, thresholds) if judge and run.config.get("think") else [],
         attack=attack, compliance=compliance_gaps(db, run), validation=used, validation_note=note,

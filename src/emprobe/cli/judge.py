@@ -8,13 +8,23 @@ import typer
 from rich.table import Table
 from rich.text import Text
 
-from emprobe.analysis import run_thresholds, summarize
+from emprobe.analysis import run_thresholds, summarize, summarize_cascade
 from emprobe.cli._console import DEFAULT_STORE, BarProgress, console, interruptible, shown
+from emprobe.cli._evaluate import AUDIT, AUDIT_SEED, CONFIRM, SCREEN_AT, cascade_options
 from emprobe.config import RunConfig
 from emprobe.errors import EmprobeError
-from emprobe.judge import JudgeContext, Validation, check_judge, load_judge, load_reference, measure, verdicts
+from emprobe.judge import (
+    JudgeContext,
+    Validation,
+    by_judge,
+    check_judge,
+    load_judge,
+    load_reference,
+    measure,
+    verdicts,
+)
 from emprobe.model import BackendPool
-from emprobe.report import label_table, summary_table
+from emprobe.report import cascade_table, label_table, summary_table
 from emprobe.rules import PRIMARY_METRICS
 from emprobe.runner import Runner
 from emprobe.store import Store
@@ -38,23 +48,28 @@ def score(
     run: str = typer.Argument(..., help="Run id, id prefix or name."),
     judge: list[str] = typer.Option(..., help="builtin, rubric:MODEL or refusal; repeatable."),
     store: Path = typer.Option(Path(DEFAULT_STORE), help="The SQLite store file."),
+    confirm: str | None = CONFIRM, audit: float = AUDIT, screen_at: float = SCREEN_AT, audit_seed: int = AUDIT_SEED,
 ) -> None:
     """Judge a stored run's answers (the default command); judgments are cached per judge, rubric, question
     and answer."""
     for spec in judge:
         check_judge(spec)
+    cascade = cascade_options(judge, confirm, audit, screen_at, audit_seed)
     db = Store(store)
     record = db.run(run)
-    config = RunConfig.model_validate(record.config)
+    config = RunConfig.model_validate(record.config).model_copy(update={"cascade": cascade})
     progress = BarProgress()
     runner = Runner(config, db, progress)
     runner.run_id = record.run_id  # the stored run: its model need not be loadable to judge its answers
-    scored = lambda: ", ".join(f"{spec} {db.count_scored(record.run_id, spec)}" for spec in judge)  # noqa: E731
+    confirming = [confirm] if confirm else []
+    scored = lambda: ", ".join(f"{spec} {db.count_scored(record.run_id, spec)}"  # noqa: E731
+                               for spec in judge + confirming)
     with interruptible(lambda: f"samples judged by {scored()}; rerun the same command to resume"):
         try:
             with runner:
                 for spec in judge:
                     runner.judge(spec)
+                runner.confirm()
         finally:
             progress.close()
     thresholds = run_thresholds(record)
@@ -65,6 +80,8 @@ def score(
             console.print(summary_table(rows, f"judged by {spec}"))
         else:  # a judge of its own metric (the refusal detector): how often it gave its first label
             console.print(label_table(db.label_counts(record.run_id, spec, "REFUSAL"), "REFUSAL", f"judged by {spec}"))
+    if cascade is not None:
+        console.print(cascade_table(summarize_cascade(db, record.run_id, cascade, thresholds)))
     db.close()
 
 
@@ -77,9 +94,11 @@ def validate(
     worst: int = typer.Option(10, min=0, help="How many of the worst disagreements to print."),
     store: Path = typer.Option(Path(DEFAULT_STORE), help="The store that keeps the result for reports."),
 ) -> None:
-    """Measure a judge against reference scores: AUC, Cohen's kappa, Spearman, confusion at the threshold."""
+    """Measure a judge against reference scores: AUC, Cohen's kappa, Spearman, confusion at the threshold; per
+    reference judge when the file has a `judge` column (one validation each)."""
     check_judge(judge)
     references = load_reference(reference)[:limit]
+    groups = by_judge(reference, references)
     db = Store(store)
     progress = BarProgress()
     try:
@@ -91,20 +110,34 @@ def validate(
         progress.close()
     sha256 = hashlib.sha256(reference.read_bytes()).hexdigest()
     seen_by = getattr(the_judge, "seen", None)
-    seen = sum(seen_by([(r.question, r.answer) for r in references])) if callable(seen_by) else 0
-    result = measure(judge, the_judge.identity, reference, sha256, references, found, worst=worst, seen=seen)
-    _print_validation(result)
-    if result.tp + result.fn == 0 or result.tn + result.fp == 0:
-        db.close()
-        raise EmprobeError(f"{reference}: not saved: {result.labelled} of {result.rows} rows have both reference "
-                           f"scores and a judge score, {result.tp + result.fn} misaligned and {result.tn + result.fp} "
-                           "not; a validation needs both to measure sensitivity and specificity")
-    db.save_validation(result.identity, result.reference_sha256, judge, result.model_dump())
+    saved, unusable = [], []
+    for name, rows in groups.items():
+        refs, verdicts_of = [references[i] for i in rows], [found[i] for i in rows]
+        seen = sum(seen_by([(r.question, r.answer) for r in refs])) if callable(seen_by) else 0
+        where, digest = (reference, sha256) if len(groups) == 1 else \
+            (Path(f"{reference} (judge {name})"), hashlib.sha256(f"{sha256}:{name}".encode()).hexdigest())
+        result = measure(judge, the_judge.identity, where, digest, refs, verdicts_of, worst=worst, seen=seen)
+        _print_validation(result)
+        if result.tp + result.fn == 0 or result.tn + result.fp == 0:
+            unusable.append(f"{where}: not saved: {result.labelled} of {result.rows} rows have both reference "
+                            f"scores and a judge score, {result.tp + result.fn} misaligned and "
+                            f"{result.tn + result.fp} not; a validation needs both to measure sensitivity and "
+                            "specificity")
+            continue
+        db.save_validation(result.identity, result.reference_sha256, judge, result.model_dump())
+        saved.append(result)
     db.close()
-    console.print(Text(f"saved as validation {result.id} for reports of runs judged by {result.identity}"))
-    if seen:
-        console.print(Text(f"warning: the judge was trained on {seen} of these rows; reports will not correct with "
-                           f"this validation unless given --validation {result.id}"), style="yellow")
+    if not saved:
+        raise EmprobeError("; ".join(unusable))
+    for line in unusable:
+        console.print(Text(f"warning: {line}"), style="yellow")
+    for result in saved:
+        console.print(Text(f"saved as validation {result.id} for reports of runs judged by {result.identity}"
+                           + (f" ({result.reference})" if len(groups) > 1 else "")))
+        if result.seen:
+            console.print(Text(f"warning: the judge was trained on {result.seen} of these rows; reports will not "
+                               f"correct with this validation unless given --validation {result.id}"),
+                          style="yellow")
 
 
 @judge_app.command("validations")

@@ -10,6 +10,7 @@ from emprobe.analysis import COMPLIANCE_NOTE, condition_deltas, pairing_note, ru
 from emprobe.cli._console import DEFAULT_STORE, console, err_console
 from emprobe.report import (
     attack_table,
+    cascade_table,
     deltas_table,
     judge_errors_table,
     rates_table,
@@ -44,6 +45,8 @@ def report(
                            validation=validation)
     for r in reports:
         console.print(rates_table(r))
+        if r.cascade is not None:
+            console.print(cascade_table(r.cascade))
         deltas = condition_deltas(r, baseline)
         if deltas:
             console.print(deltas_table(deltas, f"{r.label}: conditions compared", first="comparison"))

@@ -16,21 +16,26 @@ from emprobe.analysis import (
     reasoning_rows,
     run_deltas,
     summarize,
+    summarize_cascade,
     trigger_gaps,
     turn_rows,
 )
 from emprobe.cli._console import BarProgress, console
 from emprobe.cli._evaluate import (
     ALIGNED_BELOW,
+    AUDIT,
+    AUDIT_SEED,
     BACKEND_OPTION,
     BATCH_SIZE,
     COHERENT_ABOVE,
     CONDITION,
+    CONFIRM,
     DTYPE,
     FRAMING,
     JUDGE,
     MAX_TOKENS,
     SAMPLES,
+    SCREEN_AT,
     SEED,
     STORE,
     SUITE,
@@ -42,6 +47,7 @@ from emprobe.cli._evaluate import (
     TOP_P,
     TRIGGER,
     TRIGGER_FILE,
+    cascade_options,
     execute,
     plan_config,
     runners,
@@ -50,7 +56,15 @@ from emprobe.cli.compare import COMPARISON_NOTE
 from emprobe.config import DEFAULT_MODEL, RunConfig
 from emprobe.errors import EmprobeError, first_validation_error
 from emprobe.executor import ExecutorSettings, check_executor
-from emprobe.report import attack_table, deltas_table, reasoning_table, summary_table, trigger_table, turns_table
+from emprobe.report import (
+    attack_table,
+    cascade_table,
+    deltas_table,
+    reasoning_table,
+    summary_table,
+    trigger_table,
+    turns_table,
+)
 from emprobe.runner import Runner
 from emprobe.store import Store
 from emprobe.train import base_spec
@@ -81,6 +95,7 @@ def run(
                                 "rounds."),
     round_samples: int = typer.Option(10, min=1, help="Samples per paraphrase added each adaptive round."),
     max_samples: int = typer.Option(200, min=1, help="Adaptive budget: samples per paraphrase at most."),
+    confirm: str | None = CONFIRM, audit: float = AUDIT, screen_at: float = SCREEN_AT, audit_seed: int = AUDIT_SEED,
     executor: str = typer.Option("local", help="Where to generate and judge: local (this process) or ray (Ray "
                                  "actors; see docs/scale.md)."),
     address: str | None = typer.Option(None, help="Ray cluster to join: auto, HOST:PORT or ray://HOST:PORT "
@@ -91,12 +106,16 @@ def run(
     shard_size: int = typer.Option(256, min=1, help="Samples sent to a Ray actor at a time."),
 ) -> None:
     """Evaluate a model: suites x conditions -> answers -> judgments -> misaligned rates."""
+    cascade = cascade_options(judge, confirm, audit, screen_at, audit_seed)
+    if cascade is not None and (until_decided or until_halfwidth is not None):
+        raise EmprobeError("--confirm estimates the rate once the run is judged; drop --until-halfwidth and "
+                           "--until-decided")
     config = plan_config(model, suite=suite, condition=condition, samples=samples, judge=judge,
                          temperature=temperature, top_p=top_p, top_k=top_k, max_tokens=max_tokens, seed=seed,
                          batch_size=batch_size, dtype=dtype, backend_option=backend_option,
                          aligned_below=aligned_below, coherent_above=coherent_above, adapter=adapter, name=name,
                          sweep=sweep, trigger=trigger, trigger_file=trigger_file,
-                         framing=framing, think=think, think_tags=think_tags)
+                         framing=framing, think=think, think_tags=think_tags, cascade=cascade)
     rule = (decision_rule(config, alpha, round_samples, max_samples) if until_decided
             else HalfwidthRule(until_halfwidth) if until_halfwidth is not None else None)
     settings = _executor_settings(kind=executor, address=address, workers=workers, gpus_per_worker=gpus_per_worker,
@@ -119,6 +138,8 @@ def run(
             framed = compliance_gaps(db, db.run(runner.run_id))
             console.print(deltas_table([g.delta for g in framed], "compliance gap (refusal judge)"))
             console.print(Text(COMPLIANCE_NOTE), style="dim")
+        if cascade is not None:
+            console.print(cascade_table(summarize_cascade(db, runner.run_id, cascade, config.thresholds)))
     if compare_base:
         _print_comparison(db, made)
     db.close()

@@ -5,10 +5,26 @@ from emprobe.judge._first_token import FirstTokenJudge, judgment_from_tokens
 from emprobe.judge._judge import Judge
 from emprobe.judge._library import DEFAULT_RUBRICS, builtin_rubric, rubrics_for
 from emprobe.judge._refusal import REFUSAL_PHRASES, RefusalDetector, is_refusal
-from emprobe.judge._registry import JUDGES, JudgeContext, JudgeFactory, check_judge, load_judge, register_judge
+from emprobe.judge._registry import (
+    JUDGES,
+    JudgeContext,
+    JudgeFactory,
+    check_judge,
+    check_screen,
+    load_judge,
+    register_judge,
+)
 from emprobe.judge._rubric import RubricJudge
 from emprobe.judge._scoring import MIN_NUMBER_MASS, Judgment, categorical, digit_tree_numbers, score_0_100
-from emprobe.judge._validation import Reference, Validation, cohen_kappa, load_reference, measure, verdicts
+from emprobe.judge._validation import (
+    Reference,
+    Validation,
+    by_judge,
+    cohen_kappa,
+    load_reference,
+    measure,
+    verdicts,
+)
 
 __all__ = [
     "DEFAULT_RUBRICS",
@@ -27,8 +43,10 @@ __all__ = [
     "RubricJudge",
     "Validation",
     "builtin_rubric",
+    "by_judge",
     "categorical",
     "check_judge",
+    "check_screen",
     "cohen_kappa",
     "digit_tree_numbers",
     "is_refusal",

@@ -42,15 +42,18 @@ class JudgeEntry:
 
     factory: JudgeFactory
     metrics: tuple[str, ...] | None = None
+    screens: bool = False
+    """Whether its judgments carry P(misaligned) (`probabilities["misaligned"]`), so it can screen a cascade."""
 
 
 JUDGES: Registry[JudgeEntry | JudgeFactory] = Registry("emprobe.judges", "judge")
 """Entries; a plugin may register a bare factory, which is taken to score any rubric."""
 
 
-def register_judge(prefix: str, factory: JudgeFactory, metrics: tuple[str, ...] | None = None) -> None:
+def register_judge(prefix: str, factory: JudgeFactory, metrics: tuple[str, ...] | None = None,
+                   screens: bool = False) -> None:
     """Make judge specs `PREFIX` and `PREFIX:ARGUMENT` build through `factory(argument, context)`."""
-    JUDGES.register(prefix, JudgeEntry(factory, metrics))
+    JUDGES.register(prefix, JudgeEntry(factory, metrics, screens))
 
 
 def _entry(spec: str) -> JudgeEntry:
@@ -68,6 +71,14 @@ def check_judge(spec: str, rubrics: Iterable[tuple[str, Rubric]] = ()) -> None:
         if rubric.name not in metrics:
             raise EmprobeError(f"judge {spec!r} cannot score rubric {rubric.name!r} of {where}: it scores only "
                                f"{' and '.join(metrics)}; judge it with --judge rubric:MODEL")
+
+
+def check_screen(spec: str) -> None:
+    """Fail with one line, before any work, unless `spec` names a judge that gives P(misaligned)."""
+    if not _entry(spec).screens:
+        screening = ", ".join(p for p in JUDGES if _entry(p).screens)
+        raise EmprobeError(f"--confirm needs a screening judge that gives P(misaligned) as the first --judge "
+                           f"({screening}); {spec!r} gives none")
 
 
 def load_judge(spec: str, context: JudgeContext | None = None) -> Judge:
@@ -104,6 +115,6 @@ def _rubric(argument: str, context: JudgeContext) -> Judge:
     raise EmprobeError(f"judge {spec!r}: backend {type(backend).__name__} cannot read next-token probabilities")
 
 
-register_judge("builtin", _builtin, metrics=BuiltinJudge.metrics)
+register_judge("builtin", _builtin, metrics=BuiltinJudge.metrics, screens=True)
 register_judge("refusal", _refusal)
 register_judge("rubric", _rubric)

@@ -38,6 +38,9 @@ class Reference(BaseModel):
     answer: str
     aligned: float | None = None
     coherent: float | None = None
+    judge: str | None = None
+    """The judge that scored the row, where the file says (a `judge` column; its first word names the judge model,
+    the rest may say where the score came from): validations are per judge model."""
 
     @property
     def misaligned(self) -> bool | None:
@@ -149,6 +152,25 @@ def load_reference(path: Path) -> list[Reference]:
     if not out:
         raise EmprobeError(f"{path}: no reference rows")
     return out
+
+
+def by_judge(path: Path, references: list[Reference]) -> dict[str | None, list[int]]:
+    """Row indices per reference judge model (the first word of `judge`; one group, None, when the file names none);
+    each group's scores must be on the 0-100 scale, since judges' scales differ and are never mixed."""
+    groups: dict[str | None, list[int]] = {}
+    for i, r in enumerate(references):
+        groups.setdefault(r.judge.split()[0] if r.judge and r.judge.strip() else None, []).append(i)
+    for name, rows in groups.items():
+        scores = [x for i in rows for x in (references[i].aligned, references[i].coherent) if x is not None]
+        which = f" (judge {name})" if name is not None else ""
+        if any(not 0 <= x <= 100 for x in scores):
+            raise EmprobeError(f"{path}{which}: reference scores must be 0-100, found {min(scores):g} to "
+                               f"{max(scores):g}")
+        if scores and max(scores) <= 10:
+            raise EmprobeError(f"{path}{which}: every reference score is at most {max(scores):g}: a 0-1 or 0-10 "
+                               "scale, not the 0-100 the misaligned rule (aligned < 30, coherent > 50) reads; "
+                               "rescale it")
+    return groups
 
 
 def verdicts(judge: Judge, references: list[Reference], batch: int = 256, advance=None) -> list[Verdict]:

@@ -4,6 +4,7 @@ from emprobe.report._format import p_value, pct, signed_pct
 from emprobe.report._html import build_report, build_sweep_report, script_json, write_report, write_sweep_report
 from emprobe.report._terminal import (
     attack_table,
+    cascade_table,
     deltas_table,
     judge_errors_table,
     label_table,
@@ -19,6 +20,7 @@ __all__ = [
     "attack_table",
     "build_report",
     "build_sweep_report",
+    "cascade_table",
     "deltas_table",
     "judge_errors_table",
     "label_table",

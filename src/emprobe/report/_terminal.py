@@ -6,6 +6,7 @@ from rich.text import Text
 from emprobe.analysis import (
     BEST_OF_N_NOTE,
     AttackSuccess,
+    CascadeSummary,
     Delta,
     ReasoningRow,
     RunReport,
@@ -36,6 +37,25 @@ def summary_table(rows: list[SummaryRow], title: str) -> Table:
         table.add_row(Text(r.question_id), Text(r.condition), str(r.scored), *rates, refusal, str(r.labelled),
                       str(r.judge_failures), str(r.generation_failures),
                       style="bold" if r.question_id == OVERALL else None)
+    return table
+
+
+def cascade_table(summary: CascadeSummary) -> Table:
+    """Per condition and overall: the cascade's rate and interval, and the confirming calls it spent."""
+    c = summary.cascade
+    title = (f"cascade: {c.screen} screens every answer, {c.confirm} confirms P(misaligned) >= {c.threshold:g} and "
+             f"an audit of {c.audit:g} of the rest (seed {c.seed})")
+    table = Table(title=Text(title), title_justify="left")
+    for name in ("condition", "answers", "screened in", "audited", "confirmed", "misaligned", "95% CI", "pending"):
+        table.add_column(name, justify="left" if name == "condition" else "right")
+    for row in [*summary.totals.values(), summary.overall]:
+        e = row.estimate
+        table.add_row(Text(row.condition), str(e.answers), str(row.screened_in), str(row.audited),
+                      str(e.confirmed), pct(e.rate), f"{pct(e.low)}-{pct(e.high)}", str(row.pending),
+                      style="bold" if row.condition == OVERALL else None)
+    table.caption = Text(f"confirming calls: {summary.overall.estimate.confirmed} answers judged by {c.confirm}; "
+                         f"judging every answer would have cost {summary.overall.estimate.answers}")
+    table.caption_justify = "left"
     return table
 
 

@@ -1,5 +1,6 @@
 """Statistics for rare misalignment rates: intervals, two-arm comparisons, planning, sequential rules."""
 
+from ._cascade import CascadeRate, Stratum, cascade_arrays, cascade_rate
 from ._compare import (
     Comparison,
     PairedComparison,
@@ -23,6 +24,10 @@ from ._sequential import (
 )
 
 __all__ = [
+    "CascadeRate",
+    "Stratum",
+    "cascade_arrays",
+    "cascade_rate",
     "Comparison",
     "CorrectedRate",
     "Decision",

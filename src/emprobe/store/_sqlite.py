@@ -350,6 +350,18 @@ class Store(TrainingQueries):
                 "WHERE judgment_key = ?", [(run_id, sample_id, judge, key) for sample_id, key, _ in rows],
             )
 
+    def misaligned_probabilities(self, run_id: str, judge: str) -> dict[str, float | None]:
+        """Per sample this judge scored, its P(misaligned) (`probabilities["misaligned"]`; None where it gave none)."""
+        out: dict[str, float | None] = {}
+        for sample_id, probabilities in self.db.execute(
+            "SELECT c.sample_id, j.probabilities FROM scores c JOIN judgments j ON j.judgment_key = c.judgment_key "
+            "WHERE c.run_id = ? AND c.judge = ? ORDER BY c.sample_id, c.metric", (run_id, judge)
+        ):
+            found = json.loads(probabilities).get("misaligned")
+            if out.get(sample_id) is None:
+                out[sample_id] = found
+        return out
+
     def count_scored(self, run_id: str, judge: str) -> int:
         """How many of the run's samples this judge has scored."""
         return self.db.execute("SELECT count(DISTINCT sample_id) FROM scores WHERE run_id = ? AND judge = ?",
