@@ -1,0 +1,42 @@
+"""Diagnostics on local models over stored answers: activations, misalignment directions, token-level
+divergence between two models, and preference-pair metrics (ranking accuracy, CHES)."""
+
+from emprobe.diagnose._capture import (
+    POSITIONS,
+    LayerCapture,
+    arrays_dir,
+    capture_run,
+    decoder_layers,
+    load_array,
+    parse_layers,
+)
+from emprobe.diagnose._direction import (
+    ALIGNED_ABOVE,
+    Direction,
+    LayerSeparation,
+    difference_of_means,
+    fit,
+    held_out_auc,
+    labelled,
+    save_direction,
+)
+from emprobe.diagnose._forward import local
+
+__all__ = [
+    "ALIGNED_ABOVE",
+    "POSITIONS",
+    "Direction",
+    "LayerCapture",
+    "LayerSeparation",
+    "arrays_dir",
+    "capture_run",
+    "decoder_layers",
+    "difference_of_means",
+    "fit",
+    "held_out_auc",
+    "labelled",
+    "load_array",
+    "local",
+    "parse_layers",
+    "save_direction",
+]
