@@ -3,10 +3,14 @@
 import hashlib
 import json
 from pathlib import Path
-from typing import IO, Any
+from typing import Any, Protocol
 
 
-def stream_sha256(f: IO[bytes]) -> str:
+class Readable(Protocol):
+    def read(self, size: int = -1, /) -> bytes: ...
+
+
+def stream_sha256(f: Readable) -> str:
     """The sha256 hex digest of everything left in a binary stream, read 1 MiB at a time."""
     digest = hashlib.sha256()
     for chunk in iter(lambda: f.read(1 << 20), b""):
