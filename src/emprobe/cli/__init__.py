@@ -15,6 +15,7 @@ from emprobe.cli.conditions import conditions_app
 from emprobe.cli.direction import direction
 from emprobe.cli.export import export
 from emprobe.cli.judge import judge_app
+from emprobe.cli.pairs import pairs
 from emprobe.cli.plan import plan
 from emprobe.cli.report import report
 from emprobe.cli.run import run
@@ -36,6 +37,7 @@ app.command("train")(train)
 app.command("sweep")(sweep)
 app.command("activations")(activations)
 app.command("direction")(direction)
+app.command("pairs")(pairs)
 app.add_typer(judge_app, name="judge")
 app.add_typer(suites_app, name="suites")
 app.add_typer(conditions_app, name="conditions")

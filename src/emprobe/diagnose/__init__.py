@@ -21,6 +21,7 @@ from emprobe.diagnose._direction import (
     save_direction,
 )
 from emprobe.diagnose._forward import local
+from emprobe.diagnose._pairs import Pair, ches, ranking_accuracy, read_pairs, score_pairs
 
 __all__ = [
     "ALIGNED_ABOVE",
@@ -28,8 +29,10 @@ __all__ = [
     "Direction",
     "LayerCapture",
     "LayerSeparation",
+    "Pair",
     "arrays_dir",
     "capture_run",
+    "ches",
     "decoder_layers",
     "difference_of_means",
     "fit",
@@ -38,5 +41,8 @@ __all__ = [
     "load_array",
     "local",
     "parse_layers",
+    "ranking_accuracy",
+    "read_pairs",
     "save_direction",
+    "score_pairs",
 ]

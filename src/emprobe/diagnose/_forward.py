@@ -59,3 +59,39 @@ def answer_span(e: Encoded) -> slice:
     """The positions whose next-token prediction is an answer token (the last prompt token to the one before the
     last answer token)."""
     return slice(e.prompt_len - 1, len(e.ids) - 1)
+
+
+@dataclass(frozen=True)
+class Forced:
+    """One teacher-forced answer: the log-probs over the vocabulary at each position that predicts an answer token,
+    the answer's token ids, and (when asked for) the final hidden states there (the unembedding's input)."""
+
+    logprobs: torch.Tensor
+    tokens: torch.Tensor
+    hidden: torch.Tensor | None
+
+    @property
+    def token_logprobs(self) -> torch.Tensor:
+        """The log-prob of each answer token."""
+        return self.logprobs.gather(-1, self.tokens[:, None]).squeeze(-1)
+
+
+@torch.inference_mode()
+def forced(backend: Any, batch: Sequence[Encoded], hidden: bool = False) -> list[Forced]:
+    """Teacher-force a batch of prompt + answer sequences in one forward pass."""
+    ids, mask = padded(batch, backend.pad_id, backend.device)
+    kept: list[torch.Tensor] = []
+    handle = backend.model.get_output_embeddings().register_forward_pre_hook(
+        lambda module, args: kept.append(args[0])) if hidden else None
+    try:
+        logits = backend.model(input_ids=ids, attention_mask=mask, use_cache=False).logits
+    finally:
+        if handle is not None:
+            handle.remove()
+    out = []
+    for row, e in enumerate(batch):
+        span = answer_span(e)
+        out.append(Forced(logprobs=torch.log_softmax(logits[row, span].float(), -1).cpu(),
+                          tokens=ids[row, span.start + 1 : span.stop + 1].cpu(),
+                          hidden=kept[0][row, span].double().cpu() if hidden else None))
+    return out
