@@ -13,6 +13,7 @@ from emprobe.cli.activations import activations
 from emprobe.cli.compare import compare
 from emprobe.cli.conditions import conditions_app
 from emprobe.cli.direction import direction
+from emprobe.cli.diverge import diverge
 from emprobe.cli.export import export
 from emprobe.cli.judge import judge_app
 from emprobe.cli.pairs import pairs
@@ -37,6 +38,7 @@ app.command("train")(train)
 app.command("sweep")(sweep)
 app.command("activations")(activations)
 app.command("direction")(direction)
+app.command("diverge")(diverge)
 app.command("pairs")(pairs)
 app.add_typer(judge_app, name="judge")
 app.add_typer(suites_app, name="suites")

@@ -20,6 +20,7 @@ from emprobe.diagnose._direction import (
     labelled,
     save_direction,
 )
+from emprobe.diagnose._divergence import GroupDivergence, by_group, diverge_run, top_tokens
 from emprobe.diagnose._forward import local
 from emprobe.diagnose._pairs import Pair, ches, ranking_accuracy, read_pairs, score_pairs
 
@@ -27,14 +28,17 @@ __all__ = [
     "ALIGNED_ABOVE",
     "POSITIONS",
     "Direction",
+    "GroupDivergence",
     "LayerCapture",
     "LayerSeparation",
     "Pair",
     "arrays_dir",
+    "by_group",
     "capture_run",
     "ches",
     "decoder_layers",
     "difference_of_means",
+    "diverge_run",
     "fit",
     "held_out_auc",
     "labelled",
@@ -45,4 +49,5 @@ __all__ = [
     "read_pairs",
     "save_direction",
     "score_pairs",
+    "top_tokens",
 ]

@@ -63,8 +63,9 @@ def answer_span(e: Encoded) -> slice:
 
 @dataclass(frozen=True)
 class Forced:
-    """One teacher-forced answer: the log-probs over the vocabulary at each position that predicts an answer token,
-    the answer's token ids, and (when asked for) the final hidden states there (the unembedding's input)."""
+    """One teacher-forced answer, on the model's device: the log-probs over the vocabulary at each position that
+    predicts an answer token, the answer's token ids, and (when asked for) the final hidden states there (the
+    unembedding's input)."""
 
     logprobs: torch.Tensor
     tokens: torch.Tensor
@@ -91,7 +92,7 @@ def forced(backend: Any, batch: Sequence[Encoded], hidden: bool = False) -> list
     out = []
     for row, e in enumerate(batch):
         span = answer_span(e)
-        out.append(Forced(logprobs=torch.log_softmax(logits[row, span].float(), -1).cpu(),
-                          tokens=ids[row, span.start + 1 : span.stop + 1].cpu(),
-                          hidden=kept[0][row, span].double().cpu() if hidden else None))
+        out.append(Forced(logprobs=torch.log_softmax(logits[row, span].float(), -1),
+                          tokens=ids[row, span.start + 1 : span.stop + 1],
+                          hidden=kept[0][row, span].double() if hidden else None))
     return out

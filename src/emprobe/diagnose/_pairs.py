@@ -88,7 +88,7 @@ def score_pairs(backend: Any, pairs: list[Pair], rows: int) -> list[PairScore]:
     for batch in by_length(encoded, rows):
         for i, f in zip(batch, forced(backend, [encoded[i] for i in batch], hidden=True), strict=True):
             assert f.hidden is not None
-            sums[i] = (float(f.token_logprobs.sum()), len(f.tokens), f.hidden.sum(0).numpy())
+            sums[i] = (float(f.token_logprobs.sum()), len(f.tokens), f.hidden.sum(0).cpu().numpy())
     out = []
     for index in range(len(pairs)):
         (lp_c, n_c, h_c), (lp_r, n_r, h_r) = sums[2 * index], sums[2 * index + 1]
