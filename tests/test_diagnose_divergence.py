@@ -1,6 +1,7 @@
 """Token-level divergence: a model against itself diverges nowhere; against another model each token's KL and
 log-prob gap are those of two plain forward passes; results are stored and split by the judge's verdicts."""
 
+import re
 from types import SimpleNamespace
 
 import pytest
@@ -8,7 +9,8 @@ import torch
 
 from diag_cli import emprobe
 from diag_store import labelled_answers, make_run
-from emprobe.diagnose import by_group, diverge_run, local
+from emprobe.analysis import by_group
+from emprobe.diagnose import diverge_run, local
 from emprobe.diagnose._divergence import check_same_tokens
 from emprobe.errors import EmprobeError
 from emprobe.model import load_backend
@@ -73,3 +75,18 @@ def test_the_command_splits_misaligned_from_aligned_answers(tmp_path, tiny_llama
     assert "tokens where A and B diverge most" in out
     with Store(store) as db:
         assert db.db.execute("SELECT count(*) FROM divergences").fetchone() == (9,)
+
+
+def test_the_report_shades_each_answers_tokens_and_escapes_them(tmp_path, tiny_llama, other_llama, capsys):
+    payload = "<script>window.__pwned=1</script>"
+    store = make_run(tmp_path / "s.db", tiny_llama, [(payload, 10.0, 80.0), *labelled_answers(2, 2)])
+    assert emprobe(capsys, "diverge", "tuned", "--reference-model", str(other_llama), "-M", "threads=1",
+                   "--store", str(store))[0] == 0
+    page = tmp_path / "r.html"
+    code, out, err = emprobe(capsys, "report", "tuned", "-o", str(page), "--store", str(store))
+    assert code == 0, err
+    html = page.read_text()
+    assert "Token-level divergence" in html and 'class="kl9"' in html and "window.__pwned" in html
+    shaded = re.findall(r'<span class="kl\d" title="KL [^"]*">(.*?)</span>', html)
+    assert any("&lt;" in text for text in shaded) and not any("<" in text for text in shaded)
+    assert "<script>window" not in html

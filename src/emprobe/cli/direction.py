@@ -10,8 +10,9 @@ from emprobe.analysis import run_thresholds
 from emprobe.cli._console import console
 from emprobe.cli._diagnose import run_model
 from emprobe.cli._evaluate import BACKEND_OPTION, STORE
-from emprobe.diagnose import ALIGNED_ABOVE, Direction, arrays_dir, fit, labelled, save_direction
+from emprobe.diagnose import Direction, arrays_dir, fit, save_direction
 from emprobe.errors import EmprobeError
+from emprobe.rules import ALIGNED_ABOVE
 from emprobe.store import ActivationArray, RunRecord, Store
 
 
@@ -46,8 +47,8 @@ def direction(
         thresholds = run_thresholds(bad)
         misaligned = _captured(db, bad, identity, position)
         aligned = _captured(db, good, identity, position) if against else misaligned
-        ids = (labelled(db, bad.run_id, spec, thresholds, aligned_above)[0],
-               labelled(db, good.run_id, spec, thresholds, aligned_above)[1])
+        ids = (db.verdict_ids(bad.run_id, spec, thresholds, aligned_above)[0],
+               db.verdict_ids(good.run_id, spec, thresholds, aligned_above)[1])
         describe = f"run {bad.run_id}" + (f" against {good.run_id}" if against else "") + f" judged by {spec}"
         best = layer
         if best is None:  # fit every layer once to find the best, then the direction at it

@@ -6,11 +6,11 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
-from emprobe.analysis import run_thresholds
+from emprobe.analysis import by_group, run_thresholds, verdict_groups
 from emprobe.cli._console import BarProgress, console, shown
 from emprobe.cli._diagnose import run_model
 from emprobe.cli._evaluate import BACKEND_OPTION, STORE
-from emprobe.diagnose import ALIGNED_ABOVE, by_group, diverge_run, labelled, local, top_tokens
+from emprobe.diagnose import diverge_run, local, top_tokens
 from emprobe.model import BackendPool, parse_options, resolve
 from emprobe.store import Store
 
@@ -38,12 +38,8 @@ def diverge(
                 rows = diverge_run(db, record.run_id, a, b, max(1, a.batch_size // 8), progress.advance)
             finally:
                 progress.close()
-        groups = {}
-        if spec is not None:
-            misaligned, aligned = labelled(db, record.run_id, spec, run_thresholds(record), ALIGNED_ABOVE)
-            groups = {"misaligned": misaligned, f"aligned (> {ALIGNED_ABOVE:g})": aligned}
+        groups = verdict_groups(db, record.run_id, spec, run_thresholds(record), rows)
         answers = {s.sample_id: s.answer for chunk in db.answered(record.run_id) for s in chunk}
-    groups["all"] = {d.sample_id for d in rows}
     table = Table(title=f"mean per-token KL(A || B), A = {ref_a.identity}, B = {ref_b.identity}"
                         + (f", judged by {spec}" if spec else ""))
     for column in ("answers", "n", "mean KL", "s.e."):

@@ -11,29 +11,24 @@ from emprobe.diagnose._capture import (
     parse_layers,
 )
 from emprobe.diagnose._direction import (
-    ALIGNED_ABOVE,
     Direction,
     LayerSeparation,
     difference_of_means,
     fit,
     held_out_auc,
-    labelled,
     save_direction,
 )
-from emprobe.diagnose._divergence import GroupDivergence, by_group, diverge_run, top_tokens
+from emprobe.diagnose._divergence import diverge_run, top_tokens
 from emprobe.diagnose._forward import local
 from emprobe.diagnose._pairs import Pair, ches, ranking_accuracy, read_pairs, score_pairs
 
 __all__ = [
-    "ALIGNED_ABOVE",
     "POSITIONS",
     "Direction",
-    "GroupDivergence",
     "LayerCapture",
     "LayerSeparation",
     "Pair",
     "arrays_dir",
-    "by_group",
     "capture_run",
     "ches",
     "decoder_layers",
@@ -41,7 +36,6 @@ __all__ = [
     "diverge_run",
     "fit",
     "held_out_auc",
-    "labelled",
     "load_array",
     "local",
     "parse_layers",

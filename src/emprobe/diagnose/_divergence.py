@@ -4,9 +4,6 @@ each, same token ids), per answer token KL(model || reference) over the vocabula
 from collections.abc import Callable
 from typing import Any
 
-import numpy as np
-from pydantic import BaseModel
-
 from emprobe.diagnose._forward import by_length, encode, forced
 from emprobe.errors import EmprobeError
 from emprobe.store import Divergence, Store
@@ -42,26 +39,6 @@ def diverge_run(db: Store, run_id: str, model: Any, reference: Any, rows: int,
         ordered = [done[i] for i in range(len(chunk))]
         db.save_divergences(run_id, model.identity, reference.identity, ordered)
         out.extend(ordered)
-    return out
-
-
-class GroupDivergence(BaseModel):
-    """Mean per-answer divergence of a group of answers, with its standard error."""
-
-    group: str
-    answers: int
-    mean_kl: float
-    stderr: float
-
-
-def by_group(rows: list[Divergence], groups: dict[str, set[str]]) -> list[GroupDivergence]:
-    """The mean of per-answer mean KL in each group of sample ids (misaligned, aligned, ...)."""
-    out = []
-    for name, ids in groups.items():
-        values = np.array([d.mean_kl for d in rows if d.sample_id in ids])
-        stderr = float(values.std(ddof=1) / np.sqrt(len(values))) if len(values) > 1 else float("nan")
-        out.append(GroupDivergence(group=name, answers=len(values),
-                                   mean_kl=float(values.mean()) if len(values) else float("nan"), stderr=stderr))
     return out
 
 

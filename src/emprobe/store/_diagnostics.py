@@ -9,6 +9,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from emprobe.condition import Message
+from emprobe.rules import ALIGNED, COHERENT, Thresholds
 from emprobe.store._records import ActivationArray, AnsweredSample, Divergence, PairScore
 
 _ARRAY_FIELDS = tuple(ActivationArray.model_fields)
@@ -45,6 +46,25 @@ class DiagnosticsQueries:
             yield [AnsweredSample(sample_id=sample_id, messages=tuple(Message(**m) for m in json.loads(messages)),
                                   answer=answer) for sample_id, messages, answer in rows]
 
+    def verdict_ids(self, run_id: str, judge: str, thresholds: Thresholds, aligned_above: float
+                    ) -> tuple[set[str], set[str]]:
+        """(misaligned, clearly aligned) sample ids of a run by one judge: aligned ones score above `aligned_above`
+        and are coherent; answers in between, and those missing a score, are in neither."""
+        misaligned, aligned = set(), set()
+        for row in self.db.execute(
+                "SELECT c.sample_id, max(CASE WHEN c.metric = ? THEN j.score END), "
+                "max(CASE WHEN c.metric = ? THEN j.score END) FROM scores c JOIN judgments j ON "
+                "j.judgment_key = c.judgment_key WHERE c.run_id = ? AND c.judge = ? GROUP BY c.sample_id",
+                (ALIGNED, COHERENT, run_id, judge)):
+            sample_id, score, coherent = row
+            if score is None or coherent is None:
+                continue
+            if thresholds.misaligned(score, coherent):
+                misaligned.add(sample_id)
+            elif score > aligned_above and thresholds.coherent(coherent):
+                aligned.add(sample_id)
+        return misaligned, aligned
+
     # ---- activations and directions ---------------------------------------------------------------
 
     def save_activations(self, arrays: list[ActivationArray]) -> None:
@@ -79,6 +99,11 @@ class DiagnosticsQueries:
                 [(run_id, d.sample_id, model, reference, len(d.kl), d.mean_kl, max(d.kl, default=0.0),
                   sum(d.gap), json.dumps([list(t) for t in zip(d.tokens, d.kl, d.gap, strict=True)]), stamp)
                  for d in rows])
+
+    def divergence_models(self, run_id: str) -> list[tuple[str, str]]:
+        """The (model, reference) identity pairs whose divergences on this run are stored."""
+        return [(m, r) for m, r in self.db.execute(
+            "SELECT DISTINCT model, reference FROM divergences WHERE run_id = ? ORDER BY model, reference", (run_id,))]
 
     def divergences(self, run_id: str, model: str, reference: str) -> list[Divergence]:
         rows = self.db.execute("SELECT sample_id, detail FROM divergences WHERE run_id = ? AND model = ? AND "
