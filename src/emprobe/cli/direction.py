@@ -50,12 +50,8 @@ def direction(
         ids = (db.verdict_ids(bad.run_id, spec, thresholds, aligned_above)[0],
                db.verdict_ids(good.run_id, spec, thresholds, aligned_above)[1])
         describe = f"run {bad.run_id}" + (f" against {good.run_id}" if against else "") + f" judged by {spec}"
-        best = layer
-        if best is None:  # fit every layer once to find the best, then the direction at it
-            _, separation, _ = fit(db.path, misaligned, aligned, ids, min(misaligned), min_answers, folds, seed,
-                                   describe)
-            best = max(separation, key=lambda s: s.auc).layer
-        vector, separation, counts = fit(db.path, misaligned, aligned, ids, best, min_answers, folds, seed, describe)
+        best, vector, separation, counts = fit(db.path, misaligned, aligned, ids, layer, min_answers, folds, seed,
+                                               describe)
         found = Direction(model=identity, width=len(vector), layer=best, hook=misaligned[best].hook, position=position,
                           operation=operation, runs={"misaligned": bad.run_id, "aligned": good.run_id}, judge=spec,
                           thresholds=thresholds, aligned_above=aligned_above, counts=counts, separation=separation,

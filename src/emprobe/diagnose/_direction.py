@@ -100,13 +100,14 @@ def held_out_auc(misaligned: np.ndarray, aligned: np.ndarray, folds: int, rng: n
 
 
 def fit(store: Path, misaligned: dict[int, ActivationArray], aligned: dict[int, ActivationArray],
-        ids: tuple[set[str], set[str]], layer: int, min_answers: int, folds: int, seed: int, describe: str
-        ) -> tuple[np.ndarray, list[LayerSeparation], dict[str, int]]:
-    """The direction at `layer` from the misaligned answers' rows of one capture and the aligned answers' rows of
-    another (or the same), every captured layer's held-out separation, and the counts. `describe` names the
-    runs and judge in the error when there are too few answers."""
+        ids: tuple[set[str], set[str]], layer: int | None, min_answers: int, folds: int, seed: int, describe: str
+        ) -> tuple[int, np.ndarray, list[LayerSeparation], dict[str, int]]:
+    """The layer (by default the one with the best held-out AUC) and the direction there, from the misaligned
+    answers' rows of one capture and the aligned answers' rows of another (or the same); every captured layer's
+    held-out separation; the counts. `describe` names the runs and judge in the error when there are too few
+    answers."""
     layers = sorted(set(misaligned) & set(aligned))
-    if layer not in layers:
+    if layer is not None and layer not in layers:
         raise EmprobeError(f"layer {layer} was not captured for both runs (captured: {', '.join(map(str, layers))})")
     loaded = {n: (load_array(store, misaligned[n]), load_array(store, aligned[n])) for n in layers}
     available = [sorted(wanted.intersection(*(set(pair[side][0]) for pair in loaded.values())))
@@ -127,7 +128,8 @@ def fit(store: Path, misaligned: dict[int, ActivationArray], aligned: dict[int, 
         directions[n] = difference_of_means(x[0], x[1])
         auc = held_out_auc(x[0], x[1], min(folds, used), np.random.default_rng(seed))
         separation.append(LayerSeparation(layer=n, auc=auc, norm=float(np.linalg.norm(directions[n]))))
-    return directions[layer], separation, counts
+    best = layer if layer is not None else max(separation, key=lambda s: s.auc).layer
+    return best, directions[best], separation, counts
 
 
 def save_direction(db: Store, direction: Direction, path: Path) -> None:
