@@ -57,9 +57,6 @@ class Direction(BaseModel):
     seed: int
     vector: list[float]
 
-    def array(self) -> np.ndarray:
-        return np.asarray(self.vector, dtype=np.float32)
-
     def check(self, model: str, width: int) -> None:
         """One line when this direction belongs to another model (identity) or another width."""
         if width != self.width:
