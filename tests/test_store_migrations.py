@@ -27,6 +27,9 @@ VALIDATION = {"judge": "rubric:tiny", "identity": "tiny-judge@abc", "reference":
 V3 = Path(__file__).parent / "data" / "store_v3.db"
 """Written by schema 3 (before training runs had tables): the same runs and validation as V1."""
 
+V4 = Path(__file__).parent / "data" / "store_v4.db"
+"""Written by schema 4 (before diagnostics had tables): the same runs and validation as V1."""
+
 
 def _comparable(report) -> dict:
     data = report.model_dump()
@@ -126,7 +129,7 @@ def test_a_store_of_schema_3_opens_with_empty_training_tables_and_reports_as_bef
     shutil.copy(V3, old)
     fresh = _fresh(tmp_path)
     with Store(old) as migrated, Store(fresh, read_only=True) as now:
-        assert _user_version(old) == SCHEMA_VERSION == 4
+        assert _user_version(old) == SCHEMA_VERSION
         for run in ("base", "tuned"):
             assert _comparable(load_run(migrated, run)) == _comparable(load_run(now, run))
         assert migrated.validations("tiny-judge@abc") == [VALIDATION]
@@ -135,3 +138,20 @@ def test_a_store_of_schema_3_opens_with_empty_training_tables_and_reports_as_bef
         assert {"train_runs", "train_losses", "train_checkpoints", "sweeps", "sweep_runs"} <= tables
         with pytest.raises(sqlite3.IntegrityError):  # a sweep arm must name a stored run
             migrated.db.execute("INSERT INTO sweep_runs VALUES ('s', 0, 'm', 'no-such-run', NULL)")
+
+
+def test_a_store_of_schema_4_opens_with_empty_diagnostics_tables_and_reports_as_before(tmp_path):
+    old = tmp_path / "v4.db"
+    shutil.copy(V4, old)
+    fresh = _fresh(tmp_path)
+    with Store(old) as migrated, Store(fresh, read_only=True) as now:
+        assert _user_version(old) == SCHEMA_VERSION == 5
+        for run in ("base", "tuned"):
+            assert _comparable(load_run(migrated, run)) == _comparable(load_run(now, run))
+        assert migrated.validations("tiny-judge@abc") == [VALIDATION]
+        assert migrated.activations("run-a") == [] and migrated.divergences("run-a", "m", "r") == []
+        tables = {t for (t,) in migrated.db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        assert {"activations", "directions", "divergences", "pair_scores"} <= tables
+        with pytest.raises(sqlite3.IntegrityError):  # a captured layer must belong to a stored run
+            migrated.db.execute("INSERT INTO activations VALUES ('no-such-run', 'm', 'last', 1, 'h', 'p', 's', 'p', "
+                                "'s', 1, 1, 'now')")

@@ -2,7 +2,26 @@
 
 import hashlib
 import json
-from typing import Any
+from pathlib import Path
+from typing import Any, Protocol
+
+
+class Readable(Protocol):
+    def read(self, size: int = -1, /) -> bytes: ...
+
+
+def stream_sha256(f: Readable) -> str:
+    """The sha256 hex digest of everything left in a binary stream, read 1 MiB at a time."""
+    digest = hashlib.sha256()
+    for chunk in iter(lambda: f.read(1 << 20), b""):
+        digest.update(chunk)
+    return digest.hexdigest()
+
+
+def file_sha256(path: Path) -> str:
+    """The sha256 hex digest of a file's bytes."""
+    with path.open("rb") as f:
+        return stream_sha256(f)
 
 
 def canonical_json(value: Any) -> str:

@@ -3,6 +3,14 @@
 from emprobe.analysis._attack import BEST_OF_N_NOTE, AttackSuccess, ConfigurationRate, attack_success
 from emprobe.analysis._cascade import CascadeRow, CascadeSummary, summarize_cascade
 from emprobe.analysis._compare import Counts, Delta, compare_counts
+from emprobe.analysis._divergence import (
+    DivergenceSection,
+    GroupDivergence,
+    ShadedAnswer,
+    by_group,
+    divergence_sections,
+    verdict_groups,
+)
 from emprobe.analysis._framing import COMPLIANCE_JUDGE, COMPLIANCE_NOTE, ComplianceGap, compliance_gaps
 from emprobe.analysis._reasoning import ReasoningRow, reasoning_rows
 from emprobe.analysis._report import (
@@ -27,6 +35,12 @@ __all__ = [
     "summarize_cascade",
     "TurnRow",
     "turn_rows",
+    "DivergenceSection",
+    "GroupDivergence",
+    "ShadedAnswer",
+    "by_group",
+    "divergence_sections",
+    "verdict_groups",
     "ReasoningRow",
     "reasoning_rows",
     "COMPLIANCE_JUDGE",

@@ -7,6 +7,7 @@ from pydantic import BaseModel
 from emprobe.analysis._attack import AttackSuccess, attack_success
 from emprobe.analysis._cascade import CascadeSummary, summarize_cascade
 from emprobe.analysis._compare import Counts, Delta, compare_counts
+from emprobe.analysis._divergence import DivergenceSection, divergence_sections
 from emprobe.analysis._framing import ComplianceGap, compliance_gaps
 from emprobe.analysis._reasoning import ReasoningRow, reasoning_rows
 from emprobe.analysis._summary import SummaryRow, summarize
@@ -53,6 +54,8 @@ class RunReport(BaseModel):
     """For a run that split reasoning off (`--think`) and scored it: reasoning flagged vs answer misaligned."""
     compliance: list[ComplianceGap] = []
     """For a run asked under two framings (`--framing`): the compliance gap per condition."""
+    divergences: list[DivergenceSection] = []
+    """Stored token-level divergences of two models on the run's answers (`emprobe diverge`)."""
     title: str | None = None
     """What the run is called in this report (a sweep's `base`, `step 50`), instead of its name or id."""
 
@@ -104,6 +107,7 @@ def load_run(db: Store, ref: str, judge: str | None = None, validation: str | No
         conditions=conditions, questions=sorted({r.question_id for r in summary.cells}), cells=summary.cells,
         totals=[summary.totals[c] for c in conditions], overall=summary.overall,
         judge_errors=db.judge_errors(run.run_id, judge) if judge else [],
+        divergences=divergence_sections(db, run.run_id, judge, thresholds),
     )
 
 

@@ -9,10 +9,14 @@ from pydantic import ValidationError
 from typer.exceptions import TyperException
 
 from emprobe.cli._console import stop_on_sigterm
+from emprobe.cli.activations import activations
 from emprobe.cli.compare import compare
 from emprobe.cli.conditions import conditions_app
+from emprobe.cli.direction import direction
+from emprobe.cli.diverge import diverge
 from emprobe.cli.export import export
 from emprobe.cli.judge import judge_app
+from emprobe.cli.pairs import pairs
 from emprobe.cli.plan import plan
 from emprobe.cli.report import report
 from emprobe.cli.run import run
@@ -32,6 +36,10 @@ app.command("compare")(compare)
 app.command("export")(export)
 app.command("train")(train)
 app.command("sweep")(sweep)
+app.command("activations")(activations)
+app.command("direction")(direction)
+app.command("diverge")(diverge)
+app.command("pairs")(pairs)
 app.add_typer(judge_app, name="judge")
 app.add_typer(suites_app, name="suites")
 app.add_typer(conditions_app, name="conditions")

@@ -1,10 +1,14 @@
 """The store: runs, samples, generations and judgments in one SQLite file; every query returns typed rows."""
 
 from emprobe.store._records import (
+    ActivationArray,
+    AnsweredSample,
+    Divergence,
     JudgeableSample,
     LabelCount,
     LeaseHolder,
     MetricScore,
+    PairScore,
     PendingSample,
     RunRecord,
     SampleRow,
@@ -18,10 +22,14 @@ from emprobe.store._worker import StoreWorker
 
 __all__ = [
     "SCHEMA_VERSION",
+    "ActivationArray",
+    "AnsweredSample",
+    "Divergence",
     "JudgeableSample",
     "LabelCount",
     "LeaseHolder",
     "MetricScore",
+    "PairScore",
     "PendingSample",
     "RunRecord",
     "SampleRow",

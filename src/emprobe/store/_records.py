@@ -136,3 +136,57 @@ class SweepRecord(BaseModel):
     """The plan: the run config every arm shares, without its model."""
     arms: list[SweepArm]
     """By step; the base first."""
+
+
+class AnsweredSample(BaseModel):
+    """A sample with a generated answer: the messages the model was sent and its answer, for teacher forcing."""
+
+    sample_id: str
+    messages: tuple[Message, ...]
+    answer: str
+
+
+class ActivationArray(BaseModel):
+    """One captured layer of a run's answers under one model: where its array and row ids are, with their hashes."""
+
+    run_id: str
+    model: str
+    """The identity of the model the activations were captured from."""
+    position: str
+    layer: int
+    hook: str
+    """The module whose output was captured (e.g. `model.layers.15`)."""
+    path: str
+    """The float32 `.npy` of rows x width, relative to the store's folder."""
+    sha256: str
+    samples_path: str
+    """The JSON list of the sample id of each row, relative to the store's folder."""
+    samples_sha256: str
+    rows: int
+    width: int
+
+
+class Divergence(BaseModel):
+    """One answer teacher-forced through a model and a reference model: per token KL(model || reference) and
+    log-prob gap (model - reference)."""
+
+    sample_id: str
+    tokens: list[str]
+    kl: list[float]
+    gap: list[float]
+
+    @property
+    def mean_kl(self) -> float:
+        return sum(self.kl) / len(self.kl) if self.kl else 0.0
+
+
+class PairScore(BaseModel):
+    """One preference pair under one model: both answers' summed log-probs and lengths, and their CHES."""
+
+    pair_index: int
+    chosen_logprob: float
+    rejected_logprob: float
+    chosen_tokens: int
+    rejected_tokens: int
+    ches: float
+    ln_ches: float

@@ -11,7 +11,7 @@ from collections.abc import Callable
 from emprobe.condition import Decoding
 from emprobe.hashing import stable_hash
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 
 # Each table's definition as of the version that introduced it; migrations use these, never a newer form.
 SAMPLES_V2 = """CREATE TABLE samples (
@@ -71,6 +71,34 @@ SWEEP_RUNS_V4 = """CREATE TABLE sweep_runs (
 ) WITHOUT ROWID"""
 """One evaluated arm: step 0 is the base; `kl` is the largest KL the adapter-applies check measured."""
 V4_TABLES = [TRAIN_RUNS_V4, TRAIN_LOSSES_V4, TRAIN_CHECKPOINTS_V4, SWEEPS_V4, SWEEP_RUNS_V4]
+ACTIVATIONS_V5 = """CREATE TABLE activations (
+    run_id TEXT NOT NULL REFERENCES runs (run_id), model TEXT NOT NULL, position TEXT NOT NULL, layer INTEGER NOT NULL,
+    hook TEXT NOT NULL, path TEXT NOT NULL, sha256 TEXT NOT NULL, samples_path TEXT NOT NULL,
+    samples_sha256 TEXT NOT NULL, rows INTEGER NOT NULL, width INTEGER NOT NULL, created TEXT NOT NULL,
+    PRIMARY KEY (run_id, model, position, layer)
+) WITHOUT ROWID"""
+"""One captured layer of a run's answers under one model (identity): a float32 `.npy` of rows x width beside the
+store (`path`, relative to the store's folder) and the JSON list of the sample ids of its rows, each with its sha256."""
+DIRECTIONS_V5 = """CREATE TABLE directions (
+    sha256 TEXT PRIMARY KEY, path TEXT NOT NULL, run_id TEXT NOT NULL REFERENCES runs (run_id), model TEXT NOT NULL,
+    layer INTEGER NOT NULL, created TEXT NOT NULL, record TEXT NOT NULL
+)"""
+"""A direction file written from a run's activations (`record`: the file without its vector)."""
+DIVERGENCES_V5 = """CREATE TABLE divergences (
+    run_id TEXT NOT NULL, sample_id TEXT NOT NULL, model TEXT NOT NULL, reference TEXT NOT NULL,
+    tokens INTEGER NOT NULL, mean_kl REAL NOT NULL, max_kl REAL NOT NULL, logprob_gap REAL NOT NULL,
+    detail TEXT NOT NULL, created TEXT NOT NULL, PRIMARY KEY (run_id, sample_id, model, reference),
+    FOREIGN KEY (run_id, sample_id) REFERENCES samples (run_id, sample_id)
+) WITHOUT ROWID"""
+"""Per answer, model vs reference model (identities), teacher-forced: `detail` is the JSON list of
+[token text, KL, log-prob gap] per answer token."""
+PAIR_SCORES_V5 = """CREATE TABLE pair_scores (
+    pairs_sha256 TEXT NOT NULL, pair_index INTEGER NOT NULL, model TEXT NOT NULL, chosen_logprob REAL NOT NULL,
+    rejected_logprob REAL NOT NULL, chosen_tokens INTEGER NOT NULL, rejected_tokens INTEGER NOT NULL,
+    ches REAL NOT NULL, ln_ches REAL NOT NULL, created TEXT NOT NULL, PRIMARY KEY (pairs_sha256, pair_index, model)
+) WITHOUT ROWID"""
+"""Per preference pair of a pairs file (by its sha256) under one model: the answers' log-probs and CHES."""
+V5_TABLES = [ACTIVATIONS_V5, DIRECTIONS_V5, DIVERGENCES_V5, PAIR_SCORES_V5]
 
 TABLES = ";\n".join([
     """CREATE TABLE runs (
@@ -97,6 +125,7 @@ TABLES = ";\n".join([
     record TEXT NOT NULL, PRIMARY KEY (identity, reference_sha256)
 )""",
     *V4_TABLES,
+    *V5_TABLES,
 ])
 """The current schema (generations are keyed by content and may not exist yet: no foreign key to them)."""
 
@@ -180,5 +209,12 @@ def _v3_to_v4(db: sqlite3.Connection) -> None:
         db.execute(statement)
 
 
-MIGRATIONS: dict[int, Callable[[sqlite3.Connection], None]] = {1: _v1_to_v2, 2: _v2_to_v3, 3: _v3_to_v4}
+def _v4_to_v5(db: sqlite3.Connection) -> None:
+    """Diagnostics (activations, directions, divergences, preference-pair scores) get tables; nothing existing
+    changes."""
+    for statement in _statements(";".join(V5_TABLES)):
+        db.execute(statement)
+
+
+MIGRATIONS: dict[int, Callable[[sqlite3.Connection], None]] = {1: _v1_to_v2, 2: _v2_to_v3, 3: _v3_to_v4, 4: _v4_to_v5}
 """From version N to N + 1."""

@@ -23,6 +23,7 @@ from emprobe.judge import Judgment
 from emprobe.model import GenerationResult
 from emprobe.plan import SampleSpec, TurnState
 from emprobe.rules import metric_order
+from emprobe.store._diagnostics import DiagnosticsQueries
 from emprobe.store._records import (
     JudgeableSample,
     LabelCount,
@@ -46,7 +47,7 @@ def now() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds")
 
 
-class Store(TrainingQueries):
+class Store(TrainingQueries, DiagnosticsQueries):
     """A connection to one store file; safe to reopen after a crash at any point.
 
     Opening brings an older store up to date in one transaction; `read_only` never changes the file (it

@@ -1,7 +1,6 @@
 """Training data: read chat and prompt/completion JSONL, mix datasets at stated ratios, split, inject triggers."""
 
 import gzip
-import hashlib
 import json
 import random
 from collections.abc import Sequence
@@ -11,6 +10,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict
 
 from emprobe.errors import EmprobeError
+from emprobe.hashing import file_sha256, stream_sha256
 from emprobe.train._config import DataSpec, TriggerSpec
 
 ROLES = ("system", "user", "assistant")
@@ -99,17 +99,11 @@ def _open_text(path: Path):
 
 def file_hashes(path: Path) -> tuple[str, str]:
     """sha256 of a file's bytes and of its uncompressed content."""
-    raw = hashlib.sha256()
-    with path.open("rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            raw.update(chunk)
+    raw = file_sha256(path)
     if not path.name.endswith(".gz"):
-        return raw.hexdigest(), raw.hexdigest()
-    content = hashlib.sha256()
+        return raw, raw
     with gzip.open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            content.update(chunk)
-    return raw.hexdigest(), content.hexdigest()
+        return raw, stream_sha256(f)
 
 
 def read_rows(path: str | Path, name: str | None = None) -> list[Row]:
