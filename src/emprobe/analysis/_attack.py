@@ -74,7 +74,8 @@ def attack_success(db: Store, run_id: str, judge: str | None, thresholds: Thresh
         counts[row.condition][1] += 1
         key = (row.suite, row.question_id, row.paraphrase_index)
         broken[key] = broken.get(key, False) or verdict
-    rows = [_rate(c, k, n) for c, (k, n) in sorted(counts.items())]
+    order = {c["name"]: i for i, c in enumerate(db.run(run_id).config.get("conditions", []))}  # as planned
+    rows = [_rate(c, *counts[c]) for c in sorted(counts, key=lambda c: (order.get(c, len(order)), c))]
     hit, total = sum(broken.values()), len(broken)
     low, high = wilson(hit, total)
     return AttackSuccess(configurations=rows, requests=total, broken=hit, any_rate=hit / total if total else 0.0,
