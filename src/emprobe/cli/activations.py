@@ -9,9 +9,9 @@ from rich.table import Table
 from emprobe.cli._console import BarProgress, console, interruptible
 from emprobe.cli._diagnose import run_model
 from emprobe.cli._evaluate import BACKEND_OPTION, STORE
-from emprobe.diagnose import POSITIONS, capture_run, decoder_layers, local, parse_layers
 from emprobe.errors import EmprobeError
 from emprobe.model import BackendPool
+from emprobe.rules import POSITIONS
 from emprobe.store import Store
 
 
@@ -25,6 +25,8 @@ def activations(
     store: Path = STORE,
 ) -> None:
     """Capture activations of a run's answers (teacher-forced with the model's chat template) at chosen layers."""
+    from emprobe.diagnose import capture_run, decoder_layers, local, parse_layers  # torch only when the command runs
+
     if position not in POSITIONS:
         raise EmprobeError(f"--position {position!r}: choose {', '.join(POSITIONS)}")
     with Store(store) as db:

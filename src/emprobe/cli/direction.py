@@ -10,7 +10,6 @@ from emprobe.analysis import run_thresholds
 from emprobe.cli._console import console
 from emprobe.cli._diagnose import run_model
 from emprobe.cli._evaluate import BACKEND_OPTION, STORE
-from emprobe.diagnose import Direction, arrays_dir, fit, save_direction
 from emprobe.errors import EmprobeError
 from emprobe.rules import ALIGNED_ABOVE
 from emprobe.store import ActivationArray, RunRecord, Store
@@ -35,6 +34,8 @@ def direction(
     store: Path = STORE,
 ) -> None:
     """Difference in means between misaligned and aligned answers (balanced by downsampling), per layer."""
+    from emprobe.diagnose import Direction, arrays_dir, fit, save_direction  # torch only when the command runs
+
     if operation not in ("steer", "ablate"):
         raise EmprobeError(f"--operation {operation!r}: choose steer or ablate")
     with Store(store) as db:

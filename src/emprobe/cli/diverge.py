@@ -10,7 +10,6 @@ from emprobe.analysis import by_group, run_thresholds, verdict_groups
 from emprobe.cli._console import BarProgress, console, shown
 from emprobe.cli._diagnose import run_model
 from emprobe.cli._evaluate import BACKEND_OPTION, STORE
-from emprobe.diagnose import diverge_run, local, top_tokens
 from emprobe.model import BackendPool, parse_options, resolve
 from emprobe.store import Store
 
@@ -25,6 +24,8 @@ def diverge(
     store: Path = STORE,
 ) -> None:
     """Per-token KL(A || B) and log-prob gap on every answer of a run; both models see A's chat template."""
+    from emprobe.diagnose import diverge_run, local, top_tokens  # torch only when the command runs
+
     with Store(store) as db:
         record = db.run(run)
         ref_a = run_model(record, model, backend_option)

@@ -9,7 +9,6 @@ from rich.table import Table
 from emprobe.cli._console import console, shown
 from emprobe.cli._evaluate import BACKEND_OPTION, STORE
 from emprobe.config import DEFAULT_MODEL
-from emprobe.diagnose import local, ranking_accuracy, read_pairs, score_pairs
 from emprobe.model import BackendPool, parse_options, resolve
 from emprobe.store import Store
 
@@ -22,6 +21,8 @@ def pairs(
     store: Path = STORE,
 ) -> None:
     """Log-prob of each answer, ranking accuracy (summed and per token) and CHES per pair, kept in the store."""
+    from emprobe.diagnose import local, ranking_accuracy, read_pairs, score_pairs  # torch only when the command runs
+
     found, sha256 = read_pairs(file)
     ref = resolve(model, options=parse_options(backend_option))
     with BackendPool() as pool:

@@ -2,7 +2,6 @@
 divergence between two models, and preference-pair metrics (ranking accuracy, CHES)."""
 
 from emprobe.diagnose._capture import (
-    POSITIONS,
     LayerCapture,
     arrays_dir,
     capture_run,
@@ -21,6 +20,7 @@ from emprobe.diagnose._direction import (
 from emprobe.diagnose._divergence import diverge_run, top_tokens
 from emprobe.diagnose._forward import local
 from emprobe.diagnose._pairs import Pair, ches, ranking_accuracy, read_pairs, score_pairs
+from emprobe.rules import POSITIONS
 
 __all__ = [
     "POSITIONS",

@@ -6,7 +6,7 @@ import os
 import shutil
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Literal, get_args
+from typing import Any
 
 import numpy as np
 import torch
@@ -15,9 +15,6 @@ from emprobe.diagnose._forward import Encoded, by_length, encode, padded
 from emprobe.errors import EmprobeError
 from emprobe.hashing import file_sha256, stable_hash
 from emprobe.store import ActivationArray, Store
-
-Position = Literal["answer-mean", "prompt-mean", "last"]
-POSITIONS: tuple[str, ...] = get_args(Position)
 
 
 def decoder_layers(model: torch.nn.Module) -> tuple[str, torch.nn.ModuleList]:
