@@ -5,18 +5,15 @@ import json
 import sqlite3
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
-from datetime import UTC, datetime
 from pathlib import Path
 
 from emprobe.condition import Message
 from emprobe.rules import ALIGNED, COHERENT, Thresholds
 from emprobe.store._records import ActivationArray, AnsweredSample, Divergence, PairScore
+from emprobe.store._schema import now
 
 _ARRAY_FIELDS = tuple(ActivationArray.model_fields)
 
-
-def _now() -> str:
-    return datetime.now(UTC).isoformat(timespec="seconds")
 
 
 class DiagnosticsQueries:
@@ -73,7 +70,7 @@ class DiagnosticsQueries:
             self.db.executemany(
                 f"INSERT OR REPLACE INTO activations ({', '.join(_ARRAY_FIELDS)}, created) "
                 f"VALUES ({', '.join('?' * (len(_ARRAY_FIELDS) + 1))})",
-                [(*(getattr(a, f) for f in _ARRAY_FIELDS), _now()) for a in arrays])
+                [(*(getattr(a, f) for f in _ARRAY_FIELDS), now()) for a in arrays])
 
     def activations(self, run_id: str, model: str | None = None, position: str | None = None) -> list[ActivationArray]:
         """The run's captured layers (of one model identity and position, when given), by model, position, layer."""
@@ -86,13 +83,13 @@ class DiagnosticsQueries:
     def save_direction(self, sha256: str, path: str, run_id: str, model: str, layer: int, record: dict) -> None:
         with self.transaction():
             self.db.execute("INSERT OR REPLACE INTO directions VALUES (?, ?, ?, ?, ?, ?, ?)",
-                            (sha256, path, run_id, model, layer, _now(), json.dumps(record)))
+                            (sha256, path, run_id, model, layer, now(), json.dumps(record)))
 
     # ---- divergences and preference pairs ----------------------------------------------------------
 
     def save_divergences(self, run_id: str, model: str, reference: str, rows: list[Divergence]) -> None:
         """Record per-answer divergences of `model` from `reference` (identities), replacing earlier ones."""
-        stamp = _now()
+        stamp = now()
         with self.transaction():
             self.db.executemany(
                 "INSERT OR REPLACE INTO divergences VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
@@ -115,7 +112,7 @@ class DiagnosticsQueries:
         return out
 
     def save_pair_scores(self, pairs_sha256: str, model: str, scores: list[PairScore]) -> None:
-        stamp = _now()
+        stamp = now()
         fields = tuple(PairScore.model_fields)
         with self.transaction():
             self.db.executemany(

@@ -7,6 +7,7 @@ transaction that brings a store up to date; a store newer than this code is refu
 import json
 import sqlite3
 from collections.abc import Callable
+from datetime import UTC, datetime
 
 from emprobe.condition import Decoding
 from emprobe.hashing import stable_hash
@@ -218,3 +219,8 @@ def _v4_to_v5(db: sqlite3.Connection) -> None:
 
 MIGRATIONS: dict[int, Callable[[sqlite3.Connection], None]] = {1: _v1_to_v2, 2: _v2_to_v3, 3: _v3_to_v4, 4: _v4_to_v5}
 """From version N to N + 1."""
+
+
+def now() -> str:
+    """The time a row is written: UTC, to the second, ISO 8601."""
+    return datetime.now(UTC).isoformat(timespec="seconds")

@@ -13,7 +13,6 @@ import sqlite3
 import time
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import ClassVar
 
@@ -33,7 +32,7 @@ from emprobe.store._records import (
     RunRecord,
     SampleRow,
 )
-from emprobe.store._schema import MIGRATIONS, SCHEMA_VERSION, create, decoding_key, question_key
+from emprobe.store._schema import MIGRATIONS, SCHEMA_VERSION, create, decoding_key, now, question_key
 from emprobe.store._training import TrainingQueries
 from emprobe.system import process_alive
 
@@ -42,9 +41,6 @@ _RUNS = ("SELECT r.run_id, r.model, r.created, r.updated, r.config, r.versions, 
          "ORDER BY rowid) n) FROM runs r")
 """Runs with their names, oldest name first."""
 
-
-def now() -> str:
-    return datetime.now(UTC).isoformat(timespec="seconds")
 
 
 class Store(TrainingQueries, DiagnosticsQueries):

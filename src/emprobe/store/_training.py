@@ -8,11 +8,11 @@ import json
 import sqlite3
 from collections.abc import Callable
 from contextlib import AbstractContextManager
-from datetime import UTC, datetime
 from pathlib import Path
 
 from emprobe.errors import EmprobeError
 from emprobe.store._records import SweepArm, SweepRecord, TrainingRun
+from emprobe.store._schema import now
 from emprobe.train import CheckpointRecord, LossPoint, TrainLineage
 
 _COLUMNS = ("name", "output", "status", "config_hash", "base_model", "base_identity", "method", "max_steps")
@@ -21,9 +21,6 @@ _OWN_TABLES = ("losses", "checkpoints", "final")
 """Lineage fields kept in their own tables (or computed): not part of `details`."""
 _SWEEPS = "SELECT sweep_id, training, created, updated, config FROM sweeps"
 
-
-def _now() -> str:
-    return datetime.now(UTC).isoformat(timespec="seconds")
 
 
 class TrainingQueries:
@@ -47,7 +44,7 @@ class TrainingQueries:
         """Record a training run's lineage, losses and checkpoints (replacing what an earlier save recorded)."""
         data = lineage.model_dump(mode="json")
         details = {k: v for k, v in data.items() if k not in (*_COLUMNS, *_JSON, *_OWN_TABLES)}
-        stamp = _now()
+        stamp = now()
         with self.transaction():
             self.check_training_name(lineage.name, lineage.output, lineage.config_hash)
             values = [data[c] for c in _COLUMNS] + [stamp, stamp] + [json.dumps(data[c]) for c in _JSON]
@@ -95,7 +92,7 @@ class TrainingQueries:
 
     def save_sweep(self, sweep_id: str, training: str, config: dict, arms: list[SweepArm]) -> None:
         """Record a sweep and its arms (their runs must be stored already)."""
-        stamp = _now()
+        stamp = now()
         with self.transaction():
             self.db.execute("INSERT INTO sweeps VALUES (?, ?, ?, ?, ?) ON CONFLICT(sweep_id) DO UPDATE SET "
                             "updated=excluded.updated, config=excluded.config",
