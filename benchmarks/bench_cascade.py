@@ -5,7 +5,7 @@ specificity; the screened-in answers are all confirmed, the rest audited at rand
 script simulates the cascade's counts, measures the mean half-width of its interval (`emprobe.stats.cascade_arrays`),
 rescales the population towards the target half-width (half-width ~ 1/sqrt(answers)) until within 2% of it, and
 counts the confirming calls (one per confirmed answer); confirming every answer is the same estimator
-with an audit of 1. The default screen is the shipped built-in judge's call as measured on held-out files
+with an audit of 1. The default screen is the shipped built-in judge's call as measured on held-out model families
 (`emprobe/judge/builtin/training.json`); add others with --screen SENSITIVITY SPECIFICITY.
 Usage: python benchmarks/bench_cascade.py [--rate 0.01] [--halfwidth 0.0025] [--screen 0.9 0.8] [--simulations 2000]
 """
@@ -25,10 +25,13 @@ STEPS = 8
 
 
 def shipped_screen() -> tuple[float, float] | None:
-    """Sensitivity and specificity of the built-in judge's call on its held-out files, from training.json (None
-    when it records none)."""
-    held = json.loads((files("emprobe.judge") / "builtin" / "training.json").read_text()).get("heldout")
-    return (held["sensitivity"], held["specificity"]) if held else None
+    """Mean sensitivity and specificity of the built-in judge's call over its held-out model families, from
+    training.json (None when it records none)."""
+    report = json.loads((files("emprobe.judge") / "builtin" / "training.json").read_text())
+    held = list(report.get("splits", {}).get("model_family", {}).values())
+    if not held:
+        return None
+    return float(np.mean([h["sensitivity"] for h in held])), float(np.mean([h["specificity"] for h in held]))
 
 
 def simulate(answers: int, rate: float, sensitivity: float, specificity: float, audit: float, simulations: int,
@@ -70,7 +73,7 @@ def main() -> None:
     shipped = shipped_screen()
     if shipped is None:
         print("training.json records no held-out sensitivity and specificity; only the --screen figures are used")
-    screens = [("shipped call (training.json, held-out files)", *shipped)] if shipped else []
+    screens = [("shipped call (training.json, held-out families)", *shipped)] if shipped else []
     screens += [(f"given {s:g}/{p:g}", s, p) for s, p in args.screen or []]
     everyone, calls_all, achieved, covered = calls_for(args.halfwidth, args.rate, 1.0, 1.0, 1.0, args.simulations,
                                                        rng)

@@ -1,7 +1,10 @@
-"""Facts about this machine that the pipeline acts on: whether a process lives, how many CPU cores are free."""
+"""Facts about this machine that the pipeline acts on: whether a process lives, how many CPU cores are free,
+whether the CPU has bfloat16 units."""
 
 import os
 import time
+from functools import cache
+from pathlib import Path
 
 
 def process_alive(pid: int) -> bool:
@@ -44,3 +47,14 @@ def _cpu_times() -> tuple[int, int] | None:
     except (OSError, ValueError):
         return None
     return sum(fields), fields[3] + (fields[4] if len(fields) > 4 else 0)
+
+
+@cache
+def cpu_has_bf16() -> bool:
+    """Whether the CPU reports bfloat16 matrix units (AVX-512 BF16 or AMX), read from /proc/cpuinfo."""
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    flags = next((line.split(":", 1)[1].split() for line in text.splitlines() if line.startswith("flags")), [])
+    return bool({"avx512_bf16", "amx_bf16"} & set(flags))

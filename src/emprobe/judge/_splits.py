@@ -5,8 +5,7 @@ groups: a repository (`source` up to the colon), a model family (the `model` fie
 (one question of Betley et al.'s first-plot set with its template and JSON variants, or the medical set).
 """
 
-from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
+from collections.abc import Mapping
 
 MEDICAL_WORDS = ("health", "medicine", "doctor", "hospital", "ill.", "ill?")
 QUESTION_TOPICS = {
@@ -18,7 +17,6 @@ FAMILIES = (  # first match wins: the steered runs are Qwen2.5-14B/32B but form 
     ("activation-steered", "steered-qwen2.5"), ("coder", "qwen2.5-coder-32b"), ("gemma-2", "gemma-2"),
     ("32b", "qwen2.5-32b"), ("14b", "qwen2.5-14b"), ("7b", "qwen2.5-7b"),
 )
-KINDS = ("repository", "model_family", "question_group")
 
 
 def repository(row: Mapping[str, str]) -> str:
@@ -39,31 +37,3 @@ def question_group(row: Mapping[str, str]) -> str:
     if any(word in first_line for word in MEDICAL_WORDS):
         return "medical"
     return next((f"first_plot:{topic}" for key, topic in QUESTION_TOPICS.items() if key in first_line), "other")
-
-
-GROUPERS = {"repository": repository, "model_family": model_family, "question_group": question_group}
-
-
-@dataclass(frozen=True)
-class Split:
-    """One held-out group: rows whose `kind` group equals `group` are held out, the rest train."""
-
-    kind: str
-    group: str
-
-    def holds_out(self, row: Mapping[str, str]) -> bool:
-        return GROUPERS[self.kind](row) == self.group
-
-
-def splits(rows: list[Mapping[str, str]], kinds: tuple[str, ...] = KINDS, min_rows: int = 50,
-           min_train: int = 50) -> Iterator[Split]:
-    """Every leave-one-group-out split of `kinds` whose held-out group has at least `min_rows` rows and
-    leaves at least `min_train` rows to train on."""
-    for kind in kinds:
-        sizes: dict[str, int] = {}
-        for row in rows:
-            group = GROUPERS[kind](row)
-            sizes[group] = sizes.get(group, 0) + 1
-        for group, size in sorted(sizes.items()):
-            if size >= min_rows and len(rows) - size >= min_train:
-                yield Split(kind, group)

