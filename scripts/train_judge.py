@@ -5,8 +5,8 @@ Three steps; `fit` needs only torch, transformers, peft and numpy, so it can run
     python3 scripts/train_judge.py fit                 # GPU (or CPU): every split, then the shipped fit -> .gpu/fit/
     .venv/bin/python scripts/train_judge.py finish     # calibrate, measure, write the package's weights
 
-The examples are those of `scripts/train_judge.py` (GPT-4o rows with both scores, question groups capped;
-rule-built nonsense; the training half of the compliant harmful answers). Validation holds out each model
+The examples: GPT-4o rows with both scores (each question group capped at twice the median group's rows),
+rule-built nonsense, and the training half of the compliant harmful answers. Validation holds out each model
 family and each question group in turn: the network is trained on the rest, minus a quarter of the
 (family, question group) cells, on which the isotonic maps and the call's threshold are then fitted; the
 figures are those of the held-out group. The shipped network is trained the same way on every group.

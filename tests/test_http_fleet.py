@@ -162,3 +162,22 @@ def test_every_server_down_stops_after_the_retry_budget(servers):
     with pytest.raises(ServerUnavailable, match="gave up after 2 retries: HTTP 50.*rerun the same command"):
         post_all(client, 1)
     assert 3 <= len(a.seen) + len(b.seen) <= 6
+
+
+def test_a_request_moved_off_a_down_server_can_fail_as_a_probe_without_ending_the_run():
+    """With no retries allowed, a request that moved once and then served as the probe of a server still down
+    moves again; only a failure with no other server up counts."""
+    from types import SimpleNamespace
+
+    from emprobe.model._providers._http_client import FREE_MOVES, TransientError, _Tries
+
+    def state(elsewhere: bool):
+        failure = TransientError("HTTP 500")
+        failure.elsewhere = elsewhere  # type: ignore[attr-defined]
+        return SimpleNamespace(outcome=SimpleNamespace(exception=lambda: failure))
+
+    tries = _Tries(max_retries=0)
+    for _ in range(FREE_MOVES):
+        assert not tries.spent(state(elsewhere=True)) and tries.moved
+    assert tries.spent(state(elsewhere=True))  # moves are bounded: a request that no server answers still ends
+    assert _Tries(max_retries=0).spent(state(elsewhere=False))

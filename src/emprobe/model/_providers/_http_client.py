@@ -197,10 +197,15 @@ class JsonClient:
         return reply
 
 
+FREE_MOVES = 8
+"""Moves to another server one request may make without counting them as retries."""
+
+
 class _Tries:
     """One request's failures. One that leaves another server up moves there at once without counting (at most
-    `max_retries + 1` times, so a request that no server can answer still ends); the others count against
-    `max_retries`."""
+    FREE_MOVES times, or `max_retries + 1` if more, so a request that no server can answer still ends); the
+    others count against `max_retries`. A moved request can be chosen as the probe of a server still down,
+    so one move is not enough even with no retries allowed."""
 
     def __init__(self, max_retries: int):
         self.max_retries = max_retries
@@ -212,7 +217,7 @@ class _Tries:
     def spent(self, state: RetryCallState) -> bool:
         """Tenacity's stop: record the failure; True once it is one too many."""
         failure = state.outcome.exception() if state.outcome else None
-        self.moved = bool(getattr(failure, "elsewhere", False)) and self.free <= self.max_retries
+        self.moved = bool(getattr(failure, "elsewhere", False)) and self.free < max(FREE_MOVES, self.max_retries + 1)
         if self.moved:
             self.free += 1
             return False
