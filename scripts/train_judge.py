@@ -260,7 +260,9 @@ def fit(args: argparse.Namespace) -> None:
                                            stats[idx[pick]]).float().cpu().numpy()
         return out
 
-    for t, (kind, group, held) in enumerate(tasks(meta, data)):
+    planned = tasks(meta, data)
+    names = np.array([f"{kind}|{group}" for kind, group, _ in planned])
+    for t, (kind, group, held) in enumerate(planned):
         if args.tasks and t not in args.tasks:
             continue
         if time.time() - t0 > args.budget:
@@ -313,7 +315,8 @@ def fit(args: argparse.Namespace) -> None:
                 loss.backward()
                 optimiser.step()
                 schedule.step()
-                losses.append(loss.item() if step % 50 == 0 else None)
+                if step % 50 == 0:
+                    losses.append(loss.item())
                 step += 1
         pred_idx = np.flatnonzero(predict)
         if args.max_steps:  # a smoke test reads a few rows of each kind
@@ -321,11 +324,10 @@ def fit(args: argparse.Namespace) -> None:
             pred_idx = np.union1d(pred_idx, np.flatnonzero(predict & calib)[:100])
         results[f"t{t}_idx"], results[f"t{t}_out"] = pred_idx, read(model, head, pred_idx)
         results[f"t{t}_calib"] = calib[pred_idx]
-        seen = [x for x in losses if x is not None]
-        log.append(f"{kind} {group}: trained {len(train_idx)} rows, {steps} steps, loss {seen[0]:.3f} -> "
-                   f"{np.mean(seen[-5:]):.3f}; read {len(pred_idx)}; {time.time() - t0:.0f} s")
+        log.append(f"{kind} {group}: trained {len(train_idx)} rows, {steps} steps, loss {losses[0]:.3f} -> "
+                   f"{np.mean(losses[-5:]):.3f}; read {len(pred_idx)}; {time.time() - t0:.0f} s")
         print(log[-1], flush=True)
-        np.savez(folder / "readings.npz", tasks=np.array([f"{k}|{g}" for k, g, _ in tasks(meta, data)]), **results)
+        np.savez(folder / "readings.npz", tasks=names, **results)
         if kind == "final":
             lora = {}
             for name, p in model.named_parameters():

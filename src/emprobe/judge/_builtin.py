@@ -111,8 +111,9 @@ class BuiltinModel:
         import torch
 
         tokenizer, model = _embedder.load_base()
-        lora = {key[5:-2]: (self.arrays[key], self.arrays[key[:-1] + "b"])
-                for key in self.arrays if key.startswith("lora.") and key.endswith(".a")}
+        layers = [key.removeprefix("lora.").removesuffix(".a") for key in self.arrays
+                  if key.startswith("lora.") and key.endswith(".a")]
+        lora = {name: (self.arrays[f"lora.{name}.a"], self.arrays[f"lora.{name}.b"]) for name in layers}
         _cross.add_deltas(model, lora, float(self.arrays["lora_scale"]))
         return tokenizer, model, torch.from_numpy(self.arrays["head_w"]), torch.from_numpy(self.arrays["head_b"])
 
