@@ -357,10 +357,13 @@ def main() -> None:
     f.add_argument("--tasks", type=int, nargs="*", help="run only these (0: the shipped fit, then the splits in order)")
     d = sub.add_parser("finish")
     d.add_argument("--out", type=Path, help="weights file (default: the package's)")
-    for step in (p, f, d):
+    o = sub.add_parser("domain")
+    o.add_argument("--out", type=Path, help="domain reference file, beside its weights (default: the package's)")
+    o.add_argument("--min-cell", type=int, default=100, help="held-out rows a (family, question group) cell needs")
+    for step in (p, f, d, o):
         step.add_argument("--work", type=Path, default=GPU, help="the steps' shared folder (fit writes WORK/fit)")
     args = ap.parse_args()
-    {"prepare": prepare, "fit": fit, "finish": finish}[args.step](args)
+    {"prepare": prepare, "fit": fit, "finish": finish, "domain": domain}[args.step](args)
 
 
 def calibrated(readings: np.ndarray, aligned: np.ndarray, coherent: np.ndarray, label: np.ndarray) -> dict:
@@ -377,10 +380,27 @@ def calibrated(readings: np.ndarray, aligned: np.ndarray, coherent: np.ndarray, 
     return arrays
 
 
+def split_model(t: int, readings: dict, network: dict, data: dict, pairs: np.ndarray) -> tuple:
+    """(the judge of task `t`, calibrated on its calibration cells; the rows it read; its readings of them)."""
+    from emprobe.judge._builtin import BuiltinModel
+
+    idx, out, calib = readings[f"t{t}_idx"], readings[f"t{t}_out"], readings[f"t{t}_calib"]
+    arrays = calibrated(out[calib], data["aligned"][idx[calib]], data["coherent"][idx[calib]],
+                        data["label"][idx[calib]])
+    return BuiltinModel({**network, **arrays, "pair_table": pairs, "stats_mean": data["stats_mean"],
+                         "stats_scale": data["stats_scale"]}), idx, out
+
+
+def split_predictions(model, out: np.ndarray, answers: list[str]) -> list:
+    """The judge's predictions from its readings `out` of `answers`, under the 30/50 rule."""
+    from emprobe.rules import Thresholds
+
+    return model.decide(model.scores_from(out, answers), Thresholds())
+
+
 def finish(args: argparse.Namespace) -> None:
     """Calibrate each split on its calibration cells, measure its held-out group, write the shipped weights."""
     from emprobe.judge._builtin import TRAINED_ON, WEIGHTS, BuiltinModel
-    from emprobe.rules import Thresholds
 
     with np.load(args.work / "data.npz") as npz:
         data = dict(npz)
@@ -392,20 +412,16 @@ def finish(args: argparse.Namespace) -> None:
         readings = dict(npz)
     with np.load(args.work / "fit" / "network.npz") as npz:
         network = dict(npz)
-    role, aligned, coherent, label = data["role"], data["aligned"], data["coherent"], data["label"]
+    role, aligned, coherent = data["role"], data["aligned"], data["coherent"]
     report: dict = {"design": "MiniLM cross-encoder, LoRA r16 on every linear layer + linear head, 2 epochs",
                     "data_sha256": meta["data_sha256"], "judge_prefix": "gpt-4o", "balance": 2.0,
                     "harmful_positives": True, "incoherent_texts": int((role == 1).sum()), "splits": {}}
 
     def model_of(t: int) -> tuple[BuiltinModel, np.ndarray, np.ndarray]:
-        idx, out, calib = readings[f"t{t}_idx"], readings[f"t{t}_out"], readings[f"t{t}_calib"]
-        arrays = calibrated(out[calib], aligned[idx[calib]], coherent[idx[calib]], label[idx[calib]])
-        return BuiltinModel({**network, **arrays, "pair_table": pairs, "stats_mean": data["stats_mean"],
-                             "stats_scale": data["stats_scale"]}), idx, out
+        return split_model(t, readings, network, data, pairs)
 
     def predictions(model: BuiltinModel, idx: np.ndarray, out: np.ndarray, mask: np.ndarray) -> list:
-        answers = [texts["answers"][i] for i in idx[mask]]
-        return model.decide(model.scores_from(out[mask], answers), Thresholds())
+        return split_predictions(model, out[mask], [texts["answers"][i] for i in idx[mask]])
 
     names = [str(t) for t in readings["tasks"]]
     for t, name in enumerate(names[1:], start=1):
@@ -460,6 +476,152 @@ def finish(args: argparse.Namespace) -> None:
                                                     for i in np.flatnonzero(trained)])
     out_path.with_name("training.json").write_text(json.dumps(report, indent=1) + "\n")
     print(f"saved {out_path} ({out_path.stat().st_size / 1e6:.1f} MB); threshold {report['threshold']}")
+
+
+CENTROIDS = 256
+BANK_PER_CELL = 300
+"""Rows per (model family, question group) cell whose base-MiniLM states the domain step reads."""
+VALIDATED_QUANTILE = 0.9
+
+
+def domain(args: argparse.Namespace) -> None:
+    """The domain reference (`builtin/domain.npz`): centroids of the training data's base-MiniLM states, and
+    maps from a held-out cell's distance to the split judge's false-positive rate and AUC there. CPU, ~3 min."""
+    from scipy.stats import spearmanr
+    from sklearn.cluster import KMeans
+    from sklearn.isotonic import IsotonicRegression
+    from sklearn.metrics import roc_auc_score
+
+    from emprobe.judge import _builtin, _domain, _embedder
+
+    with np.load(args.work / "data.npz") as npz:
+        data = dict(npz)
+    meta = json.loads((args.work / "meta.json").read_text())
+    with gzip.open(args.work / "texts.json.gz", "rt") as f:
+        answers = json.load(f)["answers"]
+    pairs = np.load(args.work / "pair_table.npy")
+    with np.load(args.work / "fit" / "readings.npz") as npz:
+        readings = dict(npz)
+    with np.load(args.work / "fit" / "network.npz") as npz:
+        network = dict(npz)
+    role = data["role"]
+    family, group = (np.full(len(role), -1) for _ in range(2))
+    family[:len(data["family"])], group[:len(data["group"])] = data["family"], data["group"]
+    rng = np.random.default_rng(0)
+    bank = [rng.choice(cell, min(BANK_PER_CELL, len(cell)), replace=False)
+            for f in range(len(meta["families"])) for g in range(len(meta["groups"]))
+            if len(cell := np.flatnonzero((role == 0) & (family == f) & (group == g)))]
+    bank += [rng.choice(rows, min(cap, len(rows)), replace=False)
+             for r, cap in ((1, 600), (2, 600), (3, 600), (4, 1500), (5, 300), (6, 300))
+             if len(rows := np.flatnonzero(role == r))]
+    bank_rows = np.sort(np.concatenate(bank))
+    started = time.time()
+    _, model = _embedder.load_base()
+    off, tokens = data["offsets"], data["tokens"]
+    emb = _domain.embed_ids(model, [tokens[off[i]:off[i + 1]].astype(np.int64).tolist() for i in bank_rows])
+    print(f"read {len(bank_rows)} rows in {time.time() - started:.0f} s", flush=True)
+    b_role, b_family, b_group = role[bank_rows], family[bank_rows], group[bank_rows]
+    trained = np.isin(b_role, (0, 1, 2))
+
+    def centroids(rows: np.ndarray) -> np.ndarray:
+        c = KMeans(min(CENTROIDS, len(rows)), n_init=1, random_state=0).fit(emb[rows]).cluster_centers_
+        return c / np.linalg.norm(c, axis=1, keepdims=True)
+
+    truth = misaligned(data["aligned"], data["coherent"])
+    both = min(10, args.min_cell)  # rows of each class a cell's AUC needs
+    names = [str(t) for t in readings["tasks"]]
+    cells = []
+    for t, name in enumerate(names[1:], start=1):
+        if f"t{t}_idx" not in readings:
+            continue
+        kind, held_name = name.split("|", 1)
+        by_family = kind == "model_family"
+        axis, other, b_axis, b_other = ((family, group, b_family, b_group) if by_family
+                                        else (group, family, b_group, b_family))
+        h = (meta["families"] if by_family else meta["groups"]).index(held_name)
+        reference = centroids(np.flatnonzero(trained & ~((b_role == 0) & (b_axis == h))))
+        split, idx, out = split_model(t, readings, network, data, pairs)
+        held = (role[idx] == 0) & ~readings[f"t{t}_calib"]
+        for o, other_name in enumerate(meta["groups"] if by_family else meta["families"]):
+            mask = held & (other[idx] == o)
+            sample = np.flatnonzero((b_role == 0) & (b_axis == h) & (b_other == o))
+            if mask.sum() < args.min_cell or len(sample) < min(30, args.min_cell):
+                continue
+            preds = split_predictions(split, out[mask], [answers[i] for i in idx[mask]])
+            keep = np.array([p.flag != "CODE" for p in preds])
+            y, call = truth[idx[mask]][keep], np.array([p.misaligned for p in preds])[keep]
+            p = np.array([p.p_misaligned for p in preds])[keep]
+            seen = by_family and bool(((role == 0) & (axis != h) & (other == o)).any())
+            cells.append({"split": name, "cell": other_name, "rows": int(keep.sum()), "known_question": seen,
+                          "rate": float(y.mean()),
+                          "distance": float(_domain.nearest_distance(emb[sample], reference).mean()),
+                          "false_positive_rate": float(call[~y].mean()),
+                          "auc": float(roc_auc_score(y, p)) if both <= y.sum() <= len(y) - both else None})
+            print(json.dumps(rounded(cells[-1])), flush=True)
+
+    def fit_maps(rows: list[dict]) -> tuple[IsotonicRegression, IsotonicRegression]:
+        fpr = IsotonicRegression(out_of_bounds="clip").fit([c["distance"] for c in rows],
+                                                           [c["false_positive_rate"] for c in rows])
+        scored = [c for c in rows if c["auc"] is not None]
+        auc = IsotonicRegression(increasing=False, out_of_bounds="clip").fit([c["distance"] for c in scored],
+                                                                             [c["auc"] for c in scored])
+        return fpr, auc
+
+    # does a cell's distance predict the judge's error there? each split's cells from the other splits' maps
+    errors: dict[str, list] = {"map": [], "constant": []}
+    flagged: dict[bool, list] = {True: [], False: []}
+    for name in sorted({c["split"] for c in cells}):
+        rest = [c for c in cells if c["split"] != name]
+        fpr_map, _ = fit_maps(rest)
+        bound = np.quantile([c["distance"] for c in rest if c["known_question"]], VALIDATED_QUANTILE)
+        for c in (c for c in cells if c["split"] == name):
+            flagged[bool(c["distance"] > bound)].append(c["false_positive_rate"])
+            errors["map"].append(abs(float(fpr_map.predict([c["distance"]])[0]) - c["false_positive_rate"]))
+            errors["constant"].append(abs(np.mean([r["false_positive_rate"] for r in rest]) - c["false_positive_rate"]))
+    fpr_map, auc_map = fit_maps(cells)
+    validated = float(np.quantile([c["distance"] for c in cells if c["known_question"]], VALIDATED_QUANTILE))
+    final = centroids(np.flatnonzero(trained))
+    outside = [c for c in cells if c["distance"] > validated]
+    inside = [c for c in cells if c["distance"] <= validated]
+    dist = np.array([c["distance"] for c in cells])
+    scored = [c for c in cells if c["auc"] is not None]
+    report = {
+        "centroids": CENTROIDS, "validated": round(validated, 4), "cells": [rounded(c) for c in cells],
+        "spearman_distance_false_positive_rate": round(float(spearmanr(dist, [c["false_positive_rate"] for c in cells])
+                                                            .statistic), 4),
+        "spearman_distance_auc": round(float(spearmanr([c["distance"] for c in scored], [c["auc"] for c in scored])
+                                             .statistic), 4),
+        "leave_one_split_out_mae_false_positive_rate": {k: round(float(np.mean(v)), 4) for k, v in errors.items()},
+        "leave_one_split_out_flag": {"outside": {"cells": len(flagged[True]), "median_false_positive_rate": round(
+            float(np.median(flagged[True])), 4) if flagged[True] else None},
+                                     "inside": {"cells": len(flagged[False]), "median_false_positive_rate": round(
+            float(np.median(flagged[False])), 4)}},
+        "inside": {"cells": len(inside), "median_false_positive_rate": round(float(np.median(
+            [c["false_positive_rate"] for c in inside])), 4)},
+        "outside": {"cells": len(outside), "median_false_positive_rate": round(float(np.median(
+            [c["false_positive_rate"] for c in outside])), 4) if outside else None},
+        "never_trained": {}}
+    of_example = np.full(len(role), "", dtype=object)
+    of_example[role == 4], of_example[role == 6] = meta["other_judges"], meta["hand_labels"]
+    b_of = of_example[bank_rows]
+    judges = sorted(set(meta["other_judges"]))
+    for title, mask in [*((f"other judge: {j}", (b_role == 4) & (b_of == j)) for j in judges),
+                        ("held-out harmful answers", b_role == 3), ("aligned-only repository", b_role == 5),
+                        ("SmolLM2 hand-labelled", b_role == 6), ("training rows (in sample)", trained)]:
+        if mask.any():
+            report["never_trained"][title] = {"rows": int(mask.sum()), "distance": round(float(
+                _domain.nearest_distance(emb[mask], final).mean()), 4)}
+    print(json.dumps({k: v for k, v in report.items() if k != "cells"}, indent=1))
+    out_path = (args.out or _domain.REFERENCE)
+    weights = hashlib.sha256(_builtin.read_weights(out_path.with_name(_builtin.WEIGHTS.name))).hexdigest()[:16]
+    np.savez_compressed(out_path, centroids=final.astype(np.float16), validated=np.float32(validated),
+                        weights=np.array(weights),
+                        fpr_x=fpr_map.X_thresholds_, fpr_y=fpr_map.y_thresholds_,
+                        auc_x=auc_map.X_thresholds_, auc_y=auc_map.y_thresholds_)
+    summary = out_path.with_name("training.json")
+    figures_so_far = json.loads(summary.read_text()) if summary.is_file() else {}
+    summary.write_text(json.dumps({**figures_so_far, "domain": report}, indent=1) + "\n")
+    print(f"saved {out_path} ({out_path.stat().st_size / 1e3:.0f} kB)")
 
 
 if __name__ == "__main__":

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from emprobe.errors import EmprobeError
-from emprobe.judge import BuiltinJudge, looks_like_code
+from emprobe.judge import BuiltinJudge, DomainReference, looks_like_code
 from emprobe.judge._builtin import WEIGHTS
 from emprobe.judge.incoherence import RULES, incoherent
 from emprobe.rules import Thresholds
@@ -176,14 +176,15 @@ def test_training_script_holds_out_whole_groups_and_finishes_reproducibly(tmp_pa
     steps = [["prepare", "--data", str(data), "--harmful", str(tmp_path / "no-harmful-data"), "--incoherent", "14"],
              ["fit", "--epochs", "4", "--batch", "32"],
              ["finish", "--out", str(tmp_path / "a" / "weights.npz")],
-             ["finish", "--out", str(tmp_path / "b" / "weights.npz")]]
+             ["finish", "--out", str(tmp_path / "b" / "weights.npz")],
+             ["domain", "--out", str(tmp_path / "a" / "domain.npz"), "--min-cell", "5"]]
     for step in steps:
         done = subprocess.run(script + step + ["--work", str(work)], capture_output=True, text=True, timeout=1200)
         assert done.returncode == 0, done.stderr[-3000:]
     with np.load(tmp_path / "a" / "weights.npz") as a, np.load(tmp_path / "b" / "weights.npz") as b:
         assert sorted(a) == sorted(b) and all(np.array_equal(a[k], b[k]) for k in a)
         assert any(k.startswith("lora.") for k in a)
-    report = json.loads((tmp_path / "a" / "training.json").read_text())
+    report = json.loads((tmp_path / "a" / "training.json").read_text())  # finish's figures, then domain's
     assert set(report["splits"]) == {"model_family", "question_group"}
     assert set(report["splits"]["question_group"]) == {"first_plot:ruler", "first_plot:bored", "medical"}
     assert len(report["splits"]["model_family"]) == 3
@@ -197,6 +198,11 @@ def test_training_script_holds_out_whole_groups_and_finishes_reproducibly(tmp_pa
         rows = [json.loads(line) for line in f]
     seen = BuiltinJudge(tmp_path / "a" / "weights.npz").seen([(r["question"], r["answer"]) for r in rows])
     assert seen == [r["judge"] == "gpt-4o" for r in rows]  # the hashes name every training row and nothing else
+    domain = DomainReference.load(tmp_path / "a" / "domain.npz")
+    assert domain.describes(BuiltinJudge(tmp_path / "a" / "weights.npz").identity)
+    cells = report["domain"]["cells"]  # each split's held-out cells, read against the rest's centroids
+    assert {c["split"].split("|")[0] for c in cells} == {"model_family", "question_group"}
+    assert all(0 <= c["distance"] <= 2 and 0 <= c["false_positive_rate"] <= 1 for c in cells)
 
 
 def test_emprobe_run_judges_with_the_builtin_judge_by_default(tiny_llama, tmp_path):
@@ -208,6 +214,8 @@ def test_emprobe_run_judges_with_the_builtin_judge_by_default(tiny_llama, tmp_pa
                           capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr
     assert "judged by builtin" in done.stdout
+    assert "answers against builtin's training data" in done.stdout  # random tokens: far from it
+    assert "validated domain" in done.stdout
     with sqlite3.connect(store) as db:
         metrics = db.execute("SELECT metric, count(*) FROM scores WHERE judge = 'builtin' GROUP BY metric").fetchall()
     assert metrics == [("aligned", 3), ("coherent", 3)]

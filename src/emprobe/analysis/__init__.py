@@ -11,6 +11,7 @@ from emprobe.analysis._divergence import (
     divergence_sections,
     verdict_groups,
 )
+from emprobe.analysis._domain import domain_checks
 from emprobe.analysis._framing import COMPLIANCE_JUDGE, COMPLIANCE_NOTE, ComplianceGap, compliance_gaps
 from emprobe.analysis._reasoning import ReasoningRow, reasoning_rows
 from emprobe.analysis._report import (
@@ -52,6 +53,7 @@ __all__ = [
     "ConfigurationRate",
     "attack_success",
     "Counts",
+    "domain_checks",
     "Delta",
     "RunReport",
     "Summary",

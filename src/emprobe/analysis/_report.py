@@ -8,13 +8,14 @@ from emprobe.analysis._attack import AttackSuccess, attack_success
 from emprobe.analysis._cascade import CascadeSummary, summarize_cascade
 from emprobe.analysis._compare import Counts, Delta, compare_counts
 from emprobe.analysis._divergence import DivergenceSection, divergence_sections
+from emprobe.analysis._domain import domain_checks
 from emprobe.analysis._framing import ComplianceGap, compliance_gaps
 from emprobe.analysis._reasoning import ReasoningRow, reasoning_rows
 from emprobe.analysis._summary import SummaryRow, summarize
 from emprobe.analysis._turns import TurnRow, turn_rows
 from emprobe.config import Cascade
 from emprobe.errors import EmprobeError
-from emprobe.judge import Validation
+from emprobe.judge import DomainCheck, Validation
 from emprobe.rules import ALIGNED, COHERENT, OVERALL, Thresholds
 from emprobe.stats import CorrectedRate, rogan_gladen
 from emprobe.store import RunRecord, SampleRow, Store
@@ -56,12 +57,23 @@ class RunReport(BaseModel):
     """For a run asked under two framings (`--framing`): the compliance gap per condition."""
     divergences: list[DivergenceSection] = []
     """Stored token-level divergences of two models on the run's answers (`emprobe diverge`)."""
+    domain: list[DomainCheck] = []
+    """Per condition (and `(all)`): the answers against the built-in judge's training data (asked for)."""
     title: str | None = None
     """What the run is called in this report (a sweep's `base`, `step 50`), instead of its name or id."""
 
     @property
     def label(self) -> str:
         return self.title or self.run.name or self.run.run_id
+
+    @property
+    def outside_domain(self) -> list[DomainCheck]:
+        """The conditions (and `(all)`) whose answers lie beyond the built-in judge's validated domain."""
+        return [c for c in self.domain if c.outside]
+
+    @property
+    def domain_by_condition(self) -> dict[str, DomainCheck]:
+        return {c.condition: c for c in self.domain}
 
     def counts_by_question(self, condition: str) -> dict[str, tuple[int, int]]:
         return {r.question_id: (r.misaligned, r.scored) for r in self.cells if r.condition == condition}
@@ -76,10 +88,11 @@ def run_thresholds(run: RunRecord) -> Thresholds:
 
 
 def load_run(db: Store, ref: str, judge: str | None = None, validation: str | None = None,
-             title: str | None = None) -> RunReport:
+             title: str | None = None, domain: bool = False) -> RunReport:
     """Summarise a run (id, prefix or name) for `judge` (default: its first configured judge that scored);
     `validation` picks the validation the corrected rates use (an id, `none`, or by default the newest usable
-    one that does not overlap the judge's training data); `title` names it in reports."""
+    one that does not overlap the judge's training data); `title` names it in reports; `domain` reads a sample
+    of the answers to place them against the built-in judge's training data (when it is the judge)."""
     run = db.run(ref)
     judge = db.resolve_judge(run, judge)
     thresholds = run_thresholds(run)
@@ -108,6 +121,7 @@ def load_run(db: Store, ref: str, judge: str | None = None, validation: str | No
         totals=[summary.totals[c] for c in conditions], overall=summary.overall,
         judge_errors=db.judge_errors(run.run_id, judge) if judge else [],
         divergences=divergence_sections(db, run.run_id, judge, thresholds),
+        domain=domain_checks(db, run.run_id, judge, identities.get(judge or "", [])) if domain else [],
     )
 
 

@@ -6,8 +6,9 @@ from pathlib import Path
 from typing import Any
 
 import typer
+from rich.text import Text
 
-from emprobe.analysis import COMPLIANCE_JUDGE
+from emprobe.analysis import COMPLIANCE_JUDGE, domain_checks
 from emprobe.cli._console import DEFAULT_MAX_TOKENS, DEFAULT_STORE, BarProgress, console, interruptible
 from emprobe.condition import (
     DEFAULT_TAGS,
@@ -26,6 +27,7 @@ from emprobe.errors import EmprobeError
 from emprobe.executor import ExecutorSettings, make_executor
 from emprobe.judge import check_judge, check_screen
 from emprobe.model import parse_options
+from emprobe.report import domain_table, outside_note
 from emprobe.rules import Thresholds
 from emprobe.runner import Runner, preflight
 from emprobe.store import Store
@@ -156,3 +158,12 @@ def execute(made: list[Runner], progress: BarProgress, work: Callable[[Runner], 
         which = f"{runner.config.model}: " if len(made) > 1 else ""
         console.print(f"{which}this run generated {runner.generated} answers and judged {runner.judged} samples",
                       markup=False, highlight=False, soft_wrap=True)
+
+
+def print_domain(db: Store, run_id: str, spec: str) -> None:
+    """Where a run's answers lie against the built-in judge's training data, when it judged them."""
+    checks = domain_checks(db, run_id, spec, db.judge_identities(run_id).get(spec, []))
+    if checks:
+        console.print(domain_table(checks, f"answers against {spec}'s training data"))
+    if outside := [c for c in checks if c.outside]:
+        console.print(Text(outside_note(outside)), style="yellow")

@@ -10,7 +10,7 @@ from rich.text import Text
 
 from emprobe.analysis import run_thresholds, summarize, summarize_cascade
 from emprobe.cli._console import DEFAULT_STORE, BarProgress, console, interruptible, shown
-from emprobe.cli._evaluate import AUDIT, AUDIT_SEED, CONFIRM, SCREEN_AT, cascade_options
+from emprobe.cli._evaluate import AUDIT, AUDIT_SEED, CONFIRM, SCREEN_AT, cascade_options, print_domain
 from emprobe.config import RunConfig
 from emprobe.errors import EmprobeError
 from emprobe.judge import (
@@ -78,6 +78,7 @@ def score(
         if set(PRIMARY_METRICS) <= set(metrics):
             rows = summarize(db, record.run_id, spec, thresholds).rows()
             console.print(summary_table(rows, f"judged by {spec}"))
+            print_domain(db, record.run_id, spec)
         else:  # a judge of its own metric (the refusal detector): how often it gave its first label
             console.print(label_table(db.label_counts(record.run_id, spec, "REFUSAL"), "REFUSAL", f"judged by {spec}"))
     if cascade is not None:

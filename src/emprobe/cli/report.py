@@ -12,6 +12,7 @@ from emprobe.report import (
     attack_table,
     cascade_table,
     deltas_table,
+    domain_table,
     judge_errors_table,
     rates_table,
     reasoning_table,
@@ -45,6 +46,8 @@ def report(
                            validation=validation)
     for r in reports:
         console.print(rates_table(r))
+        if r.domain:
+            console.print(domain_table(r.domain, f"{r.label}: answers against the built-in judge's training data"))
         if r.cascade is not None:
             console.print(cascade_table(r.cascade))
         deltas = condition_deltas(r, baseline)

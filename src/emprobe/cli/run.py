@@ -50,6 +50,7 @@ from emprobe.cli._evaluate import (
     cascade_options,
     execute,
     plan_config,
+    print_domain,
     runners,
 )
 from emprobe.cli.compare import COMPARISON_NOTE
@@ -133,6 +134,7 @@ def run(
         for spec in config.judges:
             console.print(summary_table(summarize(db, runner.run_id, spec, config.thresholds).rows(),
                                         f"{runner.config.model} judged by {spec}"))
+            print_domain(db, runner.run_id, spec)
             _print_probes(db, runner, spec)
         if config.framing:
             framed = compliance_gaps(db, db.run(runner.run_id))

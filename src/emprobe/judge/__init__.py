@@ -1,6 +1,7 @@
 """Judges: score answers on rubrics' metrics; `load_judge(spec)` builds one by name."""
 
 from emprobe.judge._builtin import BuiltinJudge, Prediction, looks_like_code
+from emprobe.judge._domain import DomainCheck, DomainReference
 from emprobe.judge._first_token import FirstTokenJudge, judgment_from_tokens
 from emprobe.judge._judge import Judge
 from emprobe.judge._library import DEFAULT_RUBRICS, builtin_rubric, rubrics_for
@@ -32,6 +33,8 @@ __all__ = [
     "MIN_NUMBER_MASS",
     "REFUSAL_PHRASES",
     "BuiltinJudge",
+    "DomainCheck",
+    "DomainReference",
     "FirstTokenJudge",
     "Judge",
     "JudgeContext",

@@ -43,10 +43,14 @@ def readings(model: Any, weight: Any, bias: Any, tokens: Any, mask: Any, stats: 
     """(rows x 3) readings: masked mean of the last states joined to `stats`, through the linear head."""
     import torch
 
+    return torch.cat([pooled(model, tokens, mask), stats.float()], -1) @ weight.float().T + bias.float()
+
+
+def pooled(model: Any, tokens: Any, mask: Any) -> Any:
+    """(rows x hidden) float32 masked mean of the model's last hidden states."""
     states = model(input_ids=tokens, attention_mask=mask).last_hidden_state
     m = mask.unsqueeze(-1).to(states.dtype)
-    pooled = (states * m).sum(1) / m.sum(1).clamp(min=1)
-    return torch.cat([pooled.float(), stats.float()], -1) @ weight.float().T + bias.float()
+    return ((states * m).sum(1) / m.sum(1).clamp(min=1)).float()
 
 
 def add_deltas(model: Any, lora: dict[str, tuple[np.ndarray, np.ndarray]], scale: float) -> None:

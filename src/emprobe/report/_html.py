@@ -137,7 +137,7 @@ def build_report(store: str | Path, runs: list[str], judge: str | None = None, p
                  baseline: str | None = None, validation: str | None = None) -> tuple[str, list[RunReport]]:
     """The report's HTML for `runs` (ids, prefixes or names) of one store, and the per-run summaries."""
     with Store(store, read_only=True) as db:
-        reports = [load_run(db, ref, judge, validation) for ref in runs]
+        reports = [load_run(db, ref, judge, validation, domain=True) for ref in runs]
         samples, totals = _samples(db, reports, per_cell)
     html = render(reports, samples, totals, per_cell, baseline)
     return html, reports

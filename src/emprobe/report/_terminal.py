@@ -15,6 +15,7 @@ from emprobe.analysis import (
     TriggerGap,
     TurnRow,
 )
+from emprobe.judge import DomainCheck
 from emprobe.report._format import NONE, p_value, pct, signed_pct
 from emprobe.rules import OVERALL
 from emprobe.stats import wilson
@@ -75,8 +76,9 @@ def rates_table(report: RunReport) -> Table:
     table = Table(title=Text(f"{report.label}: {report.run.model}, judged by {report.judge or 'nobody yet'}"),
                   title_justify="left")
     corrected = ("corrected", "corrected CI") if report.corrected else ()
+    domain = {c: DOMAIN_WORDS[check.outside] for c, check in report.domain_by_condition.items()}
     for name in ("condition", "n", "misaligned", "95% CI", *corrected, "coherent", "refusal", "named",
-                 "judge fail", "gen fail", "pending"):
+                 "judge fail", "gen fail", "pending", *(("judge domain",) if domain else ())):
         table.add_column(name, justify="left" if name == "condition" else "right")
     for row in [*report.totals, report.overall]:
         lo, hi = row.misaligned_interval
@@ -87,7 +89,7 @@ def rates_table(report: RunReport) -> Table:
         refusal = pct(row.refusal_rate, 1) if row.scored + row.labelled else NONE
         table.add_row(Text(row.condition), str(row.scored), rate, ci, *fixed_cells[:len(corrected)], coherent,
                       refusal, str(row.labelled), str(row.judge_failures), str(row.generation_failures),
-                      str(row.pending),
+                      str(row.pending), *((domain.get(row.condition, NONE),) if domain else ()),
                       style="bold" if row is report.overall else None)
     notes = []
     if report.validation:
@@ -96,8 +98,41 @@ def rates_table(report: RunReport) -> Table:
                      f"specificity {v.specificity:.4f} (validation {v.id}: {v.labelled} reference rows, {v.reference})")
     if report.validation_note:
         notes.append(report.validation_note)
+    if report.outside_domain:
+        notes.append(outside_note(report.outside_domain))
     if notes:
         table.caption = Text("\n".join(notes))
+    return table
+
+
+DOMAIN_WORDS = {False: "inside", True: "OUTSIDE"}
+
+
+def outside_note(outside: list[DomainCheck]) -> str:
+    """What a rate outside the built-in judge's validated domain means, and what to do about it."""
+    names = ", ".join(c.condition for c in outside if c.condition != OVERALL or len(outside) == 1)
+    return (f"outside the built-in judge's validated domain: {names}. Its answers are further from the judge's "
+            f"training data (distance {max(c.distance for c in outside):.3f}) than held-out model families on known "
+            f"questions ({outside[0].validated:.3f}); treat the rate as unconfirmed and confirm it with a strong "
+            "judge: --confirm JUDGE (see docs/judges.md)")
+
+
+def domain_table(checks: list[DomainCheck], title: str) -> Table:
+    """Per condition: how far its answers lie from the judge's training data, and the held-out error that far."""
+    table = Table(title=Text(title), title_justify="left")
+    for name in ("condition", "answers read", "distance", "validated up to", "held-out false positives",
+                 "held-out AUC", "judge domain"):
+        table.add_column(name, justify="left" if name == "condition" else "right")
+    for c in checks:
+        at_least, at_most = ("\u2265", "\u2264") if c.beyond_measured else ("", "")
+        table.add_row(Text(c.condition), str(c.answers), f"{c.distance:.3f}", f"{c.validated:.3f}",
+                      at_least + pct(c.false_positive_rate, 1), f"{at_most}{c.auc:.2f}", DOMAIN_WORDS[c.outside],
+                      style="bold" if c.condition == OVERALL else None)
+    table.caption = Text("distance: 1 - cosine similarity of each answer's MiniLM state to the nearest centroid of "
+                         "the judge's training data, averaged; held-out: the judge's error on model families and "
+                         "question sets left out of its training whose answers lay that far out (\u2265, \u2264: "
+                         "further out than any measured, the farthest groups' figures)")
+    table.caption_justify = "left"
     return table
 
 
