@@ -82,16 +82,14 @@ def test_too_few_misaligned_answers_say_how_many_there_are_and_are_needed(tmp_pa
                            "a direction needs at least 10 of each")
 
 
-def test_a_direction_from_another_model_is_refused(tmp_path):
+def test_a_direction_of_another_width_is_refused(tmp_path):
     found = Direction(model="tiny:abc", width=64, layer=1, hook="model.layers.0", position="answer-mean",
                       operation="steer", runs={"misaligned": "a", "aligned": "a"}, judge="builtin",
                       thresholds={}, aligned_above=70, counts={}, separation=[], seed=0, vector=[0.0] * 64)
-    found.check("tiny:abc", 64)
+    found.check_width(64)  # another model of the same width (a base and its fine-tune) may use it
     with pytest.raises(EmprobeError, match=r"^this direction has width 64 but the model's residual stream has width "
                                            r"576: it belongs to another model \(tiny:abc\)$"):
-        found.check("smollm2-135m", 576)
-    with pytest.raises(EmprobeError, match="^this direction was computed on model tiny:abc, not other:def; refusing"):
-        found.check("other:def", 64)
+        found.check_width(576)
     (tmp_path / "bad.json").write_text('{"format": "something-else"}')
     with pytest.raises(EmprobeError, match="bad.json: not an emprobe direction file"):
         Direction.load(tmp_path / "bad.json")

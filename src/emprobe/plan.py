@@ -73,12 +73,20 @@ def next_turn(state: TurnState, question: Question, condition: Condition, model_
                       paraphrase_index=state.paraphrase_index, condition=state.condition,
                       sample_index=state.sample_index, seed=seed, messages=messages, question=said,
                       decoding=decoding, prompt_key=prompt_key,
-                      gen_key=stable_hash(model_identity, prompt_key, decoding))
+                      gen_key=generation_key(model_identity, prompt_key, decoding, condition))
 
 
 def condition_key(condition: Condition) -> str:
-    """A hash of everything a condition does, so a changed condition never reuses old sample ids."""
-    return stable_hash(condition)
+    """A hash of everything a condition does, so a changed condition never reuses old sample ids (where its
+    direction file lies is left out: its content is pinned by its digest)."""
+    return stable_hash(condition.model_dump(mode="json", exclude={"intervention": {"direction", "of"}}))
+
+
+def generation_key(model_identity: str, prompt_key: str, decoding: Decoding, condition: Condition) -> str:
+    """What an answer depends on: the model, the prompt, the decoding, and any intervention while generating."""
+    if condition.intervention is None:
+        return stable_hash(model_identity, prompt_key, decoding)
+    return stable_hash(model_identity, prompt_key, decoding, condition.intervention.key())
 
 
 def plan_samples(
@@ -101,5 +109,6 @@ def plan_samples(
                             sample_id=sample_id, suite=suite.name, question_id=question.id,
                             paraphrase_index=p_index, condition=condition.name, sample_index=s_index,
                             seed=seed, messages=messages, question=paraphrase, decoding=decoding,
-                            prompt_key=prompt_key, gen_key=stable_hash(model_identity, prompt_key, decoding),
+                            prompt_key=prompt_key, gen_key=generation_key(model_identity, prompt_key, decoding,
+                                                                          condition),
                         )

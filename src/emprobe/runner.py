@@ -72,7 +72,13 @@ def check_judges(config: RunConfig) -> None:
 def preflight(config: RunConfig) -> ModelRef:
     """Everything that can be checked before any work (the judges, the model and its options): the model."""
     check_judges(config)
-    return resolve(config.model, config.adapter, config.backend_options)
+    ref = resolve(config.model, config.adapter, config.backend_options)
+    changed = [(c.name, c.intervention) for c in config.conditions if c.intervention is not None]
+    if changed and ref.backend != "hf":
+        name, intervention = changed[0]
+        raise EmprobeError(f"condition {name!r} ({intervention.describe()}) needs a local model (the hf backend); "
+                           f"{config.model!r} is served by {ref.backend}")
+    return ref
 
 
 class Runner:
@@ -194,7 +200,9 @@ class Runner:
             return
         self.store.update_run_info(self.run_id, self.executor.model_info(self.ref))
         self.progress.start("generating", todo)
-        pages = ([GenerationRequest(key=s.gen_key, messages=s.messages, decoding=s.decoding) for s in chunk]
+        interventions = {c.name: c.intervention for c in self.config.conditions}
+        pages = ([GenerationRequest(key=s.gen_key, messages=s.messages, decoding=s.decoding,
+                                    intervention=interventions.get(s.condition)) for s in chunk]
                  for chunk in self.store.pending_generation(self.run_id))
         try:
             for result in self.executor.generate(self.ref, pages):

@@ -25,6 +25,7 @@ from emprobe.analysis._report import (
     run_thresholds,
     sort_key,
 )
+from emprobe.analysis._steering import STEERING_NOTE, InterventionRate, SteeringRow, baseline_note, steering_rows
 from emprobe.analysis._summary import Summary, SummaryRow, summarize
 from emprobe.analysis._sweep import StepRow, SweepReport, first_different, load_sweep
 from emprobe.analysis._trigger import TriggerGap, trigger_gaps
@@ -53,6 +54,11 @@ __all__ = [
     "ConfigurationRate",
     "attack_success",
     "Counts",
+    "InterventionRate",
+    "STEERING_NOTE",
+    "SteeringRow",
+    "steering_rows",
+    "baseline_note",
     "domain_checks",
     "Delta",
     "RunReport",

@@ -11,6 +11,7 @@ from emprobe.analysis._divergence import DivergenceSection, divergence_sections
 from emprobe.analysis._domain import domain_checks
 from emprobe.analysis._framing import ComplianceGap, compliance_gaps
 from emprobe.analysis._reasoning import ReasoningRow, reasoning_rows
+from emprobe.analysis._steering import SteeringRow, steering_rows
 from emprobe.analysis._summary import SummaryRow, summarize
 from emprobe.analysis._turns import TurnRow, turn_rows
 from emprobe.config import Cascade
@@ -57,6 +58,8 @@ class RunReport(BaseModel):
     """For a run asked under two framings (`--framing`): the compliance gap per condition."""
     divergences: list[DivergenceSection] = []
     """Stored token-level divergences of two models on the run's answers (`emprobe diverge`)."""
+    steering: list[SteeringRow] = []
+    """For a run with steering or ablation conditions: each one's rate against the baseline, beside its controls."""
     domain: list[DomainCheck] = []
     """Per condition (and `(all)`): the answers against the built-in judge's training data (asked for)."""
     title: str | None = None
@@ -108,6 +111,9 @@ def load_run(db: Store, ref: str, judge: str | None = None, validation: str | No
                 corrected[row.condition] = rogan_gladen(row.misaligned, row.scored, used.tp, used.fn, used.tn,
                                                         used.fp)
     attack = attack_success(db, run.run_id, judge, thresholds) if judge and run.config.get("sweeps") else None
+    by_question: dict[str, dict[str, tuple[int, int]]] = defaultdict(dict)
+    for cell in summary.cells:
+        by_question[cell.condition][cell.question_id] = (cell.misaligned, cell.scored)
     cascade = run.config.get("cascade")
     return RunReport(
         cascade=summarize_cascade(db, run.run_id, Cascade.model_validate(cascade), thresholds) if cascade else None,
@@ -115,6 +121,7 @@ def load_run(db: Store, ref: str, judge: str | None = None, validation: str | No
         reasoning=reasoning_rows(db, run.run_id, judge, thresholds) if judge and run.config.get("think") else [],
         attack=attack, compliance=compliance_gaps(db, run), validation=used, validation_note=note,
         corrected=corrected, title=title,
+        steering=steering_rows(run.config.get("conditions", []), summary.totals, by_question),
         run=run, judge=judge, judges=db.judges(run.run_id), judge_identities=identities,
         generation_models=db.generation_models(run.run_id), thresholds=thresholds, counts=db.count(run.run_id),
         conditions=conditions, questions=sorted({r.question_id for r in summary.cells}), cells=summary.cells,

@@ -16,6 +16,7 @@ from emprobe.report import (
     judge_errors_table,
     rates_table,
     reasoning_table,
+    steering_table,
     sweep_table,
     trigger_table,
     turns_table,
@@ -46,6 +47,9 @@ def report(
                            validation=validation)
     for r in reports:
         console.print(rates_table(r))
+        if r.steering:
+            console.print(steering_table(r.steering, f"{r.label}: steering and ablation against controls, judged by "
+                                                     f"{r.judge}"))
         if r.domain:
             console.print(domain_table(r.domain, f"{r.label}: answers against the built-in judge's training data"))
         if r.cascade is not None:

@@ -62,6 +62,7 @@ from emprobe.report import (
     cascade_table,
     deltas_table,
     reasoning_table,
+    steering_table,
     summary_table,
     trigger_table,
     turns_table,
@@ -148,7 +149,8 @@ def run(
 
 
 def _print_probes(db: Store, runner: Runner, spec: str) -> None:
-    """What scripted questions, `--think`, `--trigger` and `--sweep` add to a run's summary, judged by `spec`."""
+    """What scripted questions, `--think`, `--trigger`, `--sweep` and interventions add to a run's summary, judged
+    by `spec`."""
     config = runner.config
     turns = turn_rows(db, runner.run_id, spec, config.thresholds)
     if turns:
@@ -163,6 +165,9 @@ def _print_probes(db: Store, runner: Runner, spec: str) -> None:
     if config.sweeps:
         attack = attack_success(db, runner.run_id, spec, config.thresholds)
         console.print(attack_table(attack, f"attack success, judged by {spec}"))
+    if any(c.intervention for c in config.conditions):
+        steering = load_run(db, runner.run_id, spec).steering
+        console.print(steering_table(steering, f"steering and ablation against controls, judged by {spec}"))
 
 
 def _executor_settings(**given: object) -> ExecutorSettings:

@@ -10,6 +10,7 @@ from emprobe.condition._condition import (
     resolve_conditions,
 )
 from emprobe.condition._framing import Framing, framed, load_framing
+from emprobe.condition._intervention import Direction, Intervention, LayerSeparation
 from emprobe.condition._reasoning import DEFAULT_TAGS, parse_tags, split_reasoning
 from emprobe.condition._sweep import expand, parse_sweep
 from emprobe.condition._trigger import read_triggers, untriggered, with_triggers
@@ -23,6 +24,9 @@ __all__ = [
     "load_framing",
     "PRESETS",
     "Condition",
+    "Direction",
+    "Intervention",
+    "LayerSeparation",
     "Decoding",
     "Message",
     "OutputFormat",

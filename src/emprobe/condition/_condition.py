@@ -3,8 +3,9 @@
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, SerializerFunctionWrapHandler, ValidationError, model_serializer
 
+from emprobe.condition._intervention import Intervention, expand_item
 from emprobe.errors import EmprobeError, first_validation_error
 from emprobe.files import read_yaml
 from emprobe.suite import Question
@@ -58,6 +59,16 @@ class Condition(BaseModel):
     trigger: str | None = None
     trigger_position: Literal["prefix", "suffix"] = "prefix"
     decoding: Decoding = Decoding()
+    intervention: Intervention | None = None
+    """Steering or ablation while generating (local models); written out only when set, so conditions without
+    one keep the hashes and stored configs they had before it existed."""
+
+    @model_serializer(mode="wrap")
+    def _without_unset_intervention(self, handler: SerializerFunctionWrapHandler) -> dict:
+        data = handler(self)
+        if data.get("intervention", 0) is None:
+            del data["intervention"]
+        return data
 
     def messages(self, question: Question, paraphrase: str) -> tuple[Message, ...]:
         """The chat messages for one paraphrase of a question under this condition."""
@@ -107,8 +118,10 @@ def load_conditions(path: Path) -> list[Condition]:
         raise EmprobeError(f"{path}: conditions: must be a non-empty list")
     out = []
     for i, item in enumerate(items):
-        try:
-            out.append(Condition.model_validate(item))
-        except ValidationError as err:
-            raise EmprobeError(f"{path}: conditions[{i}].{first_validation_error(err)}") from None
+        where = f"{path}: conditions[{i}]"
+        for expanded in expand_item(item, path.parent, where) if isinstance(item, dict) else [item]:
+            try:
+                out.append(Condition.model_validate(expanded))
+            except ValidationError as err:
+                raise EmprobeError(f"{where}.{first_validation_error(err)}") from None
     return out

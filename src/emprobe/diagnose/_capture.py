@@ -14,17 +14,8 @@ import torch
 from emprobe.diagnose._forward import Encoded, by_length, encode, padded
 from emprobe.errors import EmprobeError
 from emprobe.hashing import file_sha256, stable_hash
+from emprobe.model._providers._intervene import decoder_layers  # the blocks steering hooks too
 from emprobe.store import ActivationArray, Store
-
-
-def decoder_layers(model: torch.nn.Module) -> tuple[str, torch.nn.ModuleList]:
-    """The model's decoder blocks and their module path: the module list as long as the model has layers."""
-    config: Any = model.config
-    count = config.get_text_config().num_hidden_layers
-    for name, module in model.named_modules():
-        if isinstance(module, torch.nn.ModuleList) and len(module) == count:
-            return name, module
-    raise EmprobeError(f"cannot find the {count} decoder layers of this {type(model).__name__}")
 
 
 def parse_layers(text: str, count: int) -> list[int]:

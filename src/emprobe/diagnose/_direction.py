@@ -6,75 +6,15 @@ width it belongs to, the layer and hook, the position rule, the runs, judge and 
 """
 
 from pathlib import Path
-from typing import Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, ValidationError
 from sklearn.metrics import roc_auc_score
 
+from emprobe.condition import Direction, LayerSeparation
 from emprobe.diagnose._capture import load_array
-from emprobe.errors import EmprobeError, first_validation_error
+from emprobe.errors import EmprobeError
 from emprobe.hashing import file_sha256
-from emprobe.rules import Thresholds
 from emprobe.store import ActivationArray, Store
-
-
-class LayerSeparation(BaseModel):
-    """How well one layer's direction separates held-out misaligned from aligned answers."""
-
-    layer: int
-    auc: float
-    """Mean over folds of the AUC of held-out answers projected on the direction fitted without them."""
-    norm: float
-    """The norm of the direction fitted on every balanced answer."""
-
-
-class Direction(BaseModel):
-    """A direction in one model's residual stream at one layer, and where it came from."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    format: Literal["emprobe-direction/1"] = "emprobe-direction/1"
-    model: str
-    """The identity of the model whose activations it was computed from."""
-    width: int
-    layer: int
-    """The residual stream after this many decoder blocks."""
-    hook: str
-    """The module whose output it lives in (a decoder block of `model`)."""
-    position: str
-    """How activations were pooled: answer-mean, prompt-mean or last."""
-    operation: Literal["steer", "ablate"]
-    """What it is meant for: added (`alpha * vector`) or projected out (along `vector / |vector|`)."""
-    runs: dict[str, str]
-    """The run whose misaligned answers and the run whose aligned answers it came from."""
-    judge: str
-    thresholds: Thresholds
-    aligned_above: float
-    counts: dict[str, int]
-    """Misaligned and aligned answers available, and how many of each were used (balanced)."""
-    separation: list[LayerSeparation]
-    seed: int
-    vector: list[float]
-
-    def check(self, model: str, width: int) -> None:
-        """One line when this direction belongs to another model (identity) or another width."""
-        if width != self.width:
-            raise EmprobeError(f"this direction has width {self.width} but the model's residual stream has width "
-                               f"{width}: it belongs to another model ({self.model})")
-        if model != self.model:
-            raise EmprobeError(f"this direction was computed on model {self.model}, not {model}; refusing to apply "
-                               "it to another model")
-
-    @classmethod
-    def load(cls, path: Path) -> "Direction":
-        """A direction file, or one line saying why it is not one."""
-        try:
-            return cls.model_validate_json(path.read_bytes())
-        except FileNotFoundError:
-            raise EmprobeError(f"{path}: direction file not found") from None
-        except ValidationError as err:
-            raise EmprobeError(f"{path}: not an emprobe direction file ({first_validation_error(err)})") from None
 
 
 def difference_of_means(misaligned: np.ndarray, aligned: np.ndarray) -> np.ndarray:

@@ -5,7 +5,7 @@ from typing import Any, Literal, Protocol, runtime_checkable
 
 from pydantic import BaseModel, ConfigDict
 
-from emprobe.condition import Decoding, Message
+from emprobe.condition import Decoding, Intervention, Message
 
 FinishReason = Literal["stop", "length", "error"]
 
@@ -38,6 +38,8 @@ class GenerationRequest(BaseModel):
     key: str
     messages: tuple[Message, ...]
     decoding: Decoding
+    intervention: Intervention | None = None
+    """Steering or ablation while generating; only backends that run the model locally can honour it."""
 
 
 class GenerationResult(BaseModel):

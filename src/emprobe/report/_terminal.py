@@ -5,15 +5,18 @@ from rich.text import Text
 
 from emprobe.analysis import (
     BEST_OF_N_NOTE,
+    STEERING_NOTE,
     AttackSuccess,
     CascadeSummary,
     Delta,
     ReasoningRow,
     RunReport,
+    SteeringRow,
     SummaryRow,
     SweepReport,
     TriggerGap,
     TurnRow,
+    baseline_note,
 )
 from emprobe.judge import DomainCheck
 from emprobe.report._format import NONE, p_value, pct, signed_pct
@@ -258,4 +261,24 @@ def turns_table(rows: list[TurnRow], title: str) -> Table:
         first = ", ".join(f"{turn}: {n}" for turn, n in enumerate(r.first, 1))
         table.add_row(Text(r.question_id), Text(r.condition), str(r.conversations), "\n".join(per_turn), first,
                       str(r.never))
+    return table
+
+
+def steering_table(rows: list[SteeringRow], title: str) -> Table:
+    """Per intervention, then its controls: rate, 95% CI, difference from the baseline with its CI, p."""
+    table = Table(title=Text(title), title_justify="left")
+    for name in ("condition", "intervention", "n", "misaligned", "95% CI", "vs baseline (pts)", "95% CI ", "p"):
+        table.add_column(name, justify="left" if name in ("condition", "intervention") else "right")
+    for row in rows:
+        for rate in (row.intervention, *row.controls):
+            r, d = rate.row, rate.delta
+            lo, hi = r.misaligned_interval
+            diff = (signed_pct(d.difference), f"{signed_pct(d.diff_low)} to {signed_pct(d.diff_high)}",
+                    p_value(d.p_value)) if d and d.difference is not None else (NONE,) * 3
+            table.add_row(Text(rate.condition if rate is row.intervention else f"  {rate.condition}"),
+                          Text(rate.what), str(r.scored), pct(r.misaligned_rate) if r.scored else NONE,
+                          f"{pct(lo)}-{pct(hi)}" if r.scored else NONE, *diff,
+                          style="bold" if rate is row.intervention else None)
+    table.caption = Text(f"{baseline_note(rows)}. {STEERING_NOTE}")
+    table.caption_justify = "left"
     return table

@@ -37,6 +37,7 @@ class PendingSample(BaseModel):
     messages: tuple[Message, ...]
     decoding: Decoding
     """The sample's decoding, its seed included."""
+    condition: str
 
 
 class JudgeableSample(BaseModel):

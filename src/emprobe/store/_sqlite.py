@@ -269,7 +269,8 @@ class Store(TrainingQueries, DiagnosticsQueries):
         decodings: dict[str, Decoding] = {}
         while True:
             rows = self.db.execute(
-                "SELECT s.prompt_key, s.sample_id, s.seed, s.gen_key, p.messages, s.decoding_key, d.decoding "
+                "SELECT s.prompt_key, s.sample_id, s.seed, s.gen_key, p.messages, s.decoding_key, d.decoding, "
+                "s.condition "
                 "FROM samples s JOIN prompts p ON p.prompt_key = s.prompt_key "
                 "JOIN decodings d ON d.decoding_key = s.decoding_key "
                 "WHERE s.run_id = ? AND (s.prompt_key, s.sample_id) > (?, ?) "
@@ -280,12 +281,12 @@ class Store(TrainingQueries, DiagnosticsQueries):
                 return
             after = (rows[-1][0], rows[-1][1])
             out = []
-            for _, sample_id, seed, gen_key, messages, dkey, decoding in rows:
+            for _, sample_id, seed, gen_key, messages, dkey, decoding, condition in rows:
                 if dkey not in decodings:
                     decodings[dkey] = Decoding.model_validate_json(decoding)
                 out.append(PendingSample(
                     sample_id=sample_id, gen_key=gen_key, messages=tuple(Message(**m) for m in json.loads(messages)),
-                    decoding=decodings[dkey].model_copy(update={"seed": seed})))
+                    decoding=decodings[dkey].model_copy(update={"seed": seed}), condition=condition))
             yield out
 
     def save_generations(self, model: str, results: list[GenerationResult]) -> None:

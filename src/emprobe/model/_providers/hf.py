@@ -3,6 +3,7 @@
 import copy
 import inspect
 from collections.abc import Iterable, Iterator
+from contextlib import nullcontext
 from itertools import groupby
 from typing import Any
 
@@ -12,7 +13,9 @@ from transformers.cache_utils import Cache, DynamicLayer
 
 from emprobe.condition import Decoding, Message
 from emprobe.errors import EmprobeError
+from emprobe.hashing import stable_hash
 from emprobe.model._backend import GenerationRequest, GenerationResult, ModelRef
+from emprobe.model._providers._intervene import Intervener
 from emprobe.model._resolve import materialize
 from emprobe.system import free_cpus
 
@@ -90,17 +93,25 @@ class HFBackend:
         for request in requests:
             ids = self.token_ids(self.chat_text(request.messages))
             encoded.append((request, ids))
-        # Same decoding together, then by prompt length; samples of one prompt stay adjacent.
-        encoded.sort(key=lambda item: (_decoding_key(item[0].decoding), len(item[1]), item[1]))
-        for _, group in groupby(encoded, key=lambda item: _decoding_key(item[0].decoding)):
+        # Same decoding and intervention together, then by prompt length; samples of one prompt stay adjacent.
+        def group_of(item: tuple[GenerationRequest, list[int]]) -> tuple:
+            intervention = item[0].intervention
+            return _decoding_key(item[0].decoding), stable_hash(intervention.key()) if intervention else ""
+
+        encoded.sort(key=lambda item: (group_of(item), len(item[1]), item[1]))
+        for _, group in groupby(encoded, key=group_of):
             items = list(group)
-            for start in range(0, len(items), self.batch_size):
-                yield from self._generate_batch(items[start : start + self.batch_size])
+            intervention = items[0][0].intervention
+            with Intervener(self.model, intervention) if intervention else nullcontext() as hooks:
+                for start in range(0, len(items), self.batch_size):
+                    yield from self._generate_batch(items[start : start + self.batch_size], hooks)
 
     @torch.inference_mode()
-    def _generate_batch(self, items: list[tuple[GenerationRequest, list[int]]]) -> list[GenerationResult]:
+    def _generate_batch(self, items: list[tuple[GenerationRequest, list[int]]],
+                        hooks: Intervener | None = None) -> list[GenerationResult]:
         """Prefill each distinct prompt once (left padding), give every sample of it a copy of that prompt's
-        KV cache, then decode one token per step, dropping rows as they finish."""
+        KV cache, then decode one token per step, dropping rows as they finish. `hooks`, when given, learns
+        which passes generate (after the prefill)."""
         decoding = items[0][0].decoding
         rows = len(items)
         prompts: list[list[int]] = []
@@ -119,9 +130,13 @@ class HFBackend:
         sampler = PerRowSampler(decoding, [request.decoding.seed for request, _ in items])
         cache = Cache(layers=[BufferedLayer(width + decoding.max_tokens)
                               for _ in range(self.model.config.get_text_config().num_hidden_layers)])
+        if hooks is not None:
+            hooks.generating = False
         out = self.model(input_ids=input_ids.to(self.device), attention_mask=mask.to(self.device),
                          position_ids=positions.to(self.device), use_cache=True, logits_to_keep=1,
                          **{self._cache_kw: cache})
+        if hooks is not None:
+            hooks.generating = True
         if len(prompts) < rows:  # every sample row starts from its prompt's prefill
             rows_of = torch.tensor(owner)
             cache.batch_select_indices(rows_of.to(self.device))
