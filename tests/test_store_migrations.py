@@ -155,3 +155,30 @@ def test_a_store_of_schema_4_opens_with_empty_diagnostics_tables_and_reports_as_
         with pytest.raises(sqlite3.IntegrityError):  # a captured layer must belong to a stored run
             migrated.db.execute("INSERT INTO activations VALUES ('no-such-run', 'm', 'last', 1, 'h', 'p', 's', 'p', "
                                 "'s', 1, 1, 'now')")
+
+
+def _open_when_told(path: Path, start, results) -> None:
+    start.wait()
+    try:
+        Store(path).close()
+        results.put("ok")
+    except EmprobeError as err:
+        results.put(str(err))
+
+
+def test_processes_creating_one_store_at_the_same_moment_all_open_it(tmp_path):
+    """Switching a new file to WAL answered "database is locked" at once to about 1 in 10 such races."""
+    import multiprocessing
+
+    context = multiprocessing.get_context("fork")
+    for trial in range(30):
+        path, start, results = tmp_path / f"s{trial}.db", context.Event(), context.Queue()
+        workers = [context.Process(target=_open_when_told, args=(path, start, results)) for _ in range(3)]
+        for w in workers:
+            w.start()
+        start.set()
+        for w in workers:
+            w.join(timeout=60)
+        assert [results.get(timeout=5) for _ in workers] == ["ok"] * 3, trial
+        with Store(path, read_only=True) as db:
+            assert db.db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"

@@ -43,6 +43,24 @@ _RUNS = ("SELECT r.run_id, r.model, r.created, r.updated, r.config, r.versions, 
 
 
 
+BUSY_TIMEOUT = 30.0
+"""Seconds a connection waits for another process's lock before giving up."""
+
+
+def _use_wal(db: sqlite3.Connection) -> None:
+    """Switch to write-ahead logging. SQLite answers "locked" at once, without waiting, when another process is
+    switching a new file at the same moment, so retry until the busy timeout (two runs started together)."""
+    deadline = time.monotonic() + BUSY_TIMEOUT
+    while True:
+        try:
+            db.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as err:
+            if "locked" not in str(err) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.02)
+
+
 class Store(TrainingQueries, DiagnosticsQueries):
     """A connection to one store file; safe to reopen after a crash at any point.
 
@@ -77,8 +95,8 @@ class Store(TrainingQueries, DiagnosticsQueries):
             if not os.access(self.path.parent, os.W_OK) or (self.path.exists() and not os.access(self.path, os.W_OK)):
                 raise EmprobeError(f"{self.path}: the store is not writable here (read-only file or folder); "
                                    "reports, exports and `runs` still read it")
-            self.db = sqlite3.connect(self.path, timeout=30, isolation_level=None)
-            self.db.execute("PRAGMA journal_mode=WAL")
+            self.db = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT, isolation_level=None)
+            _use_wal(self.db)
             self.db.execute("PRAGMA synchronous=NORMAL")
             self._bring_up_to_date()
             self.db.execute("PRAGMA foreign_keys=ON")
