@@ -3,7 +3,10 @@
 Both run in this process on the same model, prompts and settings (sampling, temperature 1, 128 new tokens),
 and both count the tokens they really generated. Usage:
     python benchmarks/bench_generate.py [--model smollm2-135m] [--prompts 64] [--naive-prompts 16]
+        [--dtype auto] [--against-dtype float32]
 `--naive-prompts` times the naive loop on N evenly spaced prompts only (it is slow); its rate is per token.
+`--against-dtype` also times emprobe's path with the model in another dtype, alternating with the first (two
+rounds each), and prints the ratio: what `auto` gains where it picks bfloat16.
 """
 
 import argparse
@@ -54,8 +57,10 @@ def main() -> None:
     parser.add_argument("--prompts", type=int, default=64)
     parser.add_argument("--naive-prompts", type=int, default=16)
     parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--dtype", default="auto")
+    parser.add_argument("--against-dtype")
     args = parser.parse_args()
-    backend = load_backend(args.model, batch_size=args.batch_size)
+    backend = load_backend(args.model, batch_size=args.batch_size, dtype=args.dtype)
     requests = prompts(args.prompts)
     print(f"model {backend.identity}  dtype {backend.info['dtype']}  threads {torch.get_num_threads()}")
     step = max(1, len(requests) // args.naive_prompts)  # evenly spaced: both formats, short and long prompts
@@ -66,6 +71,17 @@ def main() -> None:
     print(f"emprobe : {args.prompts:3d} prompts {b_tok:6d} tokens {b_sec:7.1f} s  {batch_rate:7.1f} tok/s "
           f"(batch {args.batch_size})")
     print(f"ratio   : {batch_rate / naive_rate:.1f}x")
+    if args.against_dtype:
+        other = load_backend(args.model, batch_size=args.batch_size, dtype=args.against_dtype)
+        rates: dict[str, list[float]] = {backend.info["dtype"]: [batch_rate], other.info["dtype"]: []}
+        for b in (other, backend, other):
+            tokens, seconds = batched(b, requests)
+            rates[b.info["dtype"]].append(tokens / seconds)
+        mean = {name: sum(r) / len(r) for name, r in rates.items()}
+        for name, rate in mean.items():
+            print(f"emprobe {name:9s}: {rate:7.1f} tok/s (mean of {len(rates[name])})")
+        print(f"ratio   : {mean[backend.info['dtype']] / mean[other.info['dtype']]:.2f}x "
+              f"{backend.info['dtype']} over {other.info['dtype']}")
 
 
 if __name__ == "__main__":

@@ -21,7 +21,7 @@ from emprobe.store import Store
 
 @pytest.fixture(scope="module")
 def backend(tiny_llama):
-    loaded = load_backend(str(tiny_llama), threads=1, batch_size=3)
+    loaded = load_backend(str(tiny_llama), threads=1, batch_size=3, dtype="float32")  # vs output_hidden_states
     yield local(loaded, "tiny")
     loaded.close()
 

@@ -36,7 +36,7 @@ def test_ranking_accuracy_by_hand():
 
 
 def test_batched_scores_match_each_answer_alone(tiny_llama):
-    backend = local(load_backend(str(tiny_llama), threads=1), "tiny")
+    backend = local(load_backend(str(tiny_llama), threads=1, dtype="float32"), "tiny")
     scores = score_pairs(backend, PAIRS, rows=4)
     for pair, score in zip(PAIRS, scores, strict=True):
         sums = []

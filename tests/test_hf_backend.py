@@ -22,7 +22,7 @@ def _requests(n: int, max_tokens: int = 12, temperature: float = 1.0, top_k: int
 
 @pytest.fixture(scope="module")
 def backend(tiny_llama):
-    return load_backend(str(tiny_llama), batch_size=4)
+    return load_backend(str(tiny_llama), batch_size=4, dtype="float32")  # compared with plain float32 passes
 
 
 def test_sample_text_depends_on_its_seed_not_its_batch(backend):
@@ -97,10 +97,11 @@ def test_lora_adapter_changes_identity_and_outputs(tiny_llama, tmp_path):
     model = AutoModelForCausalLM.from_pretrained(tiny_llama)
     peft_model = get_peft_model(model, LoraConfig(r=4, target_modules=["q_proj", "v_proj"], init_lora_weights=False))
     peft_model.save_pretrained(tmp_path / "lora")
-    base_id = resolve(str(tiny_llama)).identity
-    assert resolve(str(tiny_llama), str(tmp_path / "lora")).identity.startswith(base_id + "+adapter:lora:")
-    base = load_backend(str(tiny_llama))
-    tuned = load_backend(str(tiny_llama), adapter=str(tmp_path / "lora"))
+    fp32 = {"dtype": "float32"}
+    base_id = resolve(str(tiny_llama), options=fp32).identity
+    assert resolve(str(tiny_llama), str(tmp_path / "lora"), fp32).identity.startswith(base_id + "+adapter:lora:")
+    base = load_backend(str(tiny_llama), dtype="float32")  # the small random adapter can vanish in bf16 rounding
+    tuned = load_backend(str(tiny_llama), adapter=str(tmp_path / "lora"), dtype="float32")
     reqs = _requests(3, temperature=0)
     assert [r.text for r in base.generate(reqs)] != [r.text for r in tuned.generate(reqs)]
     with pytest.raises(EmprobeError, match="no adapter_config.json"):
@@ -153,11 +154,17 @@ def test_rows_that_finish_early_are_dropped_without_changing_the_others(tiny_lla
         {k: (r.text, r.completion_tokens, r.finish_reason) for k, r in alone.items()}
 
 
-def test_numerics_that_change_answers_are_part_of_the_identity(tiny_llama):
+@pytest.mark.parametrize("bf16_units", [False, True])
+def test_numerics_that_change_answers_are_part_of_the_identity(tiny_llama, monkeypatch, bf16_units):
+    from emprobe.model._providers import hf
+
+    monkeypatch.setattr(hf, "cpu_has_bf16", lambda: bf16_units)  # what the CPU reports (AVX-512 BF16, AMX)
     default, fp32 = resolve(str(tiny_llama)), resolve(str(tiny_llama), options={"dtype": "float32"})
     bf16 = resolve(str(tiny_llama), options={"dtype": "bfloat16"})
-    assert default.identity == fp32.identity and "|" not in default.identity  # stores made before keep matching
-    assert bf16.identity == f"{default.identity}|cpu-bfloat16"
+    assert "|" not in fp32.identity  # float32 on the CPU: stores made before dtype existed keep matching
+    assert bf16.identity == f"{fp32.identity}|cpu-bfloat16"
+    assert default.identity == (bf16 if bf16_units else fp32).identity  # auto: bfloat16 where the CPU has units
+    assert load_backend(default).info["dtype"] == ("bfloat16" if bf16_units else "float32")
     with pytest.raises(EmprobeError, match="dtype"):
         resolve(str(tiny_llama), options={"dtype": "int3"})
     backend = load_backend(bf16)

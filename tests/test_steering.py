@@ -130,7 +130,7 @@ def _hidden_after(backend, layer: int, intervention: Intervention | None) -> tor
 
 
 def test_hooks_add_the_direction_or_project_it_out(tiny_llama, tmp_path):
-    backend = load_backend(str(tiny_llama), batch_size=4, threads=1)
+    backend = load_backend(str(tiny_llama), batch_size=4, threads=1, dtype="float32")
     path = direction_file(tmp_path / "d.json", norm=2.0)
     direction = Direction.load(path)
     pinned = dict(direction=str(path), sha256=file_sha256(path), model="tiny")

@@ -198,8 +198,10 @@ class Runner:
         todo = self._todo()  # another process may have done some while this one waited
         if todo == 0:
             return
-        self.store.update_run_info(self.run_id, self.executor.model_info(self.ref))
-        self.progress.start("generating", todo)
+        info = self.executor.model_info(self.ref)
+        self.store.update_run_info(self.run_id, info)
+        numerics = " ".join(info[k] for k in ("device", "dtype") if info.get(k))
+        self.progress.start(f"generating ({numerics})" if numerics else "generating", todo)
         interventions = {c.name: c.intervention for c in self.config.conditions}
         pages = ([GenerationRequest(key=s.gen_key, messages=s.messages, decoding=s.decoding,
                                     intervention=interventions.get(s.condition)) for s in chunk]

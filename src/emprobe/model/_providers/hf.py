@@ -17,7 +17,7 @@ from emprobe.hashing import stable_hash
 from emprobe.model._backend import GenerationRequest, GenerationResult, ModelRef
 from emprobe.model._providers._intervene import Intervener
 from emprobe.model._resolve import materialize
-from emprobe.system import free_cpus
+from emprobe.system import cpu_has_bf16, free_cpus
 
 _SENTINEL = "\u2063emprobe-system\u2063"
 
@@ -324,10 +324,11 @@ def _decoding_key(d: Decoding) -> tuple:
 
 
 def pick_numerics(dtype: str) -> tuple[str, str]:
-    """(device, dtype name) for a `dtype` option: `auto` is bfloat16 on CUDA and float32 on the CPU."""
+    """(device, dtype name) for a `dtype` option: `auto` is bfloat16 on CUDA and on CPUs with bfloat16 units
+    (AVX-512 BF16 or AMX), float32 on other CPUs."""
     device = "cuda" if torch.cuda.is_available() else "cpu"
     if dtype == "auto":
-        return device, "bfloat16" if device == "cuda" else "float32"
+        return device, "bfloat16" if device == "cuda" or cpu_has_bf16() else "float32"
     return device, dtype
 
 
