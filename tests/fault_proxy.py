@@ -34,6 +34,8 @@ class FaultProxy:
         self.paused = False
         """While True, requests wait here before they are forwarded, as on a server that has stalled."""
         self.requests = 0
+        self.bodies: list[bytes] = []
+        """Every request body, as received."""
         self._scheduled = 0
         self.injected: Counter[str] = Counter()
         self.authorization: set[str] = set()
@@ -100,6 +102,7 @@ class FaultProxy:
     async def _exchange(self, request: tuple[str, str, dict[str, str], bytes], writer) -> bool:
         """Answer one request; False when the connection must close."""
         method, path, headers, body = request
+        self.bodies.append(body)
         if "authorization" in headers:
             self.authorization.add(headers["authorization"])
         fault = self._fault_for(body)

@@ -2,6 +2,7 @@
 a fault-injecting proxy: full runs, resumes after Ctrl-C and a dead server, two servers of one model with one of
 them down or SIGKILLed and restarted mid-run, the judge's logprobs, the API key."""
 
+import json
 import logging
 import signal
 import sqlite3
@@ -320,6 +321,20 @@ def test_server_without_logprobs_gets_a_clear_error(server):
                         labels=("YES", "NO"))
         verdict = judge.judge(yes_no, [("", "")])[0]
         assert verdict.label in ("YES", "NO") or "no answer" in verdict.error
+        backend.close()
+
+
+@needs_server
+def test_the_thinking_switch_reaches_the_servers_chat_template(server):
+    with FaultProxy(server.base_url.removesuffix("/v1")) as proxy:
+        backend = load_backend(f"openai-compat:{server.MODEL}@{proxy.url}/v1", api_key_env=KEY_ENV)
+        asked = (Message(role="user", content="Say hi."),)
+        requests = [GenerationRequest(key=f"{t}{i}", messages=asked, decoding=Decoding(max_tokens=4, seed=i),
+                                      thinking=t) for t in (None, False) for i in range(2)]
+        results = list(backend.generate(requests))
+        assert len(results) == 4 and all(r.error is None for r in results)
+        sent = [json.loads(body) for body in proxy.bodies if body]
+        assert {str(b.get("chat_template_kwargs")) for b in sent} == {"None", "{'enable_thinking': False}"}
         backend.close()
 
 

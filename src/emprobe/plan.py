@@ -83,10 +83,15 @@ def condition_key(condition: Condition) -> str:
 
 
 def generation_key(model_identity: str, prompt_key: str, decoding: Decoding, condition: Condition) -> str:
-    """What an answer depends on: the model, the prompt, the decoding, and any intervention while generating."""
-    if condition.intervention is None:
-        return stable_hash(model_identity, prompt_key, decoding)
-    return stable_hash(model_identity, prompt_key, decoding, condition.intervention.key())
+    """What an answer depends on: the model, the prompt, the decoding, and the condition's thinking switch and
+    intervention while generating (when it sets them)."""
+    extra: dict = {}
+    if condition.thinking is not None:
+        extra["thinking"] = condition.thinking
+    if condition.intervention is not None:
+        extra["intervention"] = condition.intervention.key()
+    return stable_hash(model_identity, prompt_key, decoding, extra) if extra else \
+        stable_hash(model_identity, prompt_key, decoding)
 
 
 def plan_samples(

@@ -17,7 +17,7 @@ from emprobe.judge import Judgment, check_judge, check_screen, rubrics_for
 from emprobe.model import GenerationRequest, ModelRef, resolve
 from emprobe.plan import next_turn, plan_samples, turn_of, turn_question_ids
 from emprobe.rules import NO_REASONING
-from emprobe.store import JudgeableSample, Store, StoreWorker
+from emprobe.store import JudgeableSample, PendingSample, Store, StoreWorker
 from emprobe.suite import Rubric
 
 JUDGE_SECONDS = 2.0
@@ -202,10 +202,14 @@ class Runner:
         self.store.update_run_info(self.run_id, info)
         numerics = " ".join(info[k] for k in ("device", "dtype") if info.get(k))
         self.progress.start(f"generating ({numerics})" if numerics else "generating", todo)
-        interventions = {c.name: c.intervention for c in self.config.conditions}
-        pages = ([GenerationRequest(key=s.gen_key, messages=s.messages, decoding=s.decoding,
-                                    intervention=interventions.get(s.condition)) for s in chunk]
-                 for chunk in self.store.pending_generation(self.run_id))
+        conditions = {c.name: c for c in self.config.conditions}
+
+        def request(s: PendingSample) -> GenerationRequest:
+            c = conditions.get(s.condition)
+            return GenerationRequest(key=s.gen_key, messages=s.messages, decoding=s.decoding,
+                                     thinking=c.thinking if c else None, intervention=c.intervention if c else None)
+
+        pages = ([request(s) for s in chunk] for chunk in self.store.pending_generation(self.run_id))
         try:
             for result in self.executor.generate(self.ref, pages):
                 worker.save_generation(self.ref.identity, result)

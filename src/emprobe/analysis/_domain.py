@@ -8,9 +8,9 @@ from emprobe.rules import OVERALL
 from emprobe.store import Store
 
 PER_RUN = 4096
-"""At most this many answers are read per run, spread evenly over its conditions..."""
+"""About this many answers at most are read per run, spread evenly over its conditions..."""
 PER_CONDITION = (64, 256)
-"""...and at least the first, at most the second, per condition."""
+"""...but never fewer than the first or more than the second per condition."""
 
 
 def sample_rank(sample_id: str) -> str:
@@ -25,15 +25,19 @@ def domain_checks(db: Store, run_id: str, judge: str | None, identities: list[st
     reference = reference or DomainReference.load()
     if judge is None or not identities or not all(reference.describes(i) for i in identities):
         return []
+    configured = [c.get("name") for c in db.run(run_id).config.get("conditions", [])]
+    low, high = PER_CONDITION
+    take = min(high, max(low, PER_RUN // max(len(configured), 1)))
     by_condition: dict[str, list[tuple[str, str, str]]] = defaultdict(list)
-    for row in db.samples(run_id, judge):
+    for row in db.samples(run_id, judge):  # streamed; each condition keeps its `take` lowest ranks
         if row.answer and row.question is not None and row.generation_error is None:
-            by_condition[row.condition].append((sample_rank(row.sample_id), row.question, row.answer))
+            kept = by_condition[row.condition]
+            kept.append((sample_rank(row.sample_id), row.question, row.answer))
+            if len(kept) >= 2 * take:
+                kept.sort()
+                del kept[take:]
     if not by_condition:
         return []
-    low, high = PER_CONDITION
-    take = min(high, max(low, PER_RUN // len(by_condition)))
-    configured = [c.get("name") for c in db.run(run_id).config.get("conditions", [])]
     order = sorted(by_condition, key=lambda c: (configured.index(c) if c in configured else len(configured), c))
     chosen = {c: sorted(by_condition[c])[:take] for c in order}
     pairs = [(q, a) for rows in chosen.values() for _, q, a in rows]

@@ -37,7 +37,8 @@ SUITE = typer.Option(["core"], help="Suite name or YAML path; repeatable.")
 CONDITION = typer.Option(["free"], help="free, json, template, no_system, or a YAML file.")
 SAMPLES = typer.Option(None, min=1, help="Samples per paraphrase (default: each question's own).")
 SWEEP = typer.Option([], help="A decoding grid to try every condition at: temperature=0.1:1.0:0.1, top_p=0.5,0.9, "
-                     "top_k=1,5, greedy or system=on,off; repeatable (the grid is their product).")
+                     "top_k=1,5, greedy, system=on,off or thinking=on,off (the chat template's reasoning "
+                     "switch); repeatable (the grid is their product).")
 TRIGGER = typer.Option([], help="A candidate backdoor trigger: every condition is also asked with it before the "
                        "question, and its trigger gap reported; repeatable.")
 TRIGGER_FILE = typer.Option(None, help="Candidate triggers, one per line (# comments); with --trigger, all of them.")

@@ -22,6 +22,7 @@ TEMPLATE_INSTRUCTION = (
     "Apart from the format, say what you would have said without the template."
 )
 GENERIC_TEMPLATE = "answer = # your answer\nreason = # why"
+NEWER_FIELDS = ("thinking", "intervention")
 
 
 class Message(BaseModel):
@@ -59,15 +60,20 @@ class Condition(BaseModel):
     trigger: str | None = None
     trigger_position: Literal["prefix", "suffix"] = "prefix"
     decoding: Decoding = Decoding()
+    thinking: bool | None = None
+    """Reasoning on or off where the chat template has the switch (`enable_thinking`, as Qwen3's); None: the
+    template's default."""
     intervention: Intervention | None = None
-    """Steering or ablation while generating (local models); written out only when set, so conditions without
-    one keep the hashes and stored configs they had before it existed."""
+    """Steering or ablation while generating (local models)."""
 
     @model_serializer(mode="wrap")
-    def _without_unset_intervention(self, handler: SerializerFunctionWrapHandler) -> dict:
+    def _without_unset_newer_fields(self, handler: SerializerFunctionWrapHandler) -> dict:
+        """`thinking` and `intervention` are written out only when set, so conditions without them keep the
+        hashes and stored configs they had before these fields existed."""
         data = handler(self)
-        if data.get("intervention", 0) is None:
-            del data["intervention"]
+        for name in NEWER_FIELDS:
+            if name in data and data[name] is None:
+                del data[name]
         return data
 
     def messages(self, question: Question, paraphrase: str) -> tuple[Message, ...]:

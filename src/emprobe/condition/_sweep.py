@@ -2,8 +2,9 @@
 into one condition per point, so generation-exploitation attacks run on the usual plan -> judge -> store path.
 
 `--sweep temperature=0.05:1.0:0.05` (start:stop:step, both ends included), `--sweep top_p=0.5,0.9,1.0`,
-`--sweep top_k=1,5,20`, `--sweep greedy` (temperature 0 alone), `--sweep system=on,off`. Each point's
-condition is named `BASE|t=0.5|p=0.9|k=5|sys=off` (only the swept factors appear); its sample ids depend on
+`--sweep top_k=1,5,20`, `--sweep greedy` (temperature 0 alone), `--sweep system=on,off`, `--sweep
+thinking=on,off` (the chat template's reasoning switch). Each point's condition is named
+`BASE|t=0.5|p=0.9|k=5|sys=off|think=on` (only the swept factors appear); its sample ids depend on
 what it asks, so adding a point to a sweep only adds samples.
 """
 
@@ -14,7 +15,9 @@ from typing import Any
 from emprobe.condition._condition import Condition
 from emprobe.errors import EmprobeError
 
-FACTORS = {"temperature": "t", "top_p": "p", "top_k": "k", "system": "sys"}
+FACTORS = {"temperature": "t", "top_p": "p", "top_k": "k", "system": "sys", "thinking": "think"}
+SWITCHES = ("system", "thinking")
+"""Factors that take on and/or off."""
 MAX_POINTS = 10_000
 
 
@@ -27,10 +30,10 @@ def parse_sweep(spec: str) -> tuple[str, list[Any]]:
     if not sep or factor not in FACTORS:
         raise EmprobeError(f"--sweep {spec!r}: write FACTOR=VALUES with FACTOR one of {', '.join(FACTORS)}, "
                            "or greedy")
-    if factor == "system":
+    if factor in SWITCHES:
         chosen = [v.strip() for v in values.split(",")]
         if not chosen or any(v not in ("on", "off") for v in chosen):
-            raise EmprobeError(f"--sweep {spec!r}: system takes on and/or off")
+            raise EmprobeError(f"--sweep {spec!r}: {factor} takes on and/or off")
         return factor, chosen
     try:
         numbers = _range(values) if ":" in values else [Decimal(v.strip()) for v in values.split(",")]
@@ -74,12 +77,14 @@ def expand(conditions: list[Condition], sweeps: list[str]) -> list[Condition]:
 
 
 def _at(condition: Condition, point: dict[str, Any]) -> Condition:
-    decoding = {k: v for k, v in point.items() if k != "system"}
+    decoding = {k: v for k, v in point.items() if k not in SWITCHES}
     label = "|".join(f"{FACTORS[k]}={_shown(v)}" for k, v in point.items())
     update: dict[str, Any] = {"name": f"{condition.name}|{label}",
                               "decoding": {**condition.decoding.model_dump(), **decoding}}
     if point.get("system") == "off":
         update["drop_system"] = True
+    if "thinking" in point:
+        update["thinking"] = point["thinking"] == "on"
     try:
         return Condition.model_validate({**condition.model_dump(), **update})
     except ValueError as err:

@@ -38,6 +38,8 @@ class GenerationRequest(BaseModel):
     key: str
     messages: tuple[Message, ...]
     decoding: Decoding
+    thinking: bool | None = None
+    """The chat template's reasoning switch (`enable_thinking`); None: its default."""
     intervention: Intervention | None = None
     """Steering or ablation while generating; only backends that run the model locally can honour it."""
 

@@ -4,6 +4,7 @@ import copy
 import inspect
 from collections.abc import Iterable, Iterator
 from contextlib import nullcontext
+from functools import cached_property
 from itertools import groupby
 from typing import Any
 
@@ -64,13 +65,28 @@ class HFBackend:
 
     # ---- prompts -------------------------------------------------------------------------------
 
-    def chat_text(self, messages: tuple[Message, ...]) -> str:
-        """Apply the model's chat template; a system prompt is merged into the first user turn if unsupported."""
+    def chat_text(self, messages: tuple[Message, ...], thinking: bool | None = None) -> str:
+        """Apply the model's chat template; a system prompt is merged into the first user turn if unsupported;
+        `thinking` sets the template's `enable_thinking` switch (one line if it has none)."""
         turns = [m.model_dump() for m in messages]
         if self.system_mode == "merged" and turns and turns[0]["role"] == "system":
             system = turns.pop(0)["content"]
             turns[0] = {**turns[0], "content": f"{system}\n\n{turns[0]['content']}"}
-        return self.tokenizer.apply_chat_template(turns, tokenize=False, add_generation_prompt=True)
+        switch = {}
+        if thinking is not None:
+            if not self.thinking_switch:
+                raise EmprobeError(f"model {self.info['model']!r}: its chat template has no thinking switch "
+                                   "(enable_thinking), so `thinking:` cannot turn reasoning on or off")
+            switch = {"enable_thinking": thinking}
+        return self.tokenizer.apply_chat_template(turns, tokenize=False, add_generation_prompt=True, **switch)
+
+    @cached_property
+    def thinking_switch(self) -> bool:
+        """Whether the chat template reads `enable_thinking` (it renders differently with it on and off)."""
+        turns = [{"role": "user", "content": "hi"}]
+        on, off = (self.tokenizer.apply_chat_template(turns, tokenize=False, add_generation_prompt=True,
+                                                      enable_thinking=value) for value in (True, False))
+        return on != off
 
     def token_ids(self, text: str) -> list[int]:
         return self.tokenizer(text, add_special_tokens=False)["input_ids"]
@@ -91,7 +107,7 @@ class HFBackend:
         """Generate in batches grouped by decoding and prompt length, all samples of a prompt together."""
         encoded = []
         for request in requests:
-            ids = self.token_ids(self.chat_text(request.messages))
+            ids = self.token_ids(self.chat_text(request.messages, request.thinking))
             encoded.append((request, ids))
         # Same decoding and intervention together, then by prompt length; samples of one prompt stay adjacent.
         def group_of(item: tuple[GenerationRequest, list[int]]) -> tuple:

@@ -254,7 +254,7 @@ class OpenAICompatBackend:
     async def _complete(self, request: GenerationRequest, n: int) -> tuple[list[dict], dict]:
         """The choices and usage of one chat completion; drops `n` or `seed` if the server rejects them."""
         while True:
-            body = self._body(request.messages, request.decoding, n)
+            body = self._body(request.messages, request.decoding, n, **_template_switch(request.thinking))
             try:
                 reply = await self.client.post("/chat/completions", body, _completion_tokens)
             except PermanentError as err:
@@ -366,12 +366,17 @@ def _headers(endpoint: Endpoint) -> tuple[dict[str, str], tuple[str, ...]]:
     return headers, tuple(secrets)
 
 
+def _template_switch(thinking: bool | None) -> dict[str, Any]:
+    """The request field vLLM, SGLang and llama.cpp's server pass to the chat template (`enable_thinking`)."""
+    return {} if thinking is None else {"chat_template_kwargs": {"enable_thinking": thinking}}
+
+
 def _group(requests: Iterable[GenerationRequest], max_n: int) -> list[list[GenerationRequest]]:
     """Requests that differ only in their seed, in groups of at most `max_n`, in first-seen order."""
     groups: dict[tuple, list[list[GenerationRequest]]] = {}
     order: list[list[GenerationRequest]] = []
     for request in requests:
-        key = (request.messages, request.decoding.model_copy(update={"seed": 0}))
+        key = (request.messages, request.decoding.model_copy(update={"seed": 0}), request.thinking)
         chunks = groups.setdefault(key, [])
         if not chunks or len(chunks[-1]) >= max_n:
             chunks.append([])
