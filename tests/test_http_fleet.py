@@ -20,11 +20,12 @@ class _Server(BaseHTTPRequestHandler):
     def do_POST(self):  # noqa: N802 (the http.server API)
         self.rfile.read(int(self.headers["Content-Length"]))
         server = self.server
-        status = server.status  # type: ignore[attr-defined]
+        with server.decide_lock:  # type: ignore[attr-defined]
+            status = server.status  # type: ignore[attr-defined]
+            server.seen.append(status)  # type: ignore[attr-defined]  (in the order statuses were given)
         if status == 200:
             with server.serial_lock:  # type: ignore[attr-defined]
                 time.sleep(server.latency)  # type: ignore[attr-defined]
-        server.seen.append(status)  # type: ignore[attr-defined]
         body = json.dumps({"ok": True} if status == 200 else {"error": {"message": f"status {status}"}}).encode()
         self.send_response(status)
         self.send_header("Content-Type", "application/json")
@@ -44,6 +45,7 @@ class Server:
         self.httpd.daemon_threads = True
         self.httpd.status, self.httpd.latency, self.httpd.seen = 200, latency, []  # type: ignore[attr-defined]
         self.httpd.serial_lock = threading.Lock() if serial else _NoLock()  # type: ignore[attr-defined]
+        self.httpd.decide_lock = threading.Lock()  # type: ignore[attr-defined]
         self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
         self.thread.start()
 
@@ -56,7 +58,8 @@ class Server:
         return self.httpd.seen  # type: ignore[attr-defined]
 
     def answer(self, status: int) -> None:
-        self.httpd.status = status  # type: ignore[attr-defined]
+        with self.httpd.decide_lock:  # type: ignore[attr-defined]
+            self.httpd.status = status  # type: ignore[attr-defined]
 
     def close(self) -> None:
         self.httpd.shutdown()
