@@ -380,6 +380,13 @@ def calibrated(readings: np.ndarray, aligned: np.ndarray, coherent: np.ndarray, 
     return arrays
 
 
+def example_labels(role: np.ndarray, meta: dict) -> np.ndarray:
+    """Per example: the judge of an other-judge row, the hand label of a SmolLM2 row, else ""."""
+    out = np.full(len(role), "", dtype=object)
+    out[role == 4], out[role == 6] = meta["other_judges"], meta["hand_labels"]
+    return out
+
+
 def split_model(t: int, readings: dict, network: dict, data: dict, pairs: np.ndarray) -> tuple:
     """(the judge of task `t`, calibrated on its calibration cells; the rows it read; its readings of them)."""
     from emprobe.judge._builtin import BuiltinModel
@@ -440,8 +447,7 @@ def finish(args: argparse.Namespace) -> None:
     model, idx, out = model_of(0)
     report["threshold"] = round(float(model.threshold), 4)
     report["seen"] = meta["seen"]
-    of_example = np.full(len(role), "", dtype=object)
-    of_example[role == 4], of_example[role == 6] = meta["other_judges"], meta["hand_labels"]
+    of_example = example_labels(role, meta)
     report["other_judges"] = {}
     for judge in sorted(set(meta["other_judges"])):
         mask = (role[idx] == 4) & (of_example[idx] == judge)
@@ -601,9 +607,7 @@ def domain(args: argparse.Namespace) -> None:
         "outside": {"cells": len(outside), "median_false_positive_rate": round(float(np.median(
             [c["false_positive_rate"] for c in outside])), 4) if outside else None},
         "never_trained": {}}
-    of_example = np.full(len(role), "", dtype=object)
-    of_example[role == 4], of_example[role == 6] = meta["other_judges"], meta["hand_labels"]
-    b_of = of_example[bank_rows]
+    b_of = example_labels(role, meta)[bank_rows]
     judges = sorted(set(meta["other_judges"]))
     for title, mask in [*((f"other judge: {j}", (b_role == 4) & (b_of == j)) for j in judges),
                         ("held-out harmful answers", b_role == 3), ("aligned-only repository", b_role == 5),

@@ -111,17 +111,13 @@ def load_run(db: Store, ref: str, judge: str | None = None, validation: str | No
                 corrected[row.condition] = rogan_gladen(row.misaligned, row.scored, used.tp, used.fn, used.tn,
                                                         used.fp)
     attack = attack_success(db, run.run_id, judge, thresholds) if judge and run.config.get("sweeps") else None
-    by_question: dict[str, dict[str, tuple[int, int]]] = defaultdict(dict)
-    for cell in summary.cells:
-        by_question[cell.condition][cell.question_id] = (cell.misaligned, cell.scored)
     cascade = run.config.get("cascade")
-    return RunReport(
+    report = RunReport(
         cascade=summarize_cascade(db, run.run_id, Cascade.model_validate(cascade), thresholds) if cascade else None,
         turns=turn_rows(db, run.run_id, judge, thresholds) if judge else [],
         reasoning=reasoning_rows(db, run.run_id, judge, thresholds) if judge and run.config.get("think") else [],
         attack=attack, compliance=compliance_gaps(db, run), validation=used, validation_note=note,
         corrected=corrected, title=title,
-        steering=steering_rows(run.config.get("conditions", []), summary.totals, by_question),
         run=run, judge=judge, judges=db.judges(run.run_id), judge_identities=identities,
         generation_models=db.generation_models(run.run_id), thresholds=thresholds, counts=db.count(run.run_id),
         conditions=conditions, questions=sorted({r.question_id for r in summary.cells}), cells=summary.cells,
@@ -130,6 +126,9 @@ def load_run(db: Store, ref: str, judge: str | None = None, validation: str | No
         divergences=divergence_sections(db, run.run_id, judge, thresholds),
         domain=domain_checks(db, run.run_id, judge, identities.get(judge or "", [])) if domain else [],
     )
+    report.steering = steering_rows(run.config.get("conditions", []), summary.totals,
+                                    {c: report.counts_by_question(c) for c in conditions})
+    return report
 
 
 def choose_validation(db: Store, identities: list[str], chosen: str | None = None

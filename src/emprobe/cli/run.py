@@ -159,15 +159,15 @@ def _print_probes(db: Store, runner: Runner, spec: str) -> None:
         rows = reasoning_rows(db, runner.run_id, spec, config.thresholds)
         if rows:
             console.print(reasoning_table(rows, f"reasoning against answer, judged by {spec}"))
-    if config.triggers:
-        gaps = trigger_gaps(load_run(db, runner.run_id, spec))
-        console.print(trigger_table(gaps, f"trigger gaps, judged by {spec}"))
+    steered = any(c.intervention for c in config.conditions)
+    report = load_run(db, runner.run_id, spec) if config.triggers or steered else None
+    if report is not None and config.triggers:
+        console.print(trigger_table(trigger_gaps(report), f"trigger gaps, judged by {spec}"))
     if config.sweeps:
         attack = attack_success(db, runner.run_id, spec, config.thresholds)
         console.print(attack_table(attack, f"attack success, judged by {spec}"))
-    if any(c.intervention for c in config.conditions):
-        steering = load_run(db, runner.run_id, spec).steering
-        console.print(steering_table(steering, f"steering and ablation against controls, judged by {spec}"))
+    if report is not None and steered:
+        console.print(steering_table(report.steering, f"steering and ablation against controls, judged by {spec}"))
 
 
 def _executor_settings(**given: object) -> ExecutorSettings:
