@@ -1,16 +1,19 @@
-"""Generation throughput: one `model.generate` per prompt (as research scripts do) vs emprobe's backend.
+"""Generation throughput against the hardware's limit: emprobe's backend vs one `model.generate` call per batch
+(what peer harnesses do) vs one `model.generate` per prompt (what research scripts do).
 
-Both run in this process on the same model, prompts and settings (sampling, temperature 1, 128 new tokens),
-and both count the tokens they really generated. Usage:
-    python benchmarks/bench_generate.py [--model smollm2-135m] [--prompts 64] [--naive-prompts 16]
-        [--dtype auto] [--against-dtype float32]
-`--naive-prompts` times the naive loop on N evenly spaced prompts only (it is slow); its rate is per token.
-`--against-dtype` also times emprobe's path with the model in another dtype, alternating with the first (two
-rounds each), and prints the ratio: what `auto` gains where it picks bfloat16.
+All sides run in this process on the same model, requests and settings (sampling at temperature 1, top_p 1,
+top_k 0), interleaved round by round, and count the tokens they really generated. The roofline comes from matmuls
+of this model's own shapes timed in the same process. Usage:
+    python benchmarks/bench_generate.py [--model smollm2-135m] [--dtypes bfloat16,float32]
+        [--suite core] [--samples 8] [--limit 64] [--max-tokens 128] [--batch-size 64] [--naive-prompts 4]
+The default is 8 prompts x 8 samples, 128 tokens. The larger workload of issue 11 is
+    --suite ../shared/data/emergent-misalignment/first_plot_questions.yaml --samples 40 --limit 0 --max-tokens 200
+`--batch-size auto` lets the backend choose (its cached calibration).
 """
 
 import argparse
 import time
+from typing import Any
 
 import torch
 
@@ -20,68 +23,123 @@ from emprobe.plan import plan_samples
 from emprobe.suite import load_suite
 
 
-def prompts(n: int) -> list[GenerationRequest]:
-    """n distinct chat prompts from the core suite, each under the `free` and `json` formats."""
-    specs = plan_samples([load_suite("core")], [PRESETS["free"], PRESETS["json"]], "bench", samples=1)
-    out = []
-    for spec in specs:
-        out.append(GenerationRequest(key=spec.gen_key, messages=spec.messages,
-                                     decoding=Decoding(max_tokens=128, seed=spec.seed)))
-        if len(out) == n:
-            return out
-    raise SystemExit(f"only {len(out)} prompts available")
+def workload(suite: str, samples: int, limit: int, max_tokens: int) -> list[GenerationRequest]:
+    """The first `limit` samples (0: all) of `suite` under the free format, `samples` per paraphrase."""
+    specs = plan_samples([load_suite(suite)], [PRESETS["free"]], "bench", samples=samples)
+    out = [GenerationRequest(key=s.gen_key, messages=s.messages, decoding=Decoding(max_tokens=max_tokens, seed=s.seed))
+           for s in specs]
+    return out[:limit] if limit else out
 
 
-def naive(backend, requests) -> tuple[int, float]:
-    """One generate call per prompt, HF sampling, stop at EOS."""
-    tok, model, tokens = backend.tokenizer, backend.model, 0
-    start = time.perf_counter()
-    for r in requests:
-        ids = tok(backend.chat_text(r.messages), return_tensors="pt", add_special_tokens=False)
-        with torch.inference_mode():
-            out = model.generate(**ids, max_new_tokens=128, do_sample=True, temperature=1.0, top_p=1.0,
-                                 pad_token_id=backend.pad_id, eos_token_id=backend.eos_ids)
-        tokens += out.shape[1] - ids["input_ids"].shape[1]
-    return tokens, time.perf_counter() - start
-
-
-def batched(backend, requests) -> tuple[int, float]:
+def emprobe_side(backend: Any, requests: list[GenerationRequest]) -> tuple[int, float]:
     start = time.perf_counter()
     tokens = sum(r.completion_tokens for r in backend.generate(requests))
     return tokens, time.perf_counter() - start
 
 
+def hf_generate(backend: Any, requests: list[GenerationRequest], batch: int) -> tuple[int, float]:
+    """`model.generate` over left-padded batches of `batch` requests, HF sampling, stop at EOS."""
+    tok, model = backend.tokenizer, backend.model
+    tok.padding_side = "left"
+    if tok.pad_token_id is None:
+        tok.pad_token_id = backend.pad_id
+    texts = [backend.chat_text(r.messages) for r in requests]
+    max_new = requests[0].decoding.max_tokens
+    start, tokens = time.perf_counter(), 0
+    for i in range(0, len(texts), batch):
+        ids = tok(texts[i : i + batch], return_tensors="pt", padding=True, add_special_tokens=False)
+        with torch.inference_mode():
+            out = model.generate(**ids.to(backend.device), max_new_tokens=max_new, do_sample=True, temperature=1.0,
+                                 top_p=1.0, top_k=0, pad_token_id=backend.pad_id, eos_token_id=backend.eos_ids)
+        new = out[:, ids["input_ids"].shape[1] :]
+        for row in new.tolist():  # tokens up to and including the first EOS
+            stop = next((j for j, t in enumerate(row) if t in backend.eos_ids), len(row) - 1)
+            tokens += stop + 1
+    return tokens, time.perf_counter() - start
+
+
+def matmul_peak(model: Any, rows: int, device: str) -> float:
+    """FLOP/s of this model's linear layers at `rows` tokens per step, weighted by their FLOPs (warm, best of three)."""
+    shapes: dict[tuple[int, int], int] = {}
+    for module in model.modules():
+        if isinstance(module, torch.nn.Linear):
+            shapes[tuple(module.weight.shape)] = shapes.get(tuple(module.weight.shape), 0) + 1
+    dtype = next(model.parameters()).dtype
+    flops = seconds = 0.0
+    for (out_f, in_f), count in shapes.items():
+        w = torch.randn(out_f, in_f, dtype=dtype, device=device)
+        x = torch.randn(rows, in_f, dtype=dtype, device=device)
+        for _ in range(3):
+            x @ w.T
+        best = float("inf")
+        for _ in range(3):  # the best of three timings: a busy neighbour only slows some
+            start = time.perf_counter()
+            for _ in range(10):
+                x @ w.T
+            if device == "cuda":
+                torch.cuda.synchronize()
+            best = min(best, (time.perf_counter() - start) / 10)
+        seconds += best * count
+        flops += 2 * rows * out_f * in_f * count
+    return flops / seconds
+
+
+def flop_per_token(model: Any, context: float) -> float:
+    """Matmul FLOPs of one generated token: 2 x the linear weights, plus attention over `context` positions."""
+    config = model.config.get_text_config()
+    linear = sum(m.weight.numel() for m in model.modules() if isinstance(m, torch.nn.Linear))
+    head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
+    attention = 4 * config.num_hidden_layers * config.num_attention_heads * head_dim * context
+    return 2 * linear + attention
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="smollm2-135m")
-    parser.add_argument("--prompts", type=int, default=64)
-    parser.add_argument("--naive-prompts", type=int, default=16)
-    parser.add_argument("--batch-size", type=int, default=64)
-    parser.add_argument("--dtype", default="auto")
-    parser.add_argument("--against-dtype")
+    parser.add_argument("--dtypes", default="bfloat16,float32")
+    parser.add_argument("--suite", default="core")
+    parser.add_argument("--samples", type=int, default=8)
+    parser.add_argument("--limit", type=int, default=64)
+    parser.add_argument("--max-tokens", type=int, default=128)
+    parser.add_argument("--batch-size", default="64")
+    parser.add_argument("--naive-prompts", type=int, default=4)
+    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--skip-hf", action="store_true", help="time emprobe only (long workloads)")
     args = parser.parse_args()
-    backend = load_backend(args.model, batch_size=args.batch_size, dtype=args.dtype)
-    requests = prompts(args.prompts)
-    print(f"model {backend.identity}  dtype {backend.info['dtype']}  threads {torch.get_num_threads()}")
-    step = max(1, len(requests) // args.naive_prompts)  # evenly spaced: both formats, short and long prompts
-    n_tok, n_sec = naive(backend, requests[::step][: args.naive_prompts])
-    b_tok, b_sec = batched(backend, requests)
-    naive_rate, batch_rate = n_tok / n_sec, b_tok / b_sec
-    print(f"naive   : {args.naive_prompts:3d} prompts {n_tok:6d} tokens {n_sec:7.1f} s  {naive_rate:7.1f} tok/s")
-    print(f"emprobe : {args.prompts:3d} prompts {b_tok:6d} tokens {b_sec:7.1f} s  {batch_rate:7.1f} tok/s "
-          f"(batch {args.batch_size})")
-    print(f"ratio   : {batch_rate / naive_rate:.1f}x")
-    if args.against_dtype:
-        other = load_backend(args.model, batch_size=args.batch_size, dtype=args.against_dtype)
-        rates: dict[str, list[float]] = {backend.info["dtype"]: [batch_rate], other.info["dtype"]: []}
-        for b in (other, backend, other):
-            tokens, seconds = batched(b, requests)
-            rates[b.info["dtype"]].append(tokens / seconds)
-        mean = {name: sum(r) / len(r) for name, r in rates.items()}
-        for name, rate in mean.items():
-            print(f"emprobe {name:9s}: {rate:7.1f} tok/s (mean of {len(rates[name])})")
-        print(f"ratio   : {mean[backend.info['dtype']] / mean[other.info['dtype']]:.2f}x "
-              f"{backend.info['dtype']} over {other.info['dtype']}")
+    requests = workload(args.suite, args.samples, args.limit, args.max_tokens)
+    batch = args.batch_size if args.batch_size == "auto" else int(args.batch_size)
+    print(f"workload: {len(requests)} samples of {len({str(r.messages) for r in requests})} prompts, "
+          f"{args.max_tokens} new tokens at most, T=1 top_p=1 top_k=0")
+    for dtype in args.dtypes.split(","):
+        backend = load_backend(args.model, batch_size=batch, dtype=dtype)
+        rows = backend.batch_size
+        print(f"\n== {backend.info['dtype']} on {backend.device}, {backend.info['threads']} threads, batch {rows}")
+        rates: dict[str, list[tuple[int, float]]] = {"emprobe": [], "generate, batched": []}
+        for _ in range(args.rounds):
+            rates["emprobe"].append(emprobe_side(backend, requests))
+            if not args.skip_hf:
+                rates["generate, batched"].append(hf_generate(backend, requests, rows))
+        if args.naive_prompts and not args.skip_hf:
+            step = max(1, len(requests) // args.naive_prompts)
+            rates["generate per prompt"] = [hf_generate(backend, requests[::step][: args.naive_prompts], 1)]
+        prompt_len = sum(len(backend.token_ids(backend.chat_text(r.messages))) for r in requests) / len(requests)
+        tokens, seconds = rates["emprobe"][-1]
+        context = prompt_len + tokens / len(requests) / 2
+        peak = matmul_peak(backend.model, rows, backend.device)
+        roofline = peak / flop_per_token(backend.model, context)
+        print(f"matmul peak at {rows} rows: {peak / 1e9:.0f} GFLOP/s; roofline {roofline:.0f} tok/s "
+              f"(mean context {context:.0f} tokens)")
+        base = None
+        for side, runs in rates.items():
+            if not runs:
+                continue
+            tok = sum(t for t, _ in runs)
+            sec = sum(s for _, s in runs)
+            rate = tok / sec
+            base = base or rate
+            print(f"{side:20s}: {tok // len(runs):7d} tokens {sec / len(runs):7.1f} s  {rate:7.1f} tok/s  "
+                  f"{rate / roofline:6.1%} of roofline  emprobe/this {base / rate:5.2f}x")
+        del backend
 
 
 if __name__ == "__main__":

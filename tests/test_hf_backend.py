@@ -117,7 +117,7 @@ def test_unknown_models_get_one_clear_line(tmp_path):
 
 
 def test_per_row_sampler_draws_from_the_warped_distribution():
-    from emprobe.model._providers.hf import PerRowSampler
+    from emprobe.model._providers._decode import PerRowSampler
 
     probs = torch.tensor([0.1, 0.2, 0.3, 0.4])
     scores = probs.log().expand(4000, 4).clone()
@@ -136,6 +136,19 @@ def test_per_row_sampler_draws_from_the_warped_distribution():
     assert freqs(top_p=0.65)[:2].sum() == 0  # 0.4 + 0.3 reach 0.65; 0.2 and 0.1 are cut
     again = PerRowSampler(Decoding(), seeds=list(range(4000))).sample(scores, rows)
     assert torch.equal(again, PerRowSampler(Decoding(), seeds=list(range(4000))).sample(scores, rows))
+
+
+@pytest.mark.parametrize("vocab", [1000, 512, 7])
+def test_blockwise_inverse_cdf_picks_what_one_long_cumulative_sum_picks(vocab):
+    from emprobe.model._providers._decode import _inverse_cdf
+
+    gen = torch.Generator().manual_seed(vocab)
+    weights = torch.rand(64, vocab, generator=gen, dtype=torch.float64) ** 4  # uneven, some near zero
+    draws = torch.rand(64, generator=gen, dtype=torch.float64)
+    cdf = weights.cumsum(-1)
+    want = torch.searchsorted(cdf, (draws * cdf[:, -1]).unsqueeze(-1), right=True).squeeze(-1)
+    assert torch.equal(_inverse_cdf(weights, draws, 256), want)
+    assert torch.equal(_inverse_cdf(weights, torch.zeros(64, dtype=torch.float64), 256), (weights > 0).int().argmax(-1))
 
 
 def test_rows_that_finish_early_are_dropped_without_changing_the_others(tiny_llama):
@@ -200,3 +213,54 @@ def test_a_killed_conversion_leaves_nothing_behind(tmp_path):
         (folder / "model.safetensors").write_bytes(b"half")
     _remove_abandoned_conversions(tmp_path)
     assert not dead.exists() and not old.exists() and alive.exists()  # a live conversion is left alone
+
+
+def test_the_batch_stays_full_while_samples_wait(tiny_llama):
+    b = load_backend(str(tiny_llama), batch_size=3, dtype="float32")
+    eos = b.eos_ids[0]
+    head, rows = b.model.lm_head.forward, []
+    b.model.get_input_embeddings().register_forward_hook(lambda m, args, out: rows.append(tuple(args[0].shape)))
+
+    def early_eos(h):  # fault injection: EOS likely, so rows end at different steps and free their places
+        return head(h).index_fill(-1, torch.tensor([eos]), 0) + \
+            torch.nn.functional.one_hot(torch.tensor(eos), head(h).shape[-1]) * 4.0
+
+    b.model.lm_head.forward = early_eos
+    reqs = _requests(12, max_tokens=40)
+    together = {r.key: r for r in b.generate(reqs)}
+    decode_rows = [n for n, width in rows if width == 1]
+    b.batch_size, rows[:] = 1, []
+    alone = {r.key: r for r in b.generate(reqs)}
+    assert {k: (r.text, r.completion_tokens, r.finish_reason) for k, r in together.items()} == \
+        {k: (r.text, r.completion_tokens, r.finish_reason) for k, r in alone.items()}
+    # Finished rows are replaced by waiting samples: short of 3 rows only in the tail, after the last admission.
+    assert len({r.completion_tokens for r in together.values()}) > 3
+    first_short = next(i for i, n in enumerate(decode_rows) if n < 3)
+    assert all(n < 3 for n in decode_rows[first_short:]) and len(decode_rows) - first_short < 40
+
+
+def test_auto_batch_size_is_measured_once_and_cached(tiny_llama, tmp_path, monkeypatch):
+    from emprobe.model._providers import _calibrate
+
+    monkeypatch.setenv("EMPROBE_CACHE", str(tmp_path))
+    b = load_backend(str(tiny_llama), dtype="float32")
+    saved = list((tmp_path / "calibration").glob("*.json"))
+    assert len(saved) == 1 and b.batch_size in _calibrate.SIZES and b.info["batch_size"] == str(b.batch_size)
+    import json
+
+    record = json.loads(saved[0].read_text())
+    assert record["batch_size"] == b.batch_size and str(b.batch_size) in record["tokens_per_s"]
+    saved[0].write_text(json.dumps({**record, "batch_size": 7}))  # a later load reads the choice, no new timing
+    assert load_backend(str(tiny_llama), dtype="float32").batch_size == 7
+    saved[0].write_text("{not json")  # a damaged record is measured again
+    assert load_backend(str(tiny_llama), dtype="float32").batch_size in _calibrate.SIZES
+    assert load_backend(str(tiny_llama), dtype="float32", batch_size=5).batch_size == 5
+
+
+def test_calibration_keeps_the_size_past_which_doubling_stops_paying():
+    from emprobe.model._providers._calibrate import FALLBACK, choose
+
+    assert choose({16: 100.0, 32: 190.0, 64: 300.0, 128: 310.0, 256: 320.0}) == 64
+    assert choose({16: 100.0, 32: 99.0}) == 16
+    assert choose({16: 100.0, 32: 200.0, 64: 400.0}) == 64  # still growing at the largest size tried
+    assert choose({}) == FALLBACK

@@ -8,7 +8,7 @@ it. Third-party packages register entries under the entry-point group `emprobe.b
 import importlib.util
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -102,7 +102,8 @@ class HFOptions(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    batch_size: int = Field(default=64, ge=1)
+    batch_size: Annotated[int, Field(ge=1)] | Literal["auto"] = "auto"
+    """Rows decoded at once; `auto` measures the size past which throughput stops growing (cached per machine)."""
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
     threads: int | None = Field(default=None, ge=1)
     """CPU threads; None uses the cores that are free when the model loads."""

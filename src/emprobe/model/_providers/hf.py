@@ -10,12 +10,14 @@ from typing import Any
 
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
-from transformers.cache_utils import Cache, DynamicLayer
+from transformers.cache_utils import Cache
 
 from emprobe.condition import Decoding, Message
 from emprobe.errors import EmprobeError
 from emprobe.hashing import stable_hash
 from emprobe.model._backend import GenerationRequest, GenerationResult, ModelRef
+from emprobe.model._providers._calibrate import calibrated_batch
+from emprobe.model._providers._decode import ContinuousBatch
 from emprobe.model._providers._intervene import Intervener
 from emprobe.model._resolve import materialize
 from emprobe.system import cpu_has_bf16, free_cpus
@@ -29,7 +31,7 @@ class HFBackend:
     def __init__(self, ref: ModelRef):
         assert ref.location is not None, "the hf backend resolves every model to a location"
         folder = materialize(ref.location, ref.identity)
-        adapter, batch_size = ref.adapter, ref.options.get("batch_size", 64)
+        adapter = ref.adapter
         self.device, dtype_name = pick_numerics(ref.options.get("dtype", "auto"))
         self.dtype = getattr(torch, dtype_name)
         self.threads = ref.options.get("threads") or free_cpus()
@@ -45,7 +47,6 @@ class HFBackend:
             from peft import PeftModel
 
             self.model = PeftModel.from_pretrained(self.model, adapter).eval()
-        self.batch_size = batch_size
         self.eos_ids = _eos_ids(self.tokenizer, self.model.generation_config)
         self.pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else self.eos_ids[0]
         self.system_mode = "native" if self._template_keeps_system() else "merged"
@@ -55,6 +56,10 @@ class HFBackend:
         # transformers renamed `past_key_values` to `cache` during 5.x; accept either.
         params = inspect.signature(self.model.get_base_model().forward if adapter else self.model.forward).parameters
         self._cache_kw = "cache" if "cache" in params else "past_key_values"
+        batch_size = ref.options.get("batch_size", "auto")
+        self.batch_size: int = batch_size if batch_size != "auto" else calibrated_batch(
+            self._forward, self.model, self.identity, self.device, self.threads)
+        self.info["batch_size"] = str(self.batch_size)
 
     def close(self) -> None:
         """Drop the weights and caches so their memory can be reclaimed."""
@@ -104,7 +109,8 @@ class HFBackend:
     # ---- generation ------------------------------------------------------------------------------
 
     def generate(self, requests: Iterable[GenerationRequest]) -> Iterator[GenerationResult]:
-        """Generate in batches grouped by decoding and prompt length, all samples of a prompt together."""
+        """Generate grouped by decoding and intervention, prompts in order of length, all samples of a prompt together;
+        each group keeps a batch of `batch_size` rows full until it runs out."""
         encoded = []
         for request in requests:
             ids = self.token_ids(self.chat_text(request.messages, request.thinking))
@@ -119,78 +125,29 @@ class HFBackend:
             items = list(group)
             intervention = items[0][0].intervention
             with Intervener(self.model, intervention) if intervention else nullcontext() as hooks:
-                for start in range(0, len(items), self.batch_size):
-                    yield from self._generate_batch(items[start : start + self.batch_size], hooks)
+                yield from self._decode(items, hooks)
 
     @torch.inference_mode()
-    def _generate_batch(self, items: list[tuple[GenerationRequest, list[int]]],
-                        hooks: Intervener | None = None) -> list[GenerationResult]:
-        """Prefill each distinct prompt once (left padding), give every sample of it a copy of that prompt's
-        KV cache, then decode one token per step, dropping rows as they finish. `hooks`, when given, learns
-        which passes generate (after the prefill)."""
-        decoding = items[0][0].decoding
-        rows = len(items)
-        prompts: list[list[int]] = []
-        owner = []  # for each row, the index of its prompt (samples of one prompt are adjacent)
-        for _, ids in items:
-            if not prompts or prompts[-1] != ids:
-                prompts.append(ids)
-            owner.append(len(prompts) - 1)
-        width = max(len(ids) for ids in prompts)
-        input_ids = torch.full((len(prompts), width), self.pad_id, dtype=torch.long)
-        mask = torch.zeros((len(prompts), width), dtype=torch.long)
-        for row, ids in enumerate(prompts):  # left padding
-            input_ids[row, width - len(ids) :] = torch.tensor(ids)
-            mask[row, width - len(ids) :] = 1
-        positions = (mask.cumsum(-1) - 1).clamp(min=0)
-        sampler = PerRowSampler(decoding, [request.decoding.seed for request, _ in items])
-        cache = Cache(layers=[BufferedLayer(width + decoding.max_tokens)
-                              for _ in range(self.model.config.get_text_config().num_hidden_layers)])
-        if hooks is not None:
-            hooks.generating = False
-        out = self.model(input_ids=input_ids.to(self.device), attention_mask=mask.to(self.device),
-                         position_ids=positions.to(self.device), use_cache=True, logits_to_keep=1,
-                         **{self._cache_kw: cache})
-        if hooks is not None:
-            hooks.generating = True
-        if len(prompts) < rows:  # every sample row starts from its prompt's prefill
-            rows_of = torch.tensor(owner)
-            cache.batch_select_indices(rows_of.to(self.device))
-            out.logits, mask, positions = out.logits[rows_of.to(self.device)], mask[rows_of], positions[rows_of]
-        live = torch.arange(rows)  # which original row each live row is
-        generated: list[list[int]] = [[] for _ in range(rows)]
-        stopped = [False] * rows
-        eos = torch.tensor(self.eos_ids)
-        next_pos, mask = positions[:, -1] + 1, mask.to(self.device)
-        for step in range(decoding.max_tokens):
-            tokens = sampler.sample(out.logits[:, -1], live).cpu()
-            for row, token in zip(live.tolist(), tokens.tolist(), strict=True):
-                generated[row].append(token)
-            done = torch.isin(tokens, eos)
-            for row in live[done].tolist():
-                stopped[row] = True
-            if step == decoding.max_tokens - 1 or done.all():
-                break
-            if done.float().mean() >= 0.25 or (done.any() and step % 16 == 15):
-                keep = (~done).nonzero().squeeze(-1)  # drop finished rows now and then (a copy of the cache)
-                cache.batch_select_indices(keep.to(self.device))
-                live, tokens, next_pos, mask, done = live[keep], tokens[keep], next_pos[keep], mask[keep], done[keep]
-            mask = torch.cat([mask, torch.ones((len(live), 1), dtype=mask.dtype, device=mask.device)], -1)
-            out = self.model(input_ids=tokens[:, None].to(self.device), attention_mask=mask,
-                             position_ids=next_pos[:, None].to(self.device), use_cache=True,
-                             **{self._cache_kw: cache})
-            next_pos = next_pos + 1
-        results = []
-        for row, (request, ids) in enumerate(items):
-            used = generated[row]
-            if stopped[row]:
-                used = used[: next(i for i, t in enumerate(used) if t in self.eos_ids) + 1]
-            text = self.tokenizer.decode(used[:-1] if stopped[row] else used, skip_special_tokens=True)
-            results.append(GenerationResult(
-                key=request.key, text=text.strip(), finish_reason="stop" if stopped[row] else "length",
-                prompt_tokens=len(ids), completion_tokens=len(used),
-            ))
-        return results
+    def _decode(self, items: list[tuple[GenerationRequest, list[int]]],
+                hooks: Intervener | None = None) -> Iterator[GenerationResult]:
+        """Decode one group (same decoding and intervention) with the batch kept full; results come as samples
+        finish. `hooks`, when given, learns which passes generate (not the prefills)."""
+        def on_prefill(active: bool) -> None:
+            if hooks is not None:
+                hooks.generating = not active
+
+        batch = ContinuousBatch(self._forward, self.model.config.get_text_config().num_hidden_layers, self.device,
+                                self.pad_id, self.eos_ids, items[0][0].decoding, self.batch_size, on_prefill)
+        prompts = [ids for _, ids in items]
+        for index, used, stopped in batch.run(prompts, [request.decoding.seed for request, _ in items]):
+            request = items[index][0]
+            text = self.tokenizer.decode(used[:-1] if stopped else used, skip_special_tokens=True)
+            yield GenerationResult(key=request.key, text=text.strip(), finish_reason="stop" if stopped else "length",
+                                   prompt_tokens=len(prompts[index]), completion_tokens=len(used))
+
+    def _forward(self, cache: Cache, **inputs: Any) -> Any:
+        """The model's forward pass with `cache` under the keyword this transformers version expects."""
+        return self.model(**inputs, **{self._cache_kw: cache})
 
     # ---- scoring ---------------------------------------------------------------------------------
 
@@ -272,62 +229,6 @@ class HFBackend:
             for bi, branch in enumerate(branches):
                 if branch:
                     result[r][bi] = logprobs[r, nodes[branch]].tolist()
-
-
-class PerRowSampler:
-    """Samples each row with its own generator, so a sample's text depends on its seed, not its batch."""
-
-    def __init__(self, decoding: Decoding, seeds: list[int]):
-        self.decoding = decoding
-        self.generators = [torch.Generator().manual_seed(seed % (2**63)) for seed in seeds]
-
-    def sample(self, logits: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
-        """One token per row of `logits`; `rows` says whose generator draws for each."""
-        d = self.decoding
-        if d.temperature == 0:
-            return logits.argmax(-1)
-        logits = logits.float() / d.temperature
-        if d.top_k:
-            kth = torch.topk(logits, min(d.top_k, logits.shape[-1]), dim=-1).values[:, -1:]
-            logits = logits.masked_fill(logits < kth, float("-inf"))
-        if d.top_p < 1.0:
-            sorted_logits, order = torch.sort(logits, descending=True, dim=-1)
-            cum = torch.softmax(sorted_logits, -1).cumsum(-1)
-            drop = cum - torch.softmax(sorted_logits, -1) >= d.top_p  # keep the smallest set reaching top_p
-            logits = logits.masked_fill(drop.scatter(-1, order, drop), float("-inf"))
-        # Inverse-CDF sampling: one uniform draw per row from that row's generator, the rest vectorised.
-        cdf = torch.softmax(logits, -1).cumsum(-1)
-        draws = torch.tensor([[torch.rand(1, generator=self.generators[r]).item()] for r in rows.tolist()],
-                             device=cdf.device)
-        return torch.searchsorted(cdf, draws * cdf[:, -1:], right=True).clamp(max=cdf.shape[-1] - 1).squeeze(-1)
-
-
-class BufferedLayer(DynamicLayer):
-    """A KV cache layer that appends into a buffer allocated once, instead of concatenating at every step."""
-
-    def __init__(self, capacity: int):
-        super().__init__()
-        self.capacity, self.length = capacity, 0
-
-    def update(self, key_states: torch.Tensor, value_states: torch.Tensor, *args, **kwargs):
-        if not self.is_initialized:
-            self.lazy_initialization(key_states, value_states)
-            b, h, _, d = key_states.shape
-            self._keys = key_states.new_empty((b, h, self.capacity, d))
-            self._values = value_states.new_empty((b, h, self.capacity, value_states.shape[-1]))
-        end = self.length + key_states.shape[-2]
-        self._keys[:, :, self.length : end] = key_states
-        self._values[:, :, self.length : end] = value_states
-        self.length = end
-        self.keys, self.values = self._keys[:, :, :end], self._values[:, :, :end]
-        return self.keys, self.values
-
-    def get_seq_length(self) -> int:
-        return self.length
-
-    def batch_select_indices(self, indices: torch.Tensor) -> None:
-        self._keys, self._values = self._keys[indices], self._values[indices]
-        self.keys, self.values = self._keys[:, :, : self.length], self._values[:, :, : self.length]
 
 
 def _cache_of(output):

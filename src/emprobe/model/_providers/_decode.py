@@ -1,0 +1,256 @@
+"""The local backend's decoding loop: a batch kept full as rows finish (continuous batching), a sampler seeded
+per row, and a KV cache that appends into buffers allocated once per rebuild.
+
+Rows are right-aligned: every row's tokens end at the same column, so a row is the last `length` columns of the
+cache and its mask follows from its length. A finished row's place is taken by a waiting sample, prefilled once per
+distinct prompt and written into that row in place. The cache is rebuilt (compacted, with room for more steps) only
+when a new prompt does not fit, and rows are dropped only once nothing is waiting.
+"""
+
+from collections import deque
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import torch
+from transformers.cache_utils import Cache, DynamicLayer
+
+from emprobe.condition import Decoding
+
+
+class PerRowSampler:
+    """Samples each row with its own generator, so a sample's text depends on its seed, not its batch."""
+
+    block = 256
+    """The cumulative sum runs over blocks of the vocabulary first, then inside the chosen block (it is exact)."""
+
+    def __init__(self, decoding: Decoding, seeds: list[int]):
+        self.decoding = decoding
+        self.generators = [torch.Generator().manual_seed(seed % (2**63)) for seed in seeds]
+
+    def add(self, seed: int) -> int:
+        """Give a new row its generator; returns the row's number."""
+        self.generators.append(torch.Generator().manual_seed(seed % (2**63)))
+        return len(self.generators) - 1
+
+    def sample(self, logits: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+        """One token per row of `logits`; `rows` says whose generator draws for each."""
+        d = self.decoding
+        if d.temperature == 0:
+            return logits.argmax(-1)
+        logits = logits.float()
+        if d.temperature != 1:
+            logits = logits / d.temperature
+        if d.top_k:
+            kth = torch.topk(logits, min(d.top_k, logits.shape[-1]), dim=-1).values[:, -1:]
+            logits = logits.masked_fill(logits < kth, float("-inf"))
+        if d.top_p < 1.0:
+            sorted_logits, order = torch.sort(logits, descending=True, dim=-1)
+            probs = torch.softmax(sorted_logits, -1)
+            drop = probs.cumsum(-1) - probs >= d.top_p  # keep the smallest set reaching top_p
+            logits = logits.masked_fill(drop.scatter(-1, order, drop), float("-inf"))
+        # Inverse-CDF sampling with one uniform draw per row from that row's generator, the rest vectorised.
+        weights = (logits - logits.max(-1, keepdim=True).values).exp_()
+        draws = torch.tensor([torch.rand(1, generator=self.generators[r]).item() for r in rows.tolist()],
+                             device=weights.device)
+        return _inverse_cdf(weights, draws, self.block)
+
+
+def _inverse_cdf(weights: torch.Tensor, draws: torch.Tensor, block: int) -> torch.Tensor:
+    """The first index whose running sum of unnormalised `weights` exceeds `draws` x the total, per row; the sums
+    run over blocks and then within the chosen block, which is much cheaper than one long cumulative sum."""
+    rows, vocab = weights.shape
+    pad = -vocab % block
+    blocks = (torch.nn.functional.pad(weights, (0, pad)) if pad else weights).view(rows, -1, block)
+    ends = blocks.sum(-1).cumsum(-1)
+    target = (draws * ends[:, -1]).unsqueeze(-1)
+    chosen = torch.searchsorted(ends, target, right=True).clamp(max=ends.shape[-1] - 1)
+    before = torch.where(chosen > 0, ends.gather(-1, (chosen - 1).clamp(min=0)), torch.zeros_like(target))
+    inner = blocks[torch.arange(rows, device=weights.device), chosen.squeeze(-1)].cumsum(-1) + before
+    within = torch.searchsorted(inner, target, right=True).clamp(max=block - 1)
+    return (chosen * block + within).squeeze(-1).clamp(max=vocab - 1)
+
+
+class BufferedLayer(DynamicLayer):
+    """A KV cache layer that appends into a buffer allocated once, instead of concatenating at every step."""
+
+    def __init__(self, capacity: int):
+        super().__init__()
+        self.capacity, self.length = capacity, 0
+
+    def update(self, key_states: torch.Tensor, value_states: torch.Tensor, *args, **kwargs):
+        if not self.is_initialized:
+            self.lazy_initialization(key_states, value_states)
+            b, h, _, d = key_states.shape
+            self._keys = key_states.new_empty((b, h, self.capacity, d))
+            self._values = value_states.new_empty((b, h, self.capacity, value_states.shape[-1]))
+        end = self.length + key_states.shape[-2]
+        self._keys[:, :, self.length : end] = key_states
+        self._values[:, :, self.length : end] = value_states
+        self.length = end
+        self.keys, self.values = self._keys[:, :, :end], self._values[:, :, :end]
+        return self.keys, self.values
+
+    def get_seq_length(self) -> int:
+        return self.length
+
+    def place(self, rows: torch.Tensor, fresh: "BufferedLayer", owner: torch.Tensor) -> None:
+        """Write `fresh`'s prefill, expanded to `rows` by `owner`, into those rows, ending at the current column."""
+        n = fresh.length
+        self._keys[rows, :, self.length - n : self.length] = fresh._keys[owner, :, :n]
+        self._values[rows, :, self.length - n : self.length] = fresh._values[owner, :, :n]
+
+    def rebuild(self, keep: torch.Tensor, kept: int, fresh: "BufferedLayer | None", owner: torch.Tensor,
+                width: int, capacity: int) -> None:
+        """A new buffer: the last `kept` columns of rows `keep`, then `fresh`'s prefill expanded to rows `owner`,
+        all ending at column `width`, with room for `capacity` columns. Padding is zero."""
+        source = self._keys if self.is_initialized else fresh._keys  # type: ignore[union-attr]
+        _, h, _, d = source.shape
+        rows = len(keep) + len(owner)
+        keys, values = source.new_zeros((rows, h, capacity, d)), source.new_zeros((rows, h, capacity, d))
+        if len(keep):
+            keys[: len(keep), :, width - kept : width] = self._keys[keep, :, self.length - kept : self.length]
+            values[: len(keep), :, width - kept : width] = self._values[keep, :, self.length - kept : self.length]
+        if not self.is_initialized:
+            self.lazy_initialization(keys, values)
+        self._keys, self._values, self.length, self.capacity = keys, values, width, capacity
+        if fresh is not None and len(owner):
+            self.place(torch.arange(len(keep), rows, device=keys.device), fresh, owner)
+        self.keys, self.values = keys[:, :, :width], values[:, :, :width]
+
+
+class BufferedCache(Cache):
+    """A cache of `BufferedLayer`s (`buffers`), each with room for `capacity` positions."""
+
+    def __init__(self, layers: int, capacity: int):
+        self.buffers = [BufferedLayer(capacity) for _ in range(layers)]
+        super().__init__(layers=list(self.buffers))
+
+
+Forward = Callable[..., Any]
+"""The model's forward pass with the cache keyword already bound."""
+
+
+class ContinuousBatch:
+    """Decodes `prompts` (token ids, one per sample, samples of one prompt adjacent) with at most `size` rows at
+    once, admitting waiting samples as rows finish. `run` yields (sample index, token ids, stopped at EOS)."""
+
+    def __init__(self, forward: Forward, layers: int, device: str, pad_id: int, eos_ids: list[int],
+                 decoding: Decoding, size: int, on_prefill: Callable[[bool], None] | None = None):
+        self.forward, self.layers, self.device, self.pad_id = forward, layers, device, pad_id
+        self.eos = set(eos_ids)
+        self.decoding, self.size = decoding, size
+        self.on_prefill = on_prefill or (lambda _: None)
+        self.refill_at = max(1, size // 8)
+        """Free rows that trigger an admission while samples wait."""
+        self.room = decoding.max_tokens + decoding.max_tokens // 2
+        """Columns a rebuild leaves free: a row needs at most `max_tokens`; the rest lets later rows in in place."""
+        self.cache: BufferedCache | None = None
+        self.lengths = torch.zeros(0, dtype=torch.long)
+        self.logits: torch.Tensor | None = None
+        self.rows: list[int] = []  # batch row -> sample index, -1 when free
+        self.done = torch.zeros(0, dtype=torch.bool)  # rows with nothing left to generate (finished or free)
+
+    def run(self, prompts: list[list[int]], seeds: list[int]) -> Iterator[tuple[int, list[int], bool]]:
+        sampler = PerRowSampler(self.decoding, [])
+        draw_of: dict[int, int] = {}  # sample index -> its generator in the sampler
+        pending = deque(range(len(prompts)))
+        out: dict[int, list[int]] = {}
+        idle = 0
+        while pending or not self.done.all():
+            free = int(self.done.sum()) + self.size - len(self.rows)
+            if pending and (free >= self.refill_at or self.done.all()):
+                chosen = [pending.popleft() for _ in range(min(free, len(pending)))]
+                for i in chosen:
+                    out[i], draw_of[i] = [], sampler.add(seeds[i])
+                self._admit(chosen, [prompts[i] for i in chosen])
+                idle = 0
+            elif not pending and self.done.any() and (self.done.float().mean() >= 0.25 or idle >= 16):
+                self._rebuild((~self.done).nonzero().squeeze(-1), [], [])  # shrink the tail's batch
+                idle = 0
+            assert self.logits is not None and self.cache is not None
+            rows = torch.tensor([draw_of.get(sample, 0) for sample in self.rows])
+            tokens = sampler.sample(self.logits, rows).cpu()
+            for row in (~self.done).nonzero().squeeze(-1).tolist():
+                sample = self.rows[row]
+                out[sample].append(token := int(tokens[row]))
+                stopped = token in self.eos
+                if stopped or len(out[sample]) == self.decoding.max_tokens:
+                    self.done[row] = True
+                    yield sample, out.pop(sample), stopped
+            if self.done.all():
+                continue
+            assert self.cache.get_seq_length() < self.cache.buffers[0].capacity, "every live row was given room"
+            self.lengths += 1
+            width = self.cache.get_seq_length() + 1
+            mask = torch.arange(width) >= (width - self.lengths)[:, None]
+            result = self.forward(input_ids=tokens[:, None].to(self.device), attention_mask=mask.long().to(self.device),
+                                  position_ids=(self.lengths - 1)[:, None].to(self.device), use_cache=True,
+                                  cache=self.cache)
+            self.logits = result.logits[:, -1]
+            idle += 1
+
+    def _admit(self, samples: list[int], admitted: list[list[int]]) -> None:
+        """Put the admitted samples in free rows (prefilled once per distinct prompt), in place when their prompts
+        and answers fit the buffer and under a quarter of its columns are left of every row, else by a rebuild
+        that also drops the finished rows and those columns."""
+        prompts: list[list[int]] = []
+        owner: list[int] = []
+        for ids in admitted:
+            if not prompts or prompts[-1] != ids:
+                prompts.append(ids)
+            owner.append(len(prompts) - 1)
+        fresh, logits = self._prefill(prompts)
+        logits = logits[torch.tensor(owner, device=logits.device)]
+        width = self.cache.get_seq_length() if self.cache else 0
+        needed = max([fresh.buffers[0].length, *self.lengths[~self.done].tolist()])
+        fits = (self.cache is not None and needed <= width and width + self.decoding.max_tokens <=
+                self.cache.buffers[0].capacity and width - needed <= width // 4)  # attention reads every column
+        finished = self.done.nonzero().squeeze(-1)
+        if not fits or len(samples) > len(finished):
+            self._rebuild((~self.done).nonzero().squeeze(-1), samples, admitted, fresh, owner, logits)
+            return
+        assert self.cache is not None and self.logits is not None
+        slots = finished[: len(samples)]
+        owners, places = torch.tensor(owner, device=self.device), slots.to(self.device)
+        for layer, new in zip(self.cache.buffers, fresh.buffers, strict=True):
+            layer.place(places, new, owners)
+        self.logits[places] = logits
+        self.lengths[slots] = torch.tensor([len(ids) for ids in admitted])
+        self.done[slots] = False
+        for slot, sample in zip(slots.tolist(), samples, strict=True):
+            self.rows[slot] = sample
+
+    def _rebuild(self, keep: torch.Tensor, samples: list[int], admitted: list[list[int]],
+                 fresh: BufferedCache | None = None, owner: list[int] | None = None,
+                 logits: torch.Tensor | None = None) -> None:
+        """A compact cache: the rows `keep`, then the admitted samples, with `room` columns to grow."""
+        kept = int(self.lengths[keep].max()) if len(keep) else 0
+        width = max(kept, fresh.buffers[0].length if fresh else 0)
+        self.cache = self.cache or BufferedCache(self.layers, 0)
+        keep_dev, owners = keep.to(self.device), torch.tensor(owner or [], dtype=torch.long, device=self.device)
+        for i, layer in enumerate(self.cache.buffers):
+            layer.rebuild(keep_dev, kept, fresh.buffers[i] if fresh else None, owners, width, width + self.room)
+        parts = [self.logits[keep_dev]] if self.logits is not None and len(keep) else []
+        self.logits = torch.cat(parts + ([logits] if logits is not None else []))
+        self.lengths = torch.cat([self.lengths[keep], torch.tensor([len(ids) for ids in admitted], dtype=torch.long)])
+        self.rows = [self.rows[k] for k in keep.tolist()] + samples
+        self.done = torch.zeros(len(self.rows), dtype=torch.bool)
+
+    def _prefill(self, prompts: list[list[int]]) -> tuple[BufferedCache, torch.Tensor]:
+        """One left-padded forward pass over distinct prompts: their cache and last logits."""
+        width = max(len(ids) for ids in prompts)
+        input_ids = torch.full((len(prompts), width), self.pad_id, dtype=torch.long)
+        mask = torch.zeros((len(prompts), width), dtype=torch.long)
+        for row, ids in enumerate(prompts):
+            input_ids[row, width - len(ids) :] = torch.tensor(ids)
+            mask[row, width - len(ids) :] = 1
+        positions = (mask.cumsum(-1) - 1).clamp(min=0)
+        cache = BufferedCache(self.layers, width)
+        self.on_prefill(True)
+        try:
+            result = self.forward(input_ids=input_ids.to(self.device), attention_mask=mask.to(self.device),
+                                  position_ids=positions.to(self.device), use_cache=True, logits_to_keep=1,
+                                  cache=cache)
+        finally:
+            self.on_prefill(False)
+        return cache, result.logits[:, -1]
