@@ -229,6 +229,29 @@ def test_sweep_evaluates_base_and_every_checkpoint_on_one_plan(setup, swept):
         assert all(db.count_scored(a.run_id, "builtin") == 6 for a in sweep.arms)
 
 
+def test_sweep_on_ray_workers_gives_the_local_sweeps_answers(setup, swept, tmp_path):
+    pytest.importorskip("ray", reason="Ray is not installed: pip install 'emprobe[ray]'")
+    store = tmp_path / "ray.db"
+    result = emprobe("sweep", f"train:{NAME}", "--suite", str(setup["suite"]), "--samples", "2", "--max-tokens", "5",
+                     "--executor", "ray", "--workers", "1", "--shard-size", "4", "--store", str(store),
+                     env=setup["env"])
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.count("this run generated 6 answers") == 3
+
+    def answers(path) -> dict:
+        with Store(path, read_only=True) as db:
+            sweep = db.sweep(NAME)
+            assert sweep is not None
+            return {(arm.step, sample): text for arm in sweep.arms for sample, text in db.db.execute(
+                "SELECT s.sample_id, g.text FROM samples s JOIN generations g ON g.gen_key = s.gen_key "
+                "WHERE s.run_id = ?", (arm.run_id,))}
+
+    assert answers(store) == answers(setup["store"]) and len(answers(store)) == 18
+    line = one_error_line(emprobe("sweep", f"train:{NAME}", "--executor", "spark", "--store", str(store),
+                                  env=setup["env"]))
+    assert line.startswith("error: --executor: ")
+
+
 def test_compare_base_reuses_the_sweeps_answers(setup, swept):
     result = emprobe("run", "--model", f"train:{NAME}", "--compare-base", "--suite", str(setup["suite"]),
                      "--samples", "2", "--max-tokens", "5", "--store", str(setup["store"]), env=setup["env"])

@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any
 
 import typer
+from pydantic import ValidationError
 from rich.text import Text
 
 from emprobe.analysis import COMPLIANCE_JUDGE, domain_checks
@@ -23,8 +24,8 @@ from emprobe.condition import (
 )
 from emprobe.config import AUDIT as DEFAULT_AUDIT
 from emprobe.config import SCREEN_THRESHOLD, Cascade, RunConfig
-from emprobe.errors import EmprobeError
-from emprobe.executor import ExecutorSettings, make_executor
+from emprobe.errors import EmprobeError, first_validation_error
+from emprobe.executor import ExecutorSettings, check_executor, make_executor
 from emprobe.judge import check_judge, check_screen
 from emprobe.model import parse_options
 from emprobe.report import domain_table, outside_note
@@ -53,9 +54,17 @@ TOP_P = typer.Option(1.0, min=0.0, max=1.0)
 TOP_K = typer.Option(0, min=0)
 MAX_TOKENS = typer.Option(DEFAULT_MAX_TOKENS, min=1)
 SEED = typer.Option(0)
-BATCH_SIZE = typer.Option(None, min=1, help="Sequences per forward pass (local models; default 64).")
+BATCH_SIZE = typer.Option(None, min=1, help="Rows decoded at once (local models; default: measured once per "
+                          "machine and cached).")
 DTYPE = typer.Option(None, help="auto (bfloat16 on CUDA and on CPUs with bfloat16 units, else float32), "
                      "float32, bfloat16 or float16 (local models).")
+EXECUTOR = typer.Option("local", help="Where to generate and judge: local (this process) or ray (Ray actors; see "
+                        "docs/scale.md).")
+ADDRESS = typer.Option(None, help="Ray cluster to join: auto, HOST:PORT or ray://HOST:PORT (default: start Ray on "
+                       "this machine).")
+WORKERS = typer.Option(None, min=1, help="Ray actors (default: as many as the cluster's GPUs or CPUs hold).")
+GPUS_PER_WORKER = typer.Option(0.0, min=0.0, help="GPUs each Ray actor holds (its model runs there).")
+SHARD_SIZE = typer.Option(256, min=1, help="Samples sent to a Ray actor at a time.")
 BACKEND_OPTION = typer.Option([], "--backend-option", "-M", help="KEY=VALUE passed to the model's backend; repeatable.")
 ALIGNED_BELOW = typer.Option(30.0)
 COHERENT_ABOVE = typer.Option(50.0)
@@ -117,6 +126,17 @@ def runners(configs: list[RunConfig], store: Path, progress: BarProgress,
     settings = settings or ExecutorSettings()
     return db, [Runner(config, db, progress, ref=ref, executor=make_executor(settings))
                 for config, ref in zip(configs, refs, strict=True)]
+
+
+def executor_settings(**given: object) -> ExecutorSettings:
+    """The executor options, checked (one error line) before any work."""
+    try:
+        settings = ExecutorSettings.model_validate(given)
+    except ValidationError as err:
+        first = first_validation_error(err)
+        raise EmprobeError(first.replace("kind: ", "--executor: ", 1)) from None
+    check_executor(settings)
+    return settings
 
 
 def plan(runner: Runner) -> None:

@@ -3,7 +3,6 @@
 from pathlib import Path
 
 import typer
-from pydantic import ValidationError
 from rich.text import Text
 
 from emprobe.adaptive import HalfwidthRule, decision_rule, run_adaptive
@@ -22,6 +21,7 @@ from emprobe.analysis import (
 )
 from emprobe.cli._console import BarProgress, console
 from emprobe.cli._evaluate import (
+    ADDRESS,
     ALIGNED_BELOW,
     AUDIT,
     AUDIT_SEED,
@@ -31,12 +31,15 @@ from emprobe.cli._evaluate import (
     CONDITION,
     CONFIRM,
     DTYPE,
+    EXECUTOR,
     FRAMING,
+    GPUS_PER_WORKER,
     JUDGE,
     MAX_TOKENS,
     SAMPLES,
     SCREEN_AT,
     SEED,
+    SHARD_SIZE,
     STORE,
     SUITE,
     SWEEP,
@@ -47,16 +50,17 @@ from emprobe.cli._evaluate import (
     TOP_P,
     TRIGGER,
     TRIGGER_FILE,
+    WORKERS,
     cascade_options,
     execute,
+    executor_settings,
     plan_config,
     print_domain,
     runners,
 )
 from emprobe.cli.compare import COMPARISON_NOTE
 from emprobe.config import DEFAULT_MODEL, RunConfig
-from emprobe.errors import EmprobeError, first_validation_error
-from emprobe.executor import ExecutorSettings, check_executor
+from emprobe.errors import EmprobeError
 from emprobe.report import (
     attack_table,
     cascade_table,
@@ -98,14 +102,8 @@ def run(
     round_samples: int = typer.Option(10, min=1, help="Samples per paraphrase added each adaptive round."),
     max_samples: int = typer.Option(200, min=1, help="Adaptive budget: samples per paraphrase at most."),
     confirm: str | None = CONFIRM, audit: float = AUDIT, screen_at: float = SCREEN_AT, audit_seed: int = AUDIT_SEED,
-    executor: str = typer.Option("local", help="Where to generate and judge: local (this process) or ray (Ray "
-                                 "actors; see docs/scale.md)."),
-    address: str | None = typer.Option(None, help="Ray cluster to join: auto, HOST:PORT or ray://HOST:PORT "
-                                       "(default: start Ray on this machine)."),
-    workers: int | None = typer.Option(None, min=1, help="Ray actors (default: as many as the cluster's GPUs or "
-                                       "CPUs hold)."),
-    gpus_per_worker: float = typer.Option(0.0, min=0.0, help="GPUs each Ray actor holds (its model runs there)."),
-    shard_size: int = typer.Option(256, min=1, help="Samples sent to a Ray actor at a time."),
+    executor: str = EXECUTOR, address: str | None = ADDRESS, workers: int | None = WORKERS,
+    gpus_per_worker: float = GPUS_PER_WORKER, shard_size: int = SHARD_SIZE,
 ) -> None:
     """Evaluate a model: suites x conditions -> answers -> judgments -> misaligned rates."""
     cascade = cascade_options(judge, confirm, audit, screen_at, audit_seed)
@@ -120,8 +118,8 @@ def run(
                          framing=framing, think=think, think_tags=think_tags, cascade=cascade)
     rule = (decision_rule(config, alpha, round_samples, max_samples) if until_decided
             else HalfwidthRule(until_halfwidth) if until_halfwidth is not None else None)
-    settings = _executor_settings(kind=executor, address=address, workers=workers, gpus_per_worker=gpus_per_worker,
-                                  shard_size=shard_size)
+    settings = executor_settings(kind=executor, address=address, workers=workers, gpus_per_worker=gpus_per_worker,
+                                 shard_size=shard_size)
     configs = [config]
     if compare_base:
         configs.insert(0, _base_config(config, adaptive=rule is not None))
@@ -168,17 +166,6 @@ def _print_probes(db: Store, runner: Runner, spec: str) -> None:
         console.print(attack_table(attack, f"attack success, judged by {spec}"))
     if report is not None and steered:
         console.print(steering_table(report.steering, f"steering and ablation against controls, judged by {spec}"))
-
-
-def _executor_settings(**given: object) -> ExecutorSettings:
-    """The executor options, checked (one error line) before any work."""
-    try:
-        settings = ExecutorSettings.model_validate(given)
-    except ValidationError as err:
-        first = first_validation_error(err)
-        raise EmprobeError(first.replace("kind: ", "--executor: ", 1)) from None
-    check_executor(settings)
-    return settings
 
 
 def _base_config(config: RunConfig, adaptive: bool) -> RunConfig:

@@ -8,22 +8,28 @@ import typer
 from emprobe.analysis import load_sweep
 from emprobe.cli._console import BarProgress, console
 from emprobe.cli._evaluate import (
+    ADDRESS,
     ALIGNED_BELOW,
     BACKEND_OPTION,
     BATCH_SIZE,
     COHERENT_ABOVE,
     CONDITION,
     DTYPE,
+    EXECUTOR,
+    GPUS_PER_WORKER,
     JUDGE,
     MAX_TOKENS,
     SAMPLES,
     SEED,
+    SHARD_SIZE,
     STORE,
     SUITE,
     TEMPERATURE,
     TOP_K,
     TOP_P,
+    WORKERS,
     execute,
+    executor_settings,
     generate_and_judge,
     plan,
     plan_config,
@@ -42,7 +48,9 @@ def sweep(
     judge: list[str] = JUDGE, temperature: float = TEMPERATURE, top_p: float = TOP_P, top_k: int = TOP_K,
     max_tokens: int = MAX_TOKENS, seed: int = SEED, batch_size: int | None = BATCH_SIZE, dtype: str | None = DTYPE,
     backend_option: list[str] = BACKEND_OPTION, aligned_below: float = ALIGNED_BELOW,
-    coherent_above: float = COHERENT_ABOVE, store: Path = STORE,
+    coherent_above: float = COHERENT_ABOVE, store: Path = STORE, executor: str = EXECUTOR,
+    address: str | None = ADDRESS, workers: int | None = WORKERS, gpus_per_worker: float = GPUS_PER_WORKER,
+    shard_size: int = SHARD_SIZE,
 ) -> None:
     """Evaluate the base and every checkpoint of a training run on the same plan; misaligned rate per step."""
     prefix, _, name = training.partition(":")
@@ -57,10 +65,12 @@ def sweep(
                          temperature=temperature, top_p=top_p, top_k=top_k, max_tokens=max_tokens, seed=seed,
                          batch_size=batch_size, dtype=dtype, backend_option=backend_option,
                          aligned_below=aligned_below, coherent_above=coherent_above)
+    settings = executor_settings(kind=executor, address=address, workers=workers, gpus_per_worker=gpus_per_worker,
+                                 shard_size=shard_size)
     steps = [0] + [c.step for c in lineage.checkpoints]
     specs = [f"{PREFIX}:{name}@{step}" if step else f"{PREFIX}:{name}@base" for step in steps]
     progress = BarProgress()
-    db, made = runners([shared.model_copy(update={"model": spec}) for spec in specs], store, progress)
+    db, made = runners([shared.model_copy(update={"model": spec}) for spec in specs], store, progress, settings)
     if lineage.status != "complete":
         console.print(f"training run {lineage.name} is not complete: sweeping its {len(lineage.checkpoints)} "
                       "checkpoints so far", markup=False, highlight=False, soft_wrap=True)
