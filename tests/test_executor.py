@@ -50,10 +50,10 @@ def test_local_runs_never_import_ray(tmp_path):
     ({"kind": "ray", "workers": 0}, "greater than or equal to 1"),
 ])
 def test_executor_options_are_checked_before_any_work(given, words, tmp_path):
-    from emprobe.cli.run import _executor_settings
+    from emprobe.cli._evaluate import executor_settings
 
     with pytest.raises(EmprobeError, match=words):
-        _executor_settings(**{**ExecutorSettings().model_dump(), **given})
+        executor_settings(**{**ExecutorSettings().model_dump(), **given})
 
 
 class _Elsewhere(LocalExecutor):

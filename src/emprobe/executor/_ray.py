@@ -43,6 +43,12 @@ class RayWorker(Worker):
 _Actor = ray.remote(max_restarts=0)(RayWorker)
 
 
+@ray.remote(max_retries=2)
+def _resolve(ref: ModelRef) -> ModelRef:
+    """`ref` resolved on a worker node: a task, so that runs planned ahead of their turn hold no actors."""
+    return Worker().resolve(ref)
+
+
 class RayExecutor:
     """Sends shards to `settings.workers` Ray actors (started on first use) and yields results as they arrive."""
 
@@ -60,7 +66,12 @@ class RayExecutor:
     # ---- the Executor interface ----------------------------------------------------------------------
 
     def resolve(self, ref: ModelRef) -> ModelRef:
-        return self._ask("resolve", ref)
+        self._connect()
+        task = _resolve.options(num_cpus=self.settings.cpus_per_worker, num_gpus=self.settings.gpus_per_worker)
+        try:
+            return ray.get(task.remote(ref))
+        except RayTaskError as err:
+            raise _cause(err) from None
 
     def model_info(self, ref: ModelRef) -> dict[str, str]:
         return {**self._ask("model_info", ref), "executor": f"ray ({len(self.actors)} workers)"}
