@@ -281,8 +281,9 @@ class Store(TrainingQueries, DiagnosticsQueries):
                             condition=condition, sample_index=s_index, seed=seed, answer=text,
                             messages=tuple(Message(**m) for m in json.loads(messages)))
 
-    def pending_generation(self, run_id: str, chunk: int = 1024) -> Iterator[list[PendingSample]]:
-        """Samples without a generation, in chunks ordered so that samples of one prompt come together."""
+    def pending_generation(self, run_id: str, chunk: int = 8192) -> Iterator[list[PendingSample]]:
+        """Samples without a generation, in chunks ordered so that samples of one prompt come together. A chunk
+        holds many local batches: the batch is kept full within a chunk and drains at its end."""
         after = ("", "")
         decodings: dict[str, Decoding] = {}
         while True:
