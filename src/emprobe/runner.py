@@ -201,6 +201,8 @@ class Runner:
         info = self.executor.model_info(self.ref)
         self.store.update_run_info(self.run_id, info)
         numerics = " ".join(info[k] for k in ("device", "dtype") if info.get(k))
+        if numerics and info.get("batch_size"):
+            numerics += f", batch {info['batch_size']}"
         self.progress.start(f"generating ({numerics})" if numerics else "generating", todo)
         conditions = {c.name: c for c in self.config.conditions}
 
