@@ -264,3 +264,36 @@ def test_calibration_keeps_the_size_past_which_doubling_stops_paying():
     assert choose({16: 100.0, 32: 99.0}) == 16
     assert choose({16: 100.0, 32: 200.0, 64: 400.0}) == 64  # still growing at the largest size tried
     assert choose({}) == FALLBACK
+
+
+def test_mixed_decodings_one_token_answers_and_greedy_rows_keep_their_own_results(backend):
+    reqs = [*_requests(5, max_tokens=1), *_requests(5, max_tokens=7, temperature=0),
+            *_requests(6, max_tokens=9, top_k=3)]
+    reqs = [r.model_copy(update={"key": f"{r.key}-{i}"}) for i, r in enumerate(reqs)]
+    together = {r.key: r for r in backend.generate(reqs)}
+    backend.batch_size = 1
+    try:
+        alone = {r.key: r for r in backend.generate(reqs)}
+    finally:
+        backend.batch_size = 4
+    assert together.keys() == {r.key for r in reqs}
+    assert {k: (r.text, r.completion_tokens) for k, r in together.items()} == \
+        {k: (r.text, r.completion_tokens) for k, r in alone.items()}
+    assert all(together[r.key].completion_tokens == 1 for r in reqs[:5])
+    greedy = [together[r.key].text for r in reqs[5:10]]
+    assert greedy[0] == greedy[3] and greedy[1] == greedy[4]  # same prompt, temperature 0: same answer
+    assert list(backend.generate([])) == []
+
+
+def test_a_model_the_calibration_cannot_time_gets_the_default_batch_and_no_record(backend, tmp_path, monkeypatch):
+    from emprobe.model._providers import _calibrate
+
+    monkeypatch.setenv("EMPROBE_CACHE", str(tmp_path))
+    calls = []
+
+    def failing(**inputs):  # fault injection: a model whose cache the calibration cannot fake
+        calls.append(inputs["input_ids"].shape)
+        raise RuntimeError("unexpected cache layout")
+
+    assert _calibrate.calibrated_batch(failing, backend.model, "m", "cpu", 2) == _calibrate.FALLBACK
+    assert calls and not list(tmp_path.rglob("*.json"))  # it tried, and kept no record of the failure

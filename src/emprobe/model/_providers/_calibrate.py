@@ -2,6 +2,7 @@
 keep the size past which throughput stops growing. The choice is cached per model, numerics, threads and device."""
 
 import json
+import logging
 import os
 import platform
 import time
@@ -14,6 +15,7 @@ from emprobe.hashing import stable_hash
 from emprobe.model._providers._decode import BufferedCache, Forward
 from emprobe.model._resolve import cache_dir
 
+log = logging.getLogger("emprobe.calibrate")
 SIZES = (16, 32, 64, 128, 256, 512, 1024)
 CONTEXT = 160
 """Cached positions per row while timing: a typical prompt plus half of a typical answer."""
@@ -37,7 +39,11 @@ def calibrated_batch(forward: Forward, model: Any, identity: str, device: str, t
         return int(json.loads(path.read_text())["batch_size"])
     except (OSError, ValueError, KeyError, TypeError):
         pass
-    rates = measure(forward, model, device, _memory_cap(model, device, max_tokens))
+    try:
+        rates = measure(forward, model, device, _memory_cap(model, device, max_tokens))
+    except (RuntimeError, ValueError, TypeError, AttributeError, IndexError) as err:  # a cache layout it cannot fake
+        log.warning("could not measure the batch size (%s: %s); using %d", type(err).__name__, err, FALLBACK)
+        return FALLBACK
     best = choose(rates)
     path.parent.mkdir(parents=True, exist_ok=True)
     partial = path.with_suffix(f".{os.getpid()}.tmp")
