@@ -132,7 +132,8 @@ Forward = Callable[..., Any]
 
 class ContinuousBatch:
     """Decodes `prompts` (token ids, one per sample, samples of one prompt adjacent) with at most `size` rows at
-    once, admitting waiting samples as rows finish. `run` yields (sample index, token ids, stopped at EOS)."""
+    once, admitting waiting samples as rows finish. `run` (once per instance) yields (sample index, token ids,
+    stopped at EOS)."""
 
     def __init__(self, forward: Forward, layers: int, device: str, pad_id: int, eos_ids: list[int],
                  decoding: Decoding, size: int, on_prefill: Callable[[bool], None] | None = None):
@@ -147,7 +148,7 @@ class ContinuousBatch:
         self.cache: BufferedCache | None = None
         self.lengths = torch.zeros(0, dtype=torch.long)
         self.logits: torch.Tensor | None = None
-        self.rows: list[int] = []  # batch row -> sample index, -1 when free
+        self.rows: list[int] = []  # batch row -> sample index (a finished row keeps its last sample's)
         self.done = torch.zeros(0, dtype=torch.bool)  # rows with nothing left to generate (finished or free)
 
     def run(self, prompts: list[list[int]], seeds: list[int]) -> Iterator[tuple[int, list[int], bool]]:
@@ -168,7 +169,7 @@ class ContinuousBatch:
                 self._rebuild((~self.done).nonzero().squeeze(-1), [], [])  # shrink the tail's batch
                 idle = 0
             assert self.logits is not None and self.cache is not None
-            rows = torch.tensor([draw_of.get(sample, 0) for sample in self.rows])
+            rows = torch.tensor([draw_of[sample] for sample in self.rows])
             tokens = sampler.sample(self.logits, rows).cpu()
             for row in (~self.done).nonzero().squeeze(-1).tolist():
                 sample = self.rows[row]
