@@ -84,6 +84,31 @@ def matmul_peak(model: Any, rows: int, device: str) -> float:
     return flops / seconds
 
 
+def attention_seconds(model: Any, rows: int, context: int, device: str) -> float:
+    """One decode step's attention for `rows` rows over `context` cached positions, all layers: the KV cache read
+    that the FLOP roofline leaves out (grouped heads as transformers packs them for one query token; best of 3)."""
+    config = model.config.get_text_config()
+    heads = config.num_attention_heads
+    kv = getattr(config, "num_key_value_heads", None) or heads
+    head_dim = getattr(config, "head_dim", None) or config.hidden_size // heads
+    dtype = next(model.parameters()).dtype
+    q = torch.randn(rows, kv, heads // kv, head_dim, dtype=dtype, device=device)
+    k, v = (torch.randn(rows, kv, context, head_dim, dtype=dtype, device=device) for _ in range(2))
+    mask = torch.ones(rows, 1, 1, context, dtype=torch.bool, device=device)
+    attend = lambda: torch.nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=mask)  # noqa: E731
+    best = float("inf")
+    with torch.inference_mode():
+        attend()
+        for _ in range(3):
+            start = time.perf_counter()
+            for _ in range(10):
+                attend()
+            if device == "cuda":
+                torch.cuda.synchronize()
+            best = min(best, (time.perf_counter() - start) / 10)
+    return best * config.num_hidden_layers
+
+
 def flop_per_token(model: Any, context: float) -> float:
     """Matmul FLOPs of one generated token: 2 x the linear weights, plus attention over `context` positions."""
     config = model.config.get_text_config()
@@ -127,8 +152,12 @@ def main() -> None:
         context = prompt_len + tokens / len(requests) / 2
         peak = matmul_peak(backend.model, rows, backend.device)
         roofline = peak / flop_per_token(backend.model, context)
+        attention = attention_seconds(backend.model, rows, round(context), backend.device)
+        with_kv = 1 / (flop_per_token(backend.model, 0) / peak + attention / rows)
         print(f"matmul peak at {rows} rows: {peak / 1e9:.0f} GFLOP/s; roofline {roofline:.0f} tok/s "
               f"(mean context {context:.0f} tokens)")
+        print(f"attention over the mean context: {attention * 1e3:.1f} ms a step at {rows} rows; matmuls at their "
+              f"peak plus that read: {with_kv:.0f} tok/s")
         base = None
         for side, runs in rates.items():
             if not runs:
