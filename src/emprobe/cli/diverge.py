@@ -36,7 +36,7 @@ def diverge(
             a, b = local(pool.get(ref_a), ref_a.spec), local(pool.get(ref_b), ref_b.spec)
             progress.start("teacher-forcing answers through both models", db.count_answered(record.run_id))
             try:
-                rows = diverge_run(db, record.run_id, a, b, max(1, a.batch_size // 8), progress.advance)
+                rows = diverge_run(db, record.run_id, a, b, max(1, a.sequence_rows // 8), progress.advance)
             finally:
                 progress.close()
         groups = verdict_groups(db, record.run_id, spec, run_thresholds(record), rows)

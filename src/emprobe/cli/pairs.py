@@ -27,7 +27,7 @@ def pairs(
     ref = resolve(model, options=parse_options(backend_option))
     with BackendPool() as pool:
         backend = local(pool.get(ref), ref.spec)
-        scores = score_pairs(backend, found, max(1, backend.batch_size // 8))
+        scores = score_pairs(backend, found, max(1, backend.sequence_rows // 8))
     with Store(store) as db:
         db.save_pair_scores(sha256, ref.identity, scores)
     plain, normalised = ranking_accuracy(scores)

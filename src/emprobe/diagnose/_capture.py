@@ -115,7 +115,7 @@ def capture_run(db: Store, run_id: str, backend: Any, layers: Sequence[int], pos
             encoded = [encode(backend, s.messages, s.answer) for s in chunk]
             start = len(sample_ids)
             sample_ids.extend(s.sample_id for s in chunk)
-            for rows in by_length(encoded, backend.batch_size):
+            for rows in by_length(encoded, backend.sequence_rows):
                 batch = [encoded[i] for i in rows]
                 ids, mask = padded(batch, backend.pad_id, backend.device)
                 pooled = capture.run(ids, mask, pooling_weights(batch, position, ids.shape[1]))

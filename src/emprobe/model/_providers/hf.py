@@ -23,6 +23,8 @@ from emprobe.model._resolve import materialize
 from emprobe.system import cpu_has_bf16, free_cpus
 
 _SENTINEL = "\u2063emprobe-system\u2063"
+SEQUENCE_ROWS = 64
+"""The most rows a whole-sequence pass takes: the decode batch's measured size is about one token per row."""
 
 
 class HFBackend:
@@ -60,6 +62,8 @@ class HFBackend:
         self.batch_size: int = batch_size if batch_size != "auto" else calibrated_batch(
             self._forward, self.model, self.identity, self.device, self.threads)
         self.info["batch_size"] = str(self.batch_size)
+        self.sequence_rows = min(self.batch_size, SEQUENCE_ROWS)
+        """Rows per forward pass over whole sequences (scoring, capture): these hold every position at once."""
 
     def close(self) -> None:
         """Drop the weights and caches so their memory can be reclaimed."""
@@ -158,7 +162,7 @@ class HFBackend:
         """Log-probs of `token_ids` after prefix + suffix + branch; the prefix's KV cache is computed once."""
         prefix_len, prefix_cache = self._prefix(prefix)
         out: list[list[list[float]]] = []
-        step = max(1, self.batch_size // 4)
+        step = max(1, self.sequence_rows // 4)
         for start in range(0, len(suffixes), step):
             out.extend(self._score_batch(prefix_len, prefix_cache, suffixes[start : start + step], branches,
                                          token_ids))
