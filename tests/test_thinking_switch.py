@@ -51,3 +51,30 @@ def test_a_run_that_switches_thinking_on_a_template_without_it_stops_with_one_li
                              "--max-tokens", "4", "--sweep", "thinking=on,off", "--store", str(tmp_path / "e.db"))
     assert code == 2 and err.strip().splitlines()[-1].startswith("error: model ")
     assert "has no thinking switch" in err
+
+
+def test_teacher_forcing_rebuilds_the_prompt_each_answer_was_generated_from(tiny_llama, tmp_path, capsys):
+    import shutil
+
+    from emprobe.diagnose import local
+    from emprobe.diagnose._forward import encode
+    from emprobe.store import Store
+
+    folder = tmp_path / "switched"
+    shutil.copytree(tiny_llama, folder)
+    (folder / "chat_template.jinja").write_text(SWITCHED)
+    suite = tmp_path / "s.yaml"
+    suite.write_text("name: s\nquestions:\n  - id: a\n    paraphrases: [Hello there, Hi]\n")
+    store = tmp_path / "e.db"
+    code, out, err = emprobe(capsys, "run", "--model", str(folder), "--suite", str(suite), "--samples", "2",
+                             "--max-tokens", "4", "--sweep", "thinking=on,off", "--store", str(store))
+    assert code == 0, err
+    backend = local(load_backend(str(folder), dtype="float32"), str(folder))
+    with Store(store, read_only=True) as db:
+        (run_id,) = [r for (r,) in db.db.execute("SELECT run_id FROM runs")]
+        prompt_tokens = dict(db.db.execute("SELECT s.sample_id, g.prompt_tokens FROM samples s JOIN generations g "
+                                           "ON g.gen_key = s.gen_key WHERE s.run_id = ?", (run_id,)).fetchall())
+        answered = [s for chunk in db.answered(run_id) for s in chunk]
+    assert sorted(str(s.thinking) for s in answered) == ["False"] * 4 + ["True"] * 4
+    for s in answered:  # the prompt teacher-forced is the one the answer was generated from, switch included
+        assert encode(backend, s.messages, s.answer, s.thinking).prompt_len == prompt_tokens[s.sample_id]

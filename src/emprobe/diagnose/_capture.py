@@ -112,7 +112,7 @@ def capture_run(db: Store, run_id: str, backend: Any, layers: Sequence[int], pos
         for chunk in db.answered(run_id):
             if len(sample_ids) + len(chunk) > total:
                 raise EmprobeError(f"run {run_id} gained answers during the capture; capture it again")
-            encoded = [encode(backend, s.messages, s.answer) for s in chunk]
+            encoded = [encode(backend, s.messages, s.answer, s.thinking) for s in chunk]
             start = len(sample_ids)
             sample_ids.extend(s.sample_id for s in chunk)
             for rows in by_length(encoded, backend.sequence_rows):

@@ -22,7 +22,7 @@ def diverge_run(db: Store, run_id: str, model: Any, reference: Any, rows: int,
     check_same_tokens(model, reference)
     out: list[Divergence] = []
     for chunk in db.answered(run_id):
-        encoded = [encode(model, s.messages, s.answer) for s in chunk]
+        encoded = [encode(model, s.messages, s.answer, s.thinking) for s in chunk]
         done: dict[int, Divergence] = {}
         for batch in by_length(encoded, rows):
             group = [encoded[i] for i in batch]

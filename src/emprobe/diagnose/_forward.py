@@ -31,9 +31,10 @@ def local(backend: Backend, spec: str) -> Any:
     return backend
 
 
-def encode(backend: Any, messages: tuple[Message, ...], answer: str) -> Encoded:
-    """The prompt as the model's chat template writes it, followed by the answer's tokens."""
-    prompt = backend.token_ids(backend.chat_text(messages))
+def encode(backend: Any, messages: tuple[Message, ...], answer: str, thinking: bool | None = None) -> Encoded:
+    """The prompt as the model's chat template writes it (with the thinking switch the answer was generated
+    under), followed by the answer's tokens."""
+    prompt = backend.token_ids(backend.chat_text(messages, thinking))
     return Encoded(prompt + backend.token_ids(answer), len(prompt))
 
 

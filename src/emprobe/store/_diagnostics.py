@@ -29,19 +29,25 @@ class DiagnosticsQueries:
                                "AND g.error IS NULL AND g.text IS NOT NULL WHERE s.run_id = ?", (run_id,)).fetchone()[0]
 
     def answered(self, run_id: str, chunk: int = 512) -> Iterator[list[AnsweredSample]]:
-        """The run's answered samples with their messages, in sample-id order, in chunks."""
+        """The run's answered samples with their messages and their condition's thinking switch, in sample-id
+        order, in chunks."""
+        found = self.db.execute("SELECT config FROM runs WHERE run_id = ?", (run_id,)).fetchone()
+        conditions = json.loads(found[0]).get("conditions", []) if found else []
+        thinking = {c["name"]: c.get("thinking") for c in conditions}
         after = ""
         while True:
             rows = self.db.execute(
-                "SELECT s.sample_id, p.messages, g.text FROM samples s JOIN prompts p ON p.prompt_key = s.prompt_key "
-                "JOIN generations g ON g.gen_key = s.gen_key AND g.error IS NULL AND g.text IS NOT NULL "
-                "WHERE s.run_id = ? AND s.sample_id > ? ORDER BY s.sample_id LIMIT ?", (run_id, after, chunk),
+                "SELECT s.sample_id, p.messages, g.text, s.condition FROM samples s JOIN prompts p ON "
+                "p.prompt_key = s.prompt_key JOIN generations g ON g.gen_key = s.gen_key AND g.error IS NULL AND "
+                "g.text IS NOT NULL WHERE s.run_id = ? AND s.sample_id > ? ORDER BY s.sample_id LIMIT ?",
+                (run_id, after, chunk),
             ).fetchall()
             if not rows:
                 return
             after = rows[-1][0]
             yield [AnsweredSample(sample_id=sample_id, messages=tuple(Message(**m) for m in json.loads(messages)),
-                                  answer=answer) for sample_id, messages, answer in rows]
+                                  answer=answer, thinking=thinking.get(condition))
+                   for sample_id, messages, answer, condition in rows]
 
     def verdict_ids(self, run_id: str, judge: str, thresholds: Thresholds, aligned_above: float
                     ) -> tuple[set[str], set[str]]:

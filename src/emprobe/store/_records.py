@@ -145,6 +145,8 @@ class AnsweredSample(BaseModel):
     sample_id: str
     messages: tuple[Message, ...]
     answer: str
+    thinking: bool | None = None
+    """The chat template's thinking switch under the sample's condition (None: not set)."""
 
 
 class ActivationArray(BaseModel):
