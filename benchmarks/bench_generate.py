@@ -19,6 +19,7 @@ import torch
 
 from emprobe.condition import PRESETS, Decoding
 from emprobe.model import GenerationRequest, load_backend
+from emprobe.model._providers._calibrate import kv_shape
 from emprobe.plan import plan_samples
 from emprobe.suite import load_suite
 
@@ -88,9 +89,8 @@ def attention_seconds(model: Any, rows: int, context: int, device: str) -> float
     """One decode step's attention for `rows` rows over `context` cached positions, all layers: the KV cache read
     that the FLOP roofline leaves out (grouped heads as transformers packs them for one query token; best of 3)."""
     config = model.config.get_text_config()
+    kv, head_dim = kv_shape(config)
     heads = config.num_attention_heads
-    kv = getattr(config, "num_key_value_heads", None) or heads
-    head_dim = getattr(config, "head_dim", None) or config.hidden_size // heads
     dtype = next(model.parameters()).dtype
     q = torch.randn(rows, kv, heads // kv, head_dim, dtype=dtype, device=device)
     k, v = (torch.randn(rows, kv, context, head_dim, dtype=dtype, device=device) for _ in range(2))
@@ -113,8 +113,7 @@ def flop_per_token(model: Any, context: float) -> float:
     """Matmul FLOPs of one generated token: 2 x the linear weights, plus attention over `context` positions."""
     config = model.config.get_text_config()
     linear = sum(m.weight.numel() for m in model.modules() if isinstance(m, torch.nn.Linear))
-    head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
-    attention = 4 * config.num_hidden_layers * config.num_attention_heads * head_dim * context
+    attention = 4 * config.num_hidden_layers * config.num_attention_heads * kv_shape(config)[1] * context
     return 2 * linear + attention
 
 

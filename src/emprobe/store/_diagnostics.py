@@ -9,7 +9,7 @@ from pathlib import Path
 
 from emprobe.condition import Message
 from emprobe.rules import ALIGNED, COHERENT, Thresholds
-from emprobe.store._records import ActivationArray, AnsweredSample, Divergence, PairScore
+from emprobe.store._records import ActivationArray, AnsweredSample, Divergence, PairScore, RunRecord
 from emprobe.store._schema import now
 
 _ARRAY_FIELDS = tuple(ActivationArray.model_fields)
@@ -22,6 +22,7 @@ class DiagnosticsQueries:
     db: sqlite3.Connection
     path: Path
     transaction: Callable[[], AbstractContextManager[sqlite3.Connection]]
+    run: Callable[[str], RunRecord]
 
     def count_answered(self, run_id: str) -> int:
         """How many of the run's samples have an answer."""
@@ -31,9 +32,7 @@ class DiagnosticsQueries:
     def answered(self, run_id: str, chunk: int = 512) -> Iterator[list[AnsweredSample]]:
         """The run's answered samples with their messages and their condition's thinking switch, in sample-id
         order, in chunks."""
-        found = self.db.execute("SELECT config FROM runs WHERE run_id = ?", (run_id,)).fetchone()
-        conditions = json.loads(found[0]).get("conditions", []) if found else []
-        thinking = {c["name"]: c.get("thinking") for c in conditions}
+        thinking = {c["name"]: c.get("thinking") for c in self.run(run_id).config.get("conditions", [])}
         after = ""
         while True:
             rows = self.db.execute(

@@ -66,7 +66,7 @@ def choose(rates: dict[int, float]) -> int:
 def measure(forward: Forward, model: Any, device: str, cap: int) -> dict[int, float]:
     """Decode tokens per second at each size up to `cap`, stopping once doubling stops paying."""
     config = model.config.get_text_config()
-    heads, head_dim = _kv_shape(config)
+    heads, head_dim = kv_shape(config)
     dtype = next(model.parameters()).dtype
     rates: dict[int, float] = {}
     for size in (s for s in SIZES if s <= max(cap, SIZES[0])):
@@ -96,14 +96,14 @@ def _memory_cap(model: Any, device: str, max_tokens: int) -> int:
     """The largest batch whose KV cache, for a 256-token prompt plus `max_tokens`, fits in a quarter of the free
     memory."""
     config = model.config.get_text_config()
-    heads, head_dim = _kv_shape(config)
+    heads, head_dim = kv_shape(config)
     width = next(model.parameters()).element_size()
     per_row = 2 * config.num_hidden_layers * heads * head_dim * (256 + max_tokens) * width
     free = torch.cuda.mem_get_info()[0] if device == "cuda" else _available_memory()
     return max(1, free // 4 // per_row)
 
 
-def _kv_shape(config: Any) -> tuple[int, int]:
+def kv_shape(config: Any) -> tuple[int, int]:
     """(key-value heads, head width) of a decoder config."""
     heads = getattr(config, "num_key_value_heads", None) or config.num_attention_heads
     return heads, getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads

@@ -24,7 +24,8 @@ from emprobe.system import cpu_has_bf16, free_cpus
 
 _SENTINEL = "\u2063emprobe-system\u2063"
 SEQUENCE_ROWS = 64
-"""The most rows a whole-sequence pass takes: the decode batch's measured size is about one token per row."""
+"""Rows at most in one pass over whole sequences (scoring, capture): such a pass holds every position's
+activations, where a decode step of the measured batch holds one position per row."""
 
 
 class HFBackend:
