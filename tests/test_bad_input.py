@@ -30,6 +30,7 @@ def one_line(done, *expected: str) -> str:
     (["--samples", "0"], "--samples"), (["--samples", "-5"], "--samples"), (["--batch-size", "0"], "--batch-size"),
     (["--temperature", "-1"], "--temperature"), (["--top-p", "0"], "top_p"), (["--dtype", "int3"], "dtype"),
     (["--judge", "nope"], "unknown judge 'nope'"), (["-M", "colour=red"], "no option 'colour'"),
+    (["-M", "batch_size=lots"], "batch_size: give a whole number of rows (1 or more) or auto, not 'lots'"),
 ])
 def test_bad_options_fail_before_any_model_loads(tmp_path, args, expected):
     store = tmp_path / "e.db"

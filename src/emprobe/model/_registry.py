@@ -8,9 +8,9 @@ it. Third-party packages register entries under the entry-point group `emprobe.b
 import importlib.util
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Annotated, Any, Literal
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from emprobe.errors import EmprobeError, first_validation_error
 from emprobe.model._backend import Backend, ModelRef
@@ -102,11 +102,24 @@ class HFOptions(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    batch_size: Annotated[int, Field(ge=1)] | Literal["auto"] = "auto"
+    batch_size: int | Literal["auto"] = "auto"
     """Rows decoded at once; `auto` measures the size past which throughput stops growing (cached per machine)."""
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
     threads: int | None = Field(default=None, ge=1)
     """CPU threads; None uses the cores that are free when the model loads."""
+
+    @field_validator("batch_size", mode="before")
+    @classmethod
+    def _rows_or_auto(cls, value: Any) -> Any:
+        if value == "auto":
+            return value
+        try:
+            rows = int(value)
+        except (TypeError, ValueError):
+            rows = 0
+        if rows < 1 or str(rows) != str(value).strip():
+            raise ValueError(f"give a whole number of rows (1 or more) or auto, not {value!r}")
+        return rows
 
 
 def _hf_identity(name: str, adapter: str | None) -> tuple[str, str | None]:
