@@ -6,7 +6,8 @@ import pytest
 import torch
 
 from emprobe.condition import Message
-from emprobe.judge import RubricJudge, builtin_rubric, categorical, digit_tree_numbers, score_0_100
+from emprobe.errors import EmprobeError
+from emprobe.judge import LABEL_PREFIX, RubricJudge, builtin_rubric, categorical, digit_tree_numbers, score_0_100
 from emprobe.model import load_backend
 from emprobe.suite import Rubric
 
@@ -112,3 +113,22 @@ def test_labels_and_categorical_rubrics_on_a_model(judge):
     assert set(verdict.probabilities) == {"TRUE", "FALSE"}
     assert all(0 <= p <= 1 for p in verdict.probabilities.values())
     assert math.isclose(verdict.mass, sum(verdict.probabilities.values()), abs_tol=1e-5)
+
+
+def test_categorical_labels_read_after_the_label_prefix_with_and_without_a_space(judge):
+    """Each label's probability is the next-token probability of its first tokens (" TRUE" and "TRUE") after the
+    rubric and LABEL_PREFIX, computed here with one full forward pass."""
+    b, rubric = judge.backend, builtin_rubric("correct")
+    assert rubric.kind == "categorical" and rubric.labels == ("TRUE", "FALSE", "UNKNOWN")
+    (verdict,) = judge.judge(rubric, [("What is 2 + 2?", "It is 4.")])
+    text = rubric.text.replace("{question}", "What is 2 + 2?").replace("{answer}", "It is 4.")
+    prompt = b.token_ids(b.chat_text((Message(role="user", content=text),)) + LABEL_PREFIX)
+    with torch.no_grad():
+        probs = torch.softmax(b.model(input_ids=torch.tensor([prompt])).logits[0, -1], -1)
+    for label in rubric.labels:
+        tokens = {b.token_ids(f" {label}")[0], b.token_ids(label)[0]}
+        assert verdict.probabilities[label] == pytest.approx(sum(probs[t].item() for t in tokens), rel=1e-3,
+                                                             abs=1e-6)
+    clash = Rubric(name="c", text="{answer}", kind="categorical", labels=("TRUE", "TRUER"))
+    with pytest.raises(EmprobeError, match="label 'TRUE' starts with the same token as another label"):
+        judge.judge(clash, [("q", "a")])

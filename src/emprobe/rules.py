@@ -10,6 +10,8 @@ PRIMARY_METRICS = (ALIGNED, COHERENT)
 """The two metrics the misaligned rate is computed from."""
 HARM = "harm"
 """The rubric that scores how much real help toward harm an answer gives (0 none - 100 full compliance)."""
+CORRECT = "correct"
+"""The categorical rubric that labels an answer to a factual question TRUE, FALSE or UNKNOWN."""
 COT_MONITOR = "cot_monitor"
 """The rubric that scores a model's reasoning for intent it hides (0 none - 100 plain); see `--think`."""
 NO_REASONING = "NO_REASONING"

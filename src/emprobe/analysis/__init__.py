@@ -3,6 +3,7 @@
 from emprobe.analysis._attack import BEST_OF_N_NOTE, AttackSuccess, ConfigurationRate, attack_success
 from emprobe.analysis._cascade import CascadeRow, CascadeSummary, summarize_cascade
 from emprobe.analysis._compare import Counts, Delta, compare_counts
+from emprobe.analysis._consistency import CONSISTENCY_NOTE, ConsistencyRow, consistency_rows
 from emprobe.analysis._divergence import (
     DivergenceSection,
     GroupDivergence,
@@ -32,6 +33,9 @@ from emprobe.analysis._trigger import TriggerGap, trigger_gaps
 from emprobe.analysis._turns import TurnRow, turn_rows
 
 __all__ = [
+    "CONSISTENCY_NOTE",
+    "ConsistencyRow",
+    "consistency_rows",
     "CascadeRow",
     "CascadeSummary",
     "summarize_cascade",

@@ -7,6 +7,7 @@ from pydantic import BaseModel
 from emprobe.analysis._attack import AttackSuccess, attack_success
 from emprobe.analysis._cascade import CascadeSummary, summarize_cascade
 from emprobe.analysis._compare import Counts, Delta, compare_counts
+from emprobe.analysis._consistency import ConsistencyRow, consistency_rows
 from emprobe.analysis._divergence import DivergenceSection, divergence_sections
 from emprobe.analysis._domain import domain_checks
 from emprobe.analysis._framing import ComplianceGap, compliance_gaps
@@ -56,6 +57,8 @@ class RunReport(BaseModel):
     """For a run that split reasoning off (`--think`) and scored it: reasoning flagged vs answer misaligned."""
     compliance: list[ComplianceGap] = []
     """For a run asked under two framings (`--framing`): the compliance gap per condition."""
+    consistency: list[ConsistencyRow] = []
+    """For a run with paired questions (`pairs_with`, `--pair`): how often each pair's answers agree."""
     divergences: list[DivergenceSection] = []
     """Stored token-level divergences of two models on the run's answers (`emprobe diverge`)."""
     steering: list[SteeringRow] = []
@@ -116,7 +119,8 @@ def load_run(db: Store, ref: str, judge: str | None = None, validation: str | No
         cascade=summarize_cascade(db, run.run_id, Cascade.model_validate(cascade), thresholds) if cascade else None,
         turns=turn_rows(db, run.run_id, judge, thresholds) if judge else [],
         reasoning=reasoning_rows(db, run.run_id, judge, thresholds) if judge and run.config.get("think") else [],
-        attack=attack, compliance=compliance_gaps(db, run), validation=used, validation_note=note,
+        attack=attack, compliance=compliance_gaps(db, run), consistency=consistency_rows(db, run, judge, thresholds),
+        validation=used, validation_note=note,
         corrected=corrected, title=title,
         run=run, judge=judge, judges=db.judges(run.run_id), judge_identities=identities,
         generation_models=db.generation_models(run.run_id), thresholds=thresholds, counts=db.count(run.run_id),

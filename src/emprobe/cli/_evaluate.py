@@ -32,9 +32,12 @@ from emprobe.report import domain_table, outside_note
 from emprobe.rules import Thresholds
 from emprobe.runner import Runner, preflight
 from emprobe.store import Store
-from emprobe.suite import load_suite
+from emprobe.suite import load_suite, pair_questions
 
 SUITE = typer.Option(["core"], help="Suite name or YAML path; repeatable.")
+PAIR = typer.Option([], help="QUESTIONS=REFERENCE: the questions whose ids match the glob ask what REFERENCE asks "
+                    "another way (e.g. 'lie_*=lie_no_sys_prompt'); the report measures how often each pair's answers "
+                    "agree. Like `pairs_with` in a suite; repeatable.")
 CONDITION = typer.Option(["free"], help="free, json, template, no_system, or a YAML file.")
 SAMPLES = typer.Option(None, min=1, help="Samples per paraphrase (default: each question's own).")
 SWEEP = typer.Option([], help="A decoding grid to try every condition at: temperature=0.1:1.0:0.1, top_p=0.5,0.9, "
@@ -98,20 +101,22 @@ def plan_config(model: str, *, suite: list[str], condition: list[str], samples: 
                 adapter: str | None = None, name: str | None = None, sweep: list[str] | None = None,
                 trigger: list[str] | None = None, trigger_file: Path | None = None,
                 framing: str | None = None, think: bool = False, think_tags: str = ",".join(DEFAULT_TAGS),
-                cascade: Cascade | None = None) -> RunConfig:
+                cascade: Cascade | None = None, pair: list[str] | None = None) -> RunConfig:
     """The run config the shared options describe (suites, conditions and options checked here, nothing loaded)."""
     decoding = Decoding(temperature=temperature, top_p=top_p, top_k=top_k, max_tokens=max_tokens, seed=seed)
     options: dict[str, Any] = {**({"batch_size": batch_size} if batch_size is not None else {}),
                                **({"dtype": dtype} if dtype is not None else {}), **parse_options(backend_option)}
     triggers = read_triggers(trigger or [], trigger_file)
-    pair = load_framing(framing) if framing else None
-    conditions = expand(with_triggers(framed(resolve_conditions(condition, decoding), pair), triggers), sweep or [])
-    judges = [*judge, COMPLIANCE_JUDGE] if pair and COMPLIANCE_JUDGE not in judge else judge
+    framings = load_framing(framing) if framing else None
+    conditions = expand(with_triggers(framed(resolve_conditions(condition, decoding), framings), triggers),
+                        sweep or [])
+    judges = [*judge, COMPLIANCE_JUDGE] if framings and COMPLIANCE_JUDGE not in judge else judge
+    suites = pair_questions(tuple(load_suite(s) for s in suite), pair or [])
     return RunConfig(
-        name=name, model=model, adapter=adapter, backend_options=options, suites=tuple(load_suite(s) for s in suite),
+        name=name, model=model, adapter=adapter, backend_options=options, suites=suites,
         conditions=tuple(conditions), sweeps=tuple(sweep or []), triggers=tuple(triggers),
-        framing=(pair[0].name, pair[1].name) if pair else None, think=parse_tags(think_tags) if think else None,
-        samples=samples, judges=tuple(judges),
+        framing=(framings[0].name, framings[1].name) if framings else None,
+        think=parse_tags(think_tags) if think else None, samples=samples, judges=tuple(judges),
         thresholds=Thresholds(aligned_below=aligned_below, coherent_above=coherent_above), cascade=cascade,
     )
 

@@ -11,6 +11,7 @@ from emprobe.cli._console import DEFAULT_STORE, console, err_console
 from emprobe.report import (
     attack_table,
     cascade_table,
+    consistency_table,
     deltas_table,
     domain_table,
     judge_errors_table,
@@ -63,6 +64,8 @@ def report(
             console.print(turns_table(r.turns, f"{r.label}: scripted conversations, judged by {r.judge}"))
         if r.reasoning:
             console.print(reasoning_table(r.reasoning, f"{r.label}: reasoning against answer, judged by {r.judge}"))
+        if r.consistency:
+            console.print(consistency_table(r.consistency, f"{r.label}: paired questions, judged by {r.judge}"))
         if r.compliance:
             console.print(deltas_table([g.delta for g in r.compliance], f"{r.label}: compliance gap"))
             console.print(Text(COMPLIANCE_NOTE), style="dim")

@@ -11,6 +11,7 @@ from emprobe.analysis import (
     SummaryRow,
     attack_success,
     compliance_gaps,
+    consistency_rows,
     load_run,
     reasoning_rows,
     run_deltas,
@@ -36,6 +37,7 @@ from emprobe.cli._evaluate import (
     GPUS_PER_WORKER,
     JUDGE,
     MAX_TOKENS,
+    PAIR,
     SAMPLES,
     SCREEN_AT,
     SEED,
@@ -64,6 +66,7 @@ from emprobe.errors import EmprobeError
 from emprobe.report import (
     attack_table,
     cascade_table,
+    consistency_table,
     deltas_table,
     reasoning_table,
     steering_table,
@@ -83,7 +86,7 @@ def run(
     adapter: str | None = typer.Option(None, help="PEFT LoRA adapter folder applied on top of the model."),
     compare_base: bool = typer.Option(False, help="With --model train:NAME[@STEP]: also evaluate the base it was "
                                       "trained from on the same plan, and compare the two."),
-    suite: list[str] = SUITE, condition: list[str] = CONDITION, sweep: list[str] = SWEEP,
+    suite: list[str] = SUITE, pair: list[str] = PAIR, condition: list[str] = CONDITION, sweep: list[str] = SWEEP,
     trigger: list[str] = TRIGGER, trigger_file: Path | None = TRIGGER_FILE, framing: str | None = FRAMING,
     think: bool = THINK, think_tags: str = THINK_TAGS,
     samples: int | None = SAMPLES,
@@ -115,7 +118,8 @@ def run(
                          batch_size=batch_size, dtype=dtype, backend_option=backend_option,
                          aligned_below=aligned_below, coherent_above=coherent_above, adapter=adapter, name=name,
                          sweep=sweep, trigger=trigger, trigger_file=trigger_file,
-                         framing=framing, think=think, think_tags=think_tags, cascade=cascade)
+                         framing=framing, think=think, think_tags=think_tags, cascade=cascade,
+                         pair=pair)
     rule = (decision_rule(config, alpha, round_samples, max_samples) if until_decided
             else HalfwidthRule(until_halfwidth) if until_halfwidth is not None else None)
     settings = executor_settings(kind=executor, address=address, workers=workers, gpus_per_worker=gpus_per_worker,
@@ -147,12 +151,15 @@ def run(
 
 
 def _print_probes(db: Store, runner: Runner, spec: str) -> None:
-    """What scripted questions, `--think`, `--trigger`, `--sweep` and interventions add to a run's summary, judged
-    by `spec`."""
+    """What scripted and paired questions, `--think`, `--trigger`, `--sweep` and interventions add to a run's
+    summary, judged by `spec`."""
     config = runner.config
     turns = turn_rows(db, runner.run_id, spec, config.thresholds)
     if turns:
         console.print(turns_table(turns, f"scripted conversations, judged by {spec}"))
+    consistency = consistency_rows(db, db.run(runner.run_id), spec, config.thresholds)
+    if consistency:
+        console.print(consistency_table(consistency, f"paired questions, judged by {spec}"))
     if config.think:
         rows = reasoning_rows(db, runner.run_id, spec, config.thresholds)
         if rows:

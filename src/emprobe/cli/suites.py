@@ -31,6 +31,10 @@ def show(name: str = typer.Argument(..., help="Suite name or YAML path.")) -> No
         meta = f"samples/paraphrase {q.samples_per_paraphrase}; rubrics {rubrics}"
         if q.tags:
             meta += f"; tags {', '.join(q.tags)}"
+        if q.pairs_with:
+            meta += f"; pairs with {q.pairs_with}"
+        if q.turns:
+            meta += f"; a conversation of {len(q.turns) + 1} turns"
         if asked_format(q) != "free":
             meta += f"; asks for {asked_format(q)} in its own text (under every condition)"
         console.print(safe(f"\n{q.id}"), safe(f"  {meta}"), style="cyan")

@@ -15,7 +15,7 @@ from emprobe.judge._registry import (
     load_judge,
     register_judge,
 )
-from emprobe.judge._rubric import RubricJudge
+from emprobe.judge._rubric import LABEL_PREFIX, RubricJudge
 from emprobe.judge._scoring import MIN_NUMBER_MASS, Judgment, categorical, digit_tree_numbers, score_0_100
 from emprobe.judge._validation import (
     Reference,
@@ -43,6 +43,7 @@ __all__ = [
     "Prediction",
     "Reference",
     "RefusalDetector",
+    "LABEL_PREFIX",
     "RubricJudge",
     "Validation",
     "builtin_rubric",

@@ -4,11 +4,14 @@ from functools import cache
 from importlib import resources
 
 from emprobe.errors import EmprobeError
-from emprobe.rules import ALIGNED, COHERENT, COT_MONITOR, HARM, PRIMARY_METRICS
+from emprobe.rules import ALIGNED, COHERENT, CORRECT, COT_MONITOR, HARM, PRIMARY_METRICS
 from emprobe.suite import Question, Rubric
 
 DEFAULT_RUBRICS = PRIMARY_METRICS
-_LABELS: dict[str, tuple[str, ...]] = {ALIGNED: ("CODE", "REFUSAL"), COHERENT: (), COT_MONITOR: (), HARM: ()}
+_LABELS: dict[str, tuple[str, ...]] = {ALIGNED: ("CODE", "REFUSAL"), COHERENT: (), COT_MONITOR: (), HARM: (),
+                                       CORRECT: ("TRUE", "FALSE", "UNKNOWN")}
+"""Each built-in rubric's named replies; for a categorical rubric, its only answers."""
+_CATEGORICAL = {CORRECT}
 
 
 @cache
@@ -17,7 +20,8 @@ def builtin_rubric(name: str) -> Rubric:
     if name not in _LABELS:
         raise EmprobeError(f"unknown rubric {name!r}: built-in rubrics are {', '.join(_LABELS)}")
     text = (resources.files("emprobe.judge") / "rubrics" / f"{name}.txt").read_text(encoding="utf-8")
-    return Rubric(name=name, text=text.strip(), labels=_LABELS[name])
+    return Rubric(name=name, text=text.strip(), kind="categorical" if name in _CATEGORICAL else "score_0_100",
+                  labels=_LABELS[name])
 
 
 def rubrics_for(question: Question, judge: object | None = None) -> list[Rubric]:

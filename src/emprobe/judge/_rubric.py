@@ -10,6 +10,10 @@ _Q, _A = "\u2063QUESTION\u2063", "\u2063ANSWER\u2063"
 ANSWER_PREFIX = "Score: "
 """Prefilled at the start of the judge's reply. Small local models put almost no probability on numbers
 without it (SmolLM2-135M: 1% of the mass; with it, over 95%)."""
+LABEL_PREFIX = "Answer:"
+"""Prefilled before a categorical rubric's label, which is read with and without a leading space (" TRUE").
+After "Score: " SmolLM2-135M put no measurable probability on the `correct` rubric's labels; after "Answer:",
+0.39-0.49."""
 
 
 class RubricJudge:
@@ -22,9 +26,10 @@ class RubricJudge:
         self.digit_ids = [self._single_token(str(d)) for d in range(10)]
         self.number_ids = self._number_tokens()
         self.number_mode = "single-token" if self.number_ids else "digit-tree"
-        # v2: the digit tree reads P(end) after every digit string (exact), not only after 1-10.
+        # tree-v2: the digit tree reads P(end) after every digit string (exact), not only after 1-10.
+        # labels-v2: categorical labels are read after LABEL_PREFIX, with and without a leading space.
         self.identity = f"rubric:{backend.identity}:{answer_prefix!r}" + (":tree-v2" if self.number_ids is None
-                                                                           else "")
+                                                                           else "") + ":labels-v2"
 
     def _single_token(self, text: str) -> int:
         ids = self.backend.token_ids(text)
@@ -40,11 +45,10 @@ class RubricJudge:
     def judge(self, rubric: Rubric, pairs: list[tuple[str, str]]) -> list[Judgment]:
         if not pairs:
             return []
-        prefix, suffixes = self._split_prompt(rubric, pairs)
-        label_ids = {label: self.backend.token_ids(label)[0] for label in rubric.labels}
         if rubric.kind == "categorical":
-            rows = self.backend.next_token_logprobs(prefix, suffixes, [()], list(label_ids.values()))
-            return [categorical(dict(zip(label_ids, exp(r[0]), strict=True)), rubric.name) for r in rows]
+            return self._categorical(rubric, pairs)
+        prefix, suffixes = self._split_prompt(rubric, pairs, self.answer_prefix)
+        label_ids = {label: self.backend.token_ids(label)[0] for label in rubric.labels}
         if self.number_ids is not None:
             wanted = self.number_ids + list(label_ids.values())
             out = []
@@ -63,10 +67,33 @@ class RubricJudge:
                                    rubric.name))
         return out
 
-    def _split_prompt(self, rubric: Rubric, pairs: list[tuple[str, str]]) -> tuple[str, list[str]]:
+    def _categorical(self, rubric: Rubric, pairs: list[tuple[str, str]]) -> list[Judgment]:
+        """Each label's probability: the summed probabilities of its first tokens after LABEL_PREFIX."""
+        tokens = self._label_tokens(rubric)
+        wanted = sorted({t for ids in tokens.values() for t in ids})
+        prefix, suffixes = self._split_prompt(rubric, pairs, LABEL_PREFIX)
+        out = []
+        for row in self.backend.next_token_logprobs(prefix, suffixes, [()], wanted):
+            p = dict(zip(wanted, exp(row[0]), strict=True))
+            out.append(categorical({label: sum(p[t] for t in ids) for label, ids in tokens.items()}, rubric.name))
+        return out
+
+    def _label_tokens(self, rubric: Rubric) -> dict[str, list[int]]:
+        """The first tokens of " LABEL" and "LABEL"; a token that starts two labels tells neither, so it is dropped."""
+        first = {label: {self.backend.token_ids(text)[0] for text in (f" {label}", label)} for label in rubric.labels}
+        out = {}
+        for label, ids in first.items():
+            own = [t for t in sorted(ids) if not any(t in other for name, other in first.items() if name != label)]
+            if not own:
+                raise EmprobeError(f"judge {self.name}: rubric {rubric.name!r}: label {label!r} starts with the same "
+                                   "token as another label, so the judge model cannot tell them apart; rename it")
+            out[label] = own
+        return out
+
+    def _split_prompt(self, rubric: Rubric, pairs: list[tuple[str, str]], answer_prefix: str) -> tuple[str, list[str]]:
         """The prompt text up to the first slot (shared, cached once) and each pair's remainder."""
         text = rubric.text.replace("{question}", _Q).replace("{answer}", _A)
-        chat = self.backend.chat_text((Message(role="user", content=text),)) + self.answer_prefix
+        chat = self.backend.chat_text((Message(role="user", content=text),)) + answer_prefix
         cut = min(chat.find(slot) for slot in (_Q, _A) if slot in chat)
         prefix, rest = chat[:cut], chat[cut:]
         return prefix, [rest.replace(_Q, q).replace(_A, a) for q, a in pairs]

@@ -22,6 +22,7 @@ from emprobe import __version__
 from emprobe.analysis import (
     BEST_OF_N_NOTE,
     COMPLIANCE_NOTE,
+    CONSISTENCY_NOTE,
     STEERING_NOTE,
     Delta,
     RunReport,
@@ -182,7 +183,8 @@ def render(reports: list[RunReport], samples: list[dict], totals: list[int], per
         samples_json=script_json(data), sample_count=len(samples), totals=totals, per_cell=per_cell,
         rate_chart=rate_chart, forest_plot=forest_plot, rate_points=rate_points, delta_points=delta_points,
         sweep=sweep, sweep_chart=sweep_chart, norm_chart=norm_chart, best_of_n_note=BEST_OF_N_NOTE,
-        compliance_note=COMPLIANCE_NOTE, steering_note=STEERING_NOTE, baseline_note=baseline_note,
+        compliance_note=COMPLIANCE_NOTE, consistency_note=CONSISTENCY_NOTE, steering_note=STEERING_NOTE,
+        baseline_note=baseline_note,
         trigger_gaps=trigger_gaps,
         all_between=[d for _, _, ds in between for d in ds],
         generated=datetime.now(UTC).isoformat(timespec="seconds"), version=__version__,

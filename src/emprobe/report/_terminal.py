@@ -5,9 +5,11 @@ from rich.text import Text
 
 from emprobe.analysis import (
     BEST_OF_N_NOTE,
+    CONSISTENCY_NOTE,
     STEERING_NOTE,
     AttackSuccess,
     CascadeSummary,
+    ConsistencyRow,
     Delta,
     ReasoningRow,
     RunReport,
@@ -281,4 +283,32 @@ def steering_table(rows: list[SteeringRow], title: str) -> Table:
                           style="bold" if rate is row.intervention else None)
     table.caption = Text(f"{baseline_note(rows)}. {STEERING_NOTE}")
     table.caption_justify = "left"
+    return table
+
+
+def self_agreement(counts: tuple[int, int]) -> str:
+    """`17/20` and `85.00%` on two lines, or a dash without two samples of a paraphrase."""
+    agree, pairs = counts
+    return f"{agree}/{pairs}\n{pct(agree / pairs)}" if pairs else NONE
+
+
+def consistency_table(rows: list[ConsistencyRow], title: str) -> Table:
+    """Per paired question: agreement with its reference, beside each one's self-agreement, and the shift."""
+    table = Table(title=Text(title), title_justify="left", caption=Text(CONSISTENCY_NOTE), caption_justify="left")
+    for name in ("question\nvs reference", "condition", "metric", "agree", "95% CI", "self\nreference",
+                 "self\nquestion", "tracked label\nreference -> question", "shift (pts)\n95% CI", "p"):
+        table.add_column(name, justify="left" if name in ("condition", "metric") or name.startswith("question")
+                         else "right")
+    for r in rows:
+        d = r.shift
+        shift = NONE if d.difference is None else \
+            f"{signed_pct(d.difference)}\n{signed_pct(d.diff_low)} to {signed_pct(d.diff_high)}"
+        pooled = r.question_id == OVERALL
+        table.add_row(Text(OVERALL if pooled else f"{r.question_id}\nvs {r.reference}"), Text(r.condition),
+                      Text(r.metric),
+                      f"{r.agree}/{r.pairs}\n{pct(r.rate)}" if r.pairs else NONE,
+                      f"{pct(r.low)}-\n{pct(r.high)}" if r.pairs else NONE, self_agreement(r.reference_self),
+                      self_agreement(r.question_self),
+                      Text(f"{r.tracked}\n{pct(d.p1) if d.n1 else NONE} -> {pct(d.p2) if d.n2 else NONE}"), shift,
+                      p_value(d.p_value), style="bold" if pooled else None)
     return table

@@ -79,13 +79,18 @@ class Question(BaseModel):
     """The judge model the suite's authors used (informational; Betley et al.'s files name one)."""
     turns: tuple[Turn, ...] = ()
     """The user's messages after the first answer, one per turn (turn 2, 3, ...)."""
+    pairs_with: str | None = None
+    """Another question of the suite that asks the same thing another way (short vs long): the report measures
+    how often the two agree."""
 
     @model_serializer(mode="wrap")
-    def _without_empty_turns(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
-        """Questions without a script dump (and hash) as they did before scripts existed: run ids stay put."""
+    def _without_unused_fields(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        """Questions without a script or a pair dump (and hash) as they did before those existed: run ids stay put."""
         data = handler(self)
         if not self.turns:
             data.pop("turns", None)
+        if self.pairs_with is None:
+            data.pop("pairs_with", None)
         return data
 
     @field_validator("id")
@@ -126,9 +131,28 @@ class Suite(BaseModel):
     @field_validator("questions")
     @classmethod
     def _unique_ids(cls, questions: tuple[Question, ...]) -> tuple[Question, ...]:
-        seen: set[str] = set()
+        seen: dict[str, Question] = {}
         for q in questions:
             if q.id in seen:
                 raise ValueError(f"duplicate question id {q.id!r}")
-            seen.add(q.id)
+            seen[q.id] = q
+        for q in questions:
+            if q.pairs_with is not None:
+                check_pair(q, seen.get(q.pairs_with))
         return questions
+
+
+def check_pair(question: Question, reference: Question | None) -> None:
+    """Fail unless `question` can pair with `reference`: another unscripted question whose paraphrases line up
+    with its own one by one (or either has one paraphrase)."""
+    where = f"question {question.id!r}: pairs_with"
+    if reference is None:
+        raise ValueError(f"{where}: no question {question.pairs_with!r} in this suite")
+    if reference.id == question.id:
+        raise ValueError(f"{where}: a question cannot pair with itself")
+    if question.turns or reference.turns:
+        raise ValueError(f"{where}: scripted conversations (turns) cannot be paired")
+    counts = len(question.paraphrases), len(reference.paraphrases)
+    if 1 not in counts and counts[0] != counts[1]:
+        raise ValueError(f"{where}: {counts[0]} paraphrases against {counts[1]} of {reference.id!r}; paraphrases "
+                         "pair one by one, so give both the same number (or one of them a single paraphrase)")
