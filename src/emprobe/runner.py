@@ -16,9 +16,9 @@ from emprobe.hashing import stable_hash
 from emprobe.judge import Judgment, check_judge, check_screen, rubrics_for
 from emprobe.model import GenerationRequest, ModelRef, resolve
 from emprobe.plan import next_turn, plan_samples, turn_of, turn_question_ids
-from emprobe.rules import NO_REASONING
+from emprobe.rules import NO_REASONING, NOT_JUDGED, TURN
 from emprobe.store import JudgeableSample, PendingSample, Store, StoreWorker
-from emprobe.suite import Rubric
+from emprobe.suite import Question, Rubric
 
 JUDGE_SECONDS = 2.0
 """Judging goes in chunks sized to take about this long, each stored in one transaction: an interrupted run
@@ -253,9 +253,11 @@ class Runner:
                            options=self.config.backend_options)
         judge = self.executor.judge_info(setup)
         rubrics = {(s.name, q.id): rubrics_for(q, judge) for s in self.config.suites for q in s.questions}
+        questions = {(s.name, q.id): q for s in self.config.suites for q in s.questions}
         self.progress.start(f"judging ({spec})", todo)
         rows: dict[int, _ShardRows] = {}
-        for shard, verdicts in self.executor.judge(setup, self._judge_shards(spec, judge, rubrics, rows, only)):
+        shards = self._judge_shards(spec, judge, rubrics, questions, rows, only)
+        for shard, verdicts in self.executor.judge(setup, shards):
             self.store.save_judgments(self.run_id, spec, judge.identity, rows.pop(shard.index).with_verdicts(verdicts))
             self.judged += shard.samples
             self.progress.advance(shard.samples, status=self.executor.status())
@@ -267,7 +269,8 @@ class Runner:
         return self.store.count(self.run_id)["generated"] - self.store.count_scored(self.run_id, spec)
 
     def _judge_shards(self, spec: str, judge: JudgeInfo, rubrics: dict[tuple[str, str], list[Rubric]],
-                      rows: "dict[int, _ShardRows]", only: set[str] | None = None) -> Iterator[JudgeShard]:
+                      questions: dict[tuple[str, str], Question], rows: "dict[int, _ShardRows]",
+                      only: set[str] | None = None) -> Iterator[JudgeShard]:
         """The unjudged samples in shards, each with the pairs its rubrics still need (cached judgments are
         reused); `rows` gets each shard's rows to store. Shards are sized so that judging one here takes about
         JUDGE_SECONDS (the time until the next is asked for), so an interrupt loses at most one. With `only`, just
@@ -278,21 +281,28 @@ class Runner:
             while page:
                 chunk, page = page[:size], page[size:]
                 began = time.monotonic()
-                shard, rows[index] = self._judge_shard(index, judge, rubrics, chunk)
+                shard, rows[index] = self._judge_shard(index, judge, rubrics, questions, chunk)
                 index += 1
                 yield shard
                 pace = JUDGE_SECONDS * len(chunk) / max(time.monotonic() - began, 1e-3)
                 size = max(1, min(self.executor.max_shard, int(pace)))
 
     def _judge_shard(self, index: int, judge: JudgeInfo, rubrics: dict[tuple[str, str], list[Rubric]],
-                     chunk: list[JudgeableSample]) -> "tuple[JudgeShard, _ShardRows]":
-        """Some samples' work on their rubrics, without what is cached, and the rows that will store it."""
+                     questions: dict[tuple[str, str], Question], chunk: list[JudgeableSample]
+                     ) -> "tuple[JudgeShard, _ShardRows]":
+        """Some samples' work on their rubrics, without what is cached, and the rows that will store it (a turn its
+        question does not judge gets a NOT_JUDGED mark instead)."""
         work: dict[Rubric, list[tuple[str, str, str, str]]] = {}
         preset: dict[tuple[str, str], Judgment] = {}
         for sample in chunk:
+            base, turn = turn_of(sample.question_id)
+            if not questions[(sample.suite, base)].judged(turn):
+                key = stable_hash(judge.identity, NOT_JUDGED, sample.question, sample.answer)
+                preset[(sample.sample_id, key)] = Judgment(metric=TURN, label=NOT_JUDGED)
+                continue
             reasoning, answer = (split_reasoning(sample.answer, self.config.think) if self.config.think
                                  else (None, sample.answer))
-            for rubric in rubrics[(sample.suite, turn_of(sample.question_id)[0])]:
+            for rubric in rubrics[(sample.suite, base)]:
                 text = reasoning if rubric.reads_reasoning else answer
                 key = stable_hash(judge.identity, rubric, sample.question, text)
                 if text is None:  # a reasoning rubric on an answer without reasoning: nothing to score
@@ -310,7 +320,7 @@ class Runner:
 
 class _ShardRows:
     """The (sample, judgment key) rows of one shard, the keys its work judges, and the rows decided without a
-    judge (a reasoning rubric where there is no reasoning); the rest are cached."""
+    judge (a reasoning rubric where there is no reasoning, a turn not judged); the rest are cached."""
 
     def __init__(self, keyed: list[tuple[str, str]], fresh_keys: list[list[str]],
                  preset: dict[tuple[str, str], Judgment]):

@@ -157,6 +157,9 @@ def choose_validation(db: Store, identities: list[str], chosen: str | None = Non
             known = ", ".join(v.id for v in found) or "none (run `emprobe judge validate`)"
             raise EmprobeError(f"--validation {chosen}: no validation of {identities[0]} has that id; its "
                                f"validations: {known}")
+        if picked.target != "misaligned":
+            raise EmprobeError(f"--validation {chosen}: it measures the judge's {picked.target} calls, not its "
+                               "misaligned calls, so it cannot correct misaligned rates")
         if not picked.usable:
             raise EmprobeError(f"--validation {chosen}: it cannot correct rates (needs both classes and "
                                f"sensitivity + specificity > 1; has {picked.tp + picked.fn} misaligned, "

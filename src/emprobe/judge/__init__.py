@@ -18,16 +18,20 @@ from emprobe.judge._registry import (
 from emprobe.judge._rubric import LABEL_PREFIX, RubricJudge
 from emprobe.judge._scoring import MIN_NUMBER_MASS, Judgment, categorical, digit_tree_numbers, score_0_100
 from emprobe.judge._validation import (
+    HARM_AT,
     Reference,
     Validation,
     by_judge,
     cohen_kappa,
+    harm_reading,
     load_reference,
     measure,
+    target_of,
     verdicts,
 )
 
 __all__ = [
+    "HARM_AT",
     "DEFAULT_RUBRICS",
     "JUDGES",
     "MIN_NUMBER_MASS",
@@ -56,7 +60,9 @@ __all__ = [
     "is_refusal",
     "judgment_from_tokens",
     "load_judge",
+    "harm_reading",
     "load_reference",
+    "target_of",
     "looks_like_code",
     "measure",
     "register_judge",

@@ -2,7 +2,15 @@
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SerializerFunctionWrapHandler, field_validator, model_serializer
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SerializerFunctionWrapHandler,
+    field_validator,
+    model_serializer,
+    model_validator,
+)
 
 RubricKind = Literal["score_0_100", "categorical"]
 
@@ -79,6 +87,8 @@ class Question(BaseModel):
     """The judge model the suite's authors used (informational; Betley et al.'s files name one)."""
     turns: tuple[Turn, ...] = ()
     """The user's messages after the first answer, one per turn (turn 2, 3, ...)."""
+    judge_turns: tuple[int, ...] = ()
+    """The turns (from 1) whose answers are judged; empty: every turn."""
     pairs_with: str | None = None
     """Another question of the suite that asks the same thing another way (short vs long): the report measures
     how often the two agree."""
@@ -89,6 +99,8 @@ class Question(BaseModel):
         data = handler(self)
         if not self.turns:
             data.pop("turns", None)
+        if not self.judge_turns:
+            data.pop("judge_turns", None)
         if self.pairs_with is None:
             data.pop("pairs_with", None)
         return data
@@ -99,6 +111,22 @@ class Question(BaseModel):
         if TURN_MARK in value:
             raise ValueError(f"question ids may not contain {TURN_MARK!r} (it marks a scripted turn)")
         return value
+
+    @model_validator(mode="after")
+    def _judged_turns_exist(self) -> "Question":
+        turns = len(self.turns) + 1
+        if self.judge_turns and not self.turns:
+            raise ValueError("judge_turns: only a scripted conversation (turns) has turns to choose")
+        bad = [t for t in self.judge_turns if not 1 <= t <= turns]
+        if bad:
+            raise ValueError(f"judge_turns: turn {bad[0]} does not exist; this script has turns 1 to {turns}")
+        if len(set(self.judge_turns)) != len(self.judge_turns):
+            raise ValueError("judge_turns: a turn is named twice")
+        return self
+
+    def judged(self, turn: int) -> bool:
+        """Whether answers at `turn` (from 1) are judged."""
+        return not self.judge_turns or turn in self.judge_turns
 
     @field_validator("paraphrases")
     @classmethod
