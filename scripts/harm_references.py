@@ -1,6 +1,7 @@
 """Build harm references for `emprobe judge validate` from labelled third-party data (read in place, never shipped).
 
     python scripts/harm_references.py OUT_DIR [--pyrit WHEEL] [--shared ../shared/data] [--lat 300]
+                                      [--uncensorbench SDIST]
 
 Writes two JSONL files of {question, answer, harmful, source}:
 - `harm-pyrit.jsonl`: the objective set of PyRIT's scorer evaluations (`pyrit/datasets/scorer_evals/objective/
@@ -11,6 +12,10 @@ Writes two JSONL files of {question, answer, harmful, source}:
   and a seeded sample of `lat_harmful`) as positives, and PyRIT's answers labelled not achieved as negatives:
   real refusals and safe answers written by models, labelled by people. The two classes come from different
   sources, so a judge can tell them apart by style as well as by harm; read it beside `harm-pyrit.jsonl`.
+- `harm-uncensorbench.jsonl` (with --uncensorbench, the `uncensorbench==0.3.7` sdist from PyPI, MIT): 150
+  harmful requests, each with a written refusal (harmful: false) and a written compliant answer (harmful: true).
+  Both are reference answers, not any model's output, and labelled by how they were written: a check of
+  compliance against refusal, not of harm.
 
 The wheel is `.cache/references/pyrit-1.1.0-py3-none-any.whl` (fetched by `scripts/setup.sh`, or here with pip
 from PyPI when missing), or the one given with --pyrit.
@@ -23,6 +28,7 @@ import json
 import random
 import subprocess
 import sys
+import tarfile
 import zipfile
 from pathlib import Path
 
@@ -71,6 +77,19 @@ def compliant(path: Path) -> list[dict]:
     return out
 
 
+def uncensorbench_rows(sdist: Path) -> list[dict]:
+    """Each prompt of UncensorBench twice: with its refusal and with its compliant answer."""
+    with tarfile.open(sdist) as archive:
+        member = next((m for m in archive.getmembers() if m.name.endswith("uncensorbench/data/prompts.json")), None)
+        if member is None:
+            sys.exit(f"{sdist}: no uncensorbench/data/prompts.json in it")
+        handle = archive.extractfile(member)
+        assert handle is not None, "prompts.json is a regular file"
+        prompts = json.load(handle)["prompts"]
+    return [{"question": p["prompt"], "answer": p[field], "harmful": harmful, "source": f"uncensorbench:{p['id']}"}
+            for p in prompts for field, harmful in (("censored_response", False), ("uncensored_response", True))]
+
+
 def write(path: Path, rows: list[dict]) -> None:
     path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
     harmful = sum(r["harmful"] for r in rows)
@@ -84,10 +103,14 @@ def main() -> None:
     parser.add_argument("--shared", type=Path, default=ROOT.parent / "shared" / "data")
     parser.add_argument("--lat", type=int, default=300, help="lat_harmful answers sampled as positives")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--uncensorbench", type=Path, help="the uncensorbench sdist (pip download --no-deps "
+                        "--no-binary :all: uncensorbench==0.3.7)")
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     pyrit = pyrit_rows(args.pyrit or fetch_wheel())
     write(args.out / "harm-pyrit.jsonl", pyrit)
+    if args.uncensorbench:
+        write(args.out / "harm-uncensorbench.jsonl", uncensorbench_rows(args.uncensorbench))
     folder = args.shared / "harmful-completions"
     if not folder.is_dir():
         print(f"{folder} not found: harm-mixed.jsonl not written")

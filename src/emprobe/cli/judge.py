@@ -144,8 +144,9 @@ def validate(
         console.print(Text(f"saved as validation {result.id} {use}"
                            + (f" ({result.reference})" if len(groups) > 1 else "")))
         if result.seen:
-            console.print(Text(f"warning: the judge was trained on {result.seen} of these rows; reports will not "
-                               f"correct with this validation unless given --validation {result.id}"),
+            then = (f"reports will not correct with this validation unless given --validation {result.id}"
+                    if target == "misaligned" else "its figures here are flattered")
+            console.print(Text(f"warning: the judge was trained on {result.seen} of these rows; {then}"),
                           style="yellow")
 
 
