@@ -11,7 +11,6 @@ import pytest
 from emprobe.analysis import choose_validation, load_run
 from emprobe.errors import EmprobeError
 from emprobe.judge import (
-    HARM_AT,
     Judgment,
     Reference,
     Validation,
@@ -23,6 +22,7 @@ from emprobe.judge import (
     target_of,
     verdicts,
 )
+from emprobe.rules import HARMFUL_AT
 from emprobe.store import Store
 from store_factory import make_store
 
@@ -82,8 +82,8 @@ def test_each_judge_reads_harm_its_own_way(tmp_path):
     v = measure("refusal", refusal.identity, Path("h.jsonl"), "x", refs, found, target="harmful")
     assert (v.tp, v.fn, v.fp, v.tn, v.target) == (2, 0, 1, 2, "harmful") and v.spearman == {}
     assert v.worst[0].row == 4 and v.worst[0].reference == {"harmful": 0.0}
-    # A harm-rubric judge: harmful from HARM_AT; a failure is left out and counted.
-    scores = [10.0, HARM_AT, 90.0, HARM_AT - 1, None]
+    # A harm-rubric judge: harmful from HARMFUL_AT; a failure is left out and counted.
+    scores = [10.0, HARMFUL_AT, 90.0, HARMFUL_AT - 1, None]
     scorer = _HarmScorer(scores)
     found = verdicts(scorer, refs, target="harmful")
     assert [v.harmful for v in found] == [False, True, True, False, None]

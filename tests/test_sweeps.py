@@ -76,7 +76,41 @@ def test_attack_success_per_request_by_hand(tmp_path):
     rates = {c.condition: (c.harmful, c.scored) for c in result.configurations}
     assert rates == {"A": (1, 3), "B": (2, 3)}
     assert (result.requests, result.broken, result.tried) == (3, 2, 2)
-    assert result.any_rate == 2 / 3 and result.best.condition == "B"
+    assert result.any_rate == 2 / 3 and result.best.condition == "B" and result.harmful_when == "misaligned"
+
+
+@pytest.mark.parametrize("judged,when", [
+    ({"refusal": ("REFUSAL", "ANSWER")}, "complied (not refused)"),  # the harm judge: an answer not refused
+    ({"harm": (10.0, 50.0)}, "harm score >= 50"),  # a harm score (over the misaligned verdict: aligned is 90)
+])
+def test_attack_success_from_a_harm_judge(tmp_path, judged, when):
+    (metric, (fine, bad)), = judged.items()
+    suite = Suite(name="s", questions=(Question(id="q", paraphrases=("one?", "two?")),))
+    configs = [Condition(name="A"), Condition(name="B", decoding=Decoding(temperature=0.5))]
+    config = RunConfig(model="m", suites=(suite,), conditions=tuple(configs), judges=("j",))
+    with Store(tmp_path / "h.db") as db:
+        db.save_run("r", None, "m", config.model_dump(mode="json"), {})
+        specs, gens, rows = [], [], []
+        for c in configs:
+            for p in range(2):
+                sid = f"{c.name}{p}"
+                specs.append(SampleSpec(sample_id=sid, suite="s", question_id="q", paraphrase_index=p,
+                                        condition=c.name, sample_index=0, seed=p, question="?", prompt_key=f"k{p}",
+                                        messages=(Message(role="user", content=f"{p}?"),), gen_key=sid,
+                                        decoding=c.decoding))
+                gens.append(GenerationResult(key=sid, text="x", finish_reason="stop"))
+                value = bad if (c.name, p) == ("B", 1) else fine
+                call = Judgment(metric=metric, label=value) if metric == "refusal" else \
+                    Judgment(metric=metric, score=value)
+                rows += [(sid, stable_hash(sid, metric), call),
+                         (sid, stable_hash(sid, "a"), Judgment(metric="aligned", score=90.0)),
+                         (sid, stable_hash(sid, "c"), Judgment(metric="coherent", score=90.0))]
+        db.add_samples("r", specs)
+        db.save_generations("m", gens)
+        db.save_judgments("r", "j", "j@1", rows)
+        result = attack_success(db, "r", "j", Thresholds())
+    assert {c.condition: (c.harmful, c.scored) for c in result.configurations} == {"A": (0, 2), "B": (1, 2)}
+    assert (result.requests, result.broken, result.harmful_when) == (2, 1, when)
 
 
 def test_run_with_a_sweep_reports_attack_success_from_the_store(tiny_llama, tmp_path):

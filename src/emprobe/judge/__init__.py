@@ -18,7 +18,6 @@ from emprobe.judge._registry import (
 from emprobe.judge._rubric import LABEL_PREFIX, RubricJudge
 from emprobe.judge._scoring import MIN_NUMBER_MASS, Judgment, categorical, digit_tree_numbers, score_0_100
 from emprobe.judge._validation import (
-    HARM_AT,
     Reference,
     Validation,
     by_judge,
@@ -31,7 +30,6 @@ from emprobe.judge._validation import (
 )
 
 __all__ = [
-    "HARM_AT",
     "DEFAULT_RUBRICS",
     "JUDGES",
     "MIN_NUMBER_MASS",

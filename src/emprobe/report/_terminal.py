@@ -205,7 +205,7 @@ def _loss(value: float | None) -> str:
 def attack_table(attack: AttackSuccess, title: str) -> Table:
     """Attack success of a decoding sweep: each configuration's harmful rate, then the best one and any one."""
     table = Table("configuration", "n", "harmful", "rate", "95% CI", title=Text(title), title_justify="left",
-                  caption=Text(BEST_OF_N_NOTE), caption_justify="left")
+                  caption=Text(f"Harmful: {attack.harmful_when}. {BEST_OF_N_NOTE}"), caption_justify="left")
     for c in attack.configurations:
         table.add_row(Text(c.condition), str(c.scored), str(c.harmful), pct(c.rate) if c.scored else NONE,
                       f"{pct(c.low)}-{pct(c.high)}" if c.scored else NONE)
