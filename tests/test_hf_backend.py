@@ -38,6 +38,21 @@ def test_sample_text_depends_on_its_seed_not_its_batch(backend):
     assert len({r.text for r in batched.values()}) > 1  # different seeds, different samples
 
 
+def test_a_decoding_sweep_shares_batches_and_gives_each_setting_its_own_texts(backend):
+    """Settings that differ only in temperature, top_p and top_k decode in one batch; every sample's text is the
+    one it gets when its setting is generated alone."""
+    grid = [dict(temperature=t, top_p=p, top_k=k) for t, p, k in ((1.0, 1.0, 0), (0.5, 0.9, 0), (1.3, 1.0, 5),
+                                                                  (0.0, 1.0, 0))]
+    sweep = [r.model_copy(update={"key": f"{r.key}-{i}", "decoding": r.decoding.model_copy(update=g)})
+             for i, g in enumerate(grid) for r in _requests(6)]
+    together = {r.key: r.text for r in backend.generate(sweep)}
+    alone = {}
+    for i in range(len(grid)):
+        alone |= {r.key: r.text for r in backend.generate([q for q in sweep if q.key.endswith(f"-{i}")])}
+    assert together == alone and len(together) == 24
+    assert len({together[f"k0-{i}"] for i in range(3)}) > 1  # the settings do change the text
+
+
 def test_finish_reasons_and_token_counts(backend):
     results = list(backend.generate(_requests(3, max_tokens=5)))
     for r in results:
@@ -124,8 +139,14 @@ def test_per_row_sampler_draws_from_the_warped_distribution():
 
     rows = torch.arange(4000)
 
+    def sampler(decodings):
+        made = PerRowSampler()
+        for seed, decoding in enumerate(decodings):
+            made.add(seed, decoding)
+        return made
+
     def freqs(**decoding):
-        tokens = PerRowSampler(Decoding(**decoding), seeds=list(range(4000))).sample(scores, rows)
+        tokens = sampler([Decoding(**decoding)] * 4000).sample(scores, rows)
         assert tokens.shape == (4000,)
         return torch.bincount(tokens, minlength=4) / 4000
 
@@ -134,8 +155,65 @@ def test_per_row_sampler_draws_from_the_warped_distribution():
     assert freqs(top_k=2)[:2].sum() == 0 and torch.allclose(freqs(top_k=2)[2:], torch.tensor([3 / 7, 4 / 7]),
                                                             atol=0.03)
     assert freqs(top_p=0.65)[:2].sum() == 0  # 0.4 + 0.3 reach 0.65; 0.2 and 0.1 are cut
-    again = PerRowSampler(Decoding(), seeds=list(range(4000))).sample(scores, rows)
-    assert torch.equal(again, PerRowSampler(Decoding(), seeds=list(range(4000))).sample(scores, rows))
+    again = sampler([Decoding()] * 4000).sample(scores, rows)
+    assert torch.equal(again, sampler([Decoding()] * 4000).sample(scores, rows))
+
+
+def test_rows_with_different_settings_sample_as_they_would_alone():
+    """A decoding sweep shares one batch: each row is warped by its own settings and drawn by its own generator."""
+    from emprobe.model._providers._decode import PerRowSampler
+
+    gen = torch.Generator().manual_seed(7)
+    logits = torch.randn(8, 300, generator=gen) * 3
+    settings = [Decoding(temperature=t, top_p=p, top_k=k, seed=s) for s, (t, p, k) in enumerate(
+        [(1.0, 1.0, 0), (0.4, 0.8, 0), (1.3, 1.0, 20), (0.0, 1.0, 0), (0.7, 0.9, 5), (1.0, 0.5, 50), (2.0, 1.0, 1),
+         (0.7, 1.0, 300)])]
+    mixed, singles = PerRowSampler(), []
+    for d in settings:
+        mixed.add(d.seed, d)
+        singles.append(PerRowSampler())
+        singles[-1].add(d.seed, d)
+    for _ in range(3):  # three steps: each row's generator advances as it would alone
+        together = mixed.sample(logits, torch.arange(8))
+        alone = [int(single.sample(logits[row : row + 1], torch.tensor([0]))[0])
+                 for row, single in enumerate(singles)]
+        assert together.tolist() == alone
+        assert together[3] == logits[3].argmax() and together[6] == logits[6].argmax()  # greedy; top_k 1
+        logits = logits.roll(1, dims=-1)
+
+
+def test_top_k_and_top_p_from_candidates_drop_what_sorting_the_whole_row_drops():
+    """The candidates' shortcut, the fallback for a nucleus wider than them (flat rows, p near 1) and ties at the
+    k-th logit all keep exactly the tokens the plain definition keeps."""
+    from emprobe.model._providers._decode import CANDIDATES, _truncate
+
+    gen = torch.Generator().manual_seed(3)
+    vocab = 2 * CANDIDATES[-1]
+    scale = torch.tensor([4.0, 4.0, 0.05, 1, 2, 4, 0.05, 1, 3, 4, 2, 1])
+    logits = torch.randn(12, vocab, generator=gen) * scale[:, None]
+    logits[9, :40] = logits[9].max() + 1  # 40 tied largest logits
+    top_k = torch.tensor([0, 5, 0, 0, 50, 40, 0, 3, 0, 20, 0, 0])
+    # Row 9 has no top-p: which of several equal logits a nucleus keeps depends on how a sort orders them.
+    top_p = torch.tensor([0.8, 0.9, 0.99, 0.5, 1.0, 0.7, 0.6, 1.0, 0.95, 1.0, 1.0, 0.3])
+
+    def plain(row, k, p):
+        row = row.clone()
+        if k:
+            row[row < torch.sort(row, descending=True).values[k - 1]] = float("-inf")
+        if p < 1:
+            ordered, order = torch.sort(row, descending=True)
+            probs = torch.softmax(ordered, -1)
+            drop = probs.cumsum(-1) - probs >= p
+            row[order[drop]] = float("-inf")
+        return row
+
+    got = _truncate(logits.clone(), top_k, top_p)
+    for i in range(len(logits)):
+        want = plain(logits[i], int(top_k[i]), float(top_p[i]))
+        assert torch.equal(torch.isinf(got[i]), torch.isinf(want)), i
+    assert int(torch.isfinite(got[2]).sum()) > CANDIDATES[-1]  # a flat row: its nucleus needed the whole sort
+    assert CANDIDATES[0] < int(torch.isfinite(got[3]).sum()) <= CANDIDATES[-1]  # the wider candidates
+    assert int(torch.isfinite(got[9]).sum()) == 40  # every tie at the 20th logit is kept
 
 
 @pytest.mark.parametrize("vocab", [1000, 512, 7])

@@ -12,7 +12,7 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 from transformers.cache_utils import Cache
 
-from emprobe.condition import Decoding, Message
+from emprobe.condition import Message
 from emprobe.errors import EmprobeError
 from emprobe.hashing import stable_hash
 from emprobe.model._backend import GenerationRequest, GenerationResult, ModelRef
@@ -114,16 +114,18 @@ class HFBackend:
     # ---- generation ------------------------------------------------------------------------------
 
     def generate(self, requests: Iterable[GenerationRequest]) -> Iterator[GenerationResult]:
-        """Generate grouped by decoding and intervention, prompts in order of length, all samples of a prompt together;
-        each group keeps a batch of `batch_size` rows full until it runs out."""
+        """Generate grouped by answer length and intervention, prompts in order of length, all samples of a prompt
+        together (whatever their temperature, top_p and top_k: each row samples with its own); each group keeps a
+        batch of `batch_size` rows full until it runs out."""
         encoded = []
         for request in requests:
             ids = self.token_ids(self.chat_text(request.messages, request.thinking))
             encoded.append((request, ids))
-        # Same decoding and intervention together, then by prompt length; samples of one prompt stay adjacent.
+        # Same answer length and intervention together, then by prompt length; samples of one prompt stay adjacent,
+        # so a decoding sweep prefills each prompt once for all its settings.
         def group_of(item: tuple[GenerationRequest, list[int]]) -> tuple:
             intervention = item[0].intervention
-            return _decoding_key(item[0].decoding), stable_hash(intervention.key()) if intervention else ""
+            return item[0].decoding.max_tokens, stable_hash(intervention.key()) if intervention else ""
 
         encoded.sort(key=lambda item: (group_of(item), len(item[1]), item[1]))
         for _, group in groupby(encoded, key=group_of):
@@ -135,16 +137,18 @@ class HFBackend:
     @torch.inference_mode()
     def _decode(self, items: list[tuple[GenerationRequest, list[int]]],
                 hooks: Intervener | None = None) -> Iterator[GenerationResult]:
-        """Decode one group (same decoding and intervention) with the batch kept full; results come as samples
+        """Decode one group (same answer length and intervention) with the batch kept full; results come as samples
         finish. `hooks`, when given, learns which passes generate (not the prefills)."""
         def on_prefill(active: bool) -> None:
             if hooks is not None:
                 hooks.generating = not active
 
         batch = ContinuousBatch(self._forward, self.model.config.get_text_config().num_hidden_layers, self.device,
-                                self.pad_id, self.eos_ids, items[0][0].decoding, self.batch_size, on_prefill)
+                                self.pad_id, self.eos_ids, items[0][0].decoding.max_tokens, self.batch_size, on_prefill)
         prompts = [ids for _, ids in items]
-        for index, used, stopped in batch.run(prompts, [request.decoding.seed for request, _ in items]):
+        requests = [request for request, _ in items]
+        for index, used, stopped in batch.run(prompts, [r.decoding.seed for r in requests],
+                                              [r.decoding for r in requests]):
             request = items[index][0]
             text = self.tokenizer.decode(used[:-1] if stopped else used, skip_special_tokens=True)
             yield GenerationResult(key=request.key, text=text.strip(), finish_reason="stop" if stopped else "length",
@@ -239,10 +243,6 @@ class HFBackend:
 def _cache_of(output):
     cache = getattr(output, "cache", None)
     return cache if cache is not None else output.past_key_values
-
-
-def _decoding_key(d: Decoding) -> tuple:
-    return (d.temperature, d.top_p, d.top_k, d.max_tokens)
 
 
 def pick_numerics(dtype: str) -> tuple[str, str]:
