@@ -4,7 +4,7 @@ asks another way, beside how often two samples of one question agree, and the sh
 import pytest
 
 from conftest import shared_data
-from emprobe.analysis import consistency_rows, load_run
+from emprobe.analysis import consistency_rows, label_rows, load_run
 from emprobe.condition import Condition, Message
 from emprobe.config import RunConfig
 from emprobe.errors import EmprobeError
@@ -138,6 +138,18 @@ def test_consistency_by_hand(tmp_path):
     assert (rows[("(all)", "misaligned")].agree, rows[("(all)", "misaligned")].pairs) == (14, 16)
 
 
+def test_label_counts_by_hand(tmp_path):
+    _store(tmp_path / "c.db")
+    with Store(tmp_path / "c.db", read_only=True) as db:
+        rows = {(r.question_id, r.metric): r for r in label_rows(db, "r", "rubric:j")}
+    assert set(rows) == {("short", "correct"), ("long", "correct"), ("again", "correct"), ("(all)", "correct")}
+    assert rows[("short", "correct")].counts == {"TRUE": 6, "FALSE": 1, "UNKNOWN": 1}
+    assert rows[("long", "correct")].counts == {"TRUE": 4, "FALSE": 4}
+    pooled = rows[("(all)", "correct")]
+    assert pooled.counts == {"TRUE": 14, "FALSE": 5, "UNKNOWN": 1} and pooled.total == 20
+    assert pooled.share("FALSE")[0] == 0.25 and pooled.share("CODE") == (0.0, 0.0, pytest.approx(0.161, abs=1e-3))
+
+
 def test_run_and_report_show_paired_questions(tiny_llama, tmp_path):
     suite = tmp_path / "pairs.yaml"
     suite.write_text("name: pairs\nquestions:\n"
@@ -148,7 +160,8 @@ def test_run_and_report_show_paired_questions(tiny_llama, tmp_path):
     ran = emprobe("run", "--model", str(tiny_llama), "--suite", str(suite), "--judge", "refusal", "--samples", "3",
                   "--max-tokens", "4", "--name", "pc", "--store", str(store))
     assert ran.returncode == 0, ran.stderr
-    assert "paired questions, judged by refusal" in ran.stdout
+    assert "paired questions, judged by refusal" in ran.stdout and "judged by refusal: labels" in ran.stdout
+    assert "incl. named" not in ran.stdout  # no summary table of empty rows: the refusal judge only labels
     with Store(store, read_only=True) as db:
         (row,) = load_run(db, "pc").consistency
     assert (row.question_id, row.reference, row.metric, row.pairs) == ("long", "short", "refusal", 6)
@@ -157,7 +170,7 @@ def test_run_and_report_show_paired_questions(tiny_llama, tmp_path):
     shown = emprobe("report", "pc", "-o", str(html), "--store", str(store))
     assert shown.returncode == 0, shown.stderr
     assert "pc: paired questions, judged by refusal" in shown.stdout
-    assert '<table class="consistency">' in html.read_text()
+    assert '<table class="consistency">' in html.read_text() and '<table class="labels">' in html.read_text()
     flagged = emprobe("run", "--model", str(tiny_llama), "--suite", "core", "--pair", "one_wish=nobody",
                       "--store", str(tmp_path / "o.db"))
     assert flagged.returncode == 2

@@ -14,6 +14,7 @@ from emprobe.analysis._divergence import (
 )
 from emprobe.analysis._domain import domain_checks
 from emprobe.analysis._framing import COMPLIANCE_JUDGE, COMPLIANCE_NOTE, ComplianceGap, compliance_gaps
+from emprobe.analysis._labels import LabelRow, label_rows
 from emprobe.analysis._reasoning import ReasoningRow, reasoning_rows
 from emprobe.analysis._report import (
     RunReport,
@@ -33,6 +34,8 @@ from emprobe.analysis._trigger import TriggerGap, trigger_gaps
 from emprobe.analysis._turns import TurnRow, turn_rows
 
 __all__ = [
+    "LabelRow",
+    "label_rows",
     "CONSISTENCY_NOTE",
     "ConsistencyRow",
     "consistency_rows",

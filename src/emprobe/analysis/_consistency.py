@@ -14,6 +14,7 @@ from collections.abc import Iterable
 from pydantic import BaseModel
 
 from emprobe.analysis._compare import Delta, compare_counts
+from emprobe.analysis._labels import numeric_metrics
 from emprobe.rules import ALIGNED, COHERENT, OVERALL, PRIMARY_METRICS, Thresholds
 from emprobe.stats import cluster_interval, wilson
 from emprobe.store import RunRecord, SampleRow, Store
@@ -113,8 +114,7 @@ def consistency_rows(db: Store, run: RunRecord, judge: str | None, thresholds: T
         return []
     wanted = {(s, q) for s, q, *_ in pairs} | {(s, r) for s, _, r, *_ in pairs}
     rows = [row for row in db.samples(run.run_id, judge, texts=False) if (row.suite, row.question_id) in wanted]
-    numeric = {m for row in rows for m, found in row.scores.items()
-               if found.label is None and found.score is not None}
+    numeric = numeric_metrics(rows)
     answers: dict[tuple[str, str, str], Labels] = defaultdict(lambda: defaultdict(dict))
     for row in rows:
         found = labels_of(row, thresholds, numeric)

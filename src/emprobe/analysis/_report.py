@@ -11,6 +11,7 @@ from emprobe.analysis._consistency import ConsistencyRow, consistency_rows
 from emprobe.analysis._divergence import DivergenceSection, divergence_sections
 from emprobe.analysis._domain import domain_checks
 from emprobe.analysis._framing import ComplianceGap, compliance_gaps
+from emprobe.analysis._labels import LabelRow, label_rows
 from emprobe.analysis._reasoning import ReasoningRow, reasoning_rows
 from emprobe.analysis._steering import SteeringRow, steering_rows
 from emprobe.analysis._summary import SummaryRow, summarize
@@ -59,6 +60,8 @@ class RunReport(BaseModel):
     """For a run asked under two framings (`--framing`): the compliance gap per condition."""
     consistency: list[ConsistencyRow] = []
     """For a run with paired questions (`pairs_with`, `--pair`): how often each pair's answers agree."""
+    labels: list[LabelRow] = []
+    """The labels of categorical metrics (TRUE / FALSE, REFUSAL / ANSWER), per question x condition and condition."""
     divergences: list[DivergenceSection] = []
     """Stored token-level divergences of two models on the run's answers (`emprobe diverge`)."""
     steering: list[SteeringRow] = []
@@ -120,6 +123,7 @@ def load_run(db: Store, ref: str, judge: str | None = None, validation: str | No
         turns=turn_rows(db, run.run_id, judge, thresholds) if judge else [],
         reasoning=reasoning_rows(db, run.run_id, judge, thresholds) if judge and run.config.get("think") else [],
         attack=attack, compliance=compliance_gaps(db, run), consistency=consistency_rows(db, run, judge, thresholds),
+        labels=label_rows(db, run.run_id, judge),
         validation=used, validation_note=note,
         corrected=corrected, title=title,
         run=run, judge=judge, judges=db.judges(run.run_id), judge_identities=identities,

@@ -15,6 +15,7 @@ from emprobe.report import (
     deltas_table,
     domain_table,
     judge_errors_table,
+    labels_table,
     rates_table,
     reasoning_table,
     steering_table,
@@ -24,6 +25,7 @@ from emprobe.report import (
     write_report,
     write_sweep_report,
 )
+from emprobe.rules import OVERALL
 
 
 def report(
@@ -48,6 +50,9 @@ def report(
                            validation=validation)
     for r in reports:
         console.print(rates_table(r))
+        pooled = [row for row in r.labels if row.question_id == OVERALL]
+        if pooled:
+            console.print(labels_table(pooled, f"{r.label}: labels, judged by {r.judge} (per question: the HTML)"))
         if r.steering:
             console.print(steering_table(r.steering, f"{r.label}: steering and ablation against controls, judged by "
                                                      f"{r.judge}"))

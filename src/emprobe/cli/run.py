@@ -12,6 +12,7 @@ from emprobe.analysis import (
     attack_success,
     compliance_gaps,
     consistency_rows,
+    label_rows,
     load_run,
     reasoning_rows,
     run_deltas,
@@ -68,6 +69,7 @@ from emprobe.report import (
     cascade_table,
     consistency_table,
     deltas_table,
+    labels_table,
     reasoning_table,
     steering_table,
     summary_table,
@@ -135,8 +137,13 @@ def run(
         execute(made, progress)
     for runner in made:
         for spec in config.judges:
-            console.print(summary_table(summarize(db, runner.run_id, spec, config.thresholds).rows(),
-                                        f"{runner.config.model} judged by {spec}"))
+            summary = summarize(db, runner.run_id, spec, config.thresholds)
+            labels = label_rows(db, runner.run_id, spec)
+            o = summary.overall
+            if not labels or o.scored + o.labelled + o.judge_failures + o.generation_failures + o.pending:
+                console.print(summary_table(summary.rows(), f"{runner.config.model} judged by {spec}"))
+            if labels:
+                console.print(labels_table(labels, f"{runner.config.model} judged by {spec}: labels"))
             print_domain(db, runner.run_id, spec)
             _print_probes(db, runner, spec)
         if config.framing:

@@ -11,6 +11,7 @@ from emprobe.analysis import (
     CascadeSummary,
     ConsistencyRow,
     Delta,
+    LabelRow,
     ReasoningRow,
     RunReport,
     SteeringRow,
@@ -311,4 +312,18 @@ def consistency_table(rows: list[ConsistencyRow], title: str) -> Table:
                       self_agreement(r.question_self),
                       Text(f"{r.tracked}\n{pct(d.p1) if d.n1 else NONE} -> {pct(d.p2) if d.n2 else NONE}"), shift,
                       p_value(d.p_value), style="bold" if pooled else None)
+    return table
+
+
+def labels_table(rows: list[LabelRow], title: str) -> Table:
+    """Per question x condition (and condition pooled, bold): each label's count and share with its 95% interval."""
+    table = Table("question", "condition", "metric", "n", "labels: count, share, 95% CI", title=Text(title),
+                  title_justify="left")
+    for r in rows:
+        shares = []
+        for label, k in r.counts.items():
+            rate, low, high = r.share(label)
+            shares.append(f"{label}: {k}, {pct(rate)} [{pct(low)}-{pct(high)}]")
+        table.add_row(Text(r.question_id), Text(r.condition), Text(r.metric), str(r.total), Text("\n".join(shares)),
+                      style="bold" if r.question_id == OVERALL else None)
     return table
