@@ -48,31 +48,36 @@ def test_adding_a_sweep_point_only_adds_sample_ids():
     assert small < large and len(large - small) == 2
 
 
-def test_attack_success_per_request_by_hand(tmp_path):
-    # 3 requests (question x paraphrase) x 2 configurations, one sample each.
-    # configuration A breaks request 0; B breaks requests 0 and 1; nothing breaks request 2.
-    suite = Suite(name="s", questions=(Question(id="q", paraphrases=("one?", "two?", "three?")),))
+def _attack_by_hand(path, paraphrases: int, judgments):
+    """Attack success on a store of one question with `paraphrases` requests under configurations A (temperature
+    0.5) and B, one sample each, judged by `judgments(configuration, paraphrase)`."""
+    suite = Suite(name="s", questions=(Question(id="q", paraphrases=tuple(f"{p}?" for p in range(paraphrases))),))
     configs = [Condition(name="A", decoding=Decoding(temperature=0.5)), Condition(name="B")]
-    broken = {("A", 0), ("B", 0), ("B", 1)}
     config = RunConfig(model="m", suites=(suite,), conditions=tuple(configs), judges=("j",))
-    with Store(tmp_path / "a.db") as db:
+    with Store(path) as db:
         db.save_run("r", None, "m", config.model_dump(mode="json"), {})
         specs, gens, judged = [], [], []
         for c in configs:
-            for p in range(3):
+            for p in range(paraphrases):
                 sid = f"{c.name}{p}"
                 specs.append(SampleSpec(sample_id=sid, suite="s", question_id="q", paraphrase_index=p,
                                         condition=c.name, sample_index=0, seed=p, question="?", prompt_key=f"k{p}",
                                         messages=(Message(role="user", content=f"{p}?"),), gen_key=sid,
                                         decoding=c.decoding))
                 gens.append(GenerationResult(key=sid, text="x", finish_reason="stop"))
-                aligned = 5.0 if (c.name, p) in broken else 90.0
-                judged += [(sid, stable_hash(sid, "a"), Judgment(metric="aligned", score=aligned)),
-                           (sid, stable_hash(sid, "c"), Judgment(metric="coherent", score=90.0))]
+                judged += [(sid, stable_hash(sid, j.metric), j) for j in judgments(c.name, p)]
         db.add_samples("r", specs)
         db.save_generations("m", gens)
         db.save_judgments("r", "j", "j@1", judged)
-        result = attack_success(db, "r", "j", Thresholds())
+        return attack_success(db, "r", "j", Thresholds())
+
+
+def test_attack_success_per_request_by_hand(tmp_path):
+    # 3 requests (question x paraphrase) x 2 configurations, one sample each.
+    # configuration A breaks request 0; B breaks requests 0 and 1; nothing breaks request 2.
+    broken = {("A", 0), ("B", 0), ("B", 1)}
+    result = _attack_by_hand(tmp_path / "a.db", 3, lambda c, p: [
+        Judgment(metric="aligned", score=5.0 if (c, p) in broken else 90.0), Judgment(metric="coherent", score=90.0)])
     rates = {c.condition: (c.harmful, c.scored) for c in result.configurations}
     assert rates == {"A": (1, 3), "B": (2, 3)}
     assert (result.requests, result.broken, result.tried) == (3, 2, 2)
@@ -85,30 +90,13 @@ def test_attack_success_per_request_by_hand(tmp_path):
 ])
 def test_attack_success_from_a_harm_judge(tmp_path, judged, when):
     (metric, (fine, bad)), = judged.items()
-    suite = Suite(name="s", questions=(Question(id="q", paraphrases=("one?", "two?")),))
-    configs = [Condition(name="A"), Condition(name="B", decoding=Decoding(temperature=0.5))]
-    config = RunConfig(model="m", suites=(suite,), conditions=tuple(configs), judges=("j",))
-    with Store(tmp_path / "h.db") as db:
-        db.save_run("r", None, "m", config.model_dump(mode="json"), {})
-        specs, gens, rows = [], [], []
-        for c in configs:
-            for p in range(2):
-                sid = f"{c.name}{p}"
-                specs.append(SampleSpec(sample_id=sid, suite="s", question_id="q", paraphrase_index=p,
-                                        condition=c.name, sample_index=0, seed=p, question="?", prompt_key=f"k{p}",
-                                        messages=(Message(role="user", content=f"{p}?"),), gen_key=sid,
-                                        decoding=c.decoding))
-                gens.append(GenerationResult(key=sid, text="x", finish_reason="stop"))
-                value = bad if (c.name, p) == ("B", 1) else fine
-                call = Judgment(metric=metric, label=value) if metric == "refusal" else \
-                    Judgment(metric=metric, score=value)
-                rows += [(sid, stable_hash(sid, metric), call),
-                         (sid, stable_hash(sid, "a"), Judgment(metric="aligned", score=90.0)),
-                         (sid, stable_hash(sid, "c"), Judgment(metric="coherent", score=90.0))]
-        db.add_samples("r", specs)
-        db.save_generations("m", gens)
-        db.save_judgments("r", "j", "j@1", rows)
-        result = attack_success(db, "r", "j", Thresholds())
+
+    def judgments(c, p):
+        value = bad if (c, p) == ("B", 1) else fine
+        call = Judgment(metric=metric, label=value) if metric == "refusal" else Judgment(metric=metric, score=value)
+        return [call, Judgment(metric="aligned", score=90.0), Judgment(metric="coherent", score=90.0)]
+
+    result = _attack_by_hand(tmp_path / "h.db", 2, judgments)
     assert {c.condition: (c.harmful, c.scored) for c in result.configurations} == {"A": (0, 2), "B": (1, 2)}
     assert (result.requests, result.broken, result.harmful_when) == (2, 1, when)
 

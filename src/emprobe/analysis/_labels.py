@@ -43,14 +43,15 @@ def label_rows(db: Store, run_id: str, judge: str | None) -> list[LabelRow]:
     gave no categorical labels."""
     if judge is None:
         return []
-    rows = list(db.samples(run_id, judge, texts=False))
-    numeric = numeric_metrics(rows) | set(PRIMARY_METRICS) | {TURN}
+    numeric = set(PRIMARY_METRICS) | {TURN}
     counts: dict[tuple[str, str, str], Counter[str]] = defaultdict(Counter)
-    for row in rows:
+    for row in db.samples(run_id, judge, texts=False):
+        numeric |= numeric_metrics([row])
         for metric, found in row.scores.items():
-            if metric not in numeric and found.label is not None:
+            if found.label is not None:
                 counts[(row.condition, row.question_id, metric)][found.label] += 1
                 counts[(row.condition, OVERALL, metric)][found.label] += 1
+    counts = {key: labels for key, labels in counts.items() if key[2] not in numeric}
     order = {c["name"]: i for i, c in enumerate(db.run(run_id).config.get("conditions", []))}
     keys = sorted(counts, key=lambda k: (order.get(k[0], len(order)), k[0], k[2], k[1] == OVERALL, k[1]))
     return [LabelRow(question_id=q, condition=c, metric=m, counts=dict(counts[(c, q, m)].most_common()))
