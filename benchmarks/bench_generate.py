@@ -1,5 +1,6 @@
-"""Generation throughput against the hardware's limit: emprobe's backend vs one `model.generate` call per batch
-(what peer harnesses do) vs one `model.generate` per prompt (what research scripts do).
+"""Generation throughput against the hardware's limit: emprobe's backend (CPU linear weights prepacked, and with
+torch's own linear layers) vs one `model.generate` call per batch (what peer harnesses do) vs one `model.generate`
+per prompt (what research scripts do).
 
 All sides run in this process on the same model, requests and settings (sampling at temperature 1, top_p 1,
 top_k 0), interleaved round by round, and count the tokens they really generated. The roofline comes from matmuls
@@ -128,7 +129,8 @@ def main() -> None:
     parser.add_argument("--batch-size", default="64")
     parser.add_argument("--naive-prompts", type=int, default=4)
     parser.add_argument("--rounds", type=int, default=2)
-    parser.add_argument("--skip-hf", action="store_true", help="time emprobe only (long workloads)")
+    parser.add_argument("--skip-hf", action="store_true", help="leave out model.generate (long workloads)")
+    parser.add_argument("--skip-plain", action="store_true", help="leave out emprobe with torch's linear layers")
     args = parser.parse_args()
     requests = workload(args.suite, args.samples, args.limit, args.max_tokens)
     batch = args.batch_size if args.batch_size == "auto" else int(args.batch_size)
@@ -137,22 +139,27 @@ def main() -> None:
     for dtype in args.dtypes.split(","):
         backend = load_backend(args.model, batch_size=batch, dtype=dtype)
         rows = backend.batch_size
-        print(f"\n== {backend.info['dtype']} on {backend.device}, {backend.info['threads']} threads, batch {rows}")
-        rates: dict[str, list[tuple[int, float]]] = {"emprobe": [], "generate, batched": []}
+        plain = load_backend(args.model, batch_size=rows, dtype=dtype, prepack=False)  # torch's own nn.Linear
+        print(f"\n== {backend.info['dtype']} on {backend.device}, {backend.info['threads']} threads, batch {rows}, "
+              f"linear layers {backend.info['linear']}")
+        rates: dict[str, list[tuple[int, float]]] = {"emprobe": [], "emprobe, torch linears": [],
+                                                     "generate, batched": []}
         for _ in range(args.rounds):
             rates["emprobe"].append(emprobe_side(backend, requests))
+            if not args.skip_plain:
+                rates["emprobe, torch linears"].append(emprobe_side(plain, requests))
             if not args.skip_hf:
-                rates["generate, batched"].append(hf_generate(backend, requests, rows))
+                rates["generate, batched"].append(hf_generate(plain, requests, rows))
         if args.naive_prompts and not args.skip_hf:
             step = max(1, len(requests) // args.naive_prompts)
-            rates["generate per prompt"] = [hf_generate(backend, requests[::step][: args.naive_prompts], 1)]
+            rates["generate per prompt"] = [hf_generate(plain, requests[::step][: args.naive_prompts], 1)]
         prompt_len = sum(len(backend.token_ids(backend.chat_text(r.messages))) for r in requests) / len(requests)
         tokens, seconds = rates["emprobe"][-1]
         context = prompt_len + tokens / len(requests) / 2
-        peak = matmul_peak(backend.model, rows, backend.device)
-        roofline = peak / flop_per_token(backend.model, context)
-        attention = attention_seconds(backend.model, rows, round(context), backend.device)
-        with_kv = 1 / (flop_per_token(backend.model, 0) / peak + attention / rows)
+        peak = matmul_peak(plain.model, rows, backend.device)
+        roofline = peak / flop_per_token(plain.model, context)
+        attention = attention_seconds(plain.model, rows, round(context), backend.device)
+        with_kv = 1 / (flop_per_token(plain.model, 0) / peak + attention / rows)
         print(f"matmul peak at {rows} rows: {peak / 1e9:.0f} GFLOP/s; roofline {roofline:.0f} tok/s "
               f"(mean context {context:.0f} tokens)")
         print(f"attention over the mean context: {attention * 1e3:.1f} ms a step at {rows} rows; matmuls at their "
@@ -167,7 +174,7 @@ def main() -> None:
             base = base or rate
             print(f"{side:20s}: {tok // len(runs):7d} tokens {sec / len(runs):7.1f} s  {rate:7.1f} tok/s  "
                   f"{rate / roofline:6.1%} of roofline  emprobe/this {base / rate:5.2f}x")
-        del backend
+        del backend, plain
 
 
 if __name__ == "__main__":

@@ -1,5 +1,5 @@
 """Facts about this machine that the pipeline acts on: whether a process lives, how many CPU cores are free,
-whether the CPU has bfloat16 units."""
+whether the CPU has bfloat16 units, how much memory is free."""
 
 import os
 import time
@@ -58,3 +58,14 @@ def cpu_has_bf16() -> bool:
         return False
     flags = next((line.split(":", 1)[1].split() for line in text.splitlines() if line.startswith("flags")), [])
     return bool({"avx512_bf16", "amx_bf16"} & set(flags))
+
+
+def available_memory() -> int:
+    """Bytes of memory available to new allocations (MemAvailable), 4 GiB where the system does not say."""
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    except (OSError, ValueError):
+        pass
+    return 4 << 30

@@ -107,6 +107,9 @@ class HFOptions(BaseModel):
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
     threads: int | None = Field(default=None, ge=1)
     """CPU threads; None uses the cores that are free when the model loads."""
+    prepack: bool = True
+    """On the CPU, lay the linear weights out for oneDNN once at load (a second copy of them) and fuse projections
+    of one input; false keeps torch's own layers."""
 
     @field_validator("batch_size", mode="before")
     @classmethod

@@ -14,6 +14,7 @@ import torch
 from emprobe.hashing import stable_hash
 from emprobe.model._providers._decode import BufferedCache, Forward
 from emprobe.model._resolve import cache_dir
+from emprobe.system import available_memory
 
 log = logging.getLogger("emprobe.calibrate")
 SIZES = (16, 32, 64, 128, 256, 512, 1024)
@@ -69,12 +70,13 @@ def measure(forward: Forward, model: Any, device: str, cap: int) -> dict[int, fl
     heads, head_dim = kv_shape(config)
     dtype = next(model.parameters()).dtype
     rates: dict[int, float] = {}
+    noise = torch.Generator(device=device).manual_seed(0)  # leaves the caller's random state alone
     for size in (s for s in SIZES if s <= max(cap, SIZES[0])):
         cache = BufferedCache(config.num_hidden_layers, CONTEXT + 4)
         for index, layer in enumerate(cache.buffers):
-            kv = torch.randn(size, heads, CONTEXT, head_dim, dtype=dtype, device=device)
+            kv = torch.randn(size, heads, CONTEXT, head_dim, dtype=dtype, device=device, generator=noise)
             layer.update(kv, kv, index)
-        tokens = torch.randint(0, config.vocab_size, (size, 1), device=device)
+        tokens = torch.randint(0, config.vocab_size, (size, 1), device=device, generator=noise)
         seconds = []
         for step in range(4):
             width = CONTEXT + step + 1
@@ -99,7 +101,7 @@ def _memory_cap(model: Any, device: str, max_tokens: int) -> int:
     heads, head_dim = kv_shape(config)
     width = next(model.parameters()).element_size()
     per_row = 2 * config.num_hidden_layers * heads * head_dim * (256 + max_tokens) * width
-    free = torch.cuda.mem_get_info()[0] if device == "cuda" else _available_memory()
+    free = torch.cuda.mem_get_info()[0] if device == "cuda" else available_memory()
     return max(1, free // 4 // per_row)
 
 
@@ -107,16 +109,6 @@ def kv_shape(config: Any) -> tuple[int, int]:
     """(key-value heads, head width) of a decoder config."""
     heads = getattr(config, "num_key_value_heads", None) or config.num_attention_heads
     return heads, getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
-
-
-def _available_memory() -> int:
-    try:
-        for line in Path("/proc/meminfo").read_text().splitlines():
-            if line.startswith("MemAvailable:"):
-                return int(line.split()[1]) * 1024
-    except (OSError, ValueError):
-        pass
-    return 4 << 30
 
 
 def _cpu_name() -> str:

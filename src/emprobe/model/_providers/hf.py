@@ -19,8 +19,9 @@ from emprobe.model._backend import GenerationRequest, GenerationResult, ModelRef
 from emprobe.model._providers._calibrate import calibrated_batch
 from emprobe.model._providers._decode import ContinuousBatch
 from emprobe.model._providers._intervene import Intervener
+from emprobe.model._providers._prepack import can_prepack, linear_bytes, prepack
 from emprobe.model._resolve import materialize
-from emprobe.system import cpu_has_bf16, free_cpus
+from emprobe.system import available_memory, cpu_has_bf16, free_cpus
 
 _SENTINEL = "\u2063emprobe-system\u2063"
 SEQUENCE_ROWS = 64
@@ -53,18 +54,27 @@ class HFBackend:
         self.eos_ids = _eos_ids(self.tokenizer, self.model.generation_config)
         self.pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else self.eos_ids[0]
         self.system_mode = "native" if self._template_keeps_system() else "merged"
+        packed = ref.options.get("prepack", True) and self._prepack()
         self.info = {"dtype": dtype_name, "device": self.device, "threads": str(torch.get_num_threads()),
-                     "system_prompt": self.system_mode, "model": ref.spec, "adapter": adapter or ""}
+                     "system_prompt": self.system_mode, "model": ref.spec, "adapter": adapter or "",
+                     "linear": "prepacked" if packed else "torch"}
         self._prefix_cache: dict[str, tuple[int, object]] = {}
         # transformers renamed `past_key_values` to `cache` during 5.x; accept either.
         params = inspect.signature(self.model.get_base_model().forward if adapter else self.model.forward).parameters
         self._cache_kw = "cache" if "cache" in params else "past_key_values"
         batch_size = ref.options.get("batch_size", "auto")
         self.batch_size: int = batch_size if batch_size != "auto" else calibrated_batch(
-            self._forward, self.model, self.identity, self.device, self.threads)
+            self._forward, self.model, f"{self.identity}|{self.info['linear']}", self.device, self.threads)
         self.info["batch_size"] = str(self.batch_size)
         self.sequence_rows = min(self.batch_size, SEQUENCE_ROWS)
         """Rows per forward pass over whole sequences (scoring, capture): these hold every position at once."""
+
+    def _prepack(self) -> bool:
+        """Prepack the linear layers for oneDNN where that is possible and their copy fits in a quarter of the
+        free memory; whether it did."""
+        if not can_prepack(self.device, self.dtype) or linear_bytes(self.model) > available_memory() // 4:
+            return False
+        return prepack(self.model) > 0
 
     def close(self) -> None:
         """Drop the weights and caches so their memory can be reclaimed."""

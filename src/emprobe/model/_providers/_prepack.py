@@ -1,0 +1,97 @@
+"""Linear layers for CPU inference whose weights oneDNN reorders once at load, instead of on every call, with the
+projections that read one input (attention's query, key and value; an MLP's gate and up) done as one matmul.
+
+At a decode step's few rows torch's bfloat16 linear layer spends much of each call reordering a weight it then
+reads once; a prepacked weight and fewer, wider matmuls cut that (figures in ARCHITECTURE.md, "The local backend's
+decode loop")."""
+
+from typing import Any
+
+import torch
+from torch import nn
+
+SIBLINGS = (("q_proj", "k_proj", "v_proj"), ("gate_proj", "up_proj"))
+"""Projections of one module that read the same tensor, in the order the module calls them."""
+ROWS_HINT = 64
+"""The rows per call oneDNN lays the weights out for; any number of rows is still computed exactly."""
+
+
+def can_prepack(device: str, dtype: torch.dtype) -> bool:
+    """Whether prepacking pays here: bfloat16 on a CPU where oneDNN runs it (measured 1.11x end to end at batch
+    64). float32 gained nothing measurable (1.02x), so it keeps torch's layers and the reference numerics."""
+    ops = torch.ops.mkldnn
+    needed = ("_reorder_linear_weight", "_linear_pointwise", "_is_mkldnn_bf16_supported")
+    return (device == "cpu" and dtype == torch.bfloat16 and torch.backends.mkldnn.is_available()
+            and all(hasattr(ops, n) for n in needed) and bool(ops._is_mkldnn_bf16_supported()))
+
+
+def linear_bytes(model: nn.Module) -> int:
+    """Bytes of the weights of the model's plain linear layers: what a prepacked copy adds."""
+    return sum(m.weight.numel() * m.weight.element_size() for m in model.modules() if type(m) is nn.Linear)
+
+
+class _SharedMatmul:
+    """One prepacked matmul over the concatenated weights of projections of the same input; each projection
+    takes its own columns of the output, which is computed once per input and released once all have read it."""
+
+    def __init__(self, linears: list[nn.Linear]):
+        weight = torch.cat([linear.weight.detach() for linear in linears])
+        self.packed = torch.ops.mkldnn._reorder_linear_weight(weight, ROWS_HINT)
+        biases = [linear.bias for linear in linears]
+        self.bias = torch.cat([b.detach() for b in biases]) if biases[0] is not None else None
+        ends = torch.tensor([linear.out_features for linear in linears]).cumsum(0).tolist()
+        self.columns = list(zip([0, *ends[:-1]], ends, strict=True))
+        self._input: torch.Tensor | None = None
+        self._output: torch.Tensor | None = None
+        self._unread: set[int] = set()
+
+    def output(self, x: torch.Tensor, member: int) -> torch.Tensor:
+        """Member `member`'s projection of `x`; the matmul runs again for a new input or a member reading twice."""
+        if x is not self._input or member not in self._unread:
+            self._output = torch.ops.mkldnn._linear_pointwise(x, self.packed, self.bias, "none", [], "")
+            self._input, self._unread = x, set(range(len(self.columns)))
+        start, end = self.columns[member]
+        out = self._output[..., start:end]  # type: ignore[index]
+        self._unread.discard(member)
+        if not self._unread:
+            self._input = self._output = None
+        return out
+
+
+class PackedLinear(nn.Module):
+    """Stands in for an `nn.Linear` (same `weight`, `bias` and sizes, for whatever reads them) and computes with a
+    prepacked copy of the weight, possibly shared with sibling projections of the same input."""
+
+    def __init__(self, linear: nn.Linear, shared: _SharedMatmul, member: int):
+        super().__init__()
+        self.in_features, self.out_features = linear.in_features, linear.out_features
+        self.weight, self.bias = linear.weight, linear.bias
+        self.shared, self.member = shared, member
+
+    def forward(self, x: torch.Tensor, *_: Any, **__: Any) -> torch.Tensor:
+        return self.shared.output(x, self.member)
+
+    def extra_repr(self) -> str:
+        return f"in_features={self.in_features}, out_features={self.out_features}, prepacked, " \
+               f"{len(self.shared.columns)} in one matmul"
+
+
+def prepack(model: nn.Module) -> int:
+    """Replace the model's plain `nn.Linear` layers by prepacked ones, siblings of one input fused (when they agree
+    on input size and on having a bias); returns how many layers were replaced. For inference only."""
+    replaced = 0
+    for parent in list(model.modules()):
+        linears = {name: child for name, child in parent.named_children() if type(child) is nn.Linear}
+        groups = [[name] for name in linears if not any(name in siblings for siblings in SIBLINGS)]
+        for siblings in SIBLINGS:
+            present = [linears[n] for n in siblings if n in linears]
+            if len(present) == len(siblings) and len({(m.in_features, m.bias is None) for m in present}) == 1:
+                groups.append(list(siblings))
+            else:
+                groups.extend([n] for n in siblings if n in linears)
+        for names in groups:
+            shared = _SharedMatmul([linears[n] for n in names])
+            for member, name in enumerate(names):
+                setattr(parent, name, PackedLinear(linears[name], shared, member))
+                replaced += 1
+    return replaced
