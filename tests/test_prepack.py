@@ -1,6 +1,7 @@
 """Prepacked CPU linear layers: torch's numbers, one matmul per input for sibling projections, and when not to."""
 
 import copy
+import sys
 
 import pytest
 import torch
@@ -109,3 +110,29 @@ def test_no_prepacking_when_the_copy_would_not_fit_or_when_turned_off(tiny_llama
     monkeypatch.setattr(hf, "available_memory", lambda: 1024)  # fault injection: almost no free memory
     crowded = load_backend(str(tiny_llama), dtype="bfloat16", batch_size=4)
     assert crowded.info["linear"] == "torch" and any(type(m) is nn.Linear for m in crowded.model.modules())
+
+
+def test_threads_sharing_a_prepacked_model_each_get_their_own_projections():
+    from concurrent.futures import ThreadPoolExecutor
+
+    torch.manual_seed(0)
+    parent = nn.Module()
+    parent.q_proj, parent.k_proj, parent.v_proj = nn.Linear(16, 16), nn.Linear(16, 8), nn.Linear(16, 8)
+    plain = copy.deepcopy(parent)
+    prepack(parent)
+    inputs = [torch.randn(4, 16) for _ in range(8)]
+
+    def project(x: torch.Tensor) -> list[torch.Tensor]:
+        with torch.inference_mode():
+            return [torch.cat([parent.q_proj(x), parent.k_proj(x), parent.v_proj(x)], -1) for _ in range(400)]
+
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)  # threads switch between nearly every bytecode, so interleavings happen
+    try:
+        with ThreadPoolExecutor(4) as pool:
+            results = list(pool.map(project, inputs))
+    finally:
+        sys.setswitchinterval(interval)
+    for x, outputs in zip(inputs, results, strict=True):
+        want = torch.cat([plain.q_proj(x), plain.k_proj(x), plain.v_proj(x)], -1)
+        assert all(torch.allclose(out, want, atol=1e-5) for out in outputs)

@@ -5,6 +5,7 @@ At a decode step's few rows torch's bfloat16 linear layer spends much of each ca
 reads once; a prepacked weight and fewer, wider matmuls cut that (figures in ARCHITECTURE.md, "The local backend's
 decode loop")."""
 
+import threading
 from typing import Any
 
 import torch
@@ -32,7 +33,8 @@ def linear_bytes(model: nn.Module) -> int:
 
 class _SharedMatmul:
     """One prepacked matmul over the concatenated weights of projections of the same input; each projection
-    takes its own columns of the output, which is computed once per input and released once all have read it."""
+    takes its own columns of the output, which is computed once per input (per thread) and released once all have
+    read it."""
 
     def __init__(self, linears: list[nn.Linear]):
         weight = torch.cat([linear.weight.detach() for linear in linears])
@@ -41,21 +43,19 @@ class _SharedMatmul:
         self.bias = torch.cat([b.detach() for b in biases]) if biases[0] is not None else None
         ends = torch.tensor([linear.out_features for linear in linears]).cumsum(0).tolist()
         self.columns = list(zip([0, *ends[:-1]], ends, strict=True))
-        self._input: torch.Tensor | None = None
-        self._output: torch.Tensor | None = None
-        self._unread: set[int] = set()
+        self._pending = threading.local()  # per thread: (input, output, members yet to read it)
 
     def output(self, x: torch.Tensor, member: int) -> torch.Tensor:
         """Member `member`'s projection of `x`; the matmul runs again for a new input or a member reading twice."""
-        if x is not self._input or member not in self._unread:
-            self._output = torch.ops.mkldnn._linear_pointwise(x, self.packed, self.bias, "none", [], "")
-            self._input, self._unread = x, set(range(len(self.columns)))
+        state = getattr(self._pending, "state", None)
+        if state is None or x is not state[0] or member not in state[2]:
+            output = torch.ops.mkldnn._linear_pointwise(x, self.packed, self.bias, "none", [], "")
+            state = (x, output, set(range(len(self.columns))))
+        _, output, unread = state
+        unread.discard(member)
+        self._pending.state = state if unread else None
         start, end = self.columns[member]
-        out = self._output[..., start:end]  # type: ignore[index]
-        self._unread.discard(member)
-        if not self._unread:
-            self._input = self._output = None
-        return out
+        return output[..., start:end]
 
 
 class PackedLinear(nn.Module):
