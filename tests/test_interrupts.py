@@ -31,9 +31,16 @@ def _args(tiny_llama, tmp_path, samples: int) -> list[str]:
             "--max-tokens", "48", "--batch-size", "4", "--store", str(tmp_path / "runs.db")]
 
 
+def _default_sigint() -> None:
+    """A shell without job control starts background jobs with Ctrl-C ignored, and a child keeps that (so a suite
+    launched with `&` would see the run ignore SIGINT, as it should there); the runs here start as from a terminal."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def _start(args):
     return subprocess.Popen([sys.executable, "-m", "emprobe", "run", *args], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, env={**os.environ, "COLUMNS": "200"})
+                            stderr=subprocess.PIPE, text=True, env={**os.environ, "COLUMNS": "200"},
+                            preexec_fn=_default_sigint)
 
 
 @pytest.mark.parametrize(("signum", "status"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
