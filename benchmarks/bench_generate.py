@@ -137,7 +137,7 @@ def main() -> None:
     print(f"workload: {len(requests)} samples of {len({str(r.messages) for r in requests})} prompts, "
           f"{args.max_tokens} new tokens at most, T=1 top_p=1 top_k=0")
     for dtype in args.dtypes.split(","):
-        backend = load_backend(args.model, batch_size=batch, dtype=dtype, prepack=True)
+        backend = load_backend(args.model, batch_size=batch, dtype=dtype)
         rows = backend.batch_size
         plain = load_backend(args.model, batch_size=rows, dtype=dtype, prepack=False)  # torch's own nn.Linear
         print(f"\n== {backend.info['dtype']} on {backend.device}, {backend.info['threads']} threads, batch {rows}, "

@@ -29,11 +29,10 @@ def _logits(model: nn.Module, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
 
 
 def test_bfloat16_backends_prepack_with_siblings_in_one_matmul_and_give_torchs_logits(tiny_llama):
-    packed = load_backend(str(tiny_llama), dtype="bfloat16", batch_size=4, prepack=True)
-    plain = load_backend(str(tiny_llama), dtype="bfloat16", batch_size=4)
-    assert plain.info["linear"] == "torch"  # off unless asked for
+    packed = load_backend(str(tiny_llama), dtype="bfloat16", batch_size=4)
+    plain = load_backend(str(tiny_llama), dtype="bfloat16", batch_size=4, prepack=False)
     assert (packed.info["linear"], plain.info["linear"]) == ("prepacked", "torch")
-    assert load_backend(str(tiny_llama), dtype="float32", batch_size=4, prepack=True).info["linear"] == "torch"
+    assert load_backend(str(tiny_llama), dtype="float32", batch_size=4).info["linear"] == "torch"
     assert not any(type(m) is nn.Linear for m in packed.model.modules())
     layer = packed.model.model.layers[0]
     attention, mlp = layer.self_attn, layer.mlp
@@ -52,7 +51,7 @@ def test_bfloat16_backends_prepack_with_siblings_in_one_matmul_and_give_torchs_l
 
 
 def test_prepacked_generation_keeps_texts_independent_of_the_batch(tiny_llama):
-    backend = load_backend(str(tiny_llama), dtype="bfloat16", batch_size=4, prepack=True)
+    backend = load_backend(str(tiny_llama), dtype="bfloat16", batch_size=4)
     requests = _requests(9, max_tokens=16)
     together = {r.key: r.text for r in backend.generate(requests)}
     backend.batch_size = 1
@@ -105,11 +104,11 @@ def test_siblings_share_one_matmul_per_input_and_compute_again_when_asked_twice(
 def test_no_prepacking_when_the_copy_would_not_fit_or_when_turned_off(tiny_llama, monkeypatch):
     from emprobe.model._providers import hf
 
-    assert resolve(str(tiny_llama), options={"prepack": "true"}).options["prepack"] is True
+    assert resolve(str(tiny_llama), options={"prepack": "false"}).options["prepack"] is False
     with pytest.raises(EmprobeError, match="prepack"):
         resolve(str(tiny_llama), options={"prepack": "sometimes"})
     monkeypatch.setattr(hf, "available_memory", lambda: 1024)  # fault injection: almost no free memory
-    crowded = load_backend(str(tiny_llama), dtype="bfloat16", batch_size=4, prepack=True)
+    crowded = load_backend(str(tiny_llama), dtype="bfloat16", batch_size=4)
     assert crowded.info["linear"] == "torch" and any(type(m) is nn.Linear for m in crowded.model.modules())
 
 

@@ -107,10 +107,9 @@ class HFOptions(BaseModel):
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
     threads: int | None = Field(default=None, ge=1)
     """CPU threads; None uses the cores that are free when the model loads."""
-    prepack: bool = False
+    prepack: bool = True
     """In bfloat16 on the CPU, lay the linear weights out for oneDNN once at load (a second copy of them) and fuse
-    projections of one input (1.11x end to end); off by default until an interaction with Ctrl-C in the full
-    test suite is understood (ARCHITECTURE.md)."""
+    projections of one input; false keeps torch's own layers."""
 
     @field_validator("batch_size", mode="before")
     @classmethod

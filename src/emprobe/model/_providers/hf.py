@@ -54,7 +54,7 @@ class HFBackend:
         self.eos_ids = _eos_ids(self.tokenizer, self.model.generation_config)
         self.pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else self.eos_ids[0]
         self.system_mode = "native" if self._template_keeps_system() else "merged"
-        packed = ref.options.get("prepack", False) and self._prepack()
+        packed = ref.options.get("prepack", True) and self._prepack()
         self.info = {"dtype": dtype_name, "device": self.device, "threads": str(torch.get_num_threads()),
                      "system_prompt": self.system_mode, "model": ref.spec, "adapter": adapter or "",
                      "linear": "prepacked" if packed else "torch"}
