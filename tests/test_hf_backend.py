@@ -318,6 +318,20 @@ def test_the_batch_stays_full_while_samples_wait(tiny_llama):
     assert all(n < 3 for n in decode_rows[first_short:]) and len(decode_rows) - first_short < 40
 
 
+def test_cache_columns_left_unset_are_never_read(tiny_llama, monkeypatch):
+    b = load_backend(str(tiny_llama), batch_size=3, dtype="float32")
+    eos, head = b.eos_ids[0], b.model.lm_head.forward
+    b.model.lm_head.forward = lambda h: head(h).index_fill(-1, torch.tensor([eos]), 0) + \
+        torch.nn.functional.one_hot(torch.tensor(eos), head(h).shape[-1]) * 2.0  # rows end early, not too early:
+    # rebuilds put kept rows beside longer prefills and prefills beside longer kept rows
+    reqs = _requests(12, max_tokens=40)
+    clean = {r.key: (r.text, r.completion_tokens) for r in b.generate(reqs)}
+    new_empty = torch.Tensor.new_empty
+    # fault injection: memory a buffer gets without setting it holds NaN, which would spread to any row reading it
+    monkeypatch.setattr(torch.Tensor, "new_empty", lambda self, *a, **k: new_empty(self, *a, **k).fill_(float("nan")))
+    assert {r.key: (r.text, r.completion_tokens) for r in b.generate(reqs)} == clean
+
+
 def test_auto_batch_size_is_measured_once_and_cached(tiny_llama, tmp_path, monkeypatch):
     from emprobe.model._providers import _calibrate
 

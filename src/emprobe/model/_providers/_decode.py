@@ -137,11 +137,15 @@ class BufferedLayer(DynamicLayer):
     def rebuild(self, keep: torch.Tensor, kept: int, fresh: "BufferedLayer | None", owner: torch.Tensor,
                 width: int, capacity: int) -> None:
         """A new buffer: the last `kept` columns of rows `keep`, then `fresh`'s prefill expanded to rows `owner`,
-        all ending at column `width`, with room for `capacity` columns. Padding is zero."""
+        all ending at column `width`, with room for `capacity` columns. Padding is zero (attention reads it, and
+        masked garbage could be NaN); the room is left unset, as every step writes its column before reading it."""
         source = self._keys if self.is_initialized else fresh._keys  # type: ignore[union-attr]
         _, h, _, d = source.shape
         rows = len(keep) + len(owner)
-        keys, values = source.new_zeros((rows, h, capacity, d)), source.new_zeros((rows, h, capacity, d))
+        keys, values = source.new_empty((rows, h, capacity, d)), source.new_empty((rows, h, capacity, d))
+        for first, last, filled in ((0, len(keep), kept), (len(keep), rows, fresh.length if fresh else 0)):
+            keys[first:last, :, : width - filled].zero_()  # left of what is copied in below
+            values[first:last, :, : width - filled].zero_()
         if len(keep):
             keys[: len(keep), :, width - kept : width] = self._keys[keep, :, self.length - kept : self.length]
             values[: len(keep), :, width - kept : width] = self._values[keep, :, self.length - kept : self.length]
