@@ -15,6 +15,7 @@ import torch
 from transformers.cache_utils import Cache, DynamicLayer
 
 from emprobe.condition import Decoding
+from emprobe.model._providers._attention import row_blocks
 
 
 class PerRowSampler:
@@ -175,8 +176,10 @@ class ContinuousBatch:
     stopped at EOS)."""
 
     def __init__(self, forward: Forward, layers: int, device: str, pad_id: int, eos_ids: list[int],
-                 max_tokens: int, size: int, on_prefill: Callable[[bool], None] | None = None):
+                 max_tokens: int, size: int, on_prefill: Callable[[bool], None] | None = None, blocks: bool = False):
         self.forward, self.layers, self.device, self.pad_id = forward, layers, device, pad_id
+        self.blocks = blocks
+        """Whether the model's attention takes `row_blocks` (see `_attention.py`)."""
         self.eos = set(eos_ids)
         self.max_tokens, self.size = max_tokens, size
         self.on_prefill = on_prefill or (lambda _: None)
@@ -225,9 +228,10 @@ class ContinuousBatch:
             self.lengths += 1
             width = self.cache.get_seq_length() + 1
             mask = torch.arange(width) >= (width - self.lengths)[:, None]
+            blocks = {"row_blocks": row_blocks(self.lengths, ~self.done, width)} if self.blocks else {}
             result = self.forward(input_ids=tokens[:, None].to(self.device), attention_mask=mask.long().to(self.device),
                                   position_ids=(self.lengths - 1)[:, None].to(self.device), use_cache=True,
-                                  cache=self.cache)
+                                  cache=self.cache, **blocks)
             self.logits = result.logits[:, -1]
             idle += 1
 

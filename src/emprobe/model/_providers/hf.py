@@ -16,6 +16,7 @@ from emprobe.condition import Message
 from emprobe.errors import EmprobeError
 from emprobe.hashing import stable_hash
 from emprobe.model._backend import GenerationRequest, GenerationResult, ModelRef
+from emprobe.model._providers._attention import use_blocked_sdpa
 from emprobe.model._providers._calibrate import calibrated_batch
 from emprobe.model._providers._decode import ContinuousBatch
 from emprobe.model._providers._intervene import Intervener
@@ -45,6 +46,7 @@ class HFBackend:
         if self.tokenizer.chat_template is None:
             raise EmprobeError(f"model {ref.spec!r} has no chat template; emprobe only evaluates chat models")
         loaded: Any = AutoModelForCausalLM.from_pretrained(folder, dtype=self.dtype)
+        self.blocked_attention = use_blocked_sdpa(loaded)
         self.model: Any = loaded.to(self.device).eval()
         self.identity = ref.identity
         if adapter:
@@ -57,7 +59,8 @@ class HFBackend:
         packed = ref.options.get("prepack", True) and self._prepack()
         self.info = {"dtype": dtype_name, "device": self.device, "threads": str(torch.get_num_threads()),
                      "system_prompt": self.system_mode, "model": ref.spec, "adapter": adapter or "",
-                     "linear": "prepacked" if packed else "torch"}
+                     "linear": "prepacked" if packed else "torch",
+                     "attention": "sdpa, row blocks" if self.blocked_attention else loaded.config._attn_implementation}
         self._prefix_cache: dict[str, tuple[int, object]] = {}
         # transformers renamed `past_key_values` to `cache` during 5.x; accept either.
         params = inspect.signature(self.model.get_base_model().forward if adapter else self.model.forward).parameters
@@ -154,7 +157,8 @@ class HFBackend:
                 hooks.generating = not active
 
         batch = ContinuousBatch(self._forward, self.model.config.get_text_config().num_hidden_layers, self.device,
-                                self.pad_id, self.eos_ids, items[0][0].decoding.max_tokens, self.batch_size, on_prefill)
+                                self.pad_id, self.eos_ids, items[0][0].decoding.max_tokens, self.batch_size, on_prefill,
+                                self.blocked_attention)
         prompts = [ids for _, ids in items]
         requests = [request for request, _ in items]
         for index, used, stopped in batch.run(prompts, [r.decoding.seed for r in requests],

@@ -1,0 +1,59 @@
+"""Decode-step attention that reads, for each block of rows, only the columns its live rows use.
+
+Rows of the decode loop's cache are right-aligned, so a row admitted late leaves padding to its left that every
+row's attention reads. On SmolLM2-135M, 960 samples at 256 rows, attention took 47% of the time, and 30% of the
+columns it read were padding. In blocks of `ROWS` rows as they lie, each block reading from its longest live row's
+first column, 18% of the columns are skipped, with no copy (a block's keys and values are views of the cache).
+Masked columns weigh exactly zero, so this changes only the order of sums.
+"""
+
+from typing import Any
+
+import torch
+from transformers import AttentionInterface
+from transformers.integrations.sdpa_attention import sdpa_attention_forward
+from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS, sdpa_mask
+
+NAME = "emprobe_sdpa"
+ROWS = 32
+"""Rows per block: small enough that a block's longest row is often short, large enough that the extra calls
+cost little."""
+
+
+SAVING = 0.15
+"""Blocks are used only when they skip at least this share of the columns: below it, the extra calls cost more
+(at 64 rows with all prompts admitted together, blocks ran at 0.94x)."""
+
+
+def row_blocks(lengths: torch.Tensor, live: torch.Tensor, width: int) -> list[tuple[int, int, int]]:
+    """(first row, end row, first column) per block of `ROWS` rows: the column where the block's longest live row
+    starts (at least the last column, which every row reads, so no row is left with nothing to attend to); none
+    when they would skip under `SAVING` of the columns."""
+    used = torch.where(live, lengths, 1)
+    blocks = [(start, min(start + ROWS, len(used)), width - int(used[start : start + ROWS].max()))
+              for start in range(0, len(used), ROWS)]
+    skipped = sum((end - start) * column for start, end, column in blocks)
+    return blocks if skipped >= SAVING * len(used) * width else []
+
+
+def blocked_sdpa(module: Any, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
+                 attention_mask: torch.Tensor | None, *args: Any, row_blocks: list[tuple[int, int, int]] | None = None,
+                 **kwargs: Any) -> tuple[torch.Tensor, None]:
+    """transformers' SDPA attention, run per block of rows over that block's columns when the decode loop gives
+    `row_blocks` for a one-token step; otherwise exactly transformers' SDPA."""
+    if row_blocks is None or query.shape[2] != 1 or attention_mask is None or len(row_blocks) < 2:
+        return sdpa_attention_forward(module, query, key, value, attention_mask, *args, **kwargs)
+    parts = [sdpa_attention_forward(module, query[a:b], key[a:b, :, c:], value[a:b, :, c:],
+                                    attention_mask[a:b, ..., c:], *args, **kwargs)[0]
+             for a, b, c in row_blocks]
+    return torch.cat(parts), None
+
+
+def use_blocked_sdpa(model: Any) -> bool:
+    """Switch a model that uses transformers' SDPA attention to the blocked one; whether it did."""
+    if model.config._attn_implementation != "sdpa":
+        return False
+    AttentionInterface.register(NAME, blocked_sdpa)
+    ALL_MASK_ATTENTION_FUNCTIONS.register(NAME, sdpa_mask)
+    model.set_attn_implementation(NAME)
+    return model.config._attn_implementation == NAME
