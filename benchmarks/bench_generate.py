@@ -1,6 +1,6 @@
 """Generation throughput against the hardware's limit: emprobe's backend (CPU linear weights prepacked, and with
-torch's own linear layers) vs one `model.generate` call per batch (what peer harnesses do) vs one `model.generate`
-per prompt (what research scripts do).
+torch's own linear layers; attention in row blocks, and over every column) vs one `model.generate` call per
+batch (what peer harnesses do) vs one `model.generate` per prompt (what research scripts do).
 
 All sides run in this process on the same model, requests and settings (sampling at temperature 1, top_p 1,
 top_k 0), interleaved round by round, and count the tokens they really generated. The roofline comes from matmuls
@@ -37,6 +37,15 @@ def emprobe_side(backend: Any, requests: list[GenerationRequest]) -> tuple[int, 
     start = time.perf_counter()
     tokens = sum(r.completion_tokens for r in backend.generate(requests))
     return tokens, time.perf_counter() - start
+
+
+def unblocked_side(backend: Any, requests: list[GenerationRequest]) -> tuple[int, float]:
+    """emprobe with every decode step's attention over all columns (transformers' SDPA, no row blocks)."""
+    backend.blocked_attention = False
+    try:
+        return emprobe_side(backend, requests)
+    finally:
+        backend.blocked_attention = True
 
 
 def hf_generate(backend: Any, requests: list[GenerationRequest], batch: int) -> tuple[int, float]:
@@ -131,6 +140,8 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--skip-hf", action="store_true", help="leave out model.generate (long workloads)")
     parser.add_argument("--skip-plain", action="store_true", help="leave out emprobe with torch's linear layers")
+    parser.add_argument("--skip-unblocked", action="store_true",
+                        help="leave out emprobe with attention over every column (no row blocks)")
     args = parser.parse_args()
     requests = workload(args.suite, args.samples, args.limit, args.max_tokens)
     batch = args.batch_size if args.batch_size == "auto" else int(args.batch_size)
@@ -141,11 +152,13 @@ def main() -> None:
         rows = backend.batch_size
         plain = load_backend(args.model, batch_size=rows, dtype=dtype, prepack=False)  # torch's own nn.Linear
         print(f"\n== {backend.info['dtype']} on {backend.device}, {backend.info['threads']} threads, batch {rows}, "
-              f"linear layers {backend.info['linear']}")
+              f"linear layers {backend.info['linear']}, attention {backend.info['attention']}")
         rates: dict[str, list[tuple[int, float]]] = {"emprobe": [], "emprobe, torch linears": [],
-                                                     "generate, batched": []}
+                                                     "emprobe, unblocked": [], "generate, batched": []}
         for _ in range(args.rounds):
             rates["emprobe"].append(emprobe_side(backend, requests))
+            if backend.blocked_attention and not args.skip_unblocked:
+                rates["emprobe, unblocked"].append(unblocked_side(backend, requests))
             if not args.skip_plain:
                 rates["emprobe, torch linears"].append(emprobe_side(plain, requests))
             if not args.skip_hf:
