@@ -20,6 +20,14 @@ def _requests(n: int, max_tokens: int = 12, temperature: float = 1.0, top_k: int
     ]
 
 
+def _early_eos(b, boost: float = 4.0) -> None:
+    """Fault injection: the end-of-turn token gets logit `boost` (EOS likely, ~25% a step at 4), so rows end at
+    different steps."""
+    eos, head = b.eos_ids[0], b.model.lm_head.forward
+    b.model.lm_head.forward = lambda h: head(h).index_fill(-1, torch.tensor([eos]), 0) + \
+        torch.nn.functional.one_hot(torch.tensor(eos), head(h).shape[-1]) * boost
+
+
 @pytest.fixture(scope="module")
 def backend(tiny_llama):
     return load_backend(str(tiny_llama), batch_size=4, dtype="float32")  # compared with plain float32 passes
@@ -232,10 +240,7 @@ def test_blockwise_inverse_cdf_picks_what_one_long_cumulative_sum_picks(vocab):
 
 def test_rows_that_finish_early_are_dropped_without_changing_the_others(tiny_llama):
     b = load_backend(str(tiny_llama), batch_size=8)
-    eos = b.eos_ids[0]
-    head = b.model.lm_head.forward  # fault injection: EOS likely (~25% a step), so rows end at different steps
-    b.model.lm_head.forward = lambda h: head(h).index_fill(-1, torch.tensor([eos]), 0) + \
-        torch.nn.functional.one_hot(torch.tensor(eos), head(h).shape[-1]) * 4.0
+    _early_eos(b)
     reqs = _requests(8, max_tokens=40)
     together = {r.key: r for r in b.generate(reqs)}
     b.batch_size = 1
@@ -296,15 +301,9 @@ def test_a_killed_conversion_leaves_nothing_behind(tmp_path):
 
 def test_the_batch_stays_full_while_samples_wait(tiny_llama):
     b = load_backend(str(tiny_llama), batch_size=3, dtype="float32")
-    eos = b.eos_ids[0]
-    head, rows = b.model.lm_head.forward, []
+    rows: list[tuple[int, ...]] = []
     b.model.get_input_embeddings().register_forward_hook(lambda m, args, out: rows.append(tuple(args[0].shape)))
-
-    def early_eos(h):  # fault injection: EOS likely, so rows end at different steps and free their places
-        return head(h).index_fill(-1, torch.tensor([eos]), 0) + \
-            torch.nn.functional.one_hot(torch.tensor(eos), head(h).shape[-1]) * 4.0
-
-    b.model.lm_head.forward = early_eos
+    _early_eos(b)  # rows end at different steps and free their places
     reqs = _requests(12, max_tokens=40)
     together = {r.key: r for r in b.generate(reqs)}
     decode_rows = [n for n, width in rows if width == 1]
@@ -320,10 +319,8 @@ def test_the_batch_stays_full_while_samples_wait(tiny_llama):
 
 def test_cache_columns_left_unset_are_never_read(tiny_llama, monkeypatch):
     b = load_backend(str(tiny_llama), batch_size=3, dtype="float32")
-    eos, head = b.eos_ids[0], b.model.lm_head.forward
-    b.model.lm_head.forward = lambda h: head(h).index_fill(-1, torch.tensor([eos]), 0) + \
-        torch.nn.functional.one_hot(torch.tensor(eos), head(h).shape[-1]) * 2.0  # rows end early, not too early:
-    # rebuilds put kept rows beside longer prefills and prefills beside longer kept rows
+    _early_eos(b, 2.0)  # rows end early, not too early: rebuilds put kept rows beside longer prefills and
+    # prefills beside longer kept rows
     reqs = _requests(12, max_tokens=40)
     clean = {r.key: (r.text, r.completion_tokens) for r in b.generate(reqs)}
     new_empty = torch.Tensor.new_empty

@@ -30,8 +30,9 @@ def row_blocks(lengths: torch.Tensor, live: torch.Tensor, width: int) -> list[tu
     starts (at least the last column, which every row reads, so no row is left with nothing to attend to); none
     when they would skip under `SAVING` of the columns."""
     used = torch.where(live, lengths, 1)
-    blocks = [(start, min(start + ROWS, len(used)), width - int(used[start : start + ROWS].max()))
-              for start in range(0, len(used), ROWS)]
+    longest = torch.nn.functional.pad(used, (0, -len(used) % ROWS)).view(-1, ROWS).amax(1).tolist()
+    starts = range(0, len(used), ROWS)
+    blocks = [(start, min(start + ROWS, len(used)), width - most) for start, most in zip(starts, longest, strict=True)]
     skipped = sum((end - start) * column for start, end, column in blocks)
     return blocks if skipped >= SAVING * len(used) * width else []
 
