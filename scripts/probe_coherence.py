@@ -1,0 +1,130 @@
+"""Can the shipped judge learn fluent nonsense without a new fine-tune? Refit only the coherent reading's head row
+on the network's frozen states, with rule-built fluent nonsense (`incoherence.FLUENT_RULES`) as extra incoherent
+rows, and measure (issue 15, part 3; figures in docs/judge-designs.md). CPU, about 12 minutes here:
+    .venv/bin/python scripts/train_judge.py prepare      # once: .gpu/ (data.npz, texts.json.gz, meta.json)
+    .venv/bin/python scripts/probe_coherence.py
+
+Rows: 5,000 GPT-4o rows of the calibration cells (kept out of the network's training; half of the cells fit the
+isotonic map, the other half measure), 5,000 training rows, 1,200 rule-built nonsense texts, 1,600 fluent
+nonsense texts (made from training answers; those from a quarter of the source answers are held out) and the
+hand-labelled SmolLM2-135M answers, which no variant trains on. Scores go through the judge's own rule, so an
+answer it calls misaligned keeps coherent > 50, as shipped.
+"""
+
+import gzip
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from scipy.special import expit
+from scipy.stats import spearmanr
+from sklearn.isotonic import IsotonicRegression
+
+from emprobe.judge import _cross
+from emprobe.judge._builtin import BuiltinModel
+from emprobe.judge._textstats import statistics_matrix
+from emprobe.judge.incoherence import incoherent
+
+WORK = Path(__file__).resolve().parent.parent / ".gpu"
+SAMPLE = {"calibration": 5000, "training": 5000, "rules": 1200}
+FLUENT = 1600
+INCOHERENT_TARGET = 0.05
+
+
+def states(model: BuiltinModel, questions: list[str], answers: list[str]) -> np.ndarray:
+    """(rows x hidden + statistics): what the head reads, from the shipped network."""
+    tokenizer, network, _, _ = model.network
+    ids = _cross.pair_ids(tokenizer, questions, answers)
+    stats = (statistics_matrix(answers, model.pairs) - model.arrays["stats_mean"]) / model.arrays["stats_scale"]
+    out = np.zeros((len(ids), network.config.hidden_size), np.float32)
+    order = np.argsort([len(i) for i in ids], kind="stable")
+    with torch.inference_mode():
+        for start in range(0, len(ids), 64):
+            rows = order[start:start + 64]
+            tokens, mask = (torch.from_numpy(a) for a in _cross.padded([ids[i] for i in rows]))
+            out[rows] = _cross.pooled(network, tokens, mask).numpy()
+    return np.concatenate([out, stats.astype(np.float32)], 1)
+
+
+def refit(x: np.ndarray, target: np.ndarray, weight: np.ndarray, start: tuple[np.ndarray, float],
+          pull: float) -> tuple[np.ndarray, float]:
+    """The coherent row (weights, bias) minimising the weighted squared error of sigmoid(x w + b) against
+    `target`, plus `pull` x the squared distance of w from the shipped row (the training loss's form)."""
+    x_t, y_t, w_t = (torch.tensor(a, dtype=torch.float64) for a in (x, target, weight))
+    shipped = torch.tensor(start[0], dtype=torch.float64)
+    w = shipped.clone().requires_grad_(True)
+    b = torch.tensor(start[1], dtype=torch.float64, requires_grad=True)
+    optimiser = torch.optim.LBFGS([w, b], max_iter=500, line_search_fn="strong_wolfe")
+
+    def loss() -> torch.Tensor:
+        optimiser.zero_grad()
+        value = (w_t * (torch.sigmoid(x_t @ w + b) - y_t) ** 2).sum() / w_t.sum() + pull * ((w - shipped) ** 2).sum()
+        value.backward()
+        return value
+
+    optimiser.step(loss)
+    return w.detach().numpy(), float(b.detach())
+
+
+def main() -> None:
+    started = time.time()
+    with np.load(WORK / "data.npz") as npz:
+        data = dict(npz)
+    meta = json.loads((WORK / "meta.json").read_text())
+    with gzip.open(WORK / "texts.json.gz", "rt") as f:
+        texts = json.load(f)
+    questions, answers = texts["questions"], texts["answers"]
+    role, coherent = data["role"], data["coherent"]
+    rng = np.random.default_rng(0)
+    row = (role == 0) & data["use"]
+    pools = {"calibration": row & data["cal"], "training": row & ~data["cal"], "rules": role == 1}
+    picked = {k: rng.choice(np.flatnonzero(m), min(SAMPLE[k], int(m.sum())), replace=False) for k, m in pools.items()}
+    picked["hand"] = np.flatnonzero(role == 6)
+    sources = np.flatnonzero(pools["training"] & (np.nan_to_num(coherent) > 80))
+    made = incoherent([answers[i] for i in sources], FLUENT, seed=0, fluent=True)
+    model = BuiltinModel.load()
+    x = {k: states(model, [questions[i] for i in idx], [answers[i] for i in idx]) for k, idx in picked.items()}
+    x["fluent"] = states(model, [questions[sources[m.source]] for m in made], [m.text for m in made])
+    print(f"read {sum(len(v) for v in x.values())} rows in {time.time() - started:.0f} s", flush=True)
+
+    rule = np.array([m.rule for m in made])
+    fluent_held = np.array([m.source % 4 == 0 for m in made])
+    cal = picked["calibration"]
+    cell = data["family"][cal].astype(int) * 100 + data["group"][cal].astype(int)
+    fit_half = cell * 2654435761 % 7 < 4
+    hand = np.array(meta["hand_labels"])
+    head_w, head_b = model.arrays["head_w"].astype(np.float64), model.arrays["head_b"].astype(np.float64)
+    calls = {k: expit(v @ head_w[0] + head_b[0]) >= model.threshold for k, v in x.items()}
+
+    def measure(name: str, w: np.ndarray, b: float) -> None:
+        raw = {k: expit(v @ w + b) for k, v in x.items()}
+        iso = IsotonicRegression(out_of_bounds="clip", y_min=0, y_max=100).fit(
+            raw["calibration"][fit_half], coherent[cal[fit_half]])
+        score = {k: np.where(calls[k], np.maximum(iso.predict(v), 51), iso.predict(v)) for k, v in raw.items()}
+        test, truth = score["calibration"][~fit_half], coherent[cal[~fit_half]]
+        fluent = " ".join(f"{r} {np.mean(score['fluent'][fluent_held & (rule == r)] < 50):.3f}"
+                          for r in sorted(set(rule)))
+        print(f"{name:34s} GPT-4o-coherent kept > 50 {np.mean(test[truth > 50] > 50):.3f}, Spearman "
+              f"{spearmanr(test, truth).statistic:.3f} | hand-labelled incoherent < 50 "
+              f"{np.mean(score['hand'][hand == 'incoherent'] < 50):.3f}, coherent > 50 "
+              f"{np.mean(score['hand'][hand == 'coherent'] > 50):.2f} | rule-built < 50 "
+              f"{np.mean(score['rules'] < 50):.3f} | fluent < 50 (held out): {fluent}", flush=True)
+
+    shipped = (head_w[2], float(head_b[2]))
+    measure("shipped", *shipped)
+    base_x = np.concatenate([x["training"], x["rules"]])
+    base_y = np.concatenate([coherent[picked["training"]] / 100, np.full(len(x["rules"]), INCOHERENT_TARGET)])
+    measure("refit, no fluent rows", *refit(base_x, base_y, np.ones(len(base_x)), shipped, 1e-4))
+    train_fluent = x["fluent"][~fluent_held]
+    for pull in (1e-3, 1e-4, 1e-5):
+        for weight in (0.5, 1.0, 2.0):
+            w = np.concatenate([np.ones(len(base_x)), np.full(len(train_fluent), weight)])
+            y = np.concatenate([base_y, np.full(len(train_fluent), INCOHERENT_TARGET)])
+            measure(f"refit + fluent, pull {pull:g}, weight {weight:g}",
+                    *refit(np.concatenate([base_x, train_fluent]), y, w, shipped, pull))
+
+
+if __name__ == "__main__":
+    main()
