@@ -108,8 +108,8 @@ class HFOptions(BaseModel):
     threads: int | None = Field(default=None, ge=1)
     """CPU threads; None uses the cores that are free when the model loads."""
     prepack: bool = True
-    """In bfloat16 on the CPU, lay the linear weights out for oneDNN once at load (a second copy of them) and fuse
-    projections of one input; false keeps torch's own layers."""
+    """On the CPU, lay the linear weights out for oneDNN once at load (a second copy of them) and fuse projections
+    of one input; false keeps torch's own layers."""
 
     @field_validator("batch_size", mode="before")
     @classmethod
