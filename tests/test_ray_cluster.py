@@ -5,6 +5,7 @@ resumes from the store: every planned sample once, nothing stored generated agai
 import contextlib
 import os
 import re
+import secrets
 import signal
 import sqlite3
 import subprocess
@@ -34,8 +35,11 @@ class RayCluster:
         self.temp = temp
         self.port = free_port()
         src = str(Path(emprobe.__file__).resolve().parents[1])
+        token = temp / "auth_token"  # its own: `ray start` makes none, and a fresh machine has no ~/.ray/auth_token
+        token.write_text(secrets.token_hex(32))
+        token.chmod(0o600)
         self.env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [src, os.environ.get("PYTHONPATH")])),
-                    "RAY_AUTH_MODE": "token"}
+                    "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN_PATH": str(token)}
 
     @property
     def address(self) -> str:
