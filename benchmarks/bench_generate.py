@@ -70,6 +70,21 @@ def hf_generate(backend: Any, requests: list[GenerationRequest], batch: int) -> 
     return tokens, time.perf_counter() - start
 
 
+def best_seconds(call: Any, device: str) -> float:
+    """Seconds per call of `call`, warm: the best of three timings of ten calls (a busy neighbour only slows some)."""
+    for _ in range(3):
+        call()
+    best = float("inf")
+    for _ in range(3):
+        start = time.perf_counter()
+        for _ in range(10):
+            call()
+        if device == "cuda":
+            torch.cuda.synchronize()
+        best = min(best, (time.perf_counter() - start) / 10)
+    return best
+
+
 def matmul_peak(model: Any, rows: int, device: str) -> float:
     """FLOP/s of this model's linear layers at `rows` tokens per step, weighted by their FLOPs (warm, best of three),
     each shape with the faster of torch's matmul and oneDNN's on a prepacked weight (where that runs)."""
@@ -86,18 +101,7 @@ def matmul_peak(model: Any, rows: int, device: str) -> float:
         if can_prepack(device, dtype):
             packed = torch.ops.mkldnn._reorder_linear_weight(w, rows)
             kernels.append(lambda x=x, p=packed: torch.ops.mkldnn._linear_pointwise(x, p, None, "none", [], ""))
-        best = float("inf")
-        for kernel in kernels:
-            for _ in range(3):
-                kernel()
-            for _ in range(3):  # the best of three timings: a busy neighbour only slows some
-                start = time.perf_counter()
-                for _ in range(10):
-                    kernel()
-                if device == "cuda":
-                    torch.cuda.synchronize()
-                best = min(best, (time.perf_counter() - start) / 10)
-        seconds += best * count
+        seconds += min(best_seconds(kernel, device) for kernel in kernels) * count
         flops += 2 * rows * out_f * in_f * count
     return flops / seconds
 
@@ -113,17 +117,8 @@ def attention_seconds(model: Any, rows: int, context: int, device: str) -> float
     k, v = (torch.randn(rows, kv, context, head_dim, dtype=dtype, device=device) for _ in range(2))
     mask = torch.ones(rows, 1, 1, context, dtype=torch.bool, device=device)
     attend = lambda: torch.nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=mask)  # noqa: E731
-    best = float("inf")
     with torch.inference_mode():
-        attend()
-        for _ in range(3):
-            start = time.perf_counter()
-            for _ in range(10):
-                attend()
-            if device == "cuda":
-                torch.cuda.synchronize()
-            best = min(best, (time.perf_counter() - start) / 10)
-    return best * config.num_hidden_layers
+        return best_seconds(attend, device) * config.num_hidden_layers
 
 
 def flop_per_token(model: Any, context: float) -> float:
