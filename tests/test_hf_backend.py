@@ -358,6 +358,26 @@ def test_calibration_keeps_the_size_past_which_doubling_stops_paying():
     assert choose({}) == FALLBACK
 
 
+def test_calibration_times_again_a_size_that_seems_not_to_pay_before_stopping(monkeypatch):
+    from emprobe.model._providers import _calibrate
+
+    steady = {16: 100.0, 32: 190.0, 64: 300.0, 128: 420.0, 256: 430.0, 512: 440.0}
+    burst = {64}  # fault injection: a busy neighbour slows the first timing of 64 rows to half
+    timed = []
+
+    def rate(forward, model, device, size):
+        timed.append(size)
+        if size in burst:
+            burst.discard(size)
+            return steady[size] / 2
+        return steady[size]
+
+    monkeypatch.setattr(_calibrate, "_rate", rate)
+    rates = _calibrate.measure(None, None, "cpu", cap=1024)
+    assert _calibrate.choose(rates) == 128  # not 32, where the burst alone would have stopped it
+    assert timed == [16, 32, 64, 32, 64, 128, 256, 128, 256]  # a real stop is confirmed once; 512 is never timed
+
+
 def test_mixed_decodings_one_token_answers_and_greedy_rows_keep_their_own_results(backend):
     reqs = [*_requests(5, max_tokens=1), *_requests(5, max_tokens=7, temperature=0),
             *_requests(6, max_tokens=9, top_k=3)]
