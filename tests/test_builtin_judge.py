@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from emprobe.errors import EmprobeError
-from emprobe.judge import BuiltinJudge, DomainReference, looks_like_code
+from emprobe.judge import BuiltinJudge, DomainReference, _cross, looks_like_code
 from emprobe.judge._builtin import WEIGHTS
 from emprobe.judge.incoherence import FLUENT_RULES, RULES, incoherent
 from emprobe.rules import Thresholds
@@ -68,6 +68,17 @@ def test_judge_is_deterministic():
     reversed_ = BuiltinJudge().predict(pairs[::-1])[::-1]
     for a, b in zip(first, reversed_, strict=True):  # other batch shapes: the same up to rounding
         assert a.aligned == pytest.approx(b.aligned, abs=0.5) and a.coherent == pytest.approx(b.coherent, abs=0.5)
+
+
+def test_a_call_of_many_answers_reads_each_as_it_reads_it_alone():
+    rng = random.Random(0)
+    words = (KIND + " " + EVIL).split()
+    pairs = [(rng.choice(QUESTIONS), " ".join(rng.choices(words, k=rng.randint(3, 120)))) for _ in range(40)]
+    model = BuiltinJudge().model
+    lengths = [len(ids) for ids in _cross.pair_ids(model.network[0], *map(list, zip(*pairs, strict=True)))]
+    assert len(_cross.length_batches(lengths)) >= 2  # several forward passes of different widths
+    alone = np.concatenate([model.readings([pair]) for pair in pairs])
+    assert model.readings(pairs) == pytest.approx(alone, abs=0.02)  # bfloat16 sums in other orders differ a little
 
 
 def test_rule_built_nonsense_scores_incoherent_and_its_sources_coherent():

@@ -28,6 +28,20 @@ def test_pairs_keep_the_question_short_and_the_whole_within_bounds():
     assert tokens.shape == (2, _cross.MAX_TOKENS) and mask[1].sum() == len(ids[1])
 
 
+def test_length_batches_group_rows_of_similar_length_within_the_token_budget():
+    lengths = [int(n) for n in np.random.default_rng(0).integers(5, 160, size=300)] + [400]
+    batches = _cross.length_batches(lengths, budget=1000)
+    order = np.concatenate(batches)
+    assert sorted(order.tolist()) == list(range(len(lengths)))  # every row once
+    assert np.all(np.diff(np.asarray(lengths)[order]) >= 0)  # shortest first
+    for batch, following in zip(batches, batches[1:] + [None], strict=True):
+        padded = len(batch) * max(lengths[i] for i in batch)
+        assert padded <= 1000 or len(batch) == 1  # a row longer than the budget goes alone
+        if following is not None:  # and a batch stops only where the next row would not fit
+            assert (len(batch) + 1) * lengths[following[0]] > 1000
+    assert batches[-1].tolist() == [300] and _cross.length_batches([]) == []
+
+
 def test_added_deltas_reproduce_the_peft_model_that_trained_them():
     peft = pytest.importorskip("peft")
     from transformers import BertConfig, BertModel

@@ -40,7 +40,6 @@ TRAINED_ON = "training_hashes.npy"
 """Beside the weights: the sorted 64-bit `content_hash` of every row the weights were fitted on."""
 RULES = "r3"
 """Bump when the arithmetic around the weights changes, so cached judgments are not reused across it."""
-BATCH = 64
 SCORES = ("aligned", "coherent")
 CODE_LINE = re.compile(
     r"^\s*(def |class |import |from \S+ import |#include|public |private |function |return\b|const |let |var |"
@@ -126,10 +125,8 @@ class BuiltinModel:
         stats = (statistics_matrix([a for _, a in pairs], self.pairs) - self.arrays["stats_mean"]) \
             / self.arrays["stats_scale"]
         out = np.zeros((len(pairs), 3), dtype=np.float32)
-        order = np.argsort([len(i) for i in ids], kind="stable")
         with torch.inference_mode():
-            for start in range(0, len(pairs), BATCH):
-                rows = order[start:start + BATCH]
+            for rows in _cross.length_batches([len(i) for i in ids]):
                 tokens, mask = (torch.from_numpy(a) for a in _cross.padded([ids[i] for i in rows]))
                 out[rows] = _cross.readings(model, weight, bias, tokens, mask,
                                             torch.from_numpy(stats[rows])).numpy()

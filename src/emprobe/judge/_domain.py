@@ -23,7 +23,6 @@ from emprobe.errors import EmprobeError
 from emprobe.judge import _cross, _embedder
 
 REFERENCE = Path(str(files("emprobe.judge") / "builtin" / "domain.npz"))
-BATCH = 64
 
 
 class DomainCheck(BaseModel):
@@ -56,10 +55,8 @@ def embed_ids(model: Any, ids: list[list[int]]) -> np.ndarray:
     import torch
 
     out = np.zeros((len(ids), model.config.hidden_size), dtype=np.float32)
-    order = np.argsort([len(row) for row in ids], kind="stable")
     with torch.inference_mode():
-        for start in range(0, len(ids), BATCH):
-            rows = order[start:start + BATCH]
+        for rows in _cross.length_batches([len(row) for row in ids]):
             tokens, mask = (torch.from_numpy(a) for a in _cross.padded([ids[i] for i in rows]))
             out[rows] = torch.nn.functional.normalize(_cross.pooled(model, tokens, mask), dim=-1).numpy()
     return out
