@@ -20,9 +20,10 @@ from emprobe.rules import NO_REASONING, NOT_JUDGED, TURN
 from emprobe.store import JudgeableSample, PendingSample, Store, StoreWorker
 from emprobe.suite import Question, Rubric
 
-JUDGE_SECONDS = 2.0
+JUDGE_SECONDS = 5.0
 """Judging goes in chunks sized to take about this long, each stored in one transaction: an interrupted run
-loses at most one chunk's judgments."""
+loses at most one chunk's judgments. The built-in judge reads a call of 256 answers 1.2x faster than one of 64
+(rows of like length share its forward passes), so chunks of a few seconds pay."""
 LEASE_SECONDS = 30.0
 """A run's lease lasts this long unless renewed (every couple of seconds while its process works on it)."""
 

@@ -18,7 +18,7 @@ class LocalExecutor:
         """The backend or judge at work, whose status the progress bar shows."""
 
     max_shard = 256
-    """Judging shards are sized to take about two seconds here, up to this many samples."""
+    """Judging shards are sized to take about `runner.JUDGE_SECONDS` here, up to this many samples."""
 
     @property
     def backends(self) -> BackendPool:
