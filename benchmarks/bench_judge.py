@@ -2,7 +2,7 @@
 
 Answers come from ../shared/data/em-judged when present (else a repeated sample answer). A judgment here
 is one answer scored on both `aligned` and `coherent`, the way the runner asks for them, in calls of
-`--batch` answers (the runner's are sized to about 2 s of judging). The rate per CPU-second (all threads of
+`--batch` answers (the runner's are sized to about 5 s of judging). The rate per CPU-second (all threads of
 the process together) times the cores it uses bounds what it reaches with those cores to itself; on a shared
 machine the wall-clock rate is lower. Rounds alternate the judge's batching (forward passes of up to
 `_cross.BATCH_TOKENS` padded tokens) with the one it replaced (64 rows a pass), and medians are printed.
