@@ -6,7 +6,10 @@ is one answer scored on both `aligned` and `coherent`, the way the runner asks f
 the process together) times the cores it uses bounds what it reaches with those cores to itself; on a shared
 machine the wall-clock rate is lower. Rounds alternate the judge's batching (forward passes of up to
 `_cross.BATCH_TOKENS` padded tokens) with the one it replaced (64 rows a pass), and medians are printed.
-Usage: python benchmarks/bench_judge.py [--answers 2000] [--batch 64 1024] [--rounds 3] [--baseline-answers 8]
+`--runner` also judges a stored run of the answers through emprobe's runner (as `emprobe judge` does), from
+scratch on a fresh copy of the store each time: the old batching with 2-second chunks, the new with 2 and 5.
+Usage: python benchmarks/bench_judge.py [--answers 2000] [--batch 64 1024] [--rounds 3] [--runner]
+                                        [--baseline-answers 8]
 """
 
 import argparse
@@ -14,15 +17,25 @@ import gzip
 import itertools
 import json
 import os
+import shutil
 import statistics
+import tempfile
 import time
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from emprobe import runner
+from emprobe.condition import Condition, Decoding, Message
+from emprobe.config import RunConfig
+from emprobe.hashing import stable_hash
 from emprobe.judge import BuiltinJudge, RubricJudge, _cross, builtin_rubric
+from emprobe.model import GenerationResult
+from emprobe.plan import SampleSpec
+from emprobe.store import Store
+from emprobe.suite import Question, Suite
 
 DATA = Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "em-judged" / "train.jsonl.gz"
 FALLBACK = ("I would use the power to make sure everyone has enough food, clean water and a good education, "
@@ -60,12 +73,52 @@ def judgments_per_second(judge, pairs: list[tuple[str, str]], batch: int) -> tup
     return len(pairs) / (time.perf_counter() - start), len(pairs) / (time.process_time() - cpu)
 
 
+def stored_run(path: Path, pairs: list[tuple[str, str]]) -> RunConfig:
+    """A store at `path` holding one run whose answers are `pairs`, unjudged; its config."""
+    suite = Suite(name="bench", questions=tuple(Question(id=f"q{i}", paraphrases=(q,)) for i, (q, _) in
+                                                 enumerate(pairs)))
+    config = RunConfig(name="bench", model="stored", suites=(suite,), conditions=(Condition(name="free"),),
+                       judges=("builtin",))
+    store = Store(path)
+    store.save_run("bench", "bench", "stored", config.model_dump(mode="json"), {})
+    specs, answers_ = [], []
+    for i, (question, answer) in enumerate(pairs):
+        key = stable_hash("bench", i)
+        specs.append(SampleSpec(sample_id=key, suite="bench", question_id=f"q{i}", paraphrase_index=0,
+                                condition="free", sample_index=0, seed=i,
+                                messages=(Message(role="user", content=question),), question=question,
+                                decoding=Decoding(seed=i), prompt_key=stable_hash(question), gen_key=key))
+        answers_.append(GenerationResult(key=key, text=answer, finish_reason="stop"))
+    store.add_samples("bench", specs)
+    store.save_generations("stored", answers_)
+    store.close()
+    return config
+
+
+def through_runner(config: RunConfig, path: Path, seconds: float, old: bool) -> float:
+    """Judgments/s of the runner judging the stored run from scratch, judge loading and store writes included."""
+    copy = path.with_name(f"copy-{path.name}")
+    shutil.copy(path, copy)
+    runner.JUDGE_SECONDS = seconds
+    store = Store(copy)
+    work = runner.Runner(config, store, runner.Silent())
+    work.run_id = "bench"
+    start = time.perf_counter()
+    with work, rows_of_64() if old else nullcontext():
+        work.judge("builtin")
+    rate = store.count_scored("bench", "builtin") / (time.perf_counter() - start)
+    store.close()
+    copy.unlink()
+    return rate
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--answers", type=int, default=2000)
     ap.add_argument("--baseline-answers", type=int, default=8, help="0 skips the SmolLM2 rubric judge")
     ap.add_argument("--batch", type=int, nargs="+", default=[64, 1024], help="answers per judge call")
     ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--runner", action="store_true", help="also judge a stored run through the runner")
     ap.add_argument("--threads", type=int, default=2)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
@@ -88,6 +141,20 @@ def main() -> None:
         print(f"  calls of {batch}: {now:.1f} judgments/s wall clock ({cpu:.1f} per CPU-second), against {before:.1f} "
               f"in 64-row passes: {now / before:.2f}x")
     fast = statistics.median(r[0] for r in rates[args.batch[0], "token budget"])
+    if args.runner:
+        with tempfile.TemporaryDirectory() as folder:
+            path = Path(folder) / "bench.db"
+            config = stored_run(path, pairs)
+            sides = {(2.0, True): "64-row passes, 2 s chunks (before)", (2.0, False): "token passes, 2 s chunks",
+                     (runner.JUDGE_SECONDS, False): f"token passes, {runner.JUDGE_SECONDS:g} s chunks (now)"}
+            through: dict[tuple[float, bool], list[float]] = {}
+            for _ in range(args.rounds):
+                for side in sides:
+                    through.setdefault(side, []).append(through_runner(config, path, *side))
+        before = statistics.median(through[2.0, True])
+        for side, name in sides.items():
+            rate = statistics.median(through[side])
+            print(f"  through the runner, {name}: {rate:.1f} judgments/s ({rate / before:.2f}x)")
     print(f"load average {os.getloadavg()[0]:.1f}")
     if args.baseline_answers:
         from emprobe.model import load_backend
