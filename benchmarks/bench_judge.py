@@ -99,7 +99,7 @@ def through_runner(config: RunConfig, path: Path, seconds: float, old: bool) -> 
     """Judgments/s of the runner judging the stored run from scratch, judge loading and store writes included."""
     copy = path.with_name(f"copy-{path.name}")
     shutil.copy(path, copy)
-    runner.JUDGE_SECONDS = seconds
+    shipped, runner.JUDGE_SECONDS = runner.JUDGE_SECONDS, seconds
     store = Store(copy)
     work = runner.Runner(config, store, runner.Silent())
     work.run_id = "bench"
@@ -107,6 +107,7 @@ def through_runner(config: RunConfig, path: Path, seconds: float, old: bool) -> 
     with work, rows_of_64() if old else nullcontext():
         work.judge("builtin")
     rate = store.count_scored("bench", "builtin") / (time.perf_counter() - start)
+    runner.JUDGE_SECONDS = shipped
     store.close()
     copy.unlink()
     return rate

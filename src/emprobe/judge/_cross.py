@@ -16,8 +16,8 @@ QUESTION_TOKENS = 48
 MAX_TOKENS = 160
 BATCH_TOKENS = 2048
 """Padded tokens per forward pass on the CPU. Rows sorted by length and grouped up to this pad little, and a
-batch's activations stay in cache: on 2 AVX2 cores, calls of 64 answers ran 1.4x faster than in batches of
-64 rows (`benchmarks/bench_judge.py`)."""
+batch's activations stay in cache: on 2 AVX2 cores, calls of 64 answers ran 1.3-1.7x faster than in batches
+of 64 rows (`benchmarks/bench_judge.py`, docs/judges.md)."""
 LORA_MODULES = ("query", "key", "value", "attention.output.dense", "intermediate.dense", "output.dense")
 """Suffixes of the linear layers that carry deltas."""
 
