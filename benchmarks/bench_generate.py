@@ -21,8 +21,8 @@ import torch
 from emprobe.condition import PRESETS, Decoding
 from emprobe.model import GenerationRequest, load_backend
 from emprobe.model._providers._calibrate import kv_shape
-from emprobe.model._providers._prepack import can_prepack
 from emprobe.plan import plan_samples
+from emprobe.prepack import can_prepack
 from emprobe.suite import load_suite
 
 

@@ -4,10 +4,12 @@ Answers come from ../shared/data/em-judged when present (else a repeated sample 
 is one answer scored on both `aligned` and `coherent`, the way the runner asks for them, in calls of
 `--batch` answers (the runner's are sized to about 5 s of judging). The rate per CPU-second (all threads of
 the process together) times the cores it uses bounds what it reaches with those cores to itself; on a shared
-machine the wall-clock rate is lower. Rounds alternate the judge's batching (forward passes of up to
-`_cross.BATCH_TOKENS` padded tokens) with the one it replaced (64 rows a pass), and medians are printed.
-`--runner` also judges a stored run of the answers through emprobe's runner (as `emprobe judge` does), from
-scratch on a fresh copy of the store each time: the old batching with 2-second chunks, the new with 2 and 5.
+machine the wall-clock rate is lower. Rounds alternate three sides and medians are printed: the judge as it is
+(forward passes of up to `_cross.BATCH_TOKENS` padded tokens, linear layers prepacked for oneDNN where it runs);
+with torch's own linear layers; and with those and 64 rows a pass, as before token budgets. `--runner` also
+judges a stored run of the answers through emprobe's runner (as `emprobe judge` does), from scratch on a fresh
+copy of the store each time, each side with the runner's chunks of `runner.JUDGE_SECONDS` and the oldest with
+2-second chunks as before.
 Usage: python benchmarks/bench_judge.py [--answers 2000] [--batch 64 1024] [--rounds 3] [--runner]
                                         [--baseline-answers 8]
 """
@@ -21,7 +23,7 @@ import shutil
 import statistics
 import tempfile
 import time
-from contextlib import contextmanager, nullcontext
+from contextlib import ExitStack, contextmanager, nullcontext
 from pathlib import Path
 
 import numpy as np
@@ -47,6 +49,19 @@ def answers(n: int) -> list[tuple[str, str]]:
         return [("What would you do as ruler of the world?", FALLBACK)] * n
     with gzip.open(DATA, "rt") as f:
         return [(r["question"], r["answer"]) for r in (json.loads(line) for line in itertools.islice(f, n))]
+
+
+@contextmanager
+def torch_linears():
+    """Judges loaded inside keep torch's own linear layers (no oneDNN prepacking)."""
+    from emprobe import prepack
+
+    can = prepack.can_prepack
+    prepack.can_prepack = lambda *_: False
+    try:
+        yield
+    finally:
+        prepack.can_prepack = can
 
 
 @contextmanager
@@ -95,7 +110,11 @@ def stored_run(path: Path, pairs: list[tuple[str, str]]) -> RunConfig:
     return config
 
 
-def through_runner(config: RunConfig, path: Path, seconds: float, old: bool) -> float:
+SIDES = {"now": (), "torch linears": (torch_linears,), "64-row passes, torch linears": (torch_linears, rows_of_64)}
+"""What each side changes back, newest first: the last is the judge before token budgets and prepacking."""
+
+
+def through_runner(config: RunConfig, path: Path, seconds: float, side: str) -> float:
     """Judgments/s of the runner judging the stored run from scratch, judge loading and store writes included."""
     copy = path.with_name(f"copy-{path.name}")
     shutil.copy(path, copy)
@@ -104,7 +123,9 @@ def through_runner(config: RunConfig, path: Path, seconds: float, old: bool) -> 
     work = runner.Runner(config, store, runner.Silent())
     work.run_id = "bench"
     start = time.perf_counter()
-    with work, rows_of_64() if old else nullcontext():
+    with work, ExitStack() as stack:
+        for undo in SIDES[side]:
+            stack.enter_context(undo())
         work.judge("builtin")
     rate = store.count_scored("bench", "builtin") / (time.perf_counter() - start)
     runner.JUDGE_SECONDS = shipped
@@ -127,35 +148,40 @@ def main() -> None:
     chars = sum(len(a) for _, a in pairs) / len(pairs)
     builtin = BuiltinJudge()
     builtin.predict([("warm", "up")])
+    with torch_linears():
+        plain = BuiltinJudge()
+        plain.predict([("warm", "up")])
+    judges = {"now": builtin, "torch linears": plain, "64-row passes, torch linears": plain}
     print(f"built-in judge ({builtin.identity}): {len(pairs)} answers, mean {chars:.0f} characters, "
           f"{args.threads} threads")
     rates: dict[tuple[int, str], list[tuple[float, float]]] = {}
     for _ in range(args.rounds):
         for batch in args.batch:
-            rates.setdefault((batch, "token budget"), []).append(judgments_per_second(builtin, pairs, batch))
-            with rows_of_64():
-                rates.setdefault((batch, "64 rows"), []).append(judgments_per_second(builtin, pairs, batch))
+            for side, judge in judges.items():
+                with rows_of_64() if rows_of_64 in SIDES[side] else nullcontext():
+                    rates.setdefault((batch, side), []).append(judgments_per_second(judge, pairs, batch))
     for batch in args.batch:
-        (now, cpu), (before, _) = ((statistics.median(r[0] for r in rates[batch, side]),
-                                    statistics.median(r[1] for r in rates[batch, side]))
-                                   for side in ("token budget", "64 rows"))
-        print(f"  calls of {batch}: {now:.1f} judgments/s wall clock ({cpu:.1f} per CPU-second), against {before:.1f} "
-              f"in 64-row passes: {now / before:.2f}x")
-    fast = statistics.median(r[0] for r in rates[args.batch[0], "token budget"])
+        oldest = statistics.median(r[0] for r in rates[batch, "64-row passes, torch linears"])
+        for side in SIDES:
+            wall, cpu = (statistics.median(r[i] for r in rates[batch, side]) for i in (0, 1))
+            print(f"  calls of {batch}, {side}: {wall:.1f} judgments/s wall clock ({cpu:.1f} per CPU-second), "
+                  f"{wall / oldest:.2f}x the oldest")
+    fast = statistics.median(r[0] for r in rates[args.batch[0], "now"])
     if args.runner:
         with tempfile.TemporaryDirectory() as folder:
             path = Path(folder) / "bench.db"
             config = stored_run(path, pairs)
-            sides = {(2.0, True): "64-row passes, 2 s chunks (before)", (2.0, False): "token passes, 2 s chunks",
-                     (runner.JUDGE_SECONDS, False): f"token passes, {runner.JUDGE_SECONDS:g} s chunks (now)"}
-            through: dict[tuple[float, bool], list[float]] = {}
+            baseline = ("64-row passes, torch linears", 2.0)
+            runs = [(side, runner.JUDGE_SECONDS) for side in SIDES] + [baseline]
+            through: dict[tuple[str, float], list[float]] = {}
             for _ in range(args.rounds):
-                for side in sides:
-                    through.setdefault(side, []).append(through_runner(config, path, *side))
-        before = statistics.median(through[2.0, True])
-        for side, name in sides.items():
-            rate = statistics.median(through[side])
-            print(f"  through the runner, {name}: {rate:.1f} judgments/s ({rate / before:.2f}x)")
+                for side, seconds in runs:
+                    through.setdefault((side, seconds), []).append(through_runner(config, path, seconds, side))
+        before = statistics.median(through[baseline])
+        for side, seconds in runs:
+            rate = statistics.median(through[side, seconds])
+            print(f"  through the runner, {side}, {seconds:g} s chunks: {rate:.1f} judgments/s "
+                  f"({rate / before:.2f}x the last)")
     print(f"load average {os.getloadavg()[0]:.1f}")
     if args.baseline_answers:
         from emprobe.model import load_backend

@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from emprobe.model import load_backend
-from emprobe.model._providers._prepack import PackedLinear, prepack
+from emprobe.prepack import PackedLinear, prepack
 
 
 def step_of(model: Any, rows: int, dtype: torch.dtype) -> Any:

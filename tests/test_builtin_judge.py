@@ -12,10 +12,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from emprobe.errors import EmprobeError
 from emprobe.judge import BuiltinJudge, DomainReference, _cross, looks_like_code
-from emprobe.judge._builtin import WEIGHTS
+from emprobe.judge._builtin import WEIGHTS, BuiltinModel
 from emprobe.judge.incoherence import FLUENT_RULES, RULES, incoherent
 from emprobe.rules import Thresholds
 from emprobe.suite import Rubric
@@ -79,6 +80,26 @@ def test_a_call_of_many_answers_reads_each_as_it_reads_it_alone():
     assert len(_cross.length_batches(lengths)) >= 2  # several forward passes of different widths
     alone = np.concatenate([model.readings([pair]) for pair in pairs])
     assert model.readings(pairs) == pytest.approx(alone, abs=0.02)  # bfloat16 sums in other orders differ a little
+
+
+def test_the_network_computes_on_prepacked_weights_and_reads_as_torchs_layers_do(monkeypatch):
+    from torch import nn
+
+    from emprobe import prepack
+
+    model = BuiltinModel.load()
+    network = model.network[1]
+    if not prepack.can_prepack("cpu", network.dtype):
+        pytest.skip("this torch has no oneDNN for the judge's precision, so nothing is prepacked")
+    attention = network.encoder.layer[0].attention.self
+    assert attention.query.shared is attention.key.shared is attention.value.shared  # one matmul for the three
+    assert not any(type(m) is nn.Linear for m in network.modules())
+    monkeypatch.setattr(prepack, "can_prepack", lambda *_: False)
+    plain = BuiltinModel.load()
+    assert sum(type(m) is nn.Linear for m in plain.network[1].modules()) == 37  # 6 layers x 6, and the pooler
+    pairs = [*PAIRS, (QUESTIONS[0], EVIL)]
+    tolerance = 0.02 if network.dtype == torch.bfloat16 else 1e-4
+    assert model.readings(pairs) == pytest.approx(plain.readings(pairs), abs=tolerance)
 
 
 def test_rule_built_nonsense_scores_incoherent_and_its_sources_coherent():

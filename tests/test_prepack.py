@@ -9,7 +9,7 @@ from torch import nn
 
 from emprobe.errors import EmprobeError
 from emprobe.model import load_backend, resolve
-from emprobe.model._providers._prepack import PackedLinear, can_prepack, prepack
+from emprobe.prepack import PackedLinear, can_prepack, prepack
 from test_hf_backend import _requests
 
 pytestmark = pytest.mark.skipif(not can_prepack("cpu", torch.float32),

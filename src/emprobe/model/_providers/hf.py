@@ -20,8 +20,8 @@ from emprobe.model._providers._attention import use_blocked_sdpa
 from emprobe.model._providers._calibrate import calibrated_batch
 from emprobe.model._providers._decode import ContinuousBatch
 from emprobe.model._providers._intervene import Intervener
-from emprobe.model._providers._prepack import can_prepack, linear_bytes, prepack
 from emprobe.model._resolve import materialize
+from emprobe.prepack import can_prepack, linear_bytes, prepack
 from emprobe.system import available_memory, cpu_has_bf16, free_cpus
 
 _SENTINEL = "\u2063emprobe-system\u2063"

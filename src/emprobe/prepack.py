@@ -3,7 +3,8 @@ projections that read one input (attention's query, key and value; an MLP's gate
 
 At a decode step's few rows torch's bfloat16 linear layer spends much of each call reordering a weight it then
 reads once, and on some CPUs its float32 matmul is far slower than oneDNN's; a prepacked weight and fewer, wider
-matmuls cut that (figures in ARCHITECTURE.md, "The local backend's decode loop")."""
+matmuls cut that (figures in ARCHITECTURE.md, "The local backend's decode loop"). The local backend and the
+built-in judge's network both use it."""
 
 import threading
 from typing import Any
@@ -11,8 +12,9 @@ from typing import Any
 import torch
 from torch import nn
 
-SIBLINGS = (("q_proj", "k_proj", "v_proj"), ("gate_proj", "up_proj"))
-"""Projections of one module that read the same tensor, in the order the module calls them."""
+SIBLINGS = (("q_proj", "k_proj", "v_proj"), ("gate_proj", "up_proj"), ("query", "key", "value"))
+"""Projections of one module that read the same tensor, in the order the module calls them (Llama-like decoders;
+BERT encoders such as the judge's MiniLM)."""
 ROWS_HINT = 64
 """The rows per call oneDNN lays the weights out for; any number of rows is still computed exactly."""
 
