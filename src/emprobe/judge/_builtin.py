@@ -106,19 +106,16 @@ class BuiltinModel:
 
     @cached_property
     def network(self) -> tuple[Any, Any, Any, Any]:
-        """(tokenizer, fine-tuned MiniLM, head weight, head bias): the base model with the shipped deltas added, its
-        linear layers prepacked for oneDNN where it runs (1.05-1.12x on 2 AVX2 cores; the same readings to 1e-5)."""
+        """(tokenizer, fine-tuned MiniLM, head weight, head bias): the base model with the shipped deltas added, then
+        prepacked."""
         import torch
-
-        from emprobe.prepack import can_prepack, prepack
 
         tokenizer, model = _embedder.load_base()
         layers = [key.removeprefix("lora.").removesuffix(".a") for key in self.arrays
                   if key.startswith("lora.") and key.endswith(".a")]
         lora = {name: (self.arrays[f"lora.{name}.a"], self.arrays[f"lora.{name}.b"]) for name in layers}
         _cross.add_deltas(model, lora, float(self.arrays["lora_scale"]))
-        if can_prepack("cpu", model.dtype):
-            prepack(model)
+        _embedder.prepacked(model)
         return tokenizer, model, torch.from_numpy(self.arrays["head_w"]), torch.from_numpy(self.arrays["head_b"])
 
     def readings(self, pairs: list[tuple[str, str]]) -> np.ndarray:

@@ -83,7 +83,8 @@ class DomainReference:
 
     @cached_property
     def base(self) -> tuple[Any, Any]:
-        return _embedder.load_base()
+        tokenizer, model = _embedder.load_base()
+        return tokenizer, _embedder.prepacked(model)
 
     def distances(self, pairs: list[tuple[str, str]]) -> np.ndarray:
         """Each (question, answer)'s distance to the nearest centroid of the training data."""

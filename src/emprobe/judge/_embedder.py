@@ -44,3 +44,13 @@ def load_base() -> tuple[Any, Any]:
     folder = model_dir()
     dtype = torch.bfloat16 if precision() == "bf16" else torch.float32
     return AutoTokenizer.from_pretrained(folder), AutoModel.from_pretrained(folder, dtype=dtype).eval()
+
+
+def prepacked(model: Any) -> Any:
+    """`model`, its linear layers prepacked for oneDNN where oneDNN runs its precision here (`emprobe.prepack`): the
+    same readings to rounding, 1.05-1.12x faster on 2 AVX2 cores. For inference only; after any change of weights."""
+    from emprobe.prepack import can_prepack, prepack
+
+    if can_prepack("cpu", model.dtype):
+        prepack(model)
+    return model
