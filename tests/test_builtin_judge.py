@@ -83,8 +83,6 @@ def test_a_call_of_many_answers_reads_each_as_it_reads_it_alone():
 
 
 def test_the_network_computes_on_prepacked_weights_and_reads_as_torchs_layers_do(monkeypatch):
-    from torch import nn
-
     from emprobe import prepack
 
     model = BuiltinModel.load()
@@ -93,12 +91,12 @@ def test_the_network_computes_on_prepacked_weights_and_reads_as_torchs_layers_do
         pytest.skip("this torch has no oneDNN for the judge's precision, so nothing is prepacked")
     attention = network.encoder.layer[0].attention.self
     assert attention.query.shared is attention.key.shared is attention.value.shared  # one matmul for the three
-    assert not any(type(m) is nn.Linear for m in network.modules())
+    assert not any(type(m) is torch.nn.Linear for m in network.modules())
     domain = DomainReference.load()
-    assert not any(type(m) is nn.Linear for m in domain.base[1].modules())  # the domain check's base MiniLM too
+    assert not any(type(m) is torch.nn.Linear for m in domain.base[1].modules())  # the domain check's base MiniLM too
     monkeypatch.setattr(prepack, "can_prepack", lambda *_: False)
     plain, plain_domain = BuiltinModel.load(), DomainReference.load()
-    assert sum(type(m) is nn.Linear for m in plain.network[1].modules()) == 37  # 6 layers x 6, and the pooler
+    assert sum(type(m) is torch.nn.Linear for m in plain.network[1].modules()) == 37  # 6 layers x 6, and the pooler
     pairs = [*PAIRS, (QUESTIONS[0], EVIL)]
     bf16 = network.dtype == torch.bfloat16  # bfloat16 rounds the same sums in another order
     assert model.readings(pairs) == pytest.approx(plain.readings(pairs), abs=0.02 if bf16 else 1e-4)

@@ -3,8 +3,8 @@ projections that read one input (attention's query, key and value; an MLP's gate
 
 At a decode step's few rows torch's bfloat16 linear layer spends much of each call reordering a weight it then
 reads once, and on some CPUs its float32 matmul is far slower than oneDNN's; a prepacked weight and fewer, wider
-matmuls cut that (figures in ARCHITECTURE.md, "The local backend's decode loop"). The local backend and the
-built-in judge's network both use it."""
+matmuls cut that (figures in ARCHITECTURE.md, "The local backend's decode loop"). The local backend, the
+built-in judge and its domain check use it."""
 
 import threading
 from typing import Any
