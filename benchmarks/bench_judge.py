@@ -9,8 +9,9 @@ machine the wall-clock rate is lower. Rounds alternate three sides and medians a
 with torch's own linear layers; and with those and 64 rows a pass, as before token budgets. `--runner` also
 judges a stored run of the answers through emprobe's runner (as `emprobe judge` does), from scratch on a fresh
 copy of the store each time, each side with the runner's chunks of `runner.JUDGE_SECONDS` and the oldest with
-2-second chunks as before.
-Usage: python benchmarks/bench_judge.py [--answers 2000] [--batch 64 1024] [--rounds 3] [--runner]
+2-second chunks as before. `--domain` times the domain check's reading of the answers (the base MiniLM), prepacked
+and with torch's layers, alternated.
+Usage: python benchmarks/bench_judge.py [--answers 2000] [--batch 64 1024] [--rounds 3] [--runner] [--domain]
                                         [--baseline-answers 8]
 """
 
@@ -33,7 +34,7 @@ from emprobe import runner
 from emprobe.condition import Condition, Decoding, Message
 from emprobe.config import RunConfig
 from emprobe.hashing import stable_hash
-from emprobe.judge import BuiltinJudge, RubricJudge, _cross, builtin_rubric
+from emprobe.judge import BuiltinJudge, DomainReference, RubricJudge, _cross, builtin_rubric
 from emprobe.model import GenerationResult
 from emprobe.plan import SampleSpec
 from emprobe.store import Store
@@ -134,6 +135,22 @@ def through_runner(config: RunConfig, path: Path, seconds: float, side: str) -> 
     return rate
 
 
+def domain_rates(pairs: list[tuple[str, str]], rounds: int) -> None:
+    """Answers/s of the domain check reading all `pairs` in one call, prepacked and with torch's layers."""
+    references = {"now": DomainReference.load(), "torch linears": DomainReference.load()}
+    references["now"].distances(pairs[:8])  # loads the model, prepacked
+    with torch_linears():
+        references["torch linears"].distances(pairs[:8])  # loads it with torch's layers
+    rates: dict[str, list[float]] = {}
+    for _ in range(rounds):
+        for side, reference in references.items():
+            start = time.perf_counter()
+            reference.distances(pairs)
+            rates.setdefault(side, []).append(len(pairs) / (time.perf_counter() - start))
+    now, before = (statistics.median(rates[side]) for side in references)
+    print(f"  domain check: {now:.1f} answers/s, against {before:.1f} with torch's layers: {now / before:.2f}x")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--answers", type=int, default=2000)
@@ -141,6 +158,7 @@ def main() -> None:
     ap.add_argument("--batch", type=int, nargs="+", default=[64, 1024], help="answers per judge call")
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--runner", action="store_true", help="also judge a stored run through the runner")
+    ap.add_argument("--domain", action="store_true", help="also time the domain check's reading of the answers")
     ap.add_argument("--threads", type=int, default=2)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
@@ -182,6 +200,8 @@ def main() -> None:
             rate = statistics.median(through[side, seconds])
             print(f"  through the runner, {side}, {seconds:g} s chunks: {rate:.1f} judgments/s "
                   f"({rate / before:.2f}x the last)")
+    if args.domain:
+        domain_rates(pairs, args.rounds)
     print(f"load average {os.getloadavg()[0]:.1f}")
     if args.baseline_answers:
         from emprobe.model import load_backend
