@@ -24,7 +24,7 @@ import shutil
 import statistics
 import tempfile
 import time
-from contextlib import ExitStack, contextmanager, nullcontext
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -113,6 +113,16 @@ def stored_run(path: Path, pairs: list[tuple[str, str]]) -> RunConfig:
 
 SIDES = {"now": (), "torch linears": (torch_linears,), "64-row passes, torch linears": (torch_linears, rows_of_64)}
 """What each side changes back, newest first: the last is the judge before token budgets and prepacking."""
+OLDEST = list(SIDES)[-1]
+
+
+@contextmanager
+def side_of(side: str):
+    """Inside, judges load and batch as they did at `side`."""
+    with ExitStack() as stack:
+        for undo in SIDES[side]:
+            stack.enter_context(undo())
+        yield
 
 
 def through_runner(config: RunConfig, path: Path, seconds: float, side: str) -> float:
@@ -124,12 +134,12 @@ def through_runner(config: RunConfig, path: Path, seconds: float, side: str) -> 
     work = runner.Runner(config, store, runner.Silent())
     work.run_id = "bench"
     start = time.perf_counter()
-    with work, ExitStack() as stack:
-        for undo in SIDES[side]:
-            stack.enter_context(undo())
-        work.judge("builtin")
+    try:
+        with work, side_of(side):
+            work.judge("builtin")
+    finally:
+        runner.JUDGE_SECONDS = shipped
     rate = store.count_scored("bench", "builtin") / (time.perf_counter() - start)
-    runner.JUDGE_SECONDS = shipped
     store.close()
     copy.unlink()
     return rate
@@ -164,22 +174,21 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     pairs = answers(args.answers)
     chars = sum(len(a) for _, a in pairs) / len(pairs)
-    builtin = BuiltinJudge()
-    builtin.predict([("warm", "up")])
-    with torch_linears():
-        plain = BuiltinJudge()
-        plain.predict([("warm", "up")])
-    judges = {"now": builtin, "torch linears": plain, "64-row passes, torch linears": plain}
-    print(f"built-in judge ({builtin.identity}): {len(pairs)} answers, mean {chars:.0f} characters, "
+    judges = {}
+    for side in SIDES:
+        with side_of(side):
+            judges[side] = BuiltinJudge()
+            judges[side].predict([("warm", "up")])
+    print(f"built-in judge ({judges['now'].identity}): {len(pairs)} answers, mean {chars:.0f} characters, "
           f"{args.threads} threads")
     rates: dict[tuple[int, str], list[tuple[float, float]]] = {}
     for _ in range(args.rounds):
         for batch in args.batch:
             for side, judge in judges.items():
-                with rows_of_64() if rows_of_64 in SIDES[side] else nullcontext():
+                with side_of(side):
                     rates.setdefault((batch, side), []).append(judgments_per_second(judge, pairs, batch))
     for batch in args.batch:
-        oldest = statistics.median(r[0] for r in rates[batch, "64-row passes, torch linears"])
+        oldest = statistics.median(r[0] for r in rates[batch, OLDEST])
         for side in SIDES:
             wall, cpu = (statistics.median(r[i] for r in rates[batch, side]) for i in (0, 1))
             print(f"  calls of {batch}, {side}: {wall:.1f} judgments/s wall clock ({cpu:.1f} per CPU-second), "
@@ -189,7 +198,7 @@ def main() -> None:
         with tempfile.TemporaryDirectory() as folder:
             path = Path(folder) / "bench.db"
             config = stored_run(path, pairs)
-            baseline = ("64-row passes, torch linears", 2.0)
+            baseline = (OLDEST, 2.0)
             runs = [(side, runner.JUDGE_SECONDS) for side in SIDES] + [baseline]
             through: dict[tuple[str, float], list[float]] = {}
             for _ in range(args.rounds):
