@@ -2,7 +2,7 @@
 
 Three steps; `fit` needs only torch, transformers, peft and numpy, so it can run on a GPU machine:
     .venv/bin/python scripts/train_judge.py prepare    # ~2 min: examples -> .gpu/ (data.npz, meta.json, minilm/, ...)
-    python3 scripts/train_judge.py fit                 # GPU (or CPU): every split, then the shipped fit -> .gpu/fit/
+    python3 scripts/train_judge.py fit                 # GPU (or CPU): the shipped fit and every split -> .gpu/fit/
     .venv/bin/python scripts/train_judge.py finish     # calibrate, measure, write the package's weights
 
 The examples: GPT-4o rows with both scores (each question group capped at twice the median group's rows),
@@ -88,7 +88,7 @@ def figures(preds: list, aligned: np.ndarray, coherent: np.ndarray | None) -> di
     from scipy.stats import spearmanr
     from sklearn.metrics import roc_auc_score
 
-    keep = np.array([p.flag != "CODE" for p in preds])
+    keep = np.array([p.flag != "CODE" for p in preds], dtype=bool)
     preds = [p for p, k in zip(preds, keep, strict=True) if k]
     aligned = aligned[keep]
     out: dict = {"rows": len(preds)}
@@ -220,58 +220,64 @@ def tasks(meta: dict, data: dict) -> list[tuple[str, str, np.ndarray | None]]:
     return out
 
 
-def fit(args: argparse.Namespace) -> None:
-    """Train on each split (and on everything), write the readings of the rows each split predicts."""
-    import torch
-    from peft import LoraConfig, get_peft_model
-    from transformers import AutoModel
+class Trainer:
+    """What every split's training reads, loaded once per process: the examples, their targets and the device."""
 
-    cross = cross_module()
-    t0 = time.time()
-    torch.manual_seed(0)
-    device = "cuda" if torch.cuda.is_available() else "cpu"
-    # bf16 only where the hardware has it: emulated on an AVX2 CPU, a training step took 17x as long as in fp32
-    fast_bf16 = device == "cuda" or bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
-    with np.load(args.work / "data.npz") as npz:
-        data = dict(npz)
-    meta = json.loads((args.work / "meta.json").read_text())
-    folder = args.work / "fit"
-    offsets, role, origin = data["offsets"], data["role"], data["origin"]
-    rows = [data["tokens"][offsets[i]:offsets[i + 1]].astype(np.int64) for i in range(len(role))]
-    stats = torch.from_numpy((data["stats"] - data["stats_mean"]) / data["stats_scale"]).to(device)
-    aligned = torch.from_numpy(data["aligned"] / 100).to(device)
-    coherent = torch.from_numpy(data["coherent"] / 100).to(device)
-    label = torch.from_numpy(data["label"].astype(np.float32)).to(device)
-    lengths = np.array([len(r) for r in rows])
-    use, cal = data["use"], data["cal"]
-    folder.mkdir(parents=True, exist_ok=True)
-    results: dict[str, np.ndarray] = {}
-    log = []
+    def __init__(self, work: Path, threads: int):
+        import torch
 
-    def batch(idx: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
-        tokens, mask = cross.padded([rows[i] for i in idx])
-        return torch.from_numpy(tokens).to(device), torch.from_numpy(mask).to(device)
+        if threads:
+            torch.set_num_threads(threads)
+        self.cross = cross_module()
+        self.device = "cuda" if torch.cuda.is_available() else "cpu"
+        # bf16 only where the hardware has it: emulated on an AVX2 CPU, a training step took 17x as long as in fp32
+        self.fast_bf16 = self.device == "cuda" or bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+        with np.load(work / "data.npz") as npz:
+            self.data = dict(npz)
+        self.meta = json.loads((work / "meta.json").read_text())
+        self.work, self.folder = work, work / "fit"
+        data = self.data
+        offsets = data["offsets"]
+        self.rows = [data["tokens"][offsets[i]:offsets[i + 1]].astype(np.int64) for i in range(len(data["role"]))]
+        self.lengths = np.array([len(r) for r in self.rows])
+        self.stats = torch.from_numpy((data["stats"] - data["stats_mean"]) / data["stats_scale"]).to(self.device)
+        self.aligned = torch.from_numpy(data["aligned"] / 100).to(self.device)
+        self.coherent = torch.from_numpy(data["coherent"] / 100).to(self.device)
+        self.label = torch.from_numpy(data["label"].astype(np.float32)).to(self.device)
+        self.planned = tasks(self.meta, data)
+        self.names = np.array([f"{kind}|{group}" for kind, group, _ in self.planned])
 
-    def read(model, head, idx: np.ndarray) -> np.ndarray:
+    def batch(self, idx: np.ndarray) -> tuple:
+        import torch
+
+        tokens, mask = self.cross.padded([self.rows[i] for i in idx])
+        return torch.from_numpy(tokens).to(self.device), torch.from_numpy(mask).to(self.device)
+
+    def read(self, model, head, idx: np.ndarray) -> np.ndarray:
+        """The network's readings of the examples `idx`, longest last, 512 at a time."""
+        import torch
+
         model.eval()
         out = np.zeros((len(idx), 3), dtype=np.float32)
-        order = np.argsort(lengths[idx], kind="stable")
-        with torch.no_grad(), torch.autocast(device, dtype=torch.bfloat16, enabled=fast_bf16):
+        order = np.argsort(self.lengths[idx], kind="stable")
+        with torch.no_grad(), torch.autocast(self.device, dtype=torch.bfloat16, enabled=self.fast_bf16):
             for s in range(0, len(idx), 512):
                 pick = order[s:s + 512]
-                tokens, mask = batch(idx[pick])
-                out[pick] = cross.readings(model, head.weight, head.bias, tokens, mask,
-                                           stats[idx[pick]]).float().cpu().numpy()
+                tokens, mask = self.batch(idx[pick])
+                out[pick] = self.cross.readings(model, head.weight, head.bias, tokens, mask,
+                                                self.stats[idx[pick]]).float().cpu().numpy()
         return out
 
-    planned = tasks(meta, data)
-    names = np.array([f"{kind}|{group}" for kind, group, _ in planned])
-    for t, (kind, group, held) in enumerate(planned):
-        if args.tasks and t not in args.tasks:
-            continue
-        if time.time() - t0 > args.budget:
-            log.append(f"stopped before {kind} {group}: {time.time() - t0:.0f} s spent")
-            break
+    def run(self, t: int, args: argparse.Namespace) -> str:
+        """Train task `t` from its own seed, write its readings (and the shipped fit's network); a line for the log."""
+        import torch
+        from peft import LoraConfig, get_peft_model
+        from transformers import AutoModel
+
+        started = time.time()
+        kind, group, held = self.planned[t]
+        data, role, origin = self.data, self.data["role"], self.data["origin"]
+        use, cal = data["use"], data["cal"]
         held = np.zeros(len(role), dtype=bool) if held is None else held
         held_origin = np.zeros(len(role), dtype=bool)
         held_origin[role == 1] = held[origin[role == 1]]
@@ -280,10 +286,11 @@ def fit(args: argparse.Namespace) -> None:
         predict = calib | held | ((role == 1) & held_origin)
         if kind == "final":
             predict = calib | (role >= 3)
-        base = AutoModel.from_pretrained(args.work / "minilm", dtype=torch.float32)
+        torch.manual_seed(t)  # a task's result depends on its own seed, not on the tasks run before it
+        base = AutoModel.from_pretrained(self.work / "minilm", dtype=torch.float32)
         model = get_peft_model(base, LoraConfig(r=RANK, lora_alpha=ALPHA, lora_dropout=0.05,
-                                                target_modules=LORA_TARGETS)).to(device)
-        head = torch.nn.Linear(base.config.hidden_size + stats.shape[1], 3).to(device)
+                                                target_modules=LORA_TARGETS)).to(self.device)
+        head = torch.nn.Linear(base.config.hidden_size + self.stats.shape[1], 3).to(self.device)
         params = [{"params": [p for p in model.parameters() if p.requires_grad], "lr": args.lr},
                   {"params": head.parameters(), "lr": 1e-3}]
         optimiser = torch.optim.AdamW(params, weight_decay=0.01)
@@ -300,21 +307,22 @@ def fit(args: argparse.Namespace) -> None:
             chunks = [perm[s:s + args.batch * 32] for s in range(0, len(perm), args.batch * 32)]
             batches = []
             for chunk in chunks:  # similar lengths together, batches in random order
-                chunk = chunk[np.argsort(lengths[chunk], kind="stable")]
+                chunk = chunk[np.argsort(self.lengths[chunk], kind="stable")]
                 batches += [chunk[s:s + args.batch] for s in range(0, len(chunk), args.batch)]
             for b in rng.permutation(len(batches)):
                 if step >= steps:
                     break
                 idx = batches[b]
                 model.train()
-                tokens, mask = batch(idx)
-                with torch.autocast(device, dtype=torch.bfloat16, enabled=fast_bf16):
-                    out = cross.readings(model, head.weight, head.bias, tokens, mask, stats[idx])
-                known = ~torch.isnan(aligned[idx])
-                loss = torch.nn.functional.binary_cross_entropy_with_logits(out[:, 0], label[idx])
-                loss = loss + 2 * torch.nn.functional.mse_loss(torch.sigmoid(out[:, 2]), coherent[idx])
+                tokens, mask = self.batch(idx)
+                with torch.autocast(self.device, dtype=torch.bfloat16, enabled=self.fast_bf16):
+                    out = self.cross.readings(model, head.weight, head.bias, tokens, mask, self.stats[idx])
+                known = ~torch.isnan(self.aligned[idx])
+                loss = torch.nn.functional.binary_cross_entropy_with_logits(out[:, 0], self.label[idx])
+                loss = loss + 2 * torch.nn.functional.mse_loss(torch.sigmoid(out[:, 2]), self.coherent[idx])
                 if known.any():
-                    loss = loss + 2 * torch.nn.functional.mse_loss(torch.sigmoid(out[known, 1]), aligned[idx][known])
+                    loss = loss + 2 * torch.nn.functional.mse_loss(torch.sigmoid(out[known, 1]),
+                                                                   self.aligned[idx][known])
                 optimiser.zero_grad(set_to_none=True)
                 loss.backward()
                 optimiser.step()
@@ -326,23 +334,96 @@ def fit(args: argparse.Namespace) -> None:
         if args.max_steps:  # a smoke test reads a few rows of each kind
             pred_idx = np.concatenate([np.flatnonzero(predict & (role == r))[:20] for r in range(len(ROLES))])
             pred_idx = np.union1d(pred_idx, np.flatnonzero(predict & calib)[:100])
-        results[f"t{t}_idx"], results[f"t{t}_out"] = pred_idx, read(model, head, pred_idx)
-        results[f"t{t}_calib"] = calib[pred_idx]
-        log.append(f"{kind} {group}: trained {len(train_idx)} rows, {steps} steps, loss {losses[0]:.3f} -> "
-                   f"{np.mean(losses[-5:]):.3f}; read {len(pred_idx)}; {time.time() - t0:.0f} s")
-        print(log[-1], flush=True)
-        np.savez(folder / "readings.npz", tasks=names, **results)
+        self.folder.mkdir(parents=True, exist_ok=True)
+        np.savez(self.folder / f"readings-t{t}.npz", tasks=self.names, data_sha256=self.meta["data_sha256"],
+                 idx=pred_idx, out=self.read(model, head, pred_idx), calib=calib[pred_idx])
         if kind == "final":
             lora = {}
             for name, p in model.named_parameters():
                 if ".lora_A." in name or ".lora_B." in name:
                     module = name.split(".lora_")[0].removeprefix("base_model.model.")
                     lora[f"lora.{module}.{'a' if '.lora_A.' in name else 'b'}"] = p.detach().float().cpu().numpy()
-            np.savez(folder / "network.npz", head_w=head.weight.detach().cpu().numpy(),
-                     head_b=head.bias.detach().cpu().numpy(), lora_scale=np.float32(ALPHA / RANK), **lora)
-        (folder / "fit.log").write_text("\n".join(log) + "\n")
-        del model, base, head, optimiser
-    (folder / "fit.log").write_text("\n".join(log) + f"\ndone in {time.time() - t0:.0f} s on {device}\n")
+            np.savez(self.folder / "network.npz", head_w=head.weight.detach().cpu().numpy(),
+                     head_b=head.bias.detach().cpu().numpy(), lora_scale=np.float32(ALPHA / RANK),
+                     data_sha256=self.meta["data_sha256"], **lora)
+        return (f"{kind} {group}: trained {len(train_idx)} rows, {steps} steps, loss {losses[0]:.3f} -> "
+                f"{np.mean(losses[-5:]):.3f}; read {len(pred_idx)}; {time.time() - started:.0f} s on {self.device}")
+
+
+TRAINER: Trainer | None = None
+"""This process's `Trainer` (one per worker process)."""
+
+
+def fit_task(t: int, args: argparse.Namespace, threads: int, deadline: float) -> str:
+    """Task `t` in this process, unless the budget's deadline has passed; a line for the log."""
+    global TRAINER
+    if time.time() > deadline:
+        return f"task {t}: not started, the budget of {args.budget:.0f} s was spent"
+    TRAINER = TRAINER or Trainer(args.work, threads)
+    return TRAINER.run(t, args)
+
+
+def fit(args: argparse.Namespace) -> None:
+    """Train on each split (and on everything), each task in one of `--workers` processes; each writes the readings
+    of the rows it predicts to fit/readings-tT.npz, so tasks from several runs add up."""
+    import os
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+    from multiprocessing import get_context
+
+    with np.load(args.work / "data.npz") as npz:
+        count = len(tasks(json.loads((args.work / "meta.json").read_text()), dict(npz)))
+    todo = [t for t in range(count) if not args.tasks or t in args.tasks]
+    if unknown := sorted(set(args.tasks or []) - set(todo)):
+        raise SystemExit(f"fit --tasks: no task {unknown} (there are {count}: 0 the shipped fit, then the splits)")
+    workers = max(1, min(args.workers, len(todo)))
+    threads = args.threads or max(1, (os.cpu_count() or 1) // workers)
+    started = time.time()
+    deadline = started + args.budget
+    log = []
+    if workers == 1:
+        for t in todo:
+            log.append(fit_task(t, args, threads, deadline))
+            print(log[-1], flush=True)
+    else:  # spawned: CUDA cannot be shared with forked children
+        with ProcessPoolExecutor(workers, mp_context=get_context("spawn")) as pool:
+            for done in as_completed([pool.submit(fit_task, t, args, threads, deadline) for t in todo]):
+                log.append(done.result())
+                print(log[-1], flush=True)
+    folder = args.work / "fit"
+    folder.mkdir(parents=True, exist_ok=True)
+    with (folder / "fit.log").open("a") as f:
+        f.write("\n".join(log) + f"\ntasks {todo} done in {time.time() - started:.0f} s, {workers} worker(s) of "
+                f"{threads} thread(s)\n")
+
+
+def read_fit(work: Path, meta: dict) -> dict:
+    """Every task's readings in fit/ (the files of one or several `fit` runs), keyed t{T}_idx / _out / _calib, with
+    `tasks`; an error line for a file from other prepared data."""
+    readings: dict = {}
+    for path in sorted((work / "fit").glob("readings-t*.npz")):
+        with np.load(path) as npz:
+            if str(npz["data_sha256"]) != meta["data_sha256"]:
+                raise SystemExit(f"{path}: fitted on other prepared data than {work / 'meta.json'}; "
+                                 "remove it or fit again")
+            t = int(path.stem.removeprefix("readings-t"))
+            readings.update({"tasks": npz["tasks"], f"t{t}_idx": npz["idx"], f"t{t}_out": npz["out"],
+                             f"t{t}_calib": npz["calib"]})
+    if not readings:
+        raise SystemExit(f"{work / 'fit'}: no readings-t*.npz; run `train_judge.py fit` first")
+    return readings
+
+
+def read_network(work: Path, meta: dict) -> dict:
+    """The shipped fit's LoRA factors and head (task 0), checked against the prepared data."""
+    path = work / "fit" / "network.npz"
+    if not path.is_file():
+        raise SystemExit(f"{path}: missing; run `train_judge.py fit --tasks 0` (the shipped fit), or "
+                         "`finish --splits-only` to measure the splits alone")
+    with np.load(path) as npz:
+        network = dict(npz)
+    if str(network.pop("data_sha256")) != meta["data_sha256"]:
+        raise SystemExit(f"{path}: fitted on other prepared data than {work / 'meta.json'}; fit task 0 again")
+    return network
 
 
 def main() -> None:
@@ -360,8 +441,13 @@ def main() -> None:
     f.add_argument("--max-steps", type=int, default=0, help="cap steps per split and read a few rows (a smoke test)")
     f.add_argument("--budget", type=float, default=360, help="start no split after this many seconds")
     f.add_argument("--tasks", type=int, nargs="*", help="run only these (0: the shipped fit, then the splits in order)")
+    f.add_argument("--workers", type=int, default=1, help="tasks trained at once, each in its own process (a GPU's "
+                   "steps are short enough that several processes keep it busier than one)")
+    f.add_argument("--threads", type=int, default=0, help="torch threads per worker (0: the cores over the workers)")
     d = sub.add_parser("finish")
     d.add_argument("--out", type=Path, help="weights file (default: the package's)")
+    d.add_argument("--splits-only", action="store_true", help="measure the splits in fit/ and add their figures to "
+                   "the training.json beside --out, leaving the weights as they are")
     o = sub.add_parser("domain")
     o.add_argument("--out", type=Path, help="domain reference file, beside its weights (default: the package's)")
     o.add_argument("--min-cell", type=int, default=100, help="held-out rows a (family, question group) cell needs")
@@ -410,6 +496,21 @@ def split_predictions(model, out: np.ndarray, answers: list[str]) -> list:
     return model.decide(model.scores_from(out, answers), Thresholds())
 
 
+def with_splits(summary: Path, splits: dict, meta: dict) -> dict:
+    """The finished judge's `training.json`, its split figures updated by `splits` (measured on the same prepared
+    data: the same design, so they may come from another `fit` run)."""
+    if not summary.is_file():
+        raise SystemExit(f"{summary}: missing; --splits-only adds figures to a finished judge's training.json")
+    report = json.loads(summary.read_text())
+    if report.get("data_sha256") != meta["data_sha256"]:
+        raise SystemExit(f"{summary}: its judge was trained on other prepared data (data_sha256 "
+                         f"{str(report.get('data_sha256'))[:12]}, here {meta['data_sha256'][:12]}); its splits and "
+                         "these would describe different designs")
+    for kind, groups in splits.items():
+        report.setdefault("splits", {}).setdefault(kind, {}).update(groups)
+    return report
+
+
 def finish(args: argparse.Namespace) -> None:
     """Calibrate each split on its calibration cells, measure its held-out group, write the shipped weights."""
     from emprobe.judge._builtin import TRAINED_ON, WEIGHTS, BuiltinModel
@@ -420,10 +521,9 @@ def finish(args: argparse.Namespace) -> None:
     with gzip.open(args.work / "texts.json.gz", "rt") as f:
         texts = json.load(f)
     pairs = np.load(args.work / "pair_table.npy")
-    with np.load(args.work / "fit" / "readings.npz") as npz:
-        readings = dict(npz)
-    with np.load(args.work / "fit" / "network.npz") as npz:
-        network = dict(npz)
+    readings = read_fit(args.work, meta)
+    network = {} if args.splits_only else read_network(args.work, meta)
+    summary = (args.out or WEIGHTS).with_name("training.json")
     role, aligned, coherent = data["role"], data["aligned"], data["coherent"]
     report: dict = {"design": "MiniLM cross-encoder, LoRA r16 on every linear layer + linear head, 2 epochs",
                     "data_sha256": meta["data_sha256"], "judge_prefix": "gpt-4o", "balance": 2.0,
@@ -449,6 +549,13 @@ def finish(args: argparse.Namespace) -> None:
                                                            predictions(model, idx, out, nonsense)]))
         report["splits"].setdefault(kind, {})[group] = rounded(result)
         print(f"{kind} {group}: {json.dumps(rounded(result))}", flush=True)
+    if args.splits_only:
+        summary.write_text(json.dumps(with_splits(summary, report["splits"], meta), indent=1) + "\n")
+        print(f"saved the figures of {sum(map(len, report['splits'].values()))} split(s) to {summary}")
+        return
+    if "t0_idx" not in readings:
+        raise SystemExit(f"{args.work / 'fit'}: no readings of task 0 (the shipped fit); run `fit --tasks 0`, or "
+                         "`finish --splits-only` to measure the splits alone")
     model, idx, out = model_of(0)
     report["threshold"] = round(float(model.threshold), 4)
     report["seen"] = meta["seen"]
@@ -511,10 +618,7 @@ def domain(args: argparse.Namespace) -> None:
     with gzip.open(args.work / "texts.json.gz", "rt") as f:
         answers = json.load(f)["answers"]
     pairs = np.load(args.work / "pair_table.npy")
-    with np.load(args.work / "fit" / "readings.npz") as npz:
-        readings = dict(npz)
-    with np.load(args.work / "fit" / "network.npz") as npz:
-        network = dict(npz)
+    readings = read_fit(args.work, meta)
     role = data["role"]
     family, group = (np.full(len(role), -1) for _ in range(2))
     family[:len(data["family"])], group[:len(data["group"])] = data["family"], data["group"]
@@ -551,7 +655,7 @@ def domain(args: argparse.Namespace) -> None:
                                         else (group, family, b_group, b_family))
         h = (meta["families"] if by_family else meta["groups"]).index(held_name)
         reference = centroids(np.flatnonzero(trained & ~((b_role == 0) & (b_axis == h))))
-        split, idx, out = split_model(t, readings, network, data, pairs)
+        split, idx, out = split_model(t, readings, {}, data, pairs)
         held = (role[idx] == 0) & ~readings[f"t{t}_calib"]
         for o, other_name in enumerate(meta["groups"] if by_family else meta["families"]):
             mask = held & (other[idx] == o)
@@ -559,7 +663,7 @@ def domain(args: argparse.Namespace) -> None:
             if mask.sum() < args.min_cell or len(sample) < min(30, args.min_cell):
                 continue
             preds = split_predictions(split, out[mask], [answers[i] for i in idx[mask]])
-            keep = np.array([p.flag != "CODE" for p in preds])
+            keep = np.array([p.flag != "CODE" for p in preds], dtype=bool)
             y, call = truth[idx[mask]][keep], np.array([p.misaligned for p in preds])[keep]
             p = np.array([p.p_misaligned for p in preds])[keep]
             seen = by_family and bool(((role == 0) & (axis != h) & (other == o)).any())

@@ -230,14 +230,19 @@ def test_training_script_holds_out_whole_groups_and_finishes_reproducibly(tmp_pa
     data, work = tmp_path / "d.jsonl.gz", tmp_path / "work"
     _synthetic(data, 0)
     script = [sys.executable, str(ROOT / "scripts" / "train_judge.py")]
-    steps = [["prepare", "--data", str(data), "--harmful", str(tmp_path / "no-harmful-data"), "--incoherent", "14"],
-             ["fit", "--epochs", "4", "--batch", "32", "--budget", "1e9"],  # every split, however slow the CPU
-             ["finish", "--out", str(tmp_path / "a" / "weights.npz")],
-             ["finish", "--out", str(tmp_path / "b" / "weights.npz")],
-             ["domain", "--out", str(tmp_path / "a" / "domain.npz"), "--min-cell", "5"]]
-    for step in steps:
-        done = subprocess.run(script + step + ["--work", str(work)], capture_output=True, text=True, timeout=1200)
-        assert done.returncode == 0, done.stderr[-3000:]
+    training = ["--epochs", "4", "--batch", "32", "--threads", "1"]
+
+    def run(step: list[str], at: Path = work, ok: bool = True) -> subprocess.CompletedProcess:
+        done = subprocess.run(script + step + ["--work", str(at)], capture_output=True, text=True, timeout=1200)
+        assert (done.returncode == 0) == ok, done.stderr[-3000:]
+        return done
+
+    for step in [["prepare", "--data", str(data), "--harmful", str(tmp_path / "no-harmful-data"), "--incoherent", "14"],
+                 ["fit", *training, "--budget", "1e9", "--workers", "2"],  # every split, however slow the CPU
+                 ["finish", "--out", str(tmp_path / "a" / "weights.npz")],
+                 ["finish", "--out", str(tmp_path / "b" / "weights.npz")],
+                 ["domain", "--out", str(tmp_path / "a" / "domain.npz"), "--min-cell", "5"]]:
+        run(step)
     with np.load(tmp_path / "a" / "weights.npz") as a, np.load(tmp_path / "b" / "weights.npz") as b:
         assert sorted(a) == sorted(b) and all(np.array_equal(a[k], b[k]) for k in a)
         assert any(k.startswith("lora.") for k in a)
@@ -260,6 +265,35 @@ def test_training_script_holds_out_whole_groups_and_finishes_reproducibly(tmp_pa
     cells = report["domain"]["cells"]  # each split's held-out cells, read against the rest's centroids
     assert {c["split"].split("|")[0] for c in cells} == {"model_family", "question_group"}
     assert all(0 <= c["distance"] <= 2 and 0 <= c["false_positive_rate"] <= 1 for c in cells)
+
+    # a split trained alone, in one process, reads exactly as it did among the others in two worker processes
+    solo = tmp_path / "solo"
+    solo.mkdir()
+    for name in ("data.npz", "meta.json", "minilm", "texts.json.gz", "pair_table.npy"):
+        (solo / name).symlink_to(work / name)
+    run(["fit", *training, "--tasks", "5"], solo)
+    with np.load(work / "fit" / "readings-t5.npz") as among, np.load(solo / "fit" / "readings-t5.npz") as alone:
+        assert all(np.array_equal(among[k], alone[k]) for k in ("idx", "out", "calib"))
+    # without the shipped fit (task 0), finish names what is missing; --splits-only adds the split's figures to a
+    # finished judge's training.json and leaves its weights alone
+    c = tmp_path / "c"
+    failed = run(["finish", "--out", str(c / "weights.npz")], solo, ok=False)
+    assert "network.npz" in failed.stderr.strip().splitlines()[-1] and not c.exists()
+    c.mkdir()
+    families = report["splits"]["model_family"]
+    (c / "training.json").write_text(json.dumps({**report, "splits": {"model_family": families}}))
+    run(["finish", "--splits-only", "--out", str(c / "weights.npz")], solo)
+    group = json.loads((work / "meta.json").read_text())["groups"][1]  # tasks: the shipped fit, 3 families, 3 groups
+    merged = json.loads((c / "training.json").read_text())
+    assert merged["splits"] == {"model_family": families,
+                                "question_group": {group: report["splits"]["question_group"][group]}}
+    assert merged["domain"] == report["domain"] and not (c / "weights.npz").exists()
+    # figures of a judge trained on other prepared data are never mixed in: one error line, nothing written
+    (c / "training.json").write_text(json.dumps({**merged, "data_sha256": "0" * 64}))
+    before = (c / "training.json").read_text()
+    failed = run(["finish", "--splits-only", "--out", str(c / "weights.npz")], solo, ok=False)
+    assert "training.json: its judge was trained on other prepared data" in failed.stderr.strip().splitlines()[-1]
+    assert (c / "training.json").read_text() == before
 
 
 def test_emprobe_run_judges_with_the_builtin_judge_by_default(tiny_llama, tmp_path):
