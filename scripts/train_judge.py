@@ -336,7 +336,8 @@ class Trainer:
             pred_idx = np.union1d(pred_idx, np.flatnonzero(predict & calib)[:100])
         self.folder.mkdir(parents=True, exist_ok=True)
         np.savez(self.folder / f"readings-t{t}.npz", tasks=self.names, data_sha256=self.meta["data_sha256"],
-                 idx=pred_idx, out=self.read(model, head, pred_idx), calib=calib[pred_idx])
+                 settings=json.dumps(settings(args)), idx=pred_idx, out=self.read(model, head, pred_idx),
+                 calib=calib[pred_idx])
         if kind == "final":
             lora = {}
             for name, p in model.named_parameters():
@@ -345,7 +346,7 @@ class Trainer:
                     lora[f"lora.{module}.{'a' if '.lora_A.' in name else 'b'}"] = p.detach().float().cpu().numpy()
             np.savez(self.folder / "network.npz", head_w=head.weight.detach().cpu().numpy(),
                      head_b=head.bias.detach().cpu().numpy(), lora_scale=np.float32(ALPHA / RANK),
-                     data_sha256=self.meta["data_sha256"], **lora)
+                     data_sha256=self.meta["data_sha256"], settings=json.dumps(settings(args)), **lora)
         return (f"{kind} {group}: trained {len(train_idx)} rows, {steps} steps, loss {losses[0]:.3f} -> "
                 f"{np.mean(losses[-5:]):.3f}; read {len(pred_idx)}; {time.time() - started:.0f} s on {self.device}")
 
@@ -396,25 +397,39 @@ def fit(args: argparse.Namespace) -> None:
                 f"{threads} thread(s)\n")
 
 
+def settings(args: argparse.Namespace) -> dict:
+    """The training settings a split's figures depend on (a smoke test's `max_steps` among them)."""
+    return {"epochs": args.epochs, "batch": args.batch, "lr": args.lr, "max_steps": args.max_steps}
+
+
+SHIPPED = {"epochs": 2, "batch": 64, "lr": 3e-4, "max_steps": 0}
+"""The settings of the shipped r3 fit, for a training.json written before they were recorded."""
+
+
 def read_fit(work: Path, meta: dict) -> dict:
     """Every task's readings in fit/ (the files of one or several `fit` runs), keyed t{T}_idx / _out / _calib, with
-    `tasks`; an error line for a file from other prepared data."""
+    `tasks` and their training `settings`; an error line for a file from other prepared data or other settings."""
     readings: dict = {}
     for path in sorted((work / "fit").glob("readings-t*.npz")):
         with np.load(path) as npz:
             if str(npz["data_sha256"]) != meta["data_sha256"]:
                 raise SystemExit(f"{path}: fitted on other prepared data than {work / 'meta.json'}; "
                                  "remove it or fit again")
+            fitted = json.loads(str(npz["settings"]))
+            if readings and fitted != readings["settings"]:
+                raise SystemExit(f"{path}: fitted with {fitted}, the other tasks with {readings['settings']}; "
+                                 "remove one or fit again")
             t = int(path.stem.removeprefix("readings-t"))
-            readings.update({"tasks": npz["tasks"], f"t{t}_idx": npz["idx"], f"t{t}_out": npz["out"],
-                             f"t{t}_calib": npz["calib"]})
+            readings.update({"tasks": npz["tasks"], "settings": fitted, f"t{t}_idx": npz["idx"],
+                             f"t{t}_out": npz["out"], f"t{t}_calib": npz["calib"]})
     if not readings:
         raise SystemExit(f"{work / 'fit'}: no readings-t*.npz; run `train_judge.py fit` first")
     return readings
 
 
-def read_network(work: Path, meta: dict) -> dict:
-    """The shipped fit's LoRA factors and head (task 0), checked against the prepared data."""
+def read_network(work: Path, meta: dict, fitted: dict) -> dict:
+    """The shipped fit's LoRA factors and head (task 0), checked against the prepared data and the splits' settings
+    `fitted`."""
     path = work / "fit" / "network.npz"
     if not path.is_file():
         raise SystemExit(f"{path}: missing; run `train_judge.py fit --tasks 0` (the shipped fit), or "
@@ -423,6 +438,8 @@ def read_network(work: Path, meta: dict) -> dict:
         network = dict(npz)
     if str(network.pop("data_sha256")) != meta["data_sha256"]:
         raise SystemExit(f"{path}: fitted on other prepared data than {work / 'meta.json'}; fit task 0 again")
+    if (own := json.loads(str(network.pop("settings")))) != fitted:
+        raise SystemExit(f"{path}: fitted with {own}, the splits with {fitted}; fit task 0 again")
     return network
 
 
@@ -496,9 +513,9 @@ def split_predictions(model, out: np.ndarray, answers: list[str]) -> list:
     return model.decide(model.scores_from(out, answers), Thresholds())
 
 
-def with_splits(summary: Path, splits: dict, meta: dict) -> dict:
+def with_splits(summary: Path, splits: dict, meta: dict, fitted: dict) -> dict:
     """The finished judge's `training.json`, its split figures updated by `splits` (measured on the same prepared
-    data: the same design, so they may come from another `fit` run)."""
+    data with the same settings `fitted`: the same design, so they may come from another `fit` run)."""
     if not summary.is_file():
         raise SystemExit(f"{summary}: missing; --splits-only adds figures to a finished judge's training.json")
     report = json.loads(summary.read_text())
@@ -506,6 +523,9 @@ def with_splits(summary: Path, splits: dict, meta: dict) -> dict:
         raise SystemExit(f"{summary}: its judge was trained on other prepared data (data_sha256 "
                          f"{str(report.get('data_sha256'))[:12]}, here {meta['data_sha256'][:12]}); its splits and "
                          "these would describe different designs")
+    if report.get("fit", SHIPPED) != fitted:
+        raise SystemExit(f"{summary}: its judge was fitted with {report.get('fit', SHIPPED)}, these splits with "
+                         f"{fitted}; they would describe different designs")
     for kind, groups in splits.items():
         report.setdefault("splits", {}).setdefault(kind, {}).update(groups)
     return report
@@ -522,12 +542,13 @@ def finish(args: argparse.Namespace) -> None:
         texts = json.load(f)
     pairs = np.load(args.work / "pair_table.npy")
     readings = read_fit(args.work, meta)
-    network = {} if args.splits_only else read_network(args.work, meta)
+    network = {} if args.splits_only else read_network(args.work, meta, readings["settings"])
     summary = (args.out or WEIGHTS).with_name("training.json")
     role, aligned, coherent = data["role"], data["aligned"], data["coherent"]
     report: dict = {"design": "MiniLM cross-encoder, LoRA r16 on every linear layer + linear head, 2 epochs",
                     "data_sha256": meta["data_sha256"], "judge_prefix": "gpt-4o", "balance": 2.0,
-                    "harmful_positives": True, "incoherent_texts": int((role == 1).sum()), "splits": {}}
+                    "harmful_positives": True, "incoherent_texts": int((role == 1).sum()),
+                    "fit": readings["settings"], "splits": {}}
 
     def model_of(t: int) -> tuple[BuiltinModel, np.ndarray, np.ndarray]:
         return split_model(t, readings, network, data, pairs)
@@ -550,7 +571,8 @@ def finish(args: argparse.Namespace) -> None:
         report["splits"].setdefault(kind, {})[group] = rounded(result)
         print(f"{kind} {group}: {json.dumps(rounded(result))}", flush=True)
     if args.splits_only:
-        summary.write_text(json.dumps(with_splits(summary, report["splits"], meta), indent=1) + "\n")
+        summary.write_text(json.dumps(with_splits(summary, report["splits"], meta, readings["settings"]),
+                                      indent=1) + "\n")
         print(f"saved the figures of {sum(map(len, report['splits'].values()))} split(s) to {summary}")
         return
     if "t0_idx" not in readings:

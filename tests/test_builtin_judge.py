@@ -288,11 +288,18 @@ def test_training_script_holds_out_whole_groups_and_finishes_reproducibly(tmp_pa
     assert merged["splits"] == {"model_family": families,
                                 "question_group": {group: report["splits"]["question_group"][group]}}
     assert merged["domain"] == report["domain"] and not (c / "weights.npz").exists()
-    # figures of a judge trained on other prepared data are never mixed in: one error line, nothing written
-    (c / "training.json").write_text(json.dumps({**merged, "data_sha256": "0" * 64}))
+    # figures of other prepared data or other training settings are never mixed: one error line, nothing written
     before = (c / "training.json").read_text()
+    for changed, error in [({"data_sha256": "0" * 64}, "training.json: its judge was trained on other prepared data"),
+                           ({"fit": {**merged["fit"], "epochs": 2}}, "training.json: its judge was fitted with")]:
+        (c / "training.json").write_text(json.dumps({**merged, **changed}))
+        failed = run(["finish", "--splits-only", "--out", str(c / "weights.npz")], solo, ok=False)
+        assert error in failed.stderr.strip().splitlines()[-1]
+        assert json.loads((c / "training.json").read_text()) == {**merged, **changed}
+    (c / "training.json").write_text(before)
+    run(["fit", *training, "--tasks", "6", "--max-steps", "1"], solo)  # a smoke test beside a real split
     failed = run(["finish", "--splits-only", "--out", str(c / "weights.npz")], solo, ok=False)
-    assert "training.json: its judge was trained on other prepared data" in failed.stderr.strip().splitlines()[-1]
+    assert "readings-t6.npz: fitted with" in failed.stderr.strip().splitlines()[-1]
     assert (c / "training.json").read_text() == before
 
 
