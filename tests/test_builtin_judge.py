@@ -254,6 +254,9 @@ def test_training_script_holds_out_whole_groups_and_finishes_reproducibly(tmp_pa
         for group, figures in groups.items():  # the held-out group's rows, less none (calibration is elsewhere)
             assert figures["rows"] == 90 if kind == "question_group" else figures["rows"] > 0, (kind, group)
             assert figures["auc"] > 0.8, (kind, group)  # the synthetic classes differ in their words
+            for floor in ("30", "50"):  # the rule variant where a low coherent score overrules: it only drops calls
+                veto = figures[f"veto_below_{floor}"]
+                assert veto["sensitivity"] <= figures["sensitivity"] and veto["specificity"] >= figures["specificity"]
     assert list(report["other_judges"]) == ["other (o/r0)", "other (o/r1)"]  # per judge and repository
     assert report["seen"]["repository"] == ["o/r0", "o/r1"]
     with gzip.open(data, "rt") as f:
