@@ -16,6 +16,7 @@ from pathlib import Path
 import torch
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
+from emprobe.errors import EmprobeError
 from emprobe.model._resolve import materialize, resolve_model
 
 
@@ -28,14 +29,20 @@ def main() -> None:
     parser.add_argument("--device", default="cpu", help="where to draw the weights (a GPU draws billions quickly)")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
-    found = resolve_model(args.source)
+    try:
+        found = resolve_model(args.source)
+    except EmprobeError as err:
+        raise SystemExit(str(err)) from None
     folder = materialize(found.path, found.identity)
     config = AutoConfig.from_pretrained(folder)
     for item in args.set:
         key, _, value = item.partition("=")
         if not hasattr(config, key):
             raise SystemExit(f"--set {item}: {folder / 'config.json'} has no {key!r}")
-        setattr(config, key, json.loads(value))
+        try:
+            setattr(config, key, json.loads(value))
+        except ValueError:
+            raise SystemExit(f"--set {item}: {value!r} is not a JSON value (a string is written \"...\")") from None
     torch.manual_seed(args.seed)
     with torch.device(args.device):
         model = AutoModelForCausalLM.from_config(config, dtype=getattr(torch, args.dtype))
