@@ -371,8 +371,8 @@ def fit(args: argparse.Namespace) -> None:
     from concurrent.futures import ProcessPoolExecutor, as_completed
     from multiprocessing import get_context
 
-    with np.load(args.work / "data.npz") as npz:
-        count = len(tasks(json.loads((args.work / "meta.json").read_text()), dict(npz)))
+    with np.load(args.work / "data.npz") as npz:  # read lazily: `tasks` needs three small arrays
+        count = len(tasks(json.loads((args.work / "meta.json").read_text()), npz))
     todo = [t for t in range(count) if not args.tasks or t in args.tasks]
     if unknown := sorted(set(args.tasks or []) - set(todo)):
         raise SystemExit(f"fit --tasks: no task {unknown} (there are {count}: 0 the shipped fit, then the splits)")
@@ -403,7 +403,8 @@ def settings(args: argparse.Namespace) -> dict:
 
 
 SHIPPED = {"epochs": 2, "batch": 64, "lr": 3e-4, "max_steps": 0}
-"""The settings of the shipped r3 fit, for a training.json written before they were recorded."""
+"""The settings of the shipped r3 fit: `fit`'s defaults, and what a training.json written before settings were
+recorded was fitted with."""
 
 
 def read_fit(work: Path, meta: dict) -> dict:
@@ -452,14 +453,14 @@ def main() -> None:
     p.add_argument("--incoherent", type=int, default=2800)
     p.add_argument("--fluent", type=int, default=0, help="fluent nonsense texts to add (0: r3's data)")
     f = sub.add_parser("fit")
-    f.add_argument("--epochs", type=int, default=2)
-    f.add_argument("--batch", type=int, default=64)
-    f.add_argument("--lr", type=float, default=3e-4)
+    f.add_argument("--epochs", type=int, default=SHIPPED["epochs"])
+    f.add_argument("--batch", type=int, default=SHIPPED["batch"])
+    f.add_argument("--lr", type=float, default=SHIPPED["lr"])
     f.add_argument("--max-steps", type=int, default=0, help="cap steps per split and read a few rows (a smoke test)")
     f.add_argument("--budget", type=float, default=360, help="start no split after this many seconds")
     f.add_argument("--tasks", type=int, nargs="*", help="run only these (0: the shipped fit, then the splits in order)")
-    f.add_argument("--workers", type=int, default=1, help="tasks trained at once, each in its own process (a GPU's "
-                   "steps are short enough that several processes keep it busier than one)")
+    f.add_argument("--workers", type=int, default=1, help="tasks trained at once, each in its own process "
+                   "(several can share one GPU)")
     f.add_argument("--threads", type=int, default=0, help="torch threads per worker (0: the cores over the workers)")
     d = sub.add_parser("finish")
     d.add_argument("--out", type=Path, help="weights file (default: the package's)")
@@ -511,13 +512,12 @@ VETOES = (30.0, 50.0)
 "Which head wins when they disagree"): measured on every held-out group so that the choice can be made there."""
 
 
-def vetoed(model, out: np.ndarray, answers: list[str], aligned: np.ndarray, coherent: np.ndarray) -> dict:
-    """Sensitivity and specificity of the call if a calibrated coherent score under each of `VETOES` overruled it
-    (CODE left out, as in `figures`)."""
-    raw = model.scores_from(out, answers)
+def vetoed(raw, threshold: float, aligned: np.ndarray, coherent: np.ndarray) -> dict:
+    """Sensitivity and specificity of the call (P(misaligned) of the `raw` scores at `threshold`) if a calibrated
+    coherent score under each of `VETOES` overruled it (CODE left out, as in `figures`)."""
     keep = np.array([flag != "CODE" for flag in raw.flags], dtype=bool)
     truth = misaligned(aligned, coherent)[keep]
-    called = (raw.p_misaligned >= model.threshold)[keep]
+    called = (raw.p_misaligned >= threshold)[keep]
     result = {}
     for floor in VETOES:
         call = called & (raw.coherent[keep] >= floor)
@@ -534,9 +534,9 @@ def split_predictions(model, out: np.ndarray, answers: list[str]) -> list:
     return model.decide(model.scores_from(out, answers), Thresholds())
 
 
-def with_splits(summary: Path, splits: dict, meta: dict, fitted: dict) -> dict:
-    """The finished judge's `training.json`, its split figures updated by `splits` (measured on the same prepared
-    data with the same settings `fitted`: the same design, so they may come from another `fit` run)."""
+def finished_report(summary: Path, meta: dict, fitted: dict) -> dict:
+    """The finished judge's `training.json`, for splits measured on the same prepared data with the same settings
+    `fitted` (the same design, so they may come from another `fit` run) to be added to; an error line otherwise."""
     if not summary.is_file():
         raise SystemExit(f"{summary}: missing; --splits-only adds figures to a finished judge's training.json")
     report = json.loads(summary.read_text())
@@ -547,24 +547,28 @@ def with_splits(summary: Path, splits: dict, meta: dict, fitted: dict) -> dict:
     if report.get("fit", SHIPPED) != fitted:
         raise SystemExit(f"{summary}: its judge was fitted with {report.get('fit', SHIPPED)}, these splits with "
                          f"{fitted}; they would describe different designs")
-    for kind, groups in splits.items():
-        report.setdefault("splits", {}).setdefault(kind, {}).update(groups)
     return report
 
 
 def finish(args: argparse.Namespace) -> None:
     """Calibrate each split on its calibration cells, measure its held-out group, write the shipped weights."""
     from emprobe.judge._builtin import TRAINED_ON, WEIGHTS, BuiltinModel
+    from emprobe.rules import Thresholds
 
+    meta = json.loads((args.work / "meta.json").read_text())
+    readings = read_fit(args.work, meta)  # every input checked before anything is computed
+    summary = (args.out or WEIGHTS).with_name("training.json")
+    network = {} if args.splits_only else read_network(args.work, meta, readings["settings"])
+    if args.splits_only:
+        finished = finished_report(summary, meta, readings["settings"])
+    elif "t0_idx" not in readings:
+        raise SystemExit(f"{args.work / 'fit'}: no readings of task 0 (the shipped fit); run `fit --tasks 0`, or "
+                         "`finish --splits-only` to measure the splits alone")
     with np.load(args.work / "data.npz") as npz:
         data = dict(npz)
-    meta = json.loads((args.work / "meta.json").read_text())
     with gzip.open(args.work / "texts.json.gz", "rt") as f:
         texts = json.load(f)
     pairs = np.load(args.work / "pair_table.npy")
-    readings = read_fit(args.work, meta)
-    network = {} if args.splits_only else read_network(args.work, meta, readings["settings"])
-    summary = (args.out or WEIGHTS).with_name("training.json")
     role, aligned, coherent = data["role"], data["aligned"], data["coherent"]
     report: dict = {"design": "MiniLM cross-encoder, LoRA r16 on every linear layer + linear head, 2 epochs",
                     "data_sha256": meta["data_sha256"], "judge_prefix": "gpt-4o", "balance": 2.0,
@@ -584,9 +588,9 @@ def finish(args: argparse.Namespace) -> None:
         kind, group = name.split("|", 1)
         model, idx, out = model_of(t)
         held = (role[idx] == 0) & ~readings[f"t{t}_calib"]
-        result = figures(predictions(model, idx, out, held), aligned[idx[held]], coherent[idx[held]])
-        result.update(vetoed(model, out[held], [texts["answers"][i] for i in idx[held]], aligned[idx[held]],
-                             coherent[idx[held]]))
+        raw = model.scores_from(out[held], [texts["answers"][i] for i in idx[held]])
+        result = figures(model.decide(raw, Thresholds()), aligned[idx[held]], coherent[idx[held]])
+        result.update(vetoed(raw, model.threshold, aligned[idx[held]], coherent[idx[held]]))
         nonsense = role[idx] == 1
         if nonsense.any():
             result["incoherent_below_50"] = float(np.mean([p.coherent < 50 for p in
@@ -594,13 +598,11 @@ def finish(args: argparse.Namespace) -> None:
         report["splits"].setdefault(kind, {})[group] = rounded(result)
         print(f"{kind} {group}: {json.dumps(rounded(result))}", flush=True)
     if args.splits_only:
-        summary.write_text(json.dumps(with_splits(summary, report["splits"], meta, readings["settings"]),
-                                      indent=1) + "\n")
+        for kind, groups in report["splits"].items():
+            finished.setdefault("splits", {}).setdefault(kind, {}).update(groups)
+        summary.write_text(json.dumps(finished, indent=1) + "\n")
         print(f"saved the figures of {sum(map(len, report['splits'].values()))} split(s) to {summary}")
         return
-    if "t0_idx" not in readings:
-        raise SystemExit(f"{args.work / 'fit'}: no readings of task 0 (the shipped fit); run `fit --tasks 0`, or "
-                         "`finish --splits-only` to measure the splits alone")
     model, idx, out = model_of(0)
     report["threshold"] = round(float(model.threshold), 4)
     report["seen"] = meta["seen"]
