@@ -4,14 +4,17 @@ named as the executor's workers load it."""
 
 import subprocess
 import sys
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
 from emprobe.condition import Condition, Decoding, Message
 from emprobe.config import RunConfig
 from emprobe.errors import EmprobeError
-from emprobe.executor import ExecutorSettings, LocalExecutor, generation_shards
-from emprobe.model import GenerationRequest, ModelRef
+from emprobe.executor import ExecutorSettings, LocalExecutor, Worker, generation_shards
+from emprobe.model import BackendEntry, GenerationRequest, GenerationResult, ModelRef, register_backend, resolve
 from emprobe.runner import Runner, preflight
 from emprobe.store import Store
 from emprobe.suite import parse_suite
@@ -70,3 +73,46 @@ def test_a_preflighted_model_is_named_as_the_executors_workers_load_it(tmp_path)
     runner = Runner(config, Store(tmp_path / "s.db"), ref=preflight(config), executor=_Elsewhere())
     assert runner.ref.identity.endswith("|elsewhere")
     assert runner.run_id == config.run_id(runner.ref.identity)
+
+
+class _Overlapping:
+    """A backend that counts the `generate` calls running at once; `overlap:concurrent` says calls may overlap."""
+
+    loads = 0
+
+    def __init__(self, ref: ModelRef):
+        self.identity, self.info = ref.identity, {}
+        self.concurrent = ref.name == "concurrent"
+        self.active = self.peak = 0
+        self._count = threading.Lock()
+        time.sleep(0.1)  # loading takes a while: both threads ask for it meanwhile
+        _Overlapping.loads += 1
+
+    def generate(self, requests):
+        with self._count:
+            self.active += 1
+            self.peak = max(self.peak, self.active)
+        time.sleep(0.3)
+        with self._count:
+            self.active -= 1
+        for r in requests:
+            yield GenerationResult(key=r.key, text="ok", finish_reason="stop")
+
+    def close(self) -> None:
+        pass
+
+
+@pytest.mark.parametrize("name, overlap", [("concurrent", 2), ("local", 1)])
+def test_a_worker_runs_two_shards_at_once_only_on_a_backend_that_allows_it(name, overlap):
+    """What a Ray actor does with its two queued shards: an HTTP client's run together, a local model's one after
+    the other; the model is loaded once although both threads ask for it at once."""
+    register_backend("overlap", BackendEntry(load=_Overlapping, identity=lambda model, adapter: (model, None)))
+    worker, ref = Worker(), resolve(f"overlap:{name}")
+    _Overlapping.loads = 0
+    with ThreadPoolExecutor(2) as pool:
+        shards = list(pool.map(lambda prompt: worker.generate(ref, requests(prompt, 3)), ["a", "b"]))
+    assert [[r.key for r in shard] for shard in shards] == [[f"{p}-{i}" for i in range(3)] for p in "ab"]
+    backend = worker.backend(ref)
+    assert isinstance(backend, _Overlapping) and backend.peak == overlap
+    assert _Overlapping.loads == 1 and len(worker.backends) == 1
+    worker.close()

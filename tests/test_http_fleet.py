@@ -3,72 +3,13 @@ capacity, a server that refuses connections or answers 5xx is routed around (its
 another server is up) and gets requests again once a probe finds it back; only every server down stops a run."""
 
 import asyncio
-import json
-import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
 from emprobe.model._providers._http_client import JsonClient, ServerUnavailable
+from latency_server import Server
 from openai_server import free_port
-
-
-class _Server(BaseHTTPRequestHandler):
-    """Answers POSTs after `latency` seconds (one at a time when `serial`), or with `status` while it is set."""
-
-    def do_POST(self):  # noqa: N802 (the http.server API)
-        self.rfile.read(int(self.headers["Content-Length"]))
-        server = self.server
-        with server.decide_lock:  # type: ignore[attr-defined]
-            status = server.status  # type: ignore[attr-defined]
-            server.seen.append(status)  # type: ignore[attr-defined]  (in the order statuses were given)
-        if status == 200:
-            with server.serial_lock:  # type: ignore[attr-defined]
-                time.sleep(server.latency)  # type: ignore[attr-defined]
-        body = json.dumps({"ok": True} if status == 200 else {"error": {"message": f"status {status}"}}).encode()
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, *args):
-        pass
-
-
-class Server:
-    """A real HTTP server on 127.0.0.1 in a thread; `serial` serves one request at a time."""
-
-    def __init__(self, latency: float = 0.0, serial: bool = False):
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), _Server)
-        self.httpd.daemon_threads = True
-        self.httpd.status, self.httpd.latency, self.httpd.seen = 200, latency, []  # type: ignore[attr-defined]
-        self.httpd.serial_lock = threading.Lock() if serial else _NoLock()  # type: ignore[attr-defined]
-        self.httpd.decide_lock = threading.Lock()  # type: ignore[attr-defined]
-        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
-        self.thread.start()
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.httpd.server_address[1]}"
-
-    @property
-    def seen(self) -> list[int]:
-        return self.httpd.seen  # type: ignore[attr-defined]
-
-    def answer(self, status: int) -> None:
-        with self.httpd.decide_lock:  # type: ignore[attr-defined]
-            self.httpd.status = status  # type: ignore[attr-defined]
-
-    def close(self) -> None:
-        self.httpd.shutdown()
-        self.httpd.server_close()
-
-
-class _NoLock:
-    def __enter__(self): ...
-    def __exit__(self, *exc): ...
 
 
 @pytest.fixture
@@ -117,6 +58,20 @@ def test_requests_follow_each_servers_capacity(servers):
     assert took < 240 * 0.05 / 2  # far faster than the serial server alone
     limits = {u.url: u.limit.limit for u in client.fleet.upstreams}
     assert limits[wide.url] > limits[narrow.url]
+
+
+def test_waiting_requests_fill_the_slots_a_release_frees_and_never_more():
+    """200 requests wait for slots: with fixed limits no server ever serves more than its limit and every request
+    gets a slot; with adaptive limits a release lets through as many as the grown limits allow (so what the
+    servers serve at once grows well past the initial 4 each), and none is left waiting."""
+    with Server(latency=0.02) as a, Server(latency=0.02) as b:
+        client = JsonClient([a.url, b.url], {}, timeout=30, max_retries=0, concurrency=3)
+        assert post_all(client, 200) == [{"ok": True}] * 200
+        assert (a.peak, b.peak) == (3, 3) and len(a.seen) + len(b.seen) == 200
+    with Server(latency=0.1) as a, Server(latency=0.1) as b:  # slow enough that all 200 wait before any is done
+        client = JsonClient([a.url, b.url], {}, timeout=30, max_retries=0, max_concurrency=32)
+        assert post_all(client, 200) == [{"ok": True}] * 200
+        assert a.peak + b.peak > 2 * 2 * 4, (a.peak, b.peak)  # waking one waiter per release stays near 2 x 4
 
 
 def test_a_refusing_server_is_routed_around_without_spending_retries(servers):

@@ -20,6 +20,7 @@ from emprobe.model import ModelRef  # noqa: E402
 from emprobe.runner import Runner  # noqa: E402
 from emprobe.store import Store  # noqa: E402
 from emprobe.suite import parse_suite  # noqa: E402
+from latency_server import CHAT_REPLY, Server  # noqa: E402
 
 SUITE = {"name": "scale", "questions": [
     {"id": f"q{i}", "paraphrases": [f"Question {i}: " + "tell me more " * i, f"Short {i}?"]} for i in range(3)
@@ -158,3 +159,22 @@ def test_a_worker_killed_mid_shard_is_replaced_and_its_shard_retried(cluster, ti
         exactly_once(store, runner.run_id)
         same_results(results(store, runner.run_id), local_results)  # a retried shard gives the same answers
         assert not set(executor.worker_pids()) & {pid for _, pid in progress.killed}
+
+
+def test_an_actor_runs_its_two_queued_http_shards_at_once(cluster, tmp_path):
+    """One actor with shards of 4 samples against a server that takes 0.3 s a request: the server serves more than
+    one shard's requests at once (no server waits while a shard waits for its slowest request); each sample is
+    stored once."""
+    condition = Condition(name="free", decoding=Decoding(max_tokens=8, temperature=1.0))
+    store = Store(tmp_path / "http.db")
+    with Server(latency=0.3, reply=CHAT_REPLY) as server:
+        config = RunConfig(model=f"openai-compat:sim@{server.url}/v1", backend_options={"max_n": 1, "concurrency": 8},
+                           suites=(parse_suite(SUITE, "scale", "test"),), conditions=(condition,), samples=SAMPLES,
+                           judges=())
+        executor = make_executor(ExecutorSettings(kind="ray", workers=1, shard_size=4))
+        with Runner(config, store, executor=executor) as runner:
+            runner.run()
+            assert store.count(runner.run_id) == {"planned": PLANNED, "generated": PLANNED, "failed": 0}
+        assert len(server.seen) == PLANNED
+        assert 4 < server.peak <= 8
+    store.close()

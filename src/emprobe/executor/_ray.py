@@ -24,7 +24,9 @@ from emprobe.model import GenerationRequest, GenerationResult, ModelRef
 log = logging.getLogger("emprobe.ray")
 T = TypeVar("T")
 QUEUED_PER_WORKER = 2
-"""Shards handed to each actor at a time: one running and one waiting, so that it never idles between shards."""
+"""Shards handed to each actor at a time. On a local model one runs and one waits, so that the actor never idles
+between shards; on an HTTP client both run at once, so that no server idles while a shard waits for its slowest
+request."""
 READ_AHEAD_SHARDS = 8
 """Pending samples read ahead per actor, in shards, to sort prompts by length before cutting shards."""
 REPLACEMENTS_PER_WORKER = 3
@@ -145,8 +147,8 @@ class RayExecutor:
 
     def _start_actor(self, slot: int | None = None) -> None:
         """A new actor, in `slot` (in place of a dead one) or added."""
-        actor: Any = _Actor.options(num_cpus=self.settings.cpus_per_worker,
-                                    num_gpus=self.settings.gpus_per_worker).remote()
+        actor: Any = _Actor.options(num_cpus=self.settings.cpus_per_worker, num_gpus=self.settings.gpus_per_worker,
+                                    max_concurrency=QUEUED_PER_WORKER).remote()
         if slot is None:
             self.actors.append(actor)
             self._pids.append(actor.pid.remote())

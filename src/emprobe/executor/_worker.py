@@ -1,5 +1,8 @@
 """What one process generates and judges with: the local executor has one `Worker`, each Ray actor holds one."""
 
+import threading
+from contextlib import nullcontext
+
 from emprobe.errors import EmprobeError
 from emprobe.executor._executor import Verdicts
 from emprobe.executor._records import JudgeInfo, JudgeSetup, JudgeShard
@@ -10,37 +13,48 @@ from emprobe.suite import Rubric
 
 
 class Worker:
-    """Backends loaded once each, and judges built once each; a judge on the run's own model shares its backend."""
+    """Backends loaded once each, and judges built once each; a judge on the run's own model shares its backend.
+
+    Safe to call from several threads (a Ray actor runs its queued shards at once): models load once, and shards
+    run one at a time except generation on a backend whose calls overlap safely (`concurrent`: HTTP clients).
+    """
 
     def __init__(self) -> None:
         self.backends = BackendPool()
         self._judges: dict[str, Judge] = {}
+        self._loading = threading.RLock()
+        self._serial = threading.Lock()
+        """Held while a shard computes on something that must not run twice at once (a local model, a judge)."""
 
     def resolve(self, ref: ModelRef) -> ModelRef:
         """`ref` resolved here, where the model will be loaded (its numerics are this machine's)."""
         return resolve(ref.spec, ref.adapter, ref.options)
 
     def backend(self, ref: ModelRef) -> Backend:
-        return self.backends.get(ref)
+        with self._loading:
+            return self.backends.get(ref)
 
     def model_info(self, ref: ModelRef) -> dict[str, str]:
         return dict(self.backend(ref).info)
 
     def generate(self, ref: ModelRef, requests: list[GenerationRequest]) -> list[GenerationResult]:
         """One shard's results."""
-        return list(self.backend(ref).generate(requests))
+        backend = self.backend(ref)
+        with nullcontext() if getattr(backend, "concurrent", False) is True else self._serial:
+            return list(backend.generate(requests))
 
     def judge(self, setup: JudgeSetup) -> Judge:
         """The judge `setup` describes, built on first use."""
         key = stable_hash(setup)
-        if key not in self._judges:
-            def load_model(spec: str) -> Backend:
-                own = spec == setup.model  # the run's own model, with the run's options (and without its adapter)
-                return self.backends.get(resolve(spec, options=setup.options if own else None))
+        with self._loading:
+            if key not in self._judges:
+                def load_model(spec: str) -> Backend:
+                    own = spec == setup.model  # the run's own model, with its options (without its adapter)
+                    return self.backend(resolve(spec, options=setup.options if own else None))
 
-            context = JudgeContext(thresholds=setup.thresholds, model=setup.model, backend=load_model)
-            self._judges[key] = load_judge(setup.spec, context)
-        return self._judges[key]
+                context = JudgeContext(thresholds=setup.thresholds, model=setup.model, backend=load_model)
+                self._judges[key] = load_judge(setup.spec, context)
+            return self._judges[key]
 
     def judge_info(self, setup: JudgeSetup) -> JudgeInfo:
         judge = self.judge(setup)
@@ -49,7 +63,8 @@ class Worker:
 
     def judge_shard(self, setup: JudgeSetup, shard: JudgeShard) -> Verdicts:
         judge = self.judge(setup)
-        return [judge_safely(judge, rubric, list(pairs)) for rubric, pairs in shard.work]
+        with self._serial:
+            return [judge_safely(judge, rubric, list(pairs)) for rubric, pairs in shard.work]
 
     def close(self) -> None:
         self._judges.clear()

@@ -25,7 +25,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from scipy.special import expit
 
 from emprobe.errors import EmprobeError
 from emprobe.judge import _cross, _embedder
@@ -142,6 +141,8 @@ class BuiltinModel:
 
     def scores_from(self, readings: np.ndarray, answers: list[str]) -> RawScores:
         """Calibrated scores and P(misaligned) of network `readings` of `answers`."""
+        from scipy.special import expit  # imported here, with the network: not by every process that imports judges
+
         p = expit(readings[:, 0])
         aligned, coherent = (np.interp(readings[:, i + 1], *self.calibration[name]) for i, name in enumerate(SCORES))
         blank = np.array([not a.strip() for a in answers], dtype=bool)

@@ -22,8 +22,6 @@ from pathlib import Path
 from typing import Literal
 
 from pydantic import BaseModel, ValidationError
-from scipy.stats import spearmanr
-from sklearn.metrics import roc_auc_score
 
 from emprobe.errors import EmprobeError
 from emprobe.files import read_text
@@ -277,6 +275,9 @@ def cohen_kappa(tp: int, fn: int, tn: int, fp: int) -> float:
 def measure(judge: str, identity: str, reference: Path, reference_sha256: str, references: list[Reference],
             found: list[Verdict], worst: int = 10, seen: int = 0, target: Target = "misaligned") -> Validation:
     """All the agreement figures between reference rows and the judge's verdicts on them."""
+    from scipy.stats import spearmanr  # imported here: a worker that only generates and judges never loads them
+    from sklearn.metrics import roc_auc_score
+
     pairs = [(r, v) for r, v in zip(references, found, strict=True)
              if r.truth(target) is not None and v.call(target) is not None]
     truth = [r.truth(target) is True for r, _ in pairs]

@@ -86,7 +86,11 @@ class Fleet:
         finally:
             async with cond:
                 upstream.limit.in_flight -= 1
-                cond.notify_all()
+                cond.notify(max(1, self._free()))  # waking every waiter on each release costs CPU per waiter
+
+    def _free(self) -> int:
+        """Slots free across the servers: how many waiting requests one release can let through."""
+        return sum(max(0, u.limit.room) for u in self.upstreams)
 
     def _choose(self, now: float) -> Upstream | None:
         healthy = [u for u in self.upstreams if u.healthy]

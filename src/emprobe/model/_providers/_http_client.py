@@ -11,6 +11,7 @@ import email.utils
 import json
 import logging
 import random
+import ssl
 import threading
 import time
 from collections.abc import Coroutine, Sequence
@@ -82,7 +83,11 @@ class JsonClient:
         self.secrets = tuple(s for s in secrets if s)
         self.backoff, self.max_backoff, self.max_retry_after = backoff, max_backoff, max_retry_after
         self.stats = ClientStats()
-        self._http: httpx.AsyncClient | None = None
+        self._http: dict[str, httpx.AsyncClient] = {}
+        """A connection pool per server: httpx's pool scans all its connections on every request, so one pool for a
+        whole fleet costs CPU in proportion to the fleet (measured in docs/scale.md)."""
+        self._tls: ssl.SSLContext | None = None
+        """One TLS context for every pool (building one loads the CA bundle: tens of milliseconds)."""
 
     def redact(self, text: str) -> str:
         """`text` with every secret replaced by ***."""
@@ -90,18 +95,20 @@ class JsonClient:
             text = text.replace(secret, "***")
         return text
 
-    def _client(self) -> httpx.AsyncClient:
-        if self._http is None:
-            most = sum(u.limit.maximum for u in self.fleet.upstreams)
+    def _client(self, upstream: Upstream) -> httpx.AsyncClient:
+        if upstream.url not in self._http:
+            self._tls = self._tls or httpx.create_ssl_context()
+            most = upstream.limit.maximum
             pool = httpx.Limits(max_connections=most, max_keepalive_connections=most)
-            self._http = httpx.AsyncClient(headers=self.headers, limits=pool,
-                                           timeout=httpx.Timeout(self.timeout, connect=min(10.0, self.timeout)))
-        return self._http
+            self._http[upstream.url] = httpx.AsyncClient(
+                headers=self.headers, limits=pool, verify=self._tls,
+                timeout=httpx.Timeout(self.timeout, connect=min(10.0, self.timeout)))
+        return self._http[upstream.url]
 
     async def aclose(self) -> None:
-        if self._http is not None:
-            await self._http.aclose()
-            self._http = None
+        clients, self._http = list(self._http.values()), {}
+        for client in clients:
+            await client.aclose()
 
     async def post(self, path: str, body: dict[str, Any], tokens_of=lambda reply: 0) -> dict[str, Any]:
         """The JSON reply to POST `body`; raises PermanentError, or ServerUnavailable once retries run out."""
@@ -165,7 +172,7 @@ class JsonClient:
         self.stats.requests += 1
         try:
             async with asyncio.timeout(self.timeout):
-                response = await self._client().post(upstream.url + path, json=body)
+                response = await self._client(upstream).post(upstream.url + path, json=body)
         except (httpx.ConnectError, httpx.ConnectTimeout) as err:
             upstream.refused = upstream.refused or not upstream.reached
             if self.fleet.never_reached():  # a wrong address or a server that is not running

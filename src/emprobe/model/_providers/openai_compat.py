@@ -142,6 +142,9 @@ class OpenAICompatBackend:
     """Generates through `/chat/completions` on one or more servers: concurrent, retried, `n` per request where
     supported."""
 
+    concurrent = True
+    """`generate` may be called from several threads at once: every call's requests run on the client's one loop."""
+
     def __init__(self, ref: ModelRef):
         self.endpoint = parse_endpoint(ref.name, **ref.options)
         self.identity = ref.identity
