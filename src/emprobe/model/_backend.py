@@ -59,7 +59,11 @@ class GenerationResult(BaseModel):
 
 @runtime_checkable
 class Backend(Protocol):
-    """Generates answers for chat prompts; implementations batch internally."""
+    """Generates answers for chat prompts; implementations batch internally.
+
+    One whose `generate` may run in several threads at once also sets `concurrent = True` (optional: read with
+    getattr, so that backends written without it still match this protocol).
+    """
 
     identity: str
     """The identity of the `ModelRef` it was loaded from."""
