@@ -3,11 +3,14 @@
 (a) `ray`: generation samples/s of the Ray executor vs the local executor on the same cores and model: one Ray
     actor of one thread vs one local thread (the overhead), and W actors of one thread each vs one local process of
     W threads; a fresh store per round, rounds interleaved, the median reported. Ray's start-up is left out (a
-    cluster is started once); actor start-up and model loading are in both.
+    cluster is started once). Each run reports its start (`start_s`: workers started and the model loaded on each;
+    a Ray actor is a fresh process that imports torch, while the local executor's process keeps what its first
+    round imported) and samples/s over the whole run and once started (`running_`).
 (b) `servers`: N simulated OpenAI-compatible servers (asyncio, in their own process), each answering after a fixed
     latency with at most C requests served at once (more wait in its queue): one server serves C / latency
     requests/s. samples/s of a run over all N (`openai-compat:sim@URL1,...,URLN`) for N = 1, 2, 4, 8, 16, with the
-    local executor and with the Ray executor (W actors, each with its own client).
+    local executor and with the Ray executor (W actors, each with its own client), over the whole run and once
+    started, as fractions of the ideal N x C / latency.
 (c) `store`: what the driver's single writer sustains: planning (samples/s), answers through the StoreWorker
     (answers/s) and judgment shards (judged samples/s, two metrics each), on a run of K samples.
 
@@ -47,21 +50,28 @@ def suite(questions: int, words: int = 8):
 
 
 def timed_generation(config: RunConfig, settings: ExecutorSettings, folder: Path) -> dict[str, float]:
-    """Plan into a fresh store, then time `generate` (executor start, model load, generation, every write)."""
+    """Plan into a fresh store, then time the start (the executor's workers started and the model loaded on each,
+    by asking for its info) and the whole of `generate` after it (every write included)."""
     store = Store(folder / f"run-{time.monotonic_ns()}.db")
     with Runner(config, store, executor=make_executor(settings)) as runner:
         runner.plan()
         began = time.perf_counter()
+        runner.executor.model_info(runner.ref)
+        started = time.perf_counter()
         runner.generate()
-        wall = time.perf_counter() - began
+        ended = time.perf_counter()
         samples = runner.generated
     store.close()
-    return {"samples": samples, "wall_s": round(wall, 3), "samples_per_s": round(samples / wall, 2)}
+    return {"samples": samples, "start_s": round(started - began, 2), "wall_s": round(ended - began, 2),
+            "samples_per_s": round(samples / (ended - began), 2),
+            "running_samples_per_s": round(samples / (ended - started), 2)}
 
 
 def median(rows: list[dict[str, float]]) -> dict[str, Any]:
-    ordered = sorted(rows, key=lambda row: row["samples_per_s"])
-    return {**ordered[len(ordered) // 2], "rounds_samples_per_s": [row["samples_per_s"] for row in rows]}
+    """Each figure's median over the rounds, and each round's samples/s (whole, and once started)."""
+    figures: dict[str, Any] = {key: sorted(row[key] for row in rows)[len(rows) // 2] for key in rows[0]}
+    figures["rounds"] = [(row["samples_per_s"], row["running_samples_per_s"]) for row in rows]
+    return figures
 
 
 def start_ray(cpus: int) -> None:
@@ -95,10 +105,13 @@ def bench_ray(args: argparse.Namespace, folder: Path) -> dict[str, Any]:
             rounds[name].append(timed_generation(*variants[name], folder))
             print(f"  {name}: {rounds[name][-1]}", flush=True)
     figures = {name: median(rows) for name, rows in rounds.items()}
-    rate = [figures[name]["samples_per_s"] for name in names]
+    ratios = {}
+    for key, label in (("samples_per_s", ""), ("running_samples_per_s", "_running")):
+        rate = [figures[name][key] for name in names]
+        ratios |= {f"ray_vs_local_1{label}": round(rate[1] / rate[0], 3),
+                   f"ray_vs_local_{w}{label}": round(rate[3] / rate[2], 3)}
     return {"model": args.model, "samples": args.questions * args.samples, "max_tokens": args.max_tokens,
-            "variants": figures, "ray_vs_local_1": round(rate[1] / rate[0], 3),
-            f"ray_vs_local_{w}": round(rate[3] / rate[2], 3)}
+            "variants": figures, **ratios}
 
 
 # ---- (b) N simulated model servers ----------------------------------------------------------------------
@@ -166,7 +179,8 @@ def bench_servers(args: argparse.Namespace, folder: Path) -> dict[str, Any]:
                 figures = median([timed_generation(config, settings, folder) for _ in range(args.rounds)])
                 ideal = one_server * n
                 rows.append({"servers": n, "executor": kind, **figures, "ideal_samples_per_s": round(ideal, 1),
-                             "of_ideal": round(figures["samples_per_s"] / ideal, 3)})
+                             "of_ideal": round(figures["samples_per_s"] / ideal, 3),
+                             "running_of_ideal": round(figures["running_samples_per_s"] / ideal, 3)})
                 print(f"  {rows[-1]}", flush=True)
     return {"latency_s": args.latency, "capacity": args.capacity, "one_server_samples_per_s": one_server,
             "rows": rows}

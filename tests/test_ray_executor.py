@@ -1,11 +1,13 @@
 """The Ray executor on a real local Ray cluster (`ray.init(num_cpus=2)`, shared by this module's tests): the same
-answers and judgments as the local executor for the same plan and seeds, each worker keeping its model, judges and
-the rubric judge's prefix cache across shards, and a worker killed mid-shard (SIGKILL) replaced with its shard
-retried: every planned sample stored exactly once, nothing generated twice."""
+answers and judgments as the local executor for the same plan and seeds; every worker loading the model and judges as
+soon as one worker is asked about them, and keeping them (and the rubric judge's prefix cache) across shards; a worker
+killed mid-shard (SIGKILL) replaced with its shard retried: every planned sample stored exactly once, nothing
+generated twice."""
 
 import logging
 import os
 import signal
+import time
 from pathlib import Path
 
 import pytest
@@ -16,7 +18,8 @@ from emprobe.condition import Condition, Decoding  # noqa: E402
 from emprobe.config import RunConfig  # noqa: E402
 from emprobe.executor import ExecutorSettings, Worker, make_executor  # noqa: E402
 from emprobe.executor._ray import RayExecutor  # noqa: E402
-from emprobe.model import ModelRef  # noqa: E402
+from emprobe.executor._records import JudgeSetup  # noqa: E402
+from emprobe.model import ModelRef, resolve  # noqa: E402
 from emprobe.runner import Runner  # noqa: E402
 from emprobe.store import Store  # noqa: E402
 from emprobe.suite import parse_suite  # noqa: E402
@@ -111,6 +114,31 @@ def test_same_answers_and_judgments_as_the_local_executor(cluster, tiny_llama, t
         for actor in executor.actors:  # kept across shards: the model, the judges, the rubric judge's prefix cache
             loaded, judges, prefixes = ray.get(actor.__ray_call__.remote(held, runner.ref))
             assert (loaded, judges) == (1, 2) and prefixes >= 1
+
+
+def _held_by_every_actor(executor: RayExecutor, count) -> list[int]:
+    """`count(worker)` on each actor, read again (for up to two minutes) while some actor still holds nothing."""
+    deadline = time.monotonic() + 120
+    while True:
+        held = [ray.get(actor.__ray_call__.remote(count)) for actor in executor.actors]
+        if all(held) or time.monotonic() > deadline:
+            return held
+        time.sleep(0.2)
+
+
+def test_one_workers_answer_about_a_model_or_judge_has_every_worker_load_it(cluster, tiny_llama):
+    """Asking one worker about the model (or a judge) makes every worker load it at once, rather than each on its
+    first shard while the others already work; nothing else is sent to the other workers here."""
+    executor = ray_executor()
+    try:
+        options = {"threads": 1, "batch_size": 4}
+        ref = executor.resolve(resolve(str(tiny_llama), options=options))
+        assert executor.model_info(ref)["executor"] == "ray (2 workers)"
+        assert _held_by_every_actor(executor, lambda worker: len(worker.backends)) == [1, 1]
+        executor.judge_info(JudgeSetup(spec=f"rubric:{tiny_llama}", model=str(tiny_llama), options=options))
+        assert _held_by_every_actor(executor, lambda worker: len(worker._judges)) == [1, 1]
+    finally:
+        executor.close()
 
 
 class _KillAWorker:

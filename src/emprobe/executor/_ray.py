@@ -166,7 +166,10 @@ class RayExecutor:
         self._start_actor(slot)
 
     def _ask(self, method: str, argument: Any) -> Any:
-        """One call on one worker (another one if it dies)."""
+        """One worker's answer to a call that loads something (a model, a judge), made on every worker at once so
+        that they all load together rather than each on its first shard; another worker answers if one dies."""
+        for actor in self._workers()[1:]:
+            getattr(actor, method).remote(argument)  # its answer is not needed; an error there recurs on its shards
         call: Callable[[Any, Any], Any] = lambda actor, arg: getattr(actor, method).remote(arg)  # noqa: E731
         return next(self._dispatch(iter([argument]), call))[1]
 
