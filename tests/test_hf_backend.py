@@ -1,5 +1,8 @@
 """The transformers backend on tiny random models: templating, batching, seeding, stopping, adapters."""
 
+import subprocess
+import sys
+
 import pytest
 import torch
 
@@ -253,9 +256,9 @@ def test_rows_that_finish_early_are_dropped_without_changing_the_others(tiny_lla
 
 @pytest.mark.parametrize("bf16_units", [False, True])
 def test_numerics_that_change_answers_are_part_of_the_identity(tiny_llama, monkeypatch, bf16_units):
-    from emprobe.model._providers import hf
+    from emprobe.model._providers import _numerics
 
-    monkeypatch.setattr(hf, "cpu_has_bf16", lambda: bf16_units)  # what the CPU reports (AVX-512 BF16, AMX)
+    monkeypatch.setattr(_numerics, "cpu_has_bf16", lambda: bf16_units)  # what the CPU reports (AVX-512 BF16, AMX)
     default, fp32 = resolve(str(tiny_llama)), resolve(str(tiny_llama), options={"dtype": "float32"})
     bf16 = resolve(str(tiny_llama), options={"dtype": "bfloat16"})
     assert "|" not in fp32.identity  # float32 on the CPU: stores made before dtype existed keep matching
@@ -268,6 +271,16 @@ def test_numerics_that_change_answers_are_part_of_the_identity(tiny_llama, monke
     assert backend.info["dtype"] == "bfloat16" and backend.identity == bf16.identity
     assert int(backend.info["threads"]) == torch.get_num_threads()
     backend.close()
+
+
+def test_resolving_a_local_model_leaves_transformers_unimported(tiny_llama):
+    """Resolving names the numerics without loading: the driver of a Ray run and its resolving task never load the
+    model, so they skip transformers' seconds of import."""
+    code = ("import sys; from emprobe.model import resolve; "
+            f"ref = resolve({str(tiny_llama)!r}, options={{'dtype': 'bfloat16'}}); "
+            "print(ref.identity.endswith('|cpu-bfloat16'), 'transformers' in sys.modules)")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert done.stdout.split() == ["True", "False"], done.stderr[-2000:]
 
 
 def test_free_cpus_leaves_out_the_busy_ones(monkeypatch):

@@ -135,7 +135,7 @@ def _hf_numerics(options: dict[str, Any]) -> str:
     """`cuda-bfloat16`, `cpu-bfloat16`...; "" for float32 on the CPU, the numerics of stores made before dtype and
     device were part of the identity."""
     _require_hf("a local model")
-    from emprobe.model._providers.hf import pick_numerics
+    from emprobe.model._providers._numerics import pick_numerics
 
     device, dtype = pick_numerics(options.get("dtype", "auto"))
     return "" if (device, dtype) == ("cpu", "float32") else f"{device}-{dtype}"

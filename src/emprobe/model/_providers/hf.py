@@ -20,9 +20,10 @@ from emprobe.model._providers._attention import use_blocked_sdpa
 from emprobe.model._providers._calibrate import calibrated_batch
 from emprobe.model._providers._decode import ContinuousBatch
 from emprobe.model._providers._intervene import Intervener
+from emprobe.model._providers._numerics import pick_numerics
 from emprobe.model._resolve import materialize
 from emprobe.prepack import can_prepack, linear_bytes, prepack
-from emprobe.system import available_memory, cpu_has_bf16, free_cpus
+from emprobe.system import available_memory, free_cpus
 
 _SENTINEL = "\u2063emprobe-system\u2063"
 SEQUENCE_ROWS = 64
@@ -257,15 +258,6 @@ class HFBackend:
 def _cache_of(output):
     cache = getattr(output, "cache", None)
     return cache if cache is not None else output.past_key_values
-
-
-def pick_numerics(dtype: str) -> tuple[str, str]:
-    """(device, dtype name) for a `dtype` option: `auto` is bfloat16 on CUDA and on CPUs with bfloat16 units
-    (AVX-512 BF16 or AMX), float32 on other CPUs."""
-    device = "cuda" if torch.cuda.is_available() else "cpu"
-    if dtype == "auto":
-        return device, "bfloat16" if device == "cuda" or cpu_has_bf16() else "float32"
-    return device, dtype
 
 
 def _eos_ids(tokenizer, generation_config) -> list[int]:
