@@ -239,7 +239,7 @@ def main() -> None:
     parser.add_argument("--executors", nargs="+", default=["local", "ray"], choices=["local", "ray"])
     parser.add_argument("--latency", type=float, default=0.5, help="seconds per request of a simulated server")
     parser.add_argument("--capacity", type=int, default=4, help="requests a simulated server serves at once")
-    parser.add_argument("--seconds", type=float, default=8.0, help="ideal duration of each (b) run")
+    parser.add_argument("--seconds", type=float, default=20.0, help="ideal duration of each (b) run")
     parser.add_argument("--http-shard-size", type=int, default=32, help="Ray shard size in (b)")
     parser.add_argument("--store-samples", type=int, default=100_000)
     parser.add_argument("--count", type=int, default=1, help="(serve) servers to start")
