@@ -1,6 +1,7 @@
 """`emprobe run --executor ray --address HOST:PORT` against a Ray cluster started with `ray start --head` plus a
-second node (another `ray start`): the same answers as the local executor, and a driver killed (SIGKILL) and rerun
-resumes from the store: every planned sample once, nothing stored generated again."""
+second node (another `ray start`): the same answers as the local executor; a driver killed (SIGKILL) and rerun
+resumes from the store (every planned sample once, nothing stored generated again); and the second node killed
+mid-run leaves its work to the head node."""
 
 import contextlib
 import os
@@ -60,14 +61,23 @@ class RayCluster:
         return self
 
     def __exit__(self, *exc) -> None:
-        for pid in _processes_under(str(self.temp)):
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
+        _kill(_processes_under(str(self.temp)))
+
+    def second_node(self) -> set[int]:
+        """The second node's raylet (the one that is not the head's) and every process under it."""
+        return _processes_under(f"raylet --raylet_socket_name={self.temp}/", unless="__internal_head__")
 
 
-def _processes_under(marker: str) -> set[int]:
-    """Processes whose command line names `marker`, and all their descendants."""
+def _kill(pids: set[int]) -> None:
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+
+
+def _processes_under(marker: str, unless: str | None = None) -> set[int]:
+    """Processes whose command line names `marker` (and not `unless`), and all their descendants."""
     parents: dict[int, int] = {}
+    commands: dict[int, str] = {}
     roots = set()
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
@@ -77,7 +87,8 @@ def _processes_under(marker: str) -> set[int]:
             parents[int(entry.name)] = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
         except (OSError, ValueError, IndexError):
             continue
-        if marker in command:
+        commands[int(entry.name)] = command
+        if marker in command and (unless is None or unless not in command):
             roots.add(int(entry.name))
     found, grew = set(roots), True
     while grew:
@@ -100,8 +111,12 @@ def emprobe_run(cluster: RayCluster, db: Path, suite: Path, model: Path, samples
                             env={**cluster.env, "COLUMNS": "200"})
 
 
-def finished(proc: subprocess.Popen) -> str:
-    out, _ = proc.communicate(timeout=900)
+def finished(proc: subprocess.Popen, timeout: float = 900) -> str:
+    try:
+        out, _ = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        raise
     assert proc.returncode == 0, out[-3000:]
     return out
 
@@ -157,6 +172,39 @@ def test_the_driver_killed_mid_run_resumes_from_the_store(cluster, tiny_llama, s
     generated = int(re.search(r"this run generated (\d+) answers", out)[1])
     assert generated == planned - stored  # nothing stored was generated again
     assert count(db, "SELECT count(*) FROM samples") == planned
+    assert count(db, "SELECT count(*) FROM samples s JOIN generations g ON g.gen_key = s.gen_key") == planned
+    assert count(db, "SELECT count(*) FROM generations") == planned
+    assert count(db, "SELECT count(*) FROM scores") == planned * 2  # aligned + coherent, once each
+
+
+def _has_actor(pids: set[int]) -> bool:
+    """Whether one of `pids` is a Ray actor holding emprobe's worker."""
+    for pid in pids:
+        with contextlib.suppress(OSError):
+            if Path(f"/proc/{pid}/cmdline").read_bytes().startswith(b"ray::RayWorker"):
+                return True
+    return False
+
+
+def test_a_lost_nodes_shards_go_to_the_node_left(tiny_llama, suite, tmp_path, tmp_path_factory):
+    """The second node killed mid-run (its raylet and all under it, SIGKILL): its actor's replacement has no room
+    in what is left of the cluster, so the head's actor does the rest and the run ends: every sample once."""
+    db = tmp_path / "ray.db"
+    planned = 3 * 2 * 30
+    with RayCluster(tmp_path_factory.mktemp("ray-lost")) as lost:
+        run = emprobe_run(lost, db, suite, tiny_llama, 30, "--executor", "ray", "--address", lost.address,
+                          "--workers", "2", "--shard-size", "4")
+        deadline = time.monotonic() + 600
+        while run.poll() is None and time.monotonic() < deadline and not (
+                count(db, "SELECT count(*) FROM generations") and _has_actor(lost.second_node())):
+            time.sleep(0.05)
+        stored = count(db, "SELECT count(*) FROM generations")
+        node = lost.second_node()
+        _kill(node)
+        out = finished(run, timeout=600)
+    assert 0 < stored < planned  # killed mid-run
+    assert re.search(r"Ray worker \d died", out), out[-3000:]
+    assert f"this run generated {planned} answers and judged {planned} samples" in out
     assert count(db, "SELECT count(*) FROM samples s JOIN generations g ON g.gen_key = s.gen_key") == planned
     assert count(db, "SELECT count(*) FROM generations") == planned
     assert count(db, "SELECT count(*) FROM scores") == planned * 2  # aligned + coherent, once each

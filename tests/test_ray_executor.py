@@ -16,6 +16,7 @@ ray = pytest.importorskip("ray", reason="Ray is not installed: pip install 'empr
 
 from emprobe.condition import Condition, Decoding  # noqa: E402
 from emprobe.config import RunConfig  # noqa: E402
+from emprobe.errors import EmprobeError  # noqa: E402
 from emprobe.executor import ExecutorSettings, Worker, make_executor  # noqa: E402
 from emprobe.executor._ray import RayExecutor  # noqa: E402
 from emprobe.executor._records import JudgeSetup  # noqa: E402
@@ -139,6 +140,29 @@ def test_one_workers_answer_about_a_model_or_judge_has_every_worker_load_it(clus
         assert _held_by_every_actor(executor, lambda worker: len(worker._judges)) == [1, 1]
     finally:
         executor.close()
+
+
+def test_a_run_whose_workers_find_no_room_stops_with_one_line(cluster, monkeypatch):
+    """Every CPU of the cluster held by something else: no actor can start, so the run stops (after
+    `WORKER_START_S`) with one line saying why, instead of waiting for ever."""
+    from emprobe.executor import _ray
+
+    class Holder:  # nested: sent by value to its actor
+        """An actor that only holds the resources it was started with."""
+
+        def ready(self) -> bool:
+            return True
+
+    monkeypatch.setattr(_ray, "WORKER_START_S", 2)
+    holder = ray.remote(num_cpus=2)(Holder).remote()
+    ray.get(holder.ready.remote())
+    executor = make_executor(ExecutorSettings(kind="ray", workers=1))
+    try:
+        with pytest.raises(EmprobeError, match=r"no Ray worker could start in 2 s: the cluster has no room"):
+            executor.model_info(resolve("openai-compat:sim@http://127.0.0.1:9/v1"))
+    finally:
+        executor.close()
+        ray.kill(holder)
 
 
 class _KillAWorker:

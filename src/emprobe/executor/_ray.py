@@ -31,6 +31,8 @@ READ_AHEAD_SHARDS = 8
 """Pending samples read ahead per actor, in shards, to sort prompts by length before cutting shards."""
 REPLACEMENTS_PER_WORKER = 3
 """Dead actors replaced, per actor, before the run stops (something kills every worker)."""
+WORKER_START_S = 600
+"""How long a run with work left waits when none of its actors has started (the cluster has no room for one)."""
 _LOST = (RayActorError, WorkerCrashedError, ObjectLostError)
 
 
@@ -155,6 +157,20 @@ class RayExecutor:
         else:
             self.actors[slot], self._pids[slot] = actor, actor.pid.remote()
 
+    def _started(self) -> list[int]:
+        """The slots whose actor has started. Only these get work, so a replacement the cluster has no room for
+        (its node died with the actor it replaces) holds no shard while the other actors do them all."""
+        done, _ = ray.wait(self._pids, num_returns=len(self._pids), timeout=0)
+        finished = set(done)
+        return [slot for slot, pid in enumerate(self._pids) if pid in finished]
+
+    def _await_a_worker(self) -> None:
+        """Wait for some actor to start (work is left and none has); stop with one line if none can."""
+        ray.wait(self._pids, num_returns=1, timeout=WORKER_START_S)
+        if not self._started():
+            raise EmprobeError(f"no Ray worker could start in {WORKER_START_S} s: the cluster has no room for one "
+                               "(a node lost, or its CPUs and GPUs busy); rerun the same command to resume")
+
     def _replace(self, slot: int, err: BaseException) -> None:
         self.replaced += 1
         if self.replaced > REPLACEMENTS_PER_WORKER * len(self.actors):
@@ -168,14 +184,15 @@ class RayExecutor:
     def _ask(self, method: str, argument: Any) -> Any:
         """One worker's answer to a call that loads something (a model, a judge), made on every worker at once so
         that they all load together rather than each on its first shard; another worker answers if one dies."""
-        for actor in self._workers()[1:]:
-            getattr(actor, method).remote(argument)  # its answer is not needed; an error there recurs on its shards
+        for actor in self._workers():  # whichever started first answers below, the others' answers are not needed
+            getattr(actor, method).remote(argument)  # (an error there recurs on their shards)
         call: Callable[[Any, Any], Any] = lambda actor, arg: getattr(actor, method).remote(arg)  # noqa: E731
         return next(self._dispatch(iter([argument]), call))[1]
 
     def _dispatch(self, items: Iterator[T], call: Callable[[Any, T], Any]) -> Iterator[tuple[T, Any]]:
-        """Each item with `call(actor, item)`'s result, as they finish, keeping every actor `QUEUED_PER_WORKER`
-        deep; an item whose actor died goes to another actor (first in line), and the dead one is replaced."""
+        """Each item with `call(actor, item)`'s result, as they finish, keeping every started actor
+        `QUEUED_PER_WORKER` deep; an item whose actor died goes to another actor (first in line), and the dead one is
+        replaced."""
         actors = self._workers()
         again: deque[T] = deque()
         in_flight: dict[Any, tuple[T, int, Any]] = {}
@@ -183,7 +200,8 @@ class RayExecutor:
         more = True
         try:
             while True:
-                for slot in range(len(actors)):
+                started = self._started()
+                for slot in started:
                     while queued[slot] < QUEUED_PER_WORKER and (again or more):
                         if again:
                             item = again.popleft()
@@ -197,9 +215,15 @@ class RayExecutor:
                         queued[slot] += 1
                 self.in_flight = len(in_flight)
                 if not in_flight:
-                    return
-                ready, _ = ray.wait(list(in_flight), num_returns=1, timeout=1.0)
+                    if not (again or more):
+                        return
+                    self._await_a_worker()
+                    continue
+                starting = [pid for slot, pid in enumerate(self._pids) if slot not in started]
+                ready, _ = ray.wait([*in_flight, *starting], num_returns=1, timeout=1.0)
                 for done in ready:
+                    if done not in in_flight:
+                        continue  # an actor has started: it gets work on the next pass
                     item, slot, actor = in_flight.pop(done)
                     queued[slot] -= 1
                     try:
