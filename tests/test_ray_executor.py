@@ -142,6 +142,19 @@ def test_one_workers_answer_about_a_model_or_judge_has_every_worker_load_it(clus
         executor.close()
 
 
+@pytest.mark.parametrize(("settings", "words"), [
+    ({"gpus_per_worker": 1}, "the Ray cluster has 2 CPUs and 0 GPUs: 1 workers of 1 CPUs and 1 GPUs do not fit"),
+    ({"workers": 3}, "the Ray cluster has 2 CPUs and 0 GPUs: 3 workers of 1 CPUs and 0 GPUs do not fit"),
+])
+def test_workers_the_cluster_cannot_hold_stop_with_one_line(cluster, settings, words):
+    executor = make_executor(ExecutorSettings(kind="ray", **settings))
+    try:
+        with pytest.raises(EmprobeError, match=words):
+            executor.model_info(resolve("openai-compat:sim@http://127.0.0.1:9/v1"))
+    finally:
+        executor.close()
+
+
 def test_a_run_whose_workers_find_no_room_stops_with_one_line(cluster, monkeypatch):
     """Every CPU of the cluster held by something else: no actor can start, so the run stops (after
     `WORKER_START_S`) with one line saying why, instead of waiting for ever."""
