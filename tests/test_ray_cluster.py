@@ -158,9 +158,9 @@ def test_a_cluster_started_with_ray_start_gives_the_local_answers(cluster, tiny_
 
 def test_the_driver_killed_mid_run_resumes_from_the_store(cluster, tiny_llama, suite, tmp_path):
     db = tmp_path / "ray.db"
-    planned = 3 * 2 * 20
+    planned = 3 * 2 * 60  # enough that generating takes well over the first store flush (2 s)
     ray_args = ("--executor", "ray", "--address", cluster.address, "--workers", "2", "--shard-size", "4")
-    first = emprobe_run(cluster, db, suite, tiny_llama, 20, *ray_args)
+    first = emprobe_run(cluster, db, suite, tiny_llama, 60, *ray_args)
     deadline = time.monotonic() + 600
     while count(db, "SELECT count(*) FROM generations") == 0 and first.poll() is None and time.monotonic() < deadline:
         time.sleep(0.05)
@@ -168,7 +168,7 @@ def test_the_driver_killed_mid_run_resumes_from_the_store(cluster, tiny_llama, s
     first.wait()
     stored = count(db, "SELECT count(*) FROM generations")
     assert 0 < stored < planned
-    out = finished(emprobe_run(cluster, db, suite, tiny_llama, 20, *ray_args))
+    out = finished(emprobe_run(cluster, db, suite, tiny_llama, 60, *ray_args))
     generated = int(re.search(r"this run generated (\d+) answers", out)[1])
     assert generated == planned - stored  # nothing stored was generated again
     assert count(db, "SELECT count(*) FROM samples") == planned
@@ -190,9 +190,9 @@ def test_a_lost_nodes_shards_go_to_the_node_left(tiny_llama, suite, tmp_path, tm
     """The second node killed mid-run (its raylet and all under it, SIGKILL): its actor's replacement has no room
     in what is left of the cluster, so the head's actor does the rest and the run ends: every sample once."""
     db = tmp_path / "ray.db"
-    planned = 3 * 2 * 30
+    planned = 3 * 2 * 60
     with RayCluster(tmp_path_factory.mktemp("ray-lost")) as lost:
-        run = emprobe_run(lost, db, suite, tiny_llama, 30, "--executor", "ray", "--address", lost.address,
+        run = emprobe_run(lost, db, suite, tiny_llama, 60, "--executor", "ray", "--address", lost.address,
                           "--workers", "2", "--shard-size", "4")
         deadline = time.monotonic() + 600
         while run.poll() is None and time.monotonic() < deadline and not (
