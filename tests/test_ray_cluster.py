@@ -77,7 +77,6 @@ def _kill(pids: set[int]) -> None:
 def _processes_under(marker: str, unless: str | None = None) -> set[int]:
     """Processes whose command line names `marker` (and not `unless`), and all their descendants."""
     parents: dict[int, int] = {}
-    commands: dict[int, str] = {}
     roots = set()
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
@@ -87,7 +86,6 @@ def _processes_under(marker: str, unless: str | None = None) -> set[int]:
             parents[int(entry.name)] = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
         except (OSError, ValueError, IndexError):
             continue
-        commands[int(entry.name)] = command
         if marker in command and (unless is None or unless not in command):
             roots.add(int(entry.name))
     found, grew = set(roots), True
