@@ -9,7 +9,8 @@ of this model's own shapes timed in the same process. Usage:
         [--suite core] [--samples 8] [--limit 64] [--max-tokens 128] [--batch-size 64] [--naive-prompts 4]
 The default is 8 prompts x 8 samples, 128 tokens. The larger workload of issue 11 is
     --suite ../shared/data/emergent-misalignment/first_plot_questions.yaml --samples 40 --limit 0 --max-tokens 200
-`--batch-size auto` lets the backend choose (its cached calibration).
+`--batch-size auto` lets the backend choose (its cached calibration). `--profile` then runs emprobe once more, 32 tokens
+a sample, under torch's profiler and prints the operations it spends its time in (host time; device time on a GPU).
 """
 
 import argparse
@@ -129,6 +130,20 @@ def flop_per_token(model: Any, context: float) -> float:
     return 2 * linear + attention
 
 
+def profile(backend: Any, requests: list[GenerationRequest], rows: int = 20) -> None:
+    """One emprobe run under torch's profiler: the operations taking the most host time, and device time on a GPU."""
+    from torch.profiler import ProfilerActivity
+    from torch.profiler import profile as profiler
+
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if backend.device == "cuda" else [])
+    with profiler(activities=activities) as run:
+        tokens, seconds = emprobe_side(backend, requests)
+    print(f"\nprofiled emprobe run: {tokens} tokens in {seconds:.1f} s (slowed by the profiler)")
+    averages = run.key_averages()
+    for key in ["self_cpu_time_total"] + (["self_device_time_total"] if backend.device == "cuda" else []):
+        print(averages.table(sort_by=key, row_limit=rows, max_name_column_width=60))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="smollm2-135m")
@@ -144,6 +159,7 @@ def main() -> None:
     parser.add_argument("--skip-plain", action="store_true", help="leave out emprobe with torch's linear layers")
     parser.add_argument("--skip-unblocked", action="store_true",
                         help="leave out emprobe with attention over every column (no row blocks)")
+    parser.add_argument("--profile", action="store_true", help="then profile one emprobe run (untimed)")
     args = parser.parse_args()
     requests = workload(args.suite, args.samples, args.limit, args.max_tokens)
     batch = args.batch_size if args.batch_size == "auto" else int(args.batch_size)
@@ -189,6 +205,8 @@ def main() -> None:
             base = base or rate
             print(f"{side:20s}: {tok // len(runs):7d} tokens {sec / len(runs):7.1f} s  {rate:7.1f} tok/s  "
                   f"{rate / roofline:6.1%} of roofline  emprobe/this {base / rate:5.2f}x")
+        if args.profile:  # 32 tokens a sample: a trace of every step of a long run takes minutes to summarise
+            profile(backend, workload(args.suite, args.samples, args.limit, 32))
         del backend, plain
 
 

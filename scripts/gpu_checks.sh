@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # The checks that need a GPU, each step under its own time limit (a lent GPU's minutes are few):
 #   tests     the local backend's tests, which run on CUDA where it is present
-#   generate  generation throughput of random-weight models of the default model's shape and of a 1.7B shape,
-#             against the roofline measured there (bench_generate.py)
+#   generate  generation throughput of a random-weight model of a 1.7B shape against the roofline measured there
+#             (bench_generate.py): 256 rows (row-blocked attention or not, then a profile of one run) and 512 rows
+#   small     the same for the default model's shape, 256 rows
 #   judge     held-out splits of the built-in judge (train_judge.py fit), when .gpu/ holds its prepared data
-#   bash scripts/gpu_checks.sh OUT [PART ...]        # default: tests generate judge; their limits add up to 590 s
+#   bash scripts/gpu_checks.sh OUT [PART ...]        # default: tests generate judge; their limits add up to 600 s
 # OUT receives a log per step, summary.txt, and judge-fit.tgz (the fit/ folder, whatever tasks finished).
 # MODEL_SOURCE: the default model, or a folder with its config.json and tokenizer when its weights cannot travel.
 # JUDGE_TASKS: train_judge.py fit --tasks (default: the question groups not yet measured). emprobe must be
@@ -29,13 +30,18 @@ step() {  # step NAME SECONDS COMMAND...: run it, keep its log, record its exit 
     return $rc
 }
 
-generate() {  # generate NAME SECONDS [--set KEY=VALUE ...]: a random model of that shape, then its throughput
-    local name=$1 limit=$2
-    shift 2
-    step "model-$name" 50 "$python" benchmarks/random_model.py "$source" "/tmp/gpu-checks/$name" --device cuda "$@" \
-        && step "generate-$name" "$limit" "$python" benchmarks/bench_generate.py --model "/tmp/gpu-checks/$name" \
-            --dtypes bfloat16 --rounds 2 --naive-prompts 0 --skip-plain --skip-unblocked \
-            --samples 32 --limit 256 --max-tokens 200 --batch-size 256
+model() {  # model NAME [--set KEY=VALUE ...]: a random-weight model of the default model's shape, changed so
+    local name=$1
+    shift
+    step "model-$name" 50 "$python" benchmarks/random_model.py "$source" "/tmp/gpu-checks/$name" --device cuda "$@"
+}
+
+generate() {  # generate NAME ROWS SECONDS [OPTION ...]: throughput at ROWS rows, ROWS samples (8 prompts) of 200 tokens
+    local name=$1 rows=$2 limit=$3
+    shift 3
+    step "generate-$name-$rows" "$limit" "$python" benchmarks/bench_generate.py --model "/tmp/gpu-checks/$name" \
+        --dtypes bfloat16 --naive-prompts 0 --skip-plain --samples $((rows / 8)) --limit "$rows" --max-tokens 200 \
+        --batch-size "$rows" "$@"
 }
 
 { nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
@@ -44,12 +50,15 @@ generate() {  # generate NAME SECONDS [--set KEY=VALUE ...]: a random model of t
 for part in $parts; do
     case $part in
         tests)
-            step tests 100 "$python" -m pytest -q -x -p no:cacheprovider tests/test_hf_backend.py \
+            step tests 70 "$python" -m pytest -q -p no:cacheprovider tests/test_hf_backend.py \
                 tests/test_attention.py tests/test_steering.py tests/test_diagnose_capture.py tests/test_train_run.py ;;
         generate)
-            generate 135m 60
-            generate 1.7b 90 --set hidden_size=2048 intermediate_size=8192 num_hidden_layers=24 \
-                num_attention_heads=32 num_key_value_heads=32 ;;
+            model 1.7b --set hidden_size=2048 intermediate_size=8192 num_hidden_layers=24 num_attention_heads=32 \
+                num_key_value_heads=32 \
+                && generate 1.7b 256 150 --rounds 2 --profile \
+                && generate 1.7b 512 90 --rounds 1 --skip-unblocked ;;
+        small)
+            model 135m && generate 135m 256 150 --rounds 1 ;;
         judge)
             if [ ! -f .gpu/data.npz ]; then
                 echo "judge: .gpu/data.npz missing (train_judge.py prepare)" | tee -a "$out/summary.txt"
@@ -59,7 +68,7 @@ for part in $parts; do
             step judge 240 "$python" scripts/train_judge.py fit --tasks $tasks --workers 8 --budget 120
             [ -d .gpu/fit ] && tar czf "$out/judge-fit.tgz" -C .gpu fit ;;
         *)
-            echo "unknown part $part: tests, generate or judge" | tee -a "$out/summary.txt" ;;
+            echo "unknown part $part: tests, generate, small or judge" | tee -a "$out/summary.txt" ;;
     esac
 done
 cat "$out/summary.txt"

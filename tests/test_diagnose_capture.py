@@ -36,18 +36,19 @@ def _batch(backend):
 def test_hooks_keep_what_output_hidden_states_reports(backend, position):
     encoded, ids, mask = _batch(backend)
     with torch.inference_mode():
-        hidden = backend.model(input_ids=ids, attention_mask=mask, output_hidden_states=True).hidden_states
+        hidden = [h.cpu() for h in backend.model(input_ids=ids, attention_mask=mask,
+                                                 output_hidden_states=True).hidden_states]
     weights = pooling_weights(encoded, position, ids.shape[1])
     assert torch.allclose(weights.sum(1), torch.ones(3))
     layers = len(decoder_layers(backend.model)[1])
-    got = LayerCapture(backend.model, range(1, layers + 1)).run(ids, mask, weights)
+    got = {n: v.cpu() for n, v in LayerCapture(backend.model, range(1, layers + 1)).run(ids, mask, weights).items()}
     for n in range(1, layers):  # layer N: the output of block N, which is hidden_states[N]
         assert torch.allclose(got[n], torch.einsum("btd,bt->bd", hidden[n].float(), weights), atol=1e-5)
     # The last block's output is taken before the final norm that hidden_states[-1] applies.
-    final = backend.model.model.norm
     if position == "last":
         last = [len(e.ids) - 1 for e in encoded]
-        assert torch.allclose(final(got[layers]), hidden[layers][torch.arange(3), last], atol=1e-5)
+        normed = backend.model.model.norm(got[layers].to(backend.device)).cpu()
+        assert torch.allclose(normed, hidden[layers][torch.arange(3), last], atol=1e-5)
     assert not torch.allclose(got[layers], torch.einsum("btd,bt->bd", hidden[layers].float(), weights))
 
 

@@ -27,8 +27,8 @@ def _early_eos(b, boost: float = 4.0) -> None:
     """Fault injection: the end-of-turn token gets logit `boost` (EOS likely, ~25% a step at 4), so rows end at
     different steps."""
     eos, head = b.eos_ids[0], b.model.lm_head.forward
-    b.model.lm_head.forward = lambda h: head(h).index_fill(-1, torch.tensor([eos]), 0) + \
-        torch.nn.functional.one_hot(torch.tensor(eos), head(h).shape[-1]) * boost
+    b.model.lm_head.forward = lambda h: head(h).index_fill(-1, torch.tensor([eos], device=h.device), 0) + \
+        torch.nn.functional.one_hot(torch.tensor(eos, device=h.device), head(h).shape[-1]) * boost
 
 
 @pytest.fixture(scope="module")
@@ -78,7 +78,7 @@ def test_generation_stops_at_eos(tiny_llama):
     reqs = _requests(2, max_tokens=30, temperature=0)
     # Fault injection: boost the end-of-turn logit, so every row must stop at once and report it.
     orig = b.model.lm_head.forward
-    b.model.lm_head.forward = lambda h: orig(h).index_fill(-1, torch.tensor([eos]), 1e4)
+    b.model.lm_head.forward = lambda h: orig(h).index_fill(-1, torch.tensor([eos], device=h.device), 1e4)
     results = list(b.generate(reqs))
     assert all(r.finish_reason == "stop" and r.completion_tokens == 1 and r.text == "" for r in results)
 
@@ -110,9 +110,10 @@ def test_prefix_cached_scoring_matches_plain_forward_passes(backend):
     got = backend.next_token_logprobs(prefix, suffixes, branches, ids)
     for s, suffix in enumerate(suffixes):
         for b, branch in enumerate(branches):
-            full = torch.tensor([backend.token_ids(prefix) + backend.token_ids(suffix) + list(branch)])
+            full = torch.tensor([backend.token_ids(prefix) + backend.token_ids(suffix) + list(branch)],
+                                device=backend.device)
             with torch.no_grad():
-                want = torch.log_softmax(backend.model(input_ids=full).logits[0, -1], -1)[ids]
+                want = torch.log_softmax(backend.model(input_ids=full).logits[0, -1], -1)[ids].cpu()
             assert torch.allclose(torch.tensor(got[s][b]), want, atol=1e-4), (s, b)
 
 

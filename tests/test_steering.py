@@ -119,14 +119,14 @@ def _hidden_after(backend, layer: int, intervention: Intervention | None) -> tor
     """The output of decoder block `layer` on a fixed prompt, under `intervention`."""
     seen = []
     block = decoder_layers(backend.model)[1][layer - 1]
-    ids = torch.tensor([backend.token_ids("The quick brown fox jumps over")])
+    ids = torch.tensor([backend.token_ids("The quick brown fox jumps over")], device=backend.device)
     with Intervener(backend.model, intervention) if intervention else nullcontext():
         handle = block.register_forward_hook(lambda m, a, out: seen.append(out[0] if isinstance(out, tuple) else out))
         try:
             backend.model(input_ids=ids)
         finally:
             handle.remove()
-    return seen[0].double()
+    return seen[0].double().cpu()
 
 
 def test_hooks_add_the_direction_or_project_it_out(tiny_llama, tmp_path):

@@ -40,22 +40,23 @@ class PerRowSampler:
         warped and drawn on its own, so mixing settings in one batch gives each row what it would get alone."""
         chosen = rows.tolist()
         settings = [self.settings[r] for r in chosen]
+        # what to do is decided from the settings on the host: a test on a device tensor waits for the device
+        if all(t == 0 for t, _, _ in settings):
+            return logits.argmax(-1)
         temperature, top_p, top_k = (torch.tensor(column, device=logits.device)
                                      for column in zip(*settings, strict=True))
         greedy = temperature == 0
-        if bool(greedy.all()):
-            return logits.argmax(-1)
         warped = logits.float()
-        if bool((temperature != 1).any()):
+        if any(t != 1 for t, _, _ in settings):
             warped = warped / torch.where(greedy, 1.0, temperature).unsqueeze(-1).to(torch.float32)
-        if bool((top_k > 0).any() or (top_p < 1.0).any()):
+        if any(k > 0 or p < 1.0 for _, p, k in settings):
             warped = _truncate(warped, top_k, top_p)
         # Inverse-CDF sampling with one uniform draw per row from that row's generator, the rest vectorised.
         weights = (warped - warped.max(-1, keepdim=True).values).exp_()
         draws = torch.tensor([torch.rand(1, generator=self.generators[r]).item() for r in chosen],
                              device=weights.device)
         tokens = _inverse_cdf(weights, draws, self.block)
-        return torch.where(greedy, logits.argmax(-1), tokens) if bool(greedy.any()) else tokens
+        return torch.where(greedy, logits.argmax(-1), tokens) if any(t == 0 for t, _, _ in settings) else tokens
 
 
 CANDIDATES = (256, 4096)
