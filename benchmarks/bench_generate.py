@@ -1,6 +1,7 @@
 """Generation throughput against the hardware's limit: emprobe's backend (CPU linear weights prepacked, and with
-torch's own linear layers; attention in row blocks, and over every column) vs one `model.generate` call per
-batch (what peer harnesses do) vs one `model.generate` per prompt (what research scripts do).
+torch's own linear layers; attention in row blocks, and over every column; on CUDA, attention kernels as emprobe
+limits them and as torch chooses) vs one `model.generate` call per batch (what peer harnesses do) vs one
+`model.generate` per prompt (what research scripts do).
 
 All sides run in this process on the same model, requests and settings (sampling at temperature 1, top_p 1,
 top_k 0), interleaved round by round, and count the tokens they really generated. The roofline comes from matmuls
@@ -48,6 +49,15 @@ def unblocked_side(backend: Any, requests: list[GenerationRequest]) -> tuple[int
         return emprobe_side(backend, requests)
     finally:
         backend.blocked_attention = True
+
+
+def any_kernel_side(backend: Any, requests: list[GenerationRequest]) -> tuple[int, float]:
+    """emprobe with torch's own choice of attention kernels (on CUDA, cuDNN's among them)."""
+    kernels, backend.attention_kernels = backend.attention_kernels, None
+    try:
+        return emprobe_side(backend, requests)
+    finally:
+        backend.attention_kernels = kernels
 
 
 def hf_generate(backend: Any, requests: list[GenerationRequest], batch: int) -> tuple[int, float]:
@@ -159,6 +169,8 @@ def main() -> None:
     parser.add_argument("--skip-plain", action="store_true", help="leave out emprobe with torch's linear layers")
     parser.add_argument("--skip-unblocked", action="store_true",
                         help="leave out emprobe with attention over every column (no row blocks)")
+    parser.add_argument("--skip-any-kernel", action="store_true",
+                        help="leave out emprobe with torch's choice of attention kernels (on CUDA: cuDNN's too)")
     parser.add_argument("--profile", action="store_true", help="then profile one emprobe run (untimed)")
     args = parser.parse_args()
     requests = workload(args.suite, args.samples, args.limit, args.max_tokens)
@@ -172,11 +184,14 @@ def main() -> None:
         print(f"\n== {backend.info['dtype']} on {backend.device}, {backend.info['threads']} threads, batch {rows}, "
               f"linear layers {backend.info['linear']}, attention {backend.info['attention']}")
         rates: dict[str, list[tuple[int, float]]] = {"emprobe": [], "emprobe, torch linears": [],
-                                                     "emprobe, unblocked": [], "generate, batched": []}
+                                                     "emprobe, unblocked": [], "emprobe, any kernel": [],
+                                                     "generate, batched": []}
         for _ in range(args.rounds):
             rates["emprobe"].append(emprobe_side(backend, requests))
             if backend.blocked_attention and not args.skip_unblocked:
                 rates["emprobe, unblocked"].append(unblocked_side(backend, requests))
+            if backend.attention_kernels and not args.skip_any_kernel:
+                rates["emprobe, any kernel"].append(any_kernel_side(backend, requests))
             if not args.skip_plain:
                 rates["emprobe, torch linears"].append(emprobe_side(plain, requests))
             if not args.skip_hf:

@@ -90,7 +90,7 @@ def test_a_run_is_captured_into_arrays_beside_the_store(tmp_path, backend, tiny_
     e = encode(backend, sample.messages, sample.answer)
     ids_, mask = padded([e], backend.pad_id, backend.device)
     alone = LayerCapture(backend.model, [2]).run(ids_, mask, pooling_weights([e], "answer-mean", ids_.shape[1]))[2]
-    assert np.allclose(rows[5], alone[0].numpy(), atol=1e-5)
+    assert np.allclose(rows[5], alone[0].cpu().numpy(), atol=1e-5)
     (tmp_path / arrays[1].path).write_bytes(b"changed")
     with pytest.raises(EmprobeError, match="changed since it was captured"):
         load_array(store, arrays[1])

@@ -72,6 +72,22 @@ def test_finish_reasons_and_token_counts(backend):
         assert r.finish_reason == "stop" or r.completion_tokens == 5
 
 
+def test_generating_passes_run_with_the_attention_kernels_the_backend_names(tiny_llama):
+    """On CUDA, generation leaves out cuDNN's attention (a new graph per decode width); the CPU keeps torch's choice
+    and its row blocks."""
+    from emprobe.model._providers.hf import CUDA_ATTENTION
+
+    b = load_backend(str(tiny_llama), batch_size=2, dtype="float32")
+    assert b.device != "cpu" or (b.attention_kernels is None and b.blocked_attention)
+    seen: list[bool] = []
+    b.model.model.layers[0].register_forward_pre_hook(lambda *_: seen.append(torch.backends.cuda.cudnn_sdp_enabled()))
+    b.attention_kernels = CUDA_ATTENTION
+    texts = [r.text for r in b.generate(_requests(2, max_tokens=4, temperature=0))]
+    assert len(seen) > 1 and not any(seen)  # the prefill and every decode step
+    b.attention_kernels, seen[:] = None, []
+    assert [r.text for r in b.generate(_requests(2, max_tokens=4, temperature=0))] == texts and all(seen)
+
+
 def test_generation_stops_at_eos(tiny_llama):
     b = load_backend(str(tiny_llama), batch_size=2)
     eos = b.eos_ids[0]
@@ -126,7 +142,7 @@ def test_lora_adapter_changes_identity_and_outputs(tiny_llama, tmp_path):
     peft_model = get_peft_model(model, LoraConfig(r=4, target_modules=["q_proj", "v_proj"], init_lora_weights=False))
     peft_model.save_pretrained(tmp_path / "lora")
     fp32 = {"dtype": "float32"}
-    base_id = resolve(str(tiny_llama), options=fp32).identity
+    base_id = resolve(str(tiny_llama), options=fp32).identity.split("|")[0]  # numerics (on CUDA) come last
     assert resolve(str(tiny_llama), str(tmp_path / "lora"), fp32).identity.startswith(base_id + "+adapter:lora:")
     base = load_backend(str(tiny_llama), dtype="float32")  # the small random adapter can vanish in bf16 rounding
     tuned = load_backend(str(tiny_llama), adapter=str(tmp_path / "lora"), dtype="float32")
@@ -260,6 +276,7 @@ def test_numerics_that_change_answers_are_part_of_the_identity(tiny_llama, monke
     from emprobe.model._providers import _numerics
 
     monkeypatch.setattr(_numerics, "cpu_has_bf16", lambda: bf16_units)  # what the CPU reports (AVX-512 BF16, AMX)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)  # the CPU's numerics, on a GPU machine too
     default, fp32 = resolve(str(tiny_llama)), resolve(str(tiny_llama), options={"dtype": "float32"})
     bf16 = resolve(str(tiny_llama), options={"dtype": "bfloat16"})
     assert "|" not in fp32.identity  # float32 on the CPU: stores made before dtype existed keep matching
@@ -279,7 +296,7 @@ def test_resolving_a_local_model_leaves_transformers_unimported(tiny_llama):
     model, so they skip transformers' seconds of import."""
     code = ("import sys; from emprobe.model import resolve; "
             f"ref = resolve({str(tiny_llama)!r}, options={{'dtype': 'bfloat16'}}); "
-            "print(ref.identity.endswith('|cpu-bfloat16'), 'transformers' in sys.modules)")
+            "print(ref.identity.endswith('-bfloat16'), 'transformers' in sys.modules)")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert done.stdout.split() == ["True", "False"], done.stderr[-2000:]
 
