@@ -2,20 +2,23 @@
 # The checks that need a GPU, each step under its own time limit (a lent GPU's minutes are few):
 #   tests     the local backend's tests, which run on CUDA where it is present
 #   generate  generation throughput of a random-weight model of a 1.7B shape against the roofline measured there
-#             (bench_generate.py): 256 rows (row-blocked attention or not, then a profile of one run) and 512 rows
+#             (bench_generate.py): 256 rows (attention kernels as emprobe limits them and as torch chooses them,
+#             then a profile of one run) and 512 rows
 #   small     the same for the default model's shape, 256 rows
-#   judge     held-out splits of the built-in judge (train_judge.py fit), when .gpu/ holds its prepared data
-#   bash scripts/gpu_checks.sh OUT [PART ...]        # default: tests generate judge; their limits add up to 600 s
+#   judge     the built-in judge's fits (train_judge.py fit --tasks $JUDGE_TASKS, 8 at once; seven took 131-137 s
+#             each on an H200), when .gpu/ holds its prepared data
+#   bash scripts/gpu_checks.sh OUT [PART ...]        # default: tests generate; their limits add up to 360 s
+# scripts/gpu_prepare.sh makes, here, the wheels and model files these need there, and prints the device calls.
 # OUT receives a log per step, summary.txt, and judge-fit.tgz (the fit/ folder, whatever tasks finished).
 # MODEL_SOURCE: the default model, or a folder with its config.json and tokenizer when its weights cannot travel.
-# JUDGE_TASKS: train_judge.py fit --tasks (default: the question groups not yet measured). emprobe must be
+# JUDGE_TASKS: train_judge.py fit --tasks (0 the shipped fit, 1-15 the held-out splits). emprobe must be
 # importable (installed, or its dependencies on PYTHONPATH: src/ is added).
 set -u
 out=${1:?usage: gpu_checks.sh OUT [tests] [generate] [judge]}
 shift
-parts=${*:-tests generate judge}
+parts=${*:-tests generate}
 source=${MODEL_SOURCE:-smollm2-135m}
-tasks=${JUDGE_TASKS:-7 9 10 11 12 13 14}
+tasks=${JUDGE_TASKS:-}
 python=${PYTHON:-python3}
 mkdir -p "$out"
 export PYTHONPATH=src${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1
@@ -60,6 +63,10 @@ for part in $parts; do
         small)
             model 135m && generate 135m 256 150 --rounds 1 ;;
         judge)
+            if [ -z "$tasks" ]; then
+                echo "judge: JUDGE_TASKS unset (0 the shipped fit, 1-15 the splits)" | tee -a "$out/summary.txt"
+                continue
+            fi
             if [ ! -f .gpu/data.npz ]; then
                 echo "judge: .gpu/data.npz missing (train_judge.py prepare)" | tee -a "$out/summary.txt"
                 continue
