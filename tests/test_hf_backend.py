@@ -348,6 +348,19 @@ def test_the_batch_stays_full_while_samples_wait(tiny_llama):
     assert all(n < 3 for n in decode_rows[first_short:]) and len(decode_rows) - first_short < 40
 
 
+def test_each_prompt_is_prefilled_once_though_its_samples_are_admitted_apart(tiny_llama):
+    b = load_backend(str(tiny_llama), batch_size=3, dtype="float32")
+    prefilled: list[int] = []
+    b.model.get_input_embeddings().register_forward_hook(
+        lambda m, args, out: prefilled.append(args[0].shape[0]) if args[0].shape[1] > 1 else None)
+    _early_eos(b)  # rows free one or two at a time, so a prompt's 4 samples are admitted in several groups
+    reqs = _requests(12, max_tokens=40)
+    together = {r.key: (r.text, r.completion_tokens) for r in b.generate(reqs)}
+    assert sum(prefilled) == 3 and len(prefilled) > 1  # 3 distinct prompts, in more than one admission
+    b.batch_size = 1
+    assert {r.key: (r.text, r.completion_tokens) for r in b.generate(reqs)} == together
+
+
 def test_cache_columns_left_unset_are_never_read(tiny_llama, monkeypatch):
     b = load_backend(str(tiny_llama), batch_size=3, dtype="float32")
     _early_eos(b, 2.0)  # rows end early, not too early: rebuilds put kept rows beside longer prefills and

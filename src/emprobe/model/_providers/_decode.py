@@ -193,6 +193,9 @@ class ContinuousBatch:
         self.logits: torch.Tensor | None = None
         self.rows: list[int] = []  # batch row -> sample index (a finished row keeps its last sample's)
         self.done = torch.zeros(0, dtype=torch.bool)  # rows with nothing left to generate (finished or free)
+        self.recent: tuple[list[int], BufferedCache, torch.Tensor] | None = None
+        """The last admission's last prompt with its prefill (one row) and last logits: samples of one prompt are
+        adjacent, so the next admission often starts with that prompt, and takes its prefill from here."""
 
     def run(self, prompts: list[list[int]], seeds: list[int], decodings: list[Decoding]
             ) -> Iterator[tuple[int, list[int], bool]]:
@@ -246,7 +249,7 @@ class ContinuousBatch:
             if not prompts or prompts[-1] != ids:
                 prompts.append(ids)
             owner.append(len(prompts) - 1)
-        fresh, logits = self._prefill(prompts)
+        fresh, logits = self._prefilled(prompts)
         logits = logits[torch.tensor(owner, device=logits.device)]
         width = self.cache.get_seq_length() if self.cache else 0
         needed = max([fresh.buffers[0].length, *self.lengths[~self.done].tolist()])
@@ -283,6 +286,21 @@ class ContinuousBatch:
         self.rows = [self.rows[k] for k in keep.tolist()] + samples
         self.done = torch.zeros(len(self.rows), dtype=torch.bool)
 
+    def _prefilled(self, prompts: list[list[int]]) -> tuple[BufferedCache, torch.Tensor]:
+        """The cache and last logits of distinct `prompts`, one row each: the last admission's last prompt copied
+        from `recent`, the others prefilled now. On SmolLM2-135M, 64 samples of 8 prompts at 16 rows prefilled 16
+        prompts without this, and those prefills took as long as 20 decode steps."""
+        if self.recent is None or prompts[0] != self.recent[0]:
+            fresh, logits = self._prefill(prompts)
+        else:
+            parts = [(self.recent[1], self.recent[2], 0, len(prompts[0]))]
+            if len(prompts) > 1:
+                cache, made = self._prefill(prompts[1:])
+                parts += [(cache, made, row, len(ids)) for row, ids in enumerate(prompts[1:])]
+            fresh, logits = _merged(parts, self.layers)
+        self.recent = (prompts[-1], *_merged([(fresh, logits, len(prompts) - 1, len(prompts[-1]))], self.layers))
+        return fresh, logits
+
     def _prefill(self, prompts: list[list[int]]) -> tuple[BufferedCache, torch.Tensor]:
         """One left-padded forward pass over distinct prompts: their cache and last logits."""
         width = max(len(ids) for ids in prompts)
@@ -301,3 +319,21 @@ class ContinuousBatch:
         finally:
             self.on_prefill(False)
         return cache, result.logits[:, -1]
+
+
+def _merged(parts: list[tuple[BufferedCache, torch.Tensor, int, int]], layers: int
+            ) -> tuple[BufferedCache, torch.Tensor]:
+    """One prefill cache of the rows `parts` name (a cache, its logits, the row, the row's prompt length): each
+    prompt's columns right-aligned, zero to their left, as wide as the longest prompt."""
+    width = max(length for *_, length in parts)
+    out = BufferedCache(layers, width)
+    for i, layer in enumerate(out.buffers):
+        first = parts[0][0].buffers[i]
+        keys = first._keys.new_zeros((len(parts), first._keys.shape[1], width, first._keys.shape[3]))
+        values = first._values.new_zeros((len(parts), first._values.shape[1], width, first._values.shape[3]))
+        for row, (cache, _, source, n) in enumerate(parts):
+            end = cache.buffers[i].length
+            keys[row, :, width - n :] = cache.buffers[i]._keys[source, :, end - n : end]
+            values[row, :, width - n :] = cache.buffers[i]._values[source, :, end - n : end]
+        layer.update(keys, values)
+    return out, torch.stack([logits[row] for _, logits, row, _ in parts])
