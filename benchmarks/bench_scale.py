@@ -13,6 +13,9 @@
     started, as fractions of the ideal N x C / latency.
 (c) `store`: what the driver's single writer sustains: planning (samples/s), answers through the StoreWorker
     (answers/s) and judgment shards (judged samples/s, two metrics each), on a run of K samples.
+(d) `batching`: one local backend (one thread) decoding the planned pages as the local executor hands them (one
+    continuous batch each) vs the static shards a Ray actor gets, in one process, rounds interleaved: samples/s,
+    tokens/s, prefill passes and prompts prefilled (median of the rounds).
 
     PYTHONPATH=src .venv/bin/python benchmarks/bench_scale.py all --json scale.json
 """
@@ -21,6 +24,7 @@ import argparse
 import asyncio
 import json
 import logging
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -223,18 +227,53 @@ def bench_store(args: argparse.Namespace, folder: Path) -> dict[str, Any]:
             "store_mb": round(size_mb, 1)}
 
 
+# ---- (d) one continuous batch vs static shards ----------------------------------------------------------
+
+
+def bench_batching(args: argparse.Namespace, folder: Path) -> dict[str, Any]:
+    from emprobe.executor._shards import generation_shards
+    from emprobe.model import GenerationRequest, load_backend
+
+    condition = Condition(name="free", decoding=Decoding(max_tokens=args.max_tokens))
+    config = RunConfig(model=args.model, backend_options={"threads": 1, "batch_size": args.batch_size},
+                       suites=(suite(args.questions),), conditions=(condition,), samples=args.samples, judges=())
+    store = Store(folder / "batching.db")
+    with Runner(config, store) as runner:
+        runner.plan()
+        pages = [[GenerationRequest(key=s.gen_key, messages=s.messages, decoding=s.decoding) for s in chunk]
+                 for chunk in store.pending_generation(runner.run_id)]
+        backend = load_backend(runner.ref)
+    store.close()
+    sides = {"pages": pages, "shards": list(generation_shards(iter(pages), args.shard_size, 10**6))}
+    prefilled: list[int] = []  # prompt rows of each forward pass wider than one token
+    backend.model.get_input_embeddings().register_forward_hook(
+        lambda module, inputs, out: prefilled.append(inputs[0].shape[0]) if inputs[0].shape[1] > 1 else None)
+    rows: dict[str, list[dict[str, float]]] = {side: [] for side in sides}
+    for round_ in range(args.rounds):
+        for side in sides if round_ % 2 == 0 else reversed(sides):
+            prefilled.clear()
+            began = time.perf_counter()
+            done = [result for group in sides[side] for result in backend.generate(group)]
+            seconds = time.perf_counter() - began
+            rows[side].append({"samples_per_s": round(len(done) / seconds, 2),
+                               "tokens_per_s": round(sum(r.completion_tokens for r in done) / seconds, 1),
+                               "prefill_passes": len(prefilled), "prompts_prefilled": sum(prefilled)})
+    return {side: {**{key: statistics.median(row[key] for row in found) for key in found[0]},
+                   "rounds": [row["tokens_per_s"] for row in found]} for side, found in rows.items()}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("part", choices=["ray", "servers", "store", "all", "serve"])
+    parser.add_argument("part", choices=["ray", "servers", "store", "batching", "all", "serve"])
     parser.add_argument("--json", type=Path, help="also write the figures here")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--workers", type=int, default=2, help="Ray actors (and local threads) in (a) and (b)")
     parser.add_argument("--model", default="smollm2-135m")
     parser.add_argument("--questions", type=int, default=8)
-    parser.add_argument("--samples", type=int, default=8, help="samples per question in (a)")
+    parser.add_argument("--samples", type=int, default=8, help="samples per question in (a) and (d)")
     parser.add_argument("--max-tokens", type=int, default=32)
     parser.add_argument("--batch-size", type=int, default=16)
-    parser.add_argument("--shard-size", type=int, default=16, help="Ray shard size in (a)")
+    parser.add_argument("--shard-size", type=int, default=16, help="Ray shard size in (a) and (d)")
     parser.add_argument("--servers", type=int, nargs="+", default=[1, 2, 4, 8, 16])
     parser.add_argument("--executors", nargs="+", default=["local", "ray"], choices=["local", "ray"])
     parser.add_argument("--latency", type=float, default=0.5, help="seconds per request of a simulated server")
@@ -247,7 +286,7 @@ def main() -> None:
     if args.part == "serve":
         asyncio.run(_serve(args.count, args.latency, args.capacity))
         return
-    parts = ["ray", "servers", "store"] if args.part == "all" else [args.part]
+    parts = ["ray", "servers", "store", "batching"] if args.part == "all" else [args.part]
     if "ray" in parts or ("servers" in parts and "ray" in args.executors):
         start_ray(args.workers)
     figures: dict[str, Any] = {}
@@ -256,7 +295,8 @@ def main() -> None:
             print(f"({part})", flush=True)
             folder = Path(tmp) / part
             folder.mkdir()
-            figures[part] = {"ray": bench_ray, "servers": bench_servers, "store": bench_store}[part](args, folder)
+            figures[part] = {"ray": bench_ray, "servers": bench_servers, "store": bench_store,
+                             "batching": bench_batching}[part](args, folder)
             print(json.dumps(figures[part], indent=2), flush=True)
     if args.json:
         args.json.write_text(json.dumps({"args": {k: str(v) for k, v in vars(args).items()}, "figures": figures},
