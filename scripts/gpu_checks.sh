@@ -59,7 +59,7 @@ for part in $parts; do
             model 1.7b --set hidden_size=2048 intermediate_size=8192 num_hidden_layers=24 num_attention_heads=32 \
                 num_key_value_heads=32 \
                 && generate 1.7b 256 150 --rounds 2 --profile \
-                && generate 1.7b 512 90 --rounds 1 --skip-unblocked ;;
+                && generate 1.7b 512 90 --rounds 1 ;;
         small)
             model 135m && generate 135m 256 150 --rounds 1 ;;
         judge)
