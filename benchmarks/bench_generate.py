@@ -42,22 +42,15 @@ def emprobe_side(backend: Any, requests: list[GenerationRequest]) -> tuple[int, 
     return tokens, time.perf_counter() - start
 
 
-def unblocked_side(backend: Any, requests: list[GenerationRequest]) -> tuple[int, float]:
-    """emprobe with every decode step's attention over all columns (transformers' SDPA, no row blocks)."""
-    backend.blocked_attention = False
+def side_with(backend: Any, requests: list[GenerationRequest], setting: str, value: Any) -> tuple[int, float]:
+    """emprobe with one of the backend's settings changed for this run: `blocked_attention` False (attention over
+    every column, no row blocks) or `attention_kernels` None (torch's own choice; on CUDA, cuDNN's among them)."""
+    kept = getattr(backend, setting)
+    setattr(backend, setting, value)
     try:
         return emprobe_side(backend, requests)
     finally:
-        backend.blocked_attention = True
-
-
-def any_kernel_side(backend: Any, requests: list[GenerationRequest]) -> tuple[int, float]:
-    """emprobe with torch's own choice of attention kernels (on CUDA, cuDNN's among them)."""
-    kernels, backend.attention_kernels = backend.attention_kernels, None
-    try:
-        return emprobe_side(backend, requests)
-    finally:
-        backend.attention_kernels = kernels
+        setattr(backend, setting, kept)
 
 
 def hf_generate(backend: Any, requests: list[GenerationRequest], batch: int) -> tuple[int, float]:
@@ -189,9 +182,9 @@ def main() -> None:
         for _ in range(args.rounds):
             rates["emprobe"].append(emprobe_side(backend, requests))
             if backend.blocked_attention and not args.skip_unblocked:
-                rates["emprobe, unblocked"].append(unblocked_side(backend, requests))
+                rates["emprobe, unblocked"].append(side_with(backend, requests, "blocked_attention", False))
             if backend.attention_kernels and not args.skip_any_kernel:
-                rates["emprobe, any kernel"].append(any_kernel_side(backend, requests))
+                rates["emprobe, any kernel"].append(side_with(backend, requests, "attention_kernels", None))
             if not args.skip_plain:
                 rates["emprobe, torch linears"].append(emprobe_side(plain, requests))
             if not args.skip_hf:

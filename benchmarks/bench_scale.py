@@ -24,7 +24,6 @@ import argparse
 import asyncio
 import json
 import logging
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -71,10 +70,12 @@ def timed_generation(config: RunConfig, settings: ExecutorSettings, folder: Path
             "running_samples_per_s": round(samples / (ended - started), 2)}
 
 
-def median(rows: list[dict[str, float]]) -> dict[str, Any]:
-    """Each figure's median over the rounds, and each round's samples/s (whole, and once started)."""
+def median(rows: list[dict[str, float]], shown: tuple[str, ...] = ("samples_per_s", "running_samples_per_s")
+           ) -> dict[str, Any]:
+    """Each figure's median over the rounds, and each round's `shown` figures (by default samples/s, whole and once
+    started)."""
     figures: dict[str, Any] = {key: sorted(row[key] for row in rows)[len(rows) // 2] for key in rows[0]}
-    figures["rounds"] = [(row["samples_per_s"], row["running_samples_per_s"]) for row in rows]
+    figures["rounds"] = [tuple(row[key] for key in shown) for row in rows]
     return figures
 
 
@@ -258,8 +259,7 @@ def bench_batching(args: argparse.Namespace, folder: Path) -> dict[str, Any]:
             rows[side].append({"samples_per_s": round(len(done) / seconds, 2),
                                "tokens_per_s": round(sum(r.completion_tokens for r in done) / seconds, 1),
                                "prefill_passes": len(prefilled), "prompts_prefilled": sum(prefilled)})
-    return {side: {**{key: statistics.median(row[key] for row in found) for key in found[0]},
-                   "rounds": [row["tokens_per_s"] for row in found]} for side, found in rows.items()}
+    return {side: median(found, ("tokens_per_s",)) for side, found in rows.items()}
 
 
 def main() -> None:

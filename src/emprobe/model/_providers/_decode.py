@@ -292,13 +292,15 @@ class ContinuousBatch:
         prompts without this, and those prefills took as long as 20 decode steps."""
         if self.recent is None or prompts[0] != self.recent[0]:
             fresh, logits = self._prefill(prompts)
+        elif len(prompts) == 1:
+            return self.recent[1], self.recent[2]  # read, never written: placing and rebuilding copy from it
         else:
-            parts = [(self.recent[1], self.recent[2], 0, len(prompts[0]))]
-            if len(prompts) > 1:
-                cache, made = self._prefill(prompts[1:])
-                parts += [(cache, made, row, len(ids)) for row, ids in enumerate(prompts[1:])]
-            fresh, logits = _merged(parts, self.layers)
-        self.recent = (prompts[-1], *_merged([(fresh, logits, len(prompts) - 1, len(prompts[-1]))], self.layers))
+            cache, made = self._prefill(prompts[1:])
+            fresh, logits = _merged([(self.recent[1], self.recent[2], 0, len(prompts[0]))] +
+                                    [(cache, made, row, len(ids)) for row, ids in enumerate(prompts[1:])], self.layers)
+        last = (fresh, logits) if len(prompts) == 1 else _merged(
+            [(fresh, logits, len(prompts) - 1, len(prompts[-1]))], self.layers)
+        self.recent = (prompts[-1], *last)
         return fresh, logits
 
     def _prefill(self, prompts: list[list[int]]) -> tuple[BufferedCache, torch.Tensor]:
