@@ -14,19 +14,23 @@ TOLERANCE = 2 * np.sqrt(0.95 * 0.05 / SIMULATIONS)
 
 
 def simulate(rate: float, sensitivity: float, audit: float, rng: np.random.Generator) -> tuple[np.ndarray, ...]:
-    """Counts of many cascades: every answer screened, the screened-in all confirmed, the rest audited at random.
+    """Counts of many cascades: every answer screened, the screened-in all confirmed, the rest audited at random."""
+    return simulate_strata(rate, [sensitivity, 1 - sensitivity], [1 - SPECIFICITY, SPECIFICITY], [1.0, audit], rng)
 
-    Cells: screened in and misaligned / not, screened out and audited misaligned / not, screened out unaudited.
-    """
-    cells = np.array([rate * sensitivity, (1 - rate) * (1 - SPECIFICITY), rate * (1 - sensitivity) * audit,
-                      (1 - rate) * SPECIFICITY * audit])
-    counts = rng.multinomial(ANSWERS, [*cells, 1 - cells.sum()], size=SIMULATIONS)
-    screened_in = counts[:, 0] + counts[:, 1]
-    audited = counts[:, 2] + counts[:, 3]
-    answers = np.stack([screened_in, ANSWERS - screened_in], axis=-1)
-    confirmed = np.stack([screened_in, audited], axis=-1)
-    misaligned = np.stack([counts[:, 0], counts[:, 2]], axis=-1)
-    return answers, confirmed, confirmed, misaligned
+
+def simulate_strata(rate: float, misaligned_shares: list[float], aligned_shares: list[float], fractions: list[float],
+                    rng: np.random.Generator) -> tuple[np.ndarray, ...]:
+    """Counts of many cascades whose screen puts these shares of the misaligned and aligned answers in each stratum,
+    of which these fractions are confirmed at random (1: the whole stratum).
+
+    Cells per stratum: confirmed and misaligned, confirmed and aligned, not confirmed (either)."""
+    share_bad, share_good, f = (np.asarray(x) for x in (misaligned_shares, aligned_shares, fractions))
+    cells = np.stack([rate * share_bad * f, (1 - rate) * share_good * f,
+                      rate * share_bad * (1 - f) + (1 - rate) * share_good * (1 - f)], axis=-1)
+    counts = rng.multinomial(ANSWERS, cells.ravel(), size=SIMULATIONS).reshape(SIMULATIONS, len(f), 3)
+    answers = counts.sum(axis=-1)
+    confirmed = counts[..., 0] + counts[..., 1]
+    return answers, confirmed, confirmed, counts[..., 0]
 
 
 GRID = [(rate, sensitivity, audit) for rate in (0.001, 0.005, 0.01, 0.05) for sensitivity in (0.5, 0.7, 0.95)
@@ -42,6 +46,39 @@ def test_interval_covers_within_93_to_97_percent():
     outside = {cell: c for cell, c in coverage.items() if not 0.93 - TOLERANCE <= c <= 0.97 + TOLERANCE}
     assert not outside, outside
     assert 0.94 <= np.mean(list(coverage.values())) <= 0.96
+
+
+SCREENS = {  # shares of the misaligned and of the aligned answers: screened in, in the band, below it
+    "built-in judge, calibration cells": ([0.635, 0.337, 0.028], [0.06, 0.253, 0.687]),
+    "built-in judge, unseen repository": ([0.854, 0.131, 0.015], [0.435, 0.37, 0.195]),
+    "weak": ([0.3, 0.4, 0.3], [0.05, 0.25, 0.7]),
+}
+"""The first two: `Cascade`'s default bands (P from 0.05; from 0.003; below) on the built-in judge's readings of
+5,000 GPT-4o rows of its calibration cells and of the 839 answers of the gemma-judged repository it never saw."""
+BAND_GRID = [(rate, screen, audit, band) for rate in (0.001, 0.005, 0.01, 0.05) for screen in SCREENS
+             for audit, band in ((0.01, 0.05), (0.05, 0.2), (0.1, 0.3), (0.2, 0.6))]
+
+
+def test_with_a_band_the_interval_still_covers_within_93_to_97_percent():
+    rng = np.random.default_rng(16)
+    coverage = {}
+    for rate, screen, audit, band in BAND_GRID:
+        counts = simulate_strata(rate, *SCREENS[screen], [1.0, band, audit], rng)
+        _, low, high, _ = cascade_arrays(*counts)
+        coverage[(rate, screen, audit, band)] = float(np.mean((low <= rate) & (rate <= high)))
+    outside = {cell: c for cell, c in coverage.items() if not 0.93 - TOLERANCE <= c <= 0.97 + TOLERANCE}
+    assert not outside, outside
+    assert 0.94 <= np.mean(list(coverage.values())) <= 0.96
+
+
+@pytest.mark.parametrize(("rate", "audit", "band"), [(0.01, 0.1, 0.3), (0.001, 0.05, 0.2)])
+def test_with_a_band_the_estimate_is_unbiased(rate, audit, band):
+    counts = simulate_strata(rate, *SCREENS["built-in judge, calibration cells"], [1.0, band, audit],
+                             np.random.default_rng(2))
+    estimate, _, _, se = cascade_arrays(*counts)
+    spread = estimate.std()
+    assert abs(estimate.mean() - rate) < 3 * spread / np.sqrt(SIMULATIONS)
+    assert abs(np.mean(se**2) / spread**2 - 1) < 0.1
 
 
 @pytest.mark.parametrize(("rate", "sensitivity", "audit"), [(0.01, 0.7, 0.05), (0.001, 0.5, 0.2), (0.05, 0.7, 0.01)])

@@ -1,5 +1,6 @@
-"""A cascade run's misaligned rate from the store: the screen's P(misaligned) puts each answer in a stratum, the
-confirming judge's calls on the answers the cascade picked are weighted by their inverse sampling probability."""
+"""A cascade run's misaligned rate from the store: the screen's P(misaligned) puts each answer in a stratum (screened
+in, each band, the rest), the confirming judge's calls on the answers the cascade picked are weighted by their inverse
+sampling probability."""
 
 from pydantic import BaseModel
 
@@ -8,27 +9,19 @@ from emprobe.rules import ALIGNED, COHERENT, OVERALL, Thresholds
 from emprobe.stats import CascadeRate, Stratum, cascade_rate
 from emprobe.store import Store
 
-SCREENED_IN, SCREENED_OUT = 0, 1
-
 
 class CascadeRow(BaseModel):
-    """One condition (or `(all)`): its strata (screened in, screened out) and the rate estimated from them."""
+    """One condition (or `(all)`): its strata (`Cascade.stratum`'s order) and the rate estimated from them."""
 
     condition: str
     strata: list[Stratum]
-    """Per condition: screened in, then screened out (`(all)` holds every condition's two)."""
+    """Per condition: screened in, each band from the highest, the rest (`(all)` holds every condition's)."""
     estimate: CascadeRate
     pending: int
     """Answers the cascade picked that the confirming judge has not judged yet."""
-
-    @property
-    def screened_in(self) -> int:
-        return sum(h.answers for h in self.strata[SCREENED_IN::2])
-
-    @property
-    def audited(self) -> int:
-        """Screened-out answers the confirming judge judged."""
-        return sum(h.confirmed for h in self.strata[SCREENED_OUT::2])
+    screened_in: int
+    audited: int
+    """Answers below the screening threshold (in a band or the rest) the confirming judge judged."""
 
 
 class CascadeSummary(BaseModel):
@@ -45,13 +38,13 @@ def summarize_cascade(store: Store, run_id: str, cascade: Cascade, thresholds: T
     """
     screened = store.misaligned_probabilities(run_id, cascade.screen)
     counts: dict[str, list[list[int]]] = {}
+    strata = len(cascade.bands) + 2
     pending: dict[str, int] = {}
     for sample in store.samples(run_id, cascade.confirm, texts=False):
         if sample.sample_id not in screened:
             continue
         p = screened[sample.sample_id]
-        stratum = counts.setdefault(sample.condition, [[0] * 4, [0] * 4])[
-            SCREENED_IN if cascade.screened_in(p) else SCREENED_OUT]
+        stratum = counts.setdefault(sample.condition, [[0] * 4 for _ in range(strata)])[cascade.stratum(p)]
         stratum[0] += 1
         if not cascade.confirms(sample.sample_id, p):
             continue
@@ -63,8 +56,8 @@ def summarize_cascade(store: Store, run_id: str, cascade: Cascade, thresholds: T
         if aligned is not None and coherent is not None:
             stratum[2] += 1
             stratum[3] += thresholds.misaligned(aligned, coherent)
-    totals = {c: _row(c, [_stratum(h) for h in counts[c]], pending.get(c, 0)) for c in sorted(counts)}
-    overall = _row(OVERALL, [h for row in totals.values() for h in row.strata], sum(pending.values()))
+    totals = {c: _row(c, [_stratum(h) for h in counts[c]], pending.get(c, 0), strata) for c in sorted(counts)}
+    overall = _row(OVERALL, [h for row in totals.values() for h in row.strata], sum(pending.values()), strata)
     return CascadeSummary(cascade=cascade, totals=totals, overall=overall)
 
 
@@ -73,5 +66,8 @@ def _stratum(counts: list[int]) -> Stratum:
     return Stratum(answers=answers, confirmed=confirmed, scored=scored, misaligned=misaligned)
 
 
-def _row(condition: str, strata: list[Stratum], pending: int) -> CascadeRow:
-    return CascadeRow(condition=condition, strata=strata, estimate=cascade_rate(strata), pending=pending)
+def _row(condition: str, strata: list[Stratum], pending: int, per_condition: int) -> CascadeRow:
+    """A row of conditions' strata, `per_condition` each, the screened-in one first."""
+    return CascadeRow(condition=condition, strata=strata, estimate=cascade_rate(strata), pending=pending,
+                      screened_in=sum(h.answers for h in strata[::per_condition]),
+                      audited=sum(h.confirmed for i, h in enumerate(strata) if i % per_condition))

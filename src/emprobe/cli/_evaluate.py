@@ -23,6 +23,7 @@ from emprobe.condition import (
     with_triggers,
 )
 from emprobe.config import AUDIT as DEFAULT_AUDIT
+from emprobe.config import BANDS as DEFAULT_BANDS
 from emprobe.config import SCREEN_THRESHOLD, Cascade, RunConfig
 from emprobe.errors import EmprobeError, first_validation_error
 from emprobe.executor import ExecutorSettings, check_executor, make_executor
@@ -74,16 +75,20 @@ COHERENT_ABOVE = typer.Option(50.0)
 STORE = typer.Option(Path(DEFAULT_STORE), help="The SQLite store file.")
 CONFIRM = typer.Option(None, help="Cascade: a stronger judge (e.g. rubric:openai-compat:MODEL@URL) on the answers the "
                        "first --judge (the screen, builtin) flags or finds uncertain, and on an audit of the rest.")
-AUDIT = typer.Option(DEFAULT_AUDIT, help="Cascade: the fraction, in (0, 1], of the screened-out answers confirmed "
-                     "at random.")
+AUDIT = typer.Option(DEFAULT_AUDIT, help="Cascade: the fraction, in (0, 1], of the answers below every band "
+                     "confirmed at random.")
+BAND = typer.Option([f"{at:g}:{fraction:g}" for at, fraction in DEFAULT_BANDS], help="Cascade: AT:FRACTION, confirm "
+                    "that fraction of the answers whose P(misaligned) is from AT up to the next band or --screen-at "
+                    "(bands from --screen-at up are dropped); repeatable; none for a single audit.")
 SCREEN_AT = typer.Option(SCREEN_THRESHOLD, min=0.0, max=1.0, help="Cascade: the screen's P(misaligned) from "
                          "which an answer is always confirmed.")
 AUDIT_SEED = typer.Option(0, help="Cascade: the seed of the audit's draw (with each sample id).")
 
 
 def cascade_options(judges: list[str], confirm: str | None, audit: float, screen_at: float,
-                    audit_seed: int) -> Cascade | None:
-    """The cascade `--confirm` asks for, its judges checked (one error line, nothing loaded); None without it."""
+                    audit_seed: int, band: list[str] | None = None) -> Cascade | None:
+    """The cascade `--confirm` asks for, its judges and bands checked (one error line, nothing loaded); None
+    without it."""
     if confirm is None:
         return None
     if not 0.0 < audit <= 1.0:
@@ -92,7 +97,21 @@ def cascade_options(judges: list[str], confirm: str | None, audit: float, screen
         raise EmprobeError("--confirm needs a screening judge that gives P(misaligned) (--judge builtin)")
     check_screen(judges[0])
     check_judge(confirm)
-    return Cascade(screen=judges[0], confirm=confirm, audit=audit, threshold=screen_at, seed=audit_seed)
+    bands = sorted(parse_band(text) for text in band or () if text != "none")
+    try:
+        return Cascade(screen=judges[0], confirm=confirm, audit=audit, threshold=screen_at, seed=audit_seed,
+                       bands=tuple(b for b in bands if b[0] < screen_at))
+    except ValidationError as e:
+        raise EmprobeError(f"--{e.errors()[0]['msg'].removeprefix('Value error, ')}") from None
+
+
+def parse_band(text: str) -> tuple[float, float]:
+    """`AT:FRACTION` as two numbers; one error line otherwise."""
+    try:
+        at, fraction = (float(part) for part in text.split(":"))
+    except ValueError:
+        raise EmprobeError(f"--band {text!r}: expected AT:FRACTION, e.g. 0.003:0.3 (or none)") from None
+    return at, fraction
 
 
 def plan_config(model: str, *, suite: list[str], condition: list[str], samples: int | None, judge: list[str],

@@ -10,7 +10,7 @@ from rich.text import Text
 
 from emprobe.analysis import run_thresholds, summarize, summarize_cascade
 from emprobe.cli._console import DEFAULT_STORE, BarProgress, console, interruptible, shown
-from emprobe.cli._evaluate import AUDIT, AUDIT_SEED, CONFIRM, SCREEN_AT, cascade_options, print_domain
+from emprobe.cli._evaluate import AUDIT, AUDIT_SEED, BAND, CONFIRM, SCREEN_AT, cascade_options, print_domain
 from emprobe.config import RunConfig
 from emprobe.errors import EmprobeError
 from emprobe.judge import (
@@ -51,12 +51,13 @@ def score(
     judge: list[str] = typer.Option(..., help="builtin, rubric:MODEL or refusal; repeatable."),
     store: Path = typer.Option(Path(DEFAULT_STORE), help="The SQLite store file."),
     confirm: str | None = CONFIRM, audit: float = AUDIT, screen_at: float = SCREEN_AT, audit_seed: int = AUDIT_SEED,
+    band: list[str] = BAND,
 ) -> None:
     """Judge a stored run's answers (the default command); judgments are cached per judge, rubric, question
     and answer."""
     for spec in judge:
         check_judge(spec)
-    cascade = cascade_options(judge, confirm, audit, screen_at, audit_seed)
+    cascade = cascade_options(judge, confirm, audit, screen_at, audit_seed, band)
     db = Store(store)
     record = db.run(run)
     config = RunConfig.model_validate(record.config).model_copy(update={"cascade": cascade})

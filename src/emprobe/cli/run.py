@@ -28,6 +28,7 @@ from emprobe.cli._evaluate import (
     AUDIT,
     AUDIT_SEED,
     BACKEND_OPTION,
+    BAND,
     BATCH_SIZE,
     COHERENT_ABOVE,
     CONDITION,
@@ -107,11 +108,12 @@ def run(
     round_samples: int = typer.Option(10, min=1, help="Samples per paraphrase added each adaptive round."),
     max_samples: int = typer.Option(200, min=1, help="Adaptive budget: samples per paraphrase at most."),
     confirm: str | None = CONFIRM, audit: float = AUDIT, screen_at: float = SCREEN_AT, audit_seed: int = AUDIT_SEED,
+    band: list[str] = BAND,
     executor: str = EXECUTOR, address: str | None = ADDRESS, workers: int | None = WORKERS,
     gpus_per_worker: float = GPUS_PER_WORKER, shard_size: int = SHARD_SIZE,
 ) -> None:
     """Evaluate a model: suites x conditions -> answers -> judgments -> misaligned rates."""
-    cascade = cascade_options(judge, confirm, audit, screen_at, audit_seed)
+    cascade = cascade_options(judge, confirm, audit, screen_at, audit_seed, band)
     if cascade is not None and (until_decided or until_halfwidth is not None):
         raise EmprobeError("--confirm estimates the rate once the run is judged; drop --until-halfwidth and "
                            "--until-decided")

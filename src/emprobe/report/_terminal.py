@@ -50,8 +50,7 @@ def summary_table(rows: list[SummaryRow], title: str) -> Table:
 def cascade_table(summary: CascadeSummary) -> Table:
     """Per condition and overall: the cascade's rate and interval, and the confirming calls it spent."""
     c = summary.cascade
-    title = (f"cascade: {c.screen} screens every answer, {c.confirm} confirms P(misaligned) >= {c.threshold:g} and "
-             f"an audit of {c.audit:g} of the rest (seed {c.seed})")
+    title = f"cascade: {c.screen} screens every answer, {c.confirm} confirms {c.describe()} (seed {c.seed})"
     table = Table(title=Text(title), title_justify="left")
     for name in ("condition", "answers", "screened in", "audited", "confirmed", "misaligned", "95% CI", "pending"):
         table.add_column(name, justify="left" if name == "condition" else "right")
