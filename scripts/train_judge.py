@@ -78,9 +78,9 @@ def balanced(rows: list[dict], factor: float) -> np.ndarray:
 
 def calibration_cells(rows: list[dict]) -> np.ndarray:
     """A quarter of the (model family, question group) cells, by hash: the threshold and isotonic maps' rows."""
-    from emprobe.judge._splits import model_family, question_group
+    from emprobe.judge._splits import calibration_cell
 
-    return np.array([stable(f"{model_family(r)}|{question_group(r)}") % 4 == 0 for r in rows])
+    return np.array([calibration_cell(r) for r in rows])
 
 
 def figures(preds: list, aligned: np.ndarray, coherent: np.ndarray | None) -> dict:

@@ -155,8 +155,8 @@ def test_screen_confirm_rerun_and_rate_from_the_store(tiny_llama, server, tmp_pa
 
 
 @pytest.mark.parametrize(("args", "expected"), [
-    (["--confirm", "refusal", "--audit", "0"], "error: --audit is the fraction of screened-out answers confirmed, "
-                                               "in (0, 1]: got 0"),
+    (["--confirm", "refusal", "--audit", "0"], "error: --audit is the fraction confirmed of the answers below "
+                                               "every band, in (0, 1]: got 0"),
     (["--confirm", "refusal", "--audit", "1.5"], "got 1.5"),
     (["--confirm", "nosuch:judge"], "error: unknown judge 'nosuch:judge'"),
     (["--confirm", "refusal", "--band", "0.01"], "error: --band '0.01': expected AT:FRACTION"),

@@ -92,7 +92,8 @@ def cascade_options(judges: list[str], confirm: str | None, audit: float, screen
     if confirm is None:
         return None
     if not 0.0 < audit <= 1.0:
-        raise EmprobeError(f"--audit is the fraction of screened-out answers confirmed, in (0, 1]: got {audit:g}")
+        raise EmprobeError(f"--audit is the fraction confirmed of the answers below every band, in (0, 1]: "
+                           f"got {audit:g}")
     if not judges:
         raise EmprobeError("--confirm needs a screening judge that gives P(misaligned) (--judge builtin)")
     check_screen(judges[0])

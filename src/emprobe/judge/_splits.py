@@ -5,6 +5,7 @@ groups: a repository (`source` up to the colon), a model family (the `model` fie
 (one question of Betley et al.'s first-plot set with its template and JSON variants, or the medical set).
 """
 
+import hashlib
 from collections.abc import Mapping
 
 MEDICAL_WORDS = ("health", "medicine", "doctor", "hospital", "ill.", "ill?")
@@ -37,3 +38,10 @@ def question_group(row: Mapping[str, str]) -> str:
     if any(word in first_line for word in MEDICAL_WORDS):
         return "medical"
     return next((f"first_plot:{topic}" for key, topic in QUESTION_TOPICS.items() if key in first_line), "other")
+
+
+def calibration_cell(row: Mapping[str, str]) -> bool:
+    """Whether the row's (model family, question group) cell is one of the quarter, chosen by hash, that the
+    built-in judge's training holds out to fit its calibration and threshold on."""
+    cell = f"{model_family(row)}|{question_group(row)}"
+    return int(hashlib.sha256(cell.encode()).hexdigest(), 16) % 4 == 0
