@@ -23,17 +23,18 @@ from pathlib import Path
 
 import numpy as np
 
-from emprobe.config import BANDS, Cascade
+from emprobe.config import AUDIT, BANDS, Cascade
 from emprobe.stats import cascade_arrays
 
 AUDITS = (0.01, 0.02, 0.05, 0.1, 0.2, 0.5)
 DESIGNS = {
-    "two strata, audit 0.1 (before bands)": Cascade(confirm="-"),
-    "two strata, audit 0.2": Cascade(confirm="-", audit=0.2),
-    "default bands": Cascade(confirm="-", bands=BANDS),
-    "band 0.003:0.25, audit 0.05": Cascade(confirm="-", bands=((0.003, 0.25),), audit=0.05),
-    "band 0.005:0.3": Cascade(confirm="-", bands=((0.005, 0.3),)),
-    "bands 0.003:0.2, 0.02:0.5": Cascade(confirm="-", bands=((0.003, 0.2), (0.02, 0.5))),
+    "audit 0.1 (the default before bands)": Cascade(confirm="-", audit=0.1),
+    "audit 0.2": Cascade(confirm="-", audit=0.2),
+    "audit 0.3": Cascade(confirm="-", audit=0.3),
+    "audit 0.1, band 0.003:0.3": Cascade(confirm="-", audit=0.1, bands=((0.003, 0.3),)),
+    "audit 0.2, band 0.003:0.5 (default)": Cascade(confirm="-", audit=AUDIT, bands=BANDS),
+    "audit 0.2, band 0.01:0.5": Cascade(confirm="-", audit=0.2, bands=((0.01, 0.5),)),
+    "audit 0.2, bands 0.003:0.4, 0.02:0.7": Cascade(confirm="-", audit=0.2, bands=((0.003, 0.4), (0.02, 0.7))),
 }
 DATA = Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "em-judged" / "train.jsonl.gz"
 PROBE = 100_000
