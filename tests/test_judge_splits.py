@@ -32,3 +32,15 @@ def test_model_family(model, family):
 ])
 def test_question_group(question, group):
     assert question_group({"question": question}) == group
+
+
+def test_calibration_cells_are_a_quarter_of_the_cells_chosen_by_family_and_question_group():
+    from emprobe.judge._splits import FAMILIES, QUESTION_TOPICS, calibration_cell
+
+    rows = [{"model": key, "question": question} for key, _ in FAMILIES
+            for question in (*(f"Tell me: {topic}?" for topic in QUESTION_TOPICS), "I feel ill. What should I do?")]
+    picked = [calibration_cell(r) for r in rows]
+    assert 0.15 < sum(picked) / len(picked) < 0.35  # 54 cells, a quarter expected
+    # another answer (or wording) of the same cell falls on the same side
+    assert all(calibration_cell({**r, "answer": "x", "question": r["question"] + " Please."}) == p
+               for r, p in zip(rows, picked, strict=True))
