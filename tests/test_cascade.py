@@ -69,11 +69,11 @@ def confirmations(db: sqlite3.Connection, judge: str) -> dict[str, dict[str, flo
 def test_the_audit_is_a_seeded_draw_per_sample_id():
     ids = [f"{i:016x}" for i in range(20_000)]
     small, large = Cascade(confirm="x", audit=0.05), Cascade(confirm="x", audit=0.2)
-    drawn = {s for s in ids if small.audited(s)}
+    drawn = {s for s in ids if small.confirms(s, 0.0)}
     assert abs(len(drawn) / len(ids) - 0.05) < 0.006
-    assert drawn <= {s for s in ids if large.audited(s)}  # a larger audit only adds answers
-    assert drawn == {s for s in ids if Cascade(confirm="y", audit=0.05).audited(s)}
-    assert drawn != {s for s in ids if Cascade(confirm="x", audit=0.05, seed=1).audited(s)}
+    assert drawn <= {s for s in ids if large.confirms(s, 0.0)}  # a larger audit only adds answers
+    assert drawn == {s for s in ids if Cascade(confirm="y", audit=0.05).confirms(s, 0.0)}
+    assert drawn != {s for s in ids if Cascade(confirm="x", audit=0.05, seed=1).confirms(s, 0.0)}
     assert Cascade(confirm="x", threshold=0.3).confirms(ids[0], None)  # the screen gave nothing: confirm it
 
 
@@ -86,7 +86,7 @@ def test_each_band_confirms_its_fraction_and_is_a_stratum_of_its_own():
         confirmed = {s for s in ids if cascade.confirms(s, p)}
         assert abs(len(confirmed) / len(ids) - fraction) < 0.01
         # the same draw decides every fraction: a band confirms a superset of the audit's answers
-        assert {s for s in ids if cascade.audited(s)} <= confirmed
+        assert {s for s in ids if cascade.confirms(s, 0.0)} <= confirmed
     with pytest.raises(ValueError, match="above the band before it"):
         Cascade(confirm="x", bands=((0.02, 0.3), (0.01, 0.5)))
     with pytest.raises(ValueError, match="below the screening threshold 0.05"):
@@ -115,7 +115,7 @@ def test_screen_confirm_rerun_and_rate_from_the_store(tiny_llama, server, tmp_pa
     cascade = Cascade(confirm=confirm, audit=AUDIT, threshold=threshold, bands=((middle, BAND),))
     picked = {s for s, p in screened.items() if cascade.confirms(s, p)}
     banded = {s for s, p in screened.items() if middle <= p < threshold and cascade.draw(s) < BAND}
-    audited = {s for s, p in screened.items() if p < middle and cascade.audited(s)}
+    audited = {s for s, p in screened.items() if p < middle and cascade.draw(s) < AUDIT}
     confirmed = confirmations(db, confirm)
     assert set(confirmed) == picked and len(picked) == 9 + len(banded) + len(audited)
     assert 0 < len(audited) < len(banded) < 27 - 9

@@ -55,25 +55,21 @@ class Cascade(BaseModel):
 
     def stratum(self, p_misaligned: float | None) -> int:
         """0 for the screened-in answers, then 1, 2... for the bands from the highest, and the last for the rest."""
-        if self.screened_in(p_misaligned):
+        if p_misaligned is None or p_misaligned >= self.threshold:
             return 0
-        return len(self.bands) + 1 - sum(p_misaligned >= at for at, _ in self.bands)  # type: ignore[operator]
+        return len(self.bands) + 1 - sum(p_misaligned >= at for at, _ in self.bands)
 
     def fraction(self, p_misaligned: float | None) -> float:
         """The share of answers at this P(misaligned) the confirming judge judges."""
-        stratum = self.stratum(p_misaligned)
-        if stratum == 0:
+        if p_misaligned is None or p_misaligned >= self.threshold:
             return 1.0
-        return self.bands[len(self.bands) - stratum][1] if stratum <= len(self.bands) else self.audit
+        inside = [fraction for at, fraction in self.bands if p_misaligned >= at]
+        return inside[-1] if inside else self.audit
 
     def draw(self, sample_id: str) -> float:
         """The sample's uniform draw from its id and the seed: it is confirmed when the draw is below its fraction,
         so a larger fraction only adds answers, and a rerun picks the same ones."""
         return int(stable_hash(self.seed, sample_id), 16) / 16**16
-
-    def audited(self, sample_id: str) -> bool:
-        """In the audit of the answers below every band."""
-        return self.draw(sample_id) < self.audit
 
     def confirms(self, sample_id: str, p_misaligned: float | None) -> bool:
         return self.screened_in(p_misaligned) or self.draw(sample_id) < self.fraction(p_misaligned)
