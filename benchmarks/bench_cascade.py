@@ -110,10 +110,8 @@ def measured_readings(rows: int) -> dict[str, tuple[np.ndarray, np.ndarray]]:
 def binned(p: np.ndarray, label: np.ndarray, cascade: Cascade) -> tuple[Screen, np.ndarray]:
     """The shares of each class in the cascade's strata (`Cascade.stratum`), and each stratum's fraction."""
     stratum = np.array([cascade.stratum(float(x)) for x in p])
-    strata = len(cascade.bands) + 2
-    shares = [np.bincount(stratum[mask], minlength=strata) / mask.sum() for mask in (label, ~label)]
-    fractions = np.array([1.0, *(fraction for _, fraction in reversed(cascade.bands)), cascade.audit])
-    return (shares[0], shares[1]), fractions
+    shares = [np.bincount(stratum[mask], minlength=len(cascade.fractions)) / mask.sum() for mask in (label, ~label)]
+    return (shares[0], shares[1]), np.array(cascade.fractions)
 
 
 def main() -> None:

@@ -59,12 +59,14 @@ class Cascade(BaseModel):
             return 0
         return len(self.bands) + 1 - sum(p_misaligned >= at for at, _ in self.bands)
 
+    @property
+    def fractions(self) -> tuple[float, ...]:
+        """Each stratum's share confirmed, in `stratum`'s order: 1, the bands' from the highest, the audit."""
+        return (1.0, *(fraction for _, fraction in reversed(self.bands)), self.audit)
+
     def fraction(self, p_misaligned: float | None) -> float:
         """The share of answers at this P(misaligned) the confirming judge judges."""
-        if p_misaligned is None or p_misaligned >= self.threshold:
-            return 1.0
-        inside = [fraction for at, fraction in self.bands if p_misaligned >= at]
-        return inside[-1] if inside else self.audit
+        return self.fractions[self.stratum(p_misaligned)]
 
     def draw(self, sample_id: str) -> float:
         """The sample's uniform draw from its id and the seed: it is confirmed when the draw is below its fraction,

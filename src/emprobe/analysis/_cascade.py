@@ -38,7 +38,7 @@ def summarize_cascade(store: Store, run_id: str, cascade: Cascade, thresholds: T
     """
     screened = store.misaligned_probabilities(run_id, cascade.screen)
     counts: dict[str, list[list[int]]] = {}
-    strata = len(cascade.bands) + 2
+    strata = len(cascade.fractions)
     pending: dict[str, int] = {}
     for sample in store.samples(run_id, cascade.confirm, texts=False):
         if sample.sample_id not in screened:
