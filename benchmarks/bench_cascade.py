@@ -10,7 +10,9 @@ confirming every answer is the same estimator with every fraction 1.
 Screens: the shipped built-in judge's call as measured on held-out model families (`training.json`), each
 `--screen SENSITIVITY SPECIFICITY` (two strata, each audit of AUDITS), and with `--measure N` the built-in judge's
 own P(misaligned) on N GPT-4o rows of its calibration cells (rows it never trained on) and on the answers of the
-gemma-judged repository it never saw (../shared/data/em-judged), binned for each design of DESIGNS.
+gemma-judged repository it never saw (../shared/data/em-judged), binned for each design of DESIGNS. For those, it
+also prints the normal approximation's answers and calls for the default design, a bound no design that samples by
+the screen's P can beat (`p_bound`), and that design with its calibration fitted on the other half of the answers.
 Usage: python benchmarks/bench_cascade.py [--rate 0.01] [--halfwidth 0.0025] [--screen 0.9 0.8] [--measure 5000]
                                           [--simulations 2000]
 """
@@ -84,6 +86,44 @@ def calls_for(halfwidth: float, rate: float, screen: Screen, fractions: np.ndarr
     return answers, calls, achieved, covered
 
 
+def population(label: np.ndarray, rate: float) -> np.ndarray:
+    """Weights that reweight a labelled set to the true `rate` (they sum to 1)."""
+    w = np.where(label, rate / label.mean(), (1 - rate) / (1 - label.mean()))
+    return w / w.sum()
+
+
+def normal_design(label: np.ndarray, w: np.ndarray, guess: np.ndarray, fraction: np.ndarray, rate: float,
+                  halfwidth: float) -> tuple[float, float]:
+    """(answers, calls) for `halfwidth` by the normal approximation, when answer i is confirmed with probability
+    `fraction[i]` and the rate is estimated as the mean of guess + (label - guess) / fraction over the confirmed
+    (`guess` = each stratum's rate: the stratified two-phase estimate; any `guess` keeps it unbiased)."""
+    variance = rate * (1 - rate) + np.sum(w * (label - guess) ** 2 * (1 / fraction - 1))
+    answers = (1.959964 / halfwidth) ** 2 * variance
+    return answers, answers * float(np.sum(w * fraction))
+
+
+def p_bound(p: np.ndarray, label: np.ndarray, rate: float, halfwidth: float, halves: bool = False
+            ) -> tuple[float, float]:
+    """(answers, calls) of the cheapest design that samples by the screen's P: P calibrated on the labels (isotonic;
+    in sample, so optimistic, or with `halves` fitted on one random half and used on the other), each answer
+    confirmed with probability proportional to its calibrated standard deviation (Neyman's allocation) above a
+    floor, and that calibration as `guess`. Stratifying by P is one such design, so in sample no band design on
+    this screen needs fewer calls."""
+    from sklearn.isotonic import IsotonicRegression
+
+    w = population(label, rate)
+    half = np.random.default_rng(0).integers(0, 2, len(p)) if halves else np.zeros(len(p), dtype=int)
+    guess = np.zeros(len(p))
+    for h in np.unique(half):
+        fit = half != h if halves else half == h
+        guess[half == h] = IsotonicRegression(out_of_bounds="clip").fit(
+            p[fit], label[fit], sample_weight=w[fit]).predict(p[half == h])
+    spread = np.sqrt(guess * (1 - guess))
+    designs = [normal_design(label, w, guess, np.clip(scale * spread, floor, 1.0), rate, halfwidth)
+               for floor in (0.01, 0.02, 0.05, 0.1, 0.2) for scale in np.geomspace(0.1, 100, 200)]
+    return min(designs, key=lambda design: design[1])
+
+
 def measured_readings(rows: int) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """The built-in judge's P(misaligned) and GPT-4o's (or the repository's judge's) label, CODE answers left out,
     on `rows` GPT-4o rows of its calibration cells and on the gemma-judged repository's answers."""
@@ -155,6 +195,17 @@ def main() -> None:
         print(f"{'design':<38} {header}")
         for design, cascade in DESIGNS.items():
             print(f"{design:<38} {line(*binned(p, label, cascade))}")
+        w, default = population(label, args.rate), Cascade(confirm="-", audit=AUDIT, bands=BANDS)
+        stratum = np.array([default.stratum(float(x)) for x in p])
+        guess = (np.bincount(stratum, w * label) / np.bincount(stratum, w))[stratum]
+        every = (1.959964 / args.halfwidth) ** 2 * args.rate * (1 - args.rate)
+        print(f"normal approximation: confirm every answer {every:,.0f} calls")
+        for design, (answers, calls) in {
+                "the default design": normal_design(label, w, guess, np.array(default.fractions)[stratum],
+                                                    args.rate, args.halfwidth),
+                "the bound for any design on P": p_bound(p, label, args.rate, args.halfwidth),
+                "that design, calibrated on halves": p_bound(p, label, args.rate, args.halfwidth, halves=True)}.items():
+            print(f"{design:<38} {answers:>11,.0f} {calls:>9,.0f} {'':>10} {'':>8} {every / calls:>10.1f}x")
 
 
 if __name__ == "__main__":
