@@ -177,15 +177,12 @@ def main() -> None:
         print(f"\n== {backend.info['dtype']} on {backend.device}, {backend.info['threads']} threads, batch {rows}, "
               f"linear layers {backend.info['linear']}, attention {backend.info['attention']}")
         rates: dict[str, list[tuple[int, float]]] = {"emprobe": [], "emprobe, torch linears": [],
-                                                     "emprobe, unblocked": [], "emprobe, SDPA decode": [],
-                                                     "emprobe, any kernel": [],
+                                                     "emprobe, unblocked": [], "emprobe, any kernel": [],
                                                      "generate, batched": []}
         for _ in range(args.rounds):
             rates["emprobe"].append(emprobe_side(backend, requests))
             if backend.blocked_attention and not args.skip_unblocked:
                 rates["emprobe, unblocked"].append(side_with(backend, requests, "blocked_attention", False))
-            if backend.decode_matmul:
-                rates["emprobe, SDPA decode"].append(side_with(backend, requests, "decode_matmul", False))
             if backend.attention_kernels and not args.skip_any_kernel:
                 rates["emprobe, any kernel"].append(side_with(backend, requests, "attention_kernels", None))
             if not args.skip_plain:

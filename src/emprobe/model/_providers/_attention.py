@@ -37,36 +37,12 @@ def row_blocks(lengths: torch.Tensor, live: torch.Tensor, width: int) -> list[tu
     return blocks if skipped >= SAVING * len(used) * width else []
 
 
-PLAIN = {"dropout", "scaling", "position_ids", "use_cache"}
-"""Keywords the model may pass that `matmul_decode` can ignore or take (`dropout` only when 0)."""
-
-
-def matmul_decode(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, mask: torch.Tensor | None,
-                  scaling: float | None) -> torch.Tensor:
-    """One-token attention as softmax(q k^T) v per key/value head, its query heads stacked: (rows, 1, heads, dim)."""
-    rows, heads, _, dim = query.shape
-    grouped = query.view(rows, key.shape[1], heads // key.shape[1], dim)
-    scores = torch.matmul(grouped, key.transpose(-1, -2)).mul_(dim**-0.5 if scaling is None else scaling)
-    if mask is not None:
-        scores.masked_fill_(~mask, float("-inf"))
-    return torch.matmul(scores.softmax(-1), value).reshape(rows, heads, 1, dim).transpose(1, 2).contiguous()
-
-
 def blocked_sdpa(module: Any, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
                  attention_mask: torch.Tensor | None, *args: Any, row_blocks: list[tuple[int, int, int]] | None = None,
-                 decode_matmul: bool = False, **kwargs: Any) -> tuple[torch.Tensor, None]:
+                 **kwargs: Any) -> tuple[torch.Tensor, None]:
     """transformers' SDPA attention, run per block of rows over that block's columns when the decode loop gives
-    `row_blocks` for a one-token step, and as `matmul_decode` when it asks for `decode_matmul` in float32."""
-    if query.shape[2] != 1:
-        return sdpa_attention_forward(module, query, key, value, attention_mask, *args, **kwargs)
-    if (decode_matmul and not args and query.dtype == torch.float32 and not kwargs.get("dropout")
-            and kwargs.keys() <= PLAIN and (attention_mask is None or attention_mask.dtype == torch.bool)):
-        scaling = kwargs.get("scaling")
-        if attention_mask is None or not row_blocks or len(row_blocks) < 2:
-            return matmul_decode(query, key, value, attention_mask, scaling), None
-        return torch.cat([matmul_decode(query[a:b], key[a:b, :, c:], value[a:b, :, c:], attention_mask[a:b, ..., c:],
-                                        scaling) for a, b, c in row_blocks]), None
-    if row_blocks is None or attention_mask is None or len(row_blocks) < 2:
+    `row_blocks` for a one-token step; otherwise exactly transformers' SDPA."""
+    if row_blocks is None or query.shape[2] != 1 or attention_mask is None or len(row_blocks) < 2:
         return sdpa_attention_forward(module, query, key, value, attention_mask, *args, **kwargs)
     parts = [sdpa_attention_forward(module, query[a:b], key[a:b, :, c:], value[a:b, :, c:],
                                     attention_mask[a:b, ..., c:], *args, **kwargs)[0]

@@ -177,10 +177,9 @@ class ContinuousBatch:
     stopped at EOS)."""
 
     def __init__(self, forward: Forward, layers: int, device: str, pad_id: int, eos_ids: list[int],
-                 max_tokens: int, size: int, on_prefill: Callable[[bool], None] | None = None, blocks: bool = False,
-                 matmul: bool = False):
+                 max_tokens: int, size: int, on_prefill: Callable[[bool], None] | None = None, blocks: bool = False):
         self.forward, self.layers, self.device, self.pad_id = forward, layers, device, pad_id
-        self.blocks, self.matmul = blocks, matmul
+        self.blocks = blocks
         """Whether the model's attention takes `row_blocks` (see `_attention.py`)."""
         self.eos = set(eos_ids)
         self.max_tokens, self.size = max_tokens, size
@@ -233,9 +232,7 @@ class ContinuousBatch:
             self.lengths += 1
             width = self.cache.get_seq_length() + 1
             mask = torch.arange(width) >= (width - self.lengths)[:, None]
-            blocks: dict[str, Any] = {"row_blocks": row_blocks(self.lengths, ~self.done, width)} if self.blocks else {}
-            if self.matmul:
-                blocks["decode_matmul"] = True
+            blocks = {"row_blocks": row_blocks(self.lengths, ~self.done, width)} if self.blocks else {}
             result = self.forward(input_ids=tokens[:, None].to(self.device), attention_mask=mask.long().to(self.device),
                                   position_ids=(self.lengths - 1)[:, None].to(self.device), use_cache=True,
                                   cache=self.cache, **blocks)

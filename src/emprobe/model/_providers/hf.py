@@ -55,7 +55,6 @@ class HFBackend:
         # Row blocks pay on the CPU only: on an H200 a 1.7B model decoded 256 rows 1.8x faster without them (the
         # blocks multiply the attention calls, and each call's host time dominates there).
         self.blocked_attention = self.device == "cpu" and use_blocked_sdpa(loaded)
-        self.decode_matmul = self.blocked_attention and self.dtype == torch.float32
         self.attention_kernels = CUDA_ATTENTION if self.device == "cuda" else None
         """The SDPA kernels a generating pass may use (None: torch's choice)."""
         self.model: Any = loaded.to(self.device).eval()
@@ -171,7 +170,7 @@ class HFBackend:
 
         batch = ContinuousBatch(self._forward, self.model.config.get_text_config().num_hidden_layers, self.device,
                                 self.pad_id, self.eos_ids, items[0][0].decoding.max_tokens, self.batch_size, on_prefill,
-                                self.blocked_attention, self.decode_matmul)
+                                self.blocked_attention)
         prompts = [ids for _, ids in items]
         requests = [request for request, _ in items]
         for index, used, stopped in batch.run(prompts, [r.decoding.seed for r in requests],
