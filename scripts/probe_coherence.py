@@ -2,7 +2,9 @@
 on the network's frozen states, with rule-built fluent nonsense (`incoherence.FLUENT_RULES`) as extra incoherent
 rows, and measure (issue 15, part 3; figures in docs/judge-designs.md). CPU, about 12 minutes here:
     .venv/bin/python scripts/train_judge.py prepare      # once: .gpu/ (data.npz, texts.json.gz, meta.json)
-    .venv/bin/python scripts/probe_coherence.py
+    .venv/bin/python scripts/probe_coherence.py [--sentences]
+`--sentences` also refits with the answer's sentence similarity (`probe_sentences.similarity`, a second pass, about
+twice the time) as one more input of the row.
 
 Rows: 5,000 GPT-4o rows of the calibration cells (kept out of the network's training; half of the cells fit the
 isotonic map, the other half measure), 5,000 training rows, 1,200 rule-built nonsense texts, 1,600 fluent
@@ -11,6 +13,7 @@ hand-labelled SmolLM2-135M answers, which no variant trains on. Scores go throug
 answer it calls misaligned keeps coherent > 50, as shipped.
 """
 
+import argparse
 import gzip
 import json
 import time
@@ -18,12 +21,13 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from probe_sentences import similarity
 from scipy.special import expit
 from scipy.stats import spearmanr
 from sklearn.isotonic import IsotonicRegression
 
 from emprobe.judge import _cross
-from emprobe.judge._builtin import BuiltinModel
+from emprobe.judge._builtin import BuiltinJudge, BuiltinModel
 from emprobe.judge._textstats import statistics_matrix
 from emprobe.judge.incoherence import incoherent
 
@@ -69,6 +73,9 @@ def refit(x: np.ndarray, target: np.ndarray, weight: np.ndarray, start: tuple[np
 
 
 def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--sentences", action="store_true", help="also refit with the sentence similarity as an input")
+    args = ap.parse_args()
     started = time.time()
     with np.load(WORK / "data.npz") as npz:
         data = dict(npz)
@@ -88,6 +95,14 @@ def main() -> None:
     x = {k: states(model, [questions[i] for i in idx], [answers[i] for i in idx]) for k, idx in picked.items()}
     x["fluent"] = states(model, [questions[sources[m.source]] for m in made], [m.text for m in made])
     print(f"read {sum(len(v) for v in x.values())} rows in {time.time() - started:.0f} s", flush=True)
+    if args.sentences:
+        judge = BuiltinJudge()
+        pairs = {k: [(questions[i], answers[i]) for i in idx] for k, idx in picked.items()}
+        pairs["fluent"] = [(questions[sources[m.source]], m.text) for m in made]
+        sim = {k: similarity(judge, v) for k, v in pairs.items()}
+        mean, sd = np.nanmean(sim["training"]), np.nanstd(sim["training"])
+        sentences = {k: np.nan_to_num((v - mean) / sd)[:, None] for k, v in sim.items()}  # none: the training mean
+        print(f"sentence similarity read in {time.time() - started:.0f} s", flush=True)
 
     rule = np.array([m.rule for m in made])
     fluent_held = np.array([m.source % 4 == 0 for m in made])
@@ -124,6 +139,19 @@ def main() -> None:
             y = np.concatenate([base_y, np.full(len(train_fluent), INCOHERENT_TARGET)])
             measure(f"refit + fluent, pull {pull:g}, weight {weight:g}",
                     *refit(np.concatenate([base_x, train_fluent]), y, w, shipped, pull))
+    if not args.sentences:
+        return
+    x = {k: np.concatenate([v, sentences[k]], 1) for k, v in x.items()}
+    widened = (np.append(shipped[0], 0.0), shipped[1])
+    base_x = np.concatenate([x["training"], x["rules"]])
+    measure("+ sentences, refit, no fluent rows", *refit(base_x, base_y, np.ones(len(base_x)), widened, 1e-4))
+    train_fluent = x["fluent"][~fluent_held]
+    for pull in (1e-3, 1e-4):
+        for weight in (0.5, 1.0):
+            w = np.concatenate([np.ones(len(base_x)), np.full(len(train_fluent), weight)])
+            y = np.concatenate([base_y, np.full(len(train_fluent), INCOHERENT_TARGET)])
+            measure(f"+ sentences, fluent, pull {pull:g}, weight {weight:g}",
+                    *refit(np.concatenate([base_x, train_fluent]), y, w, widened, pull))
 
 
 if __name__ == "__main__":
