@@ -11,8 +11,9 @@ Screens: the shipped built-in judge's call as measured on held-out model familie
 `--screen SENSITIVITY SPECIFICITY` (two strata, each audit of AUDITS), and with `--measure N` the built-in judge's
 own P(misaligned) on N GPT-4o rows of its calibration cells (rows it never trained on) and on the answers of the
 gemma-judged repository it never saw (../shared/data/em-judged), binned for each design of DESIGNS. For those, it
-also prints the normal approximation's answers and calls for the default design, a bound no design that samples by
-the screen's P can beat (`p_bound`), and that design with its calibration fitted on the other half of the answers.
+also prints the normal approximation's answers and calls for the default design, about the fewest calls any design
+that samples by the screen's P can spend (`p_bound`), and that design with its calibration fitted on the other half
+of the answers.
 Usage: python benchmarks/bench_cascade.py [--rate 0.01] [--halfwidth 0.0025] [--screen 0.9 0.8] [--measure 5000]
                                           [--simulations 2000]
 """
@@ -42,6 +43,8 @@ DATA = Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "em-j
 PROBE = 100_000
 """The population the half-width is first measured at."""
 STEPS = 8
+Z = 1.959964
+"""The normal quantile of a two-sided 95% interval."""
 
 Screen = tuple[np.ndarray, np.ndarray]
 """Shares of the misaligned and of the aligned answers in each stratum (screened in first)."""
@@ -98,7 +101,7 @@ def normal_design(label: np.ndarray, w: np.ndarray, guess: np.ndarray, fraction:
     `fraction[i]` and the rate is estimated as the mean of guess + (label - guess) / fraction over the confirmed
     (`guess` = each stratum's rate: the stratified two-phase estimate; any `guess` keeps it unbiased)."""
     variance = rate * (1 - rate) + np.sum(w * (label - guess) ** 2 * (1 / fraction - 1))
-    answers = (1.959964 / halfwidth) ** 2 * variance
+    answers = (Z / halfwidth) ** 2 * variance
     return answers, answers * float(np.sum(w * fraction))
 
 
@@ -107,8 +110,8 @@ def p_bound(p: np.ndarray, label: np.ndarray, rate: float, halfwidth: float, hal
     """(answers, calls) of the cheapest design that samples by the screen's P: P calibrated on the labels (isotonic;
     in sample, so optimistic, or with `halves` fitted on one random half and used on the other), each answer
     confirmed with probability proportional to its calibrated standard deviation (Neyman's allocation) above a
-    floor, and that calibration as `guess`. Stratifying by P is one such design, so in sample no band design on
-    this screen needs fewer calls."""
+    floor, and that calibration as `guess`. Bands are a coarser design of the same kind (one fraction and one guess
+    per stratum)."""
     from sklearn.isotonic import IsotonicRegression
 
     w = population(label, rate)
@@ -198,7 +201,7 @@ def main() -> None:
         w, default = population(label, args.rate), Cascade(confirm="-", audit=AUDIT, bands=BANDS)
         stratum = np.array([default.stratum(float(x)) for x in p])
         guess = (np.bincount(stratum, w * label) / np.bincount(stratum, w))[stratum]
-        every = (1.959964 / args.halfwidth) ** 2 * args.rate * (1 - args.rate)
+        every = (Z / args.halfwidth) ** 2 * args.rate * (1 - args.rate)
         print(f"normal approximation: confirm every answer {every:,.0f} calls")
         for design, (answers, calls) in {
                 "the default design": normal_design(label, w, guess, np.array(default.fractions)[stratum],
