@@ -115,12 +115,18 @@ def p_bound(p: np.ndarray, label: np.ndarray, rate: float, halfwidth: float, hal
     from sklearn.isotonic import IsotonicRegression
 
     w = population(label, rate)
-    half = np.random.default_rng(0).integers(0, 2, len(p)) if halves else np.zeros(len(p), dtype=int)
-    guess = np.zeros(len(p))
-    for h in np.unique(half):
-        fit = half != h if halves else half == h
-        guess[half == h] = IsotonicRegression(out_of_bounds="clip").fit(
-            p[fit], label[fit], sample_weight=w[fit]).predict(p[half == h])
+
+    def fitted(train: np.ndarray, apply: np.ndarray) -> np.ndarray:
+        return IsotonicRegression(out_of_bounds="clip").fit(p[train], label[train], sample_weight=w[train]
+                                                             ).predict(p[apply])
+
+    if halves:
+        half = np.random.default_rng(0).integers(0, 2, len(p)).astype(bool)
+        guess = np.empty(len(p))
+        guess[half], guess[~half] = fitted(~half, half), fitted(half, ~half)
+    else:
+        every = np.ones(len(p), dtype=bool)
+        guess = fitted(every, every)
     spread = np.sqrt(guess * (1 - guess))
     designs = [normal_design(label, w, guess, np.clip(scale * spread, floor, 1.0), rate, halfwidth)
                for floor in (0.01, 0.02, 0.05, 0.1, 0.2) for scale in np.geomspace(0.1, 100, 200)]
@@ -150,9 +156,14 @@ def measured_readings(rows: int) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     return out
 
 
+def strata(p: np.ndarray, cascade: Cascade) -> np.ndarray:
+    """Each answer's stratum under `cascade` (`Cascade.stratum`)."""
+    return np.array([cascade.stratum(float(x)) for x in p])
+
+
 def binned(p: np.ndarray, label: np.ndarray, cascade: Cascade) -> tuple[Screen, np.ndarray]:
     """The shares of each class in the cascade's strata (`Cascade.stratum`), and each stratum's fraction."""
-    stratum = np.array([cascade.stratum(float(x)) for x in p])
+    stratum = strata(p, cascade)
     shares = [np.bincount(stratum[mask], minlength=len(cascade.fractions)) / mask.sum() for mask in (label, ~label)]
     return (shares[0], shares[1]), np.array(cascade.fractions)
 
@@ -199,7 +210,7 @@ def main() -> None:
         for design, cascade in DESIGNS.items():
             print(f"{design:<38} {line(*binned(p, label, cascade))}")
         w, default = population(label, args.rate), Cascade(confirm="-", audit=AUDIT, bands=BANDS)
-        stratum = np.array([default.stratum(float(x)) for x in p])
+        stratum = strata(p, default)
         guess = (np.bincount(stratum, w * label) / np.bincount(stratum, w))[stratum]
         every = (Z / args.halfwidth) ** 2 * args.rate * (1 - args.rate)
         print(f"normal approximation: confirm every answer {every:,.0f} calls")

@@ -1,7 +1,8 @@
 """Does the judge's own forward pass show fluent nonsense in how unlike one another an answer's sentences are?
 
-For each (question, answer) the shipped network's last states over the answer's tokens are pooled per sentence (no
-extra pass), and the mean cosine between its sentences is the answer's sentence similarity. Measured against
+For each (question, answer) the shipped network's last states over the answer's tokens, as the judge reads the pair,
+are pooled per sentence, and the mean cosine between its sentences is the answer's sentence similarity (inside the
+judge it would cost no extra pass; here it is a second one beside the judge's scores). Measured against
 GPT-4o rows the shipped weights never saw (`BuiltinJudge.seen`): the AUC against the hand-labelled incoherent SmolLM2
 answers (`tests/data/smollm2_coherence.jsonl`) and rule-made stitched texts, what a floor on it would add to the
 coherent score's catch (cut at the 1st, 2nd and 5th percentile of GPT-4o-coherent answers), and what it would do as
@@ -61,7 +62,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--rows", type=int, default=2000, help="GPT-4o rows of each kind")
     args = ap.parse_args()
-    torch.manual_seed(0)
+    if not DATA.is_file():
+        raise SystemExit(f"probe_sentences reads {DATA}, which is absent")
     judge, rule = BuiltinJudge(), Thresholds()
     with gzip.open(DATA, "rt") as f:
         gpt = [r for r in map(json.loads, f)
