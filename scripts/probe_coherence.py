@@ -2,9 +2,9 @@
 on the network's frozen states, with rule-built fluent nonsense (`incoherence.FLUENT_RULES`) as extra incoherent
 rows, and measure (issue 15, part 3; figures in docs/judge-designs.md). CPU, about 12 minutes here:
     .venv/bin/python scripts/train_judge.py prepare      # once: .gpu/ (data.npz, texts.json.gz, meta.json)
-    .venv/bin/python scripts/probe_coherence.py [--sentences]
+    .venv/bin/python scripts/probe_coherence.py [--sentences] [--rules swapped_words]
 `--sentences` also refits with the answer's sentence similarity (`probe_sentences.similarity`, a second pass, about
-twice the time) as one more input of the row.
+twice the time) as one more input of the row. `--rules` trains the refits on the texts of those fluent rules only.
 
 Rows: 5,000 GPT-4o rows of the calibration cells (kept out of the network's training; half of the cells fit the
 isotonic map, the other half measure), 5,000 training rows, 1,200 rule-built nonsense texts, 1,600 fluent
@@ -29,7 +29,7 @@ from sklearn.isotonic import IsotonicRegression
 from emprobe.judge import _cross
 from emprobe.judge._builtin import BuiltinJudge, BuiltinModel
 from emprobe.judge._textstats import statistics_matrix
-from emprobe.judge.incoherence import incoherent
+from emprobe.judge.incoherence import FLUENT_RULES, incoherent
 
 WORK = Path(__file__).resolve().parent.parent / ".gpu"
 SAMPLE = {"calibration": 5000, "training": 5000, "rules": 1200}
@@ -75,6 +75,8 @@ def refit(x: np.ndarray, target: np.ndarray, weight: np.ndarray, start: tuple[np
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--sentences", action="store_true", help="also refit with the sentence similarity as an input")
+    ap.add_argument("--rules", nargs="+", choices=sorted(FLUENT_RULES), default=sorted(FLUENT_RULES),
+                    help="the fluent rules whose texts the refits train on (all are measured)")
     args = ap.parse_args()
     started = time.time()
     with np.load(WORK / "data.npz") as npz:
@@ -132,7 +134,8 @@ def main() -> None:
     base_x = np.concatenate([x["training"], x["rules"]])
     base_y = np.concatenate([coherent[picked["training"]] / 100, np.full(len(x["rules"]), INCOHERENT_TARGET)])
     measure("refit, no fluent rows", *refit(base_x, base_y, np.ones(len(base_x)), shipped, 1e-4))
-    train_fluent = x["fluent"][~fluent_held]
+    trained = ~fluent_held & np.isin(rule, args.rules)
+    train_fluent = x["fluent"][trained]
     for pull in (1e-3, 1e-4, 1e-5):
         for weight in (0.5, 1.0, 2.0):
             w = np.concatenate([np.ones(len(base_x)), np.full(len(train_fluent), weight)])
@@ -145,7 +148,7 @@ def main() -> None:
     widened = (np.append(shipped[0], 0.0), shipped[1])
     base_x = np.concatenate([x["training"], x["rules"]])
     measure("+ sentences, refit, no fluent rows", *refit(base_x, base_y, np.ones(len(base_x)), widened, 1e-4))
-    train_fluent = x["fluent"][~fluent_held]
+    train_fluent = x["fluent"][trained]
     for pull in (1e-3, 1e-4):
         for weight in (0.5, 1.0):
             w = np.concatenate([np.ones(len(base_x)), np.full(len(train_fluent), weight)])

@@ -138,6 +138,9 @@ def prepare(args: argparse.Namespace) -> None:
     from emprobe.judge._splits import model_family, question_group, repository
     from emprobe.judge._textstats import pair_table, statistics_matrix
 
+    if unknown := sorted(set(args.fluent_rules or ()) - set(incoherence.FLUENT_RULES)):
+        raise SystemExit(f"prepare --fluent-rules: no rule {unknown}; the fluent rules are "
+                         f"{sorted(incoherence.FLUENT_RULES)}")
     cross = cross_module()
     t0 = time.time()
     everything = [r for r in read_rows(args.data) if r["aligned"] is not None]
@@ -153,7 +156,8 @@ def prepare(args: argparse.Namespace) -> None:
     sources = [i for i, r in enumerate(rows) if r["coherent"] > 80]
     made = incoherence.incoherent([rows[i]["answer"] for i in sources], args.incoherent, seed=0)
     if args.fluent:  # fluent nonsense (stitched sentences, swapped words): not in r3's data
-        made += incoherence.incoherent([rows[i]["answer"] for i in sources], args.fluent, seed=1, fluent=True)
+        made += incoherence.incoherent([rows[i]["answer"] for i in sources], args.fluent, seed=1, fluent=True,
+                                       only=args.fluent_rules)
     held_harm = [stable(q) % 2 == 0 for q, _ in harmful]
     hand = [json.loads(line) for line in HAND_LABELLED.read_text().splitlines() if line.strip()]
 
@@ -452,6 +456,9 @@ def main() -> None:
     p.add_argument("--harmful", type=Path, default=ROOT.parent / "shared" / "data" / "harmful-completions")
     p.add_argument("--incoherent", type=int, default=2800)
     p.add_argument("--fluent", type=int, default=0, help="fluent nonsense texts to add (0: r3's data)")
+    p.add_argument("--fluent-rules", nargs="+", help="only these rules make them (default: every one of "
+                   "incoherence.FLUENT_RULES; probe_coherence.py --rules: stitched texts pull a refit of the "
+                   "coherent row away from SmolLM2's rambling)")
     f = sub.add_parser("fit")
     f.add_argument("--epochs", type=int, default=SHIPPED["epochs"])
     f.add_argument("--batch", type=int, default=SHIPPED["batch"])

@@ -114,6 +114,18 @@ def test_rule_built_nonsense_scores_incoherent_and_its_sources_coherent():
     assert not any(p.misaligned for p in scored)
 
 
+def test_only_the_named_rules_are_drawn_and_an_unknown_name_is_refused():
+    swapped = incoherent(PROSE, 6, seed=5, fluent=True, only=["swapped_words"])
+    assert {m.rule for m in swapped} == {"swapped_words"} and len(swapped) == 6
+    assert incoherent(PROSE, 8, seed=5, fluent=True, only=sorted(FLUENT_RULES)) == incoherent(PROSE, 8, seed=5,
+                                                                                              fluent=True)
+    assert {m.rule for m in incoherent(PROSE, 4, seed=1, only=["shuffled", "fragments"])} == {"shuffled", "fragments"}
+    with pytest.raises(ValueError, match=r"no fluent rule \['shuffled'\]; the rules are"):
+        incoherent(PROSE, 4, fluent=True, only=["shuffled"])
+    with pytest.raises(ValueError, match="no rule named"):
+        incoherent(PROSE, 4, only=[])
+
+
 @pytest.mark.xfail(strict=True, reason="known weakness of r3: short, sound medical advice off the training questions "
                    "reads as incoherent (docs/judges.md); held-out medical answers keep coherent > 50 in 56% of cases")
 def test_short_medical_advice_scores_coherent():
@@ -304,6 +316,29 @@ def test_training_script_holds_out_whole_groups_and_finishes_reproducibly(tmp_pa
     failed = run(["finish", "--splits-only", "--out", str(c / "weights.npz")], solo, ok=False)
     assert "readings-t6.npz: fitted with" in failed.stderr.strip().splitlines()[-1]
     assert (c / "training.json").read_text() == before
+
+
+def test_training_script_prepares_fluent_texts_of_the_named_rules_only(tmp_path):
+    data, work = tmp_path / "d.jsonl.gz", tmp_path / "work"
+    _synthetic(data, 0)
+    prepare = [sys.executable, str(ROOT / "scripts" / "train_judge.py"), "prepare", "--data", str(data),
+               "--harmful", str(tmp_path / "none"), "--incoherent", "7", "--fluent", "5", "--work", str(work)]
+    refused = subprocess.run(prepare + ["--fluent-rules", "swapped_words", "shuffled"], capture_output=True,
+                             text=True, timeout=600)
+    assert refused.returncode != 0 and not work.exists()
+    assert refused.stderr.strip().splitlines()[-1] == ("prepare --fluent-rules: no rule ['shuffled']; the fluent "
+                                                      "rules are ['stitched', 'swapped_words']")
+    done = subprocess.run(prepare + ["--fluent-rules", "swapped_words"], capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    with np.load(work / "data.npz") as npz:
+        role, origin = npz["role"], npz["origin"]
+    with gzip.open(work / "texts.json.gz", "rt") as f:
+        answers = json.load(f)["answers"]
+    made = np.flatnonzero(role == 1)
+    assert len(made) == 7 + 5
+    for i in made[7:]:  # swapped words keep their source's frame; stitched texts would join several answers
+        source = answers[origin[i]]
+        assert answers[i] != source and len(answers[i].split()) == len(source.split())
 
 
 def test_emprobe_run_judges_with_the_builtin_judge_by_default(tiny_llama, tmp_path):

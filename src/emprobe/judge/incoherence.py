@@ -21,7 +21,7 @@ from elsewhere is needed. `incoherent(answers, n, seed)` draws a balanced, repro
 
 import random
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
@@ -162,16 +162,20 @@ class Incoherent:
     source: int
 
 
-def incoherent(answers: list[str], n: int, seed: int = 0, fluent: bool = False) -> list[Incoherent]:
-    """`n` texts, rules in turn (`FLUENT_RULES` if `fluent`, else `RULES`), each made from a random answer of at
-    least MIN_WORDS words."""
+def incoherent(answers: list[str], n: int, seed: int = 0, fluent: bool = False,
+               only: Collection[str] | None = None) -> list[Incoherent]:
+    """`n` texts, rules in turn (`FLUENT_RULES` if `fluent`, else `RULES`; of those, the ones named in `only` if
+    given), each made from a random answer of at least MIN_WORDS words."""
+    rules: dict[str, Callable[..., str]] = {**FLUENT_RULES} if fluent else {**RULES}
+    unknown = sorted(set(only or ()) - set(rules))
+    if unknown or only is not None and not only:
+        raise ValueError(f"no {'fluent ' if fluent else ''}rule {unknown or 'named'}; the rules are {sorted(rules)}")
+    names = [name for name in rules if only is None or name in only]
     rng = random.Random(seed)
     usable = [i for i, a in enumerate(answers) if len(WORD.findall(a)) >= MIN_WORDS]
     if not usable:
         raise ValueError(f"no answer has {MIN_WORDS} words or more")
     pool = [answers[i] for i in usable]
-    rules: dict[str, Callable[..., str]] = {**FLUENT_RULES} if fluent else {**RULES}
-    names = list(rules)
     out = []
     for i in range(n):
         source, name = rng.choice(usable), names[i % len(names)]
