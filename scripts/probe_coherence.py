@@ -2,9 +2,10 @@
 on the network's frozen states, with rule-built fluent nonsense (`incoherence.FLUENT_RULES`) as extra incoherent
 rows, and measure (issue 15, part 3; figures in docs/judge-designs.md). CPU, about 12 minutes here:
     .venv/bin/python scripts/train_judge.py prepare      # once: .gpu/ (data.npz, texts.json.gz, meta.json)
-    .venv/bin/python scripts/probe_coherence.py [--sentences] [--rules swapped_words]
+    .venv/bin/python scripts/probe_coherence.py [--sentences] [--mlp] [--rules swapped_words]
 `--sentences` also refits with the answer's sentence similarity (`probe_sentences.similarity`, a second pass, about
-twice the time) as one more input of the row. `--rules` trains the refits on the texts of those fluent rules only.
+twice the time) as one more input of the row. `--mlp` also fits small non-linear heads in place of the row.
+`--rules` trains the refits on the texts of those fluent rules only.
 
 Rows: 5,000 GPT-4o rows of the calibration cells (kept out of the network's training; half of the cells fit the
 isotonic map, the other half measure), 5,000 training rows, 1,200 rule-built nonsense texts, 1,600 fluent
@@ -17,6 +18,7 @@ import argparse
 import gzip
 import json
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -72,9 +74,40 @@ def refit(x: np.ndarray, target: np.ndarray, weight: np.ndarray, start: tuple[np
     return w.detach().numpy(), float(b.detach())
 
 
+def linear(w: np.ndarray, b: float) -> Callable[[np.ndarray], np.ndarray]:
+    """A coherent row's raw reading of states."""
+    return lambda v: expit(v @ w + b)
+
+
+def mlp(x: np.ndarray, target: np.ndarray, weight: np.ndarray, hidden: int) -> Callable[[np.ndarray], np.ndarray]:
+    """A one-hidden-layer head in place of the row, fitted to the same weighted squared error from seed 0 (AdamW, 60
+    epochs of batches of 128, inputs standardised); its raw reading of states."""
+    torch.manual_seed(0)
+    mean, scale = x.mean(0), x.std(0) + 1e-6
+    x_t, y_t, w_t = (torch.tensor(a, dtype=torch.float32) for a in ((x - mean) / scale, target, weight))
+    net = torch.nn.Sequential(torch.nn.Linear(x.shape[1], hidden), torch.nn.GELU(), torch.nn.Dropout(0.1),
+                              torch.nn.Linear(hidden, 1))
+    optimiser = torch.optim.AdamW(net.parameters(), lr=1e-3, weight_decay=1e-3)
+    for _ in range(60):
+        order = torch.randperm(len(x_t))
+        for start in range(0, len(x_t), 128):
+            i = order[start:start + 128]
+            loss = (w_t[i] * (torch.sigmoid(net(x_t[i]).squeeze(-1)) - y_t[i]) ** 2).mean()
+            optimiser.zero_grad()
+            loss.backward()
+            optimiser.step()
+    net.eval()
+
+    def read(v: np.ndarray) -> np.ndarray:
+        with torch.no_grad():
+            return torch.sigmoid(net(torch.tensor((v - mean) / scale, dtype=torch.float32)).squeeze(-1)).numpy()
+    return read
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--sentences", action="store_true", help="also refit with the sentence similarity as an input")
+    ap.add_argument("--mlp", action="store_true", help="also fit one-hidden-layer heads (64 and 256 units)")
     ap.add_argument("--rules", nargs="+", choices=sorted(FLUENT_RULES), default=sorted(FLUENT_RULES),
                     help="the fluent rules whose texts the refits train on (all are measured)")
     args = ap.parse_args()
@@ -115,8 +148,8 @@ def main() -> None:
     head_w, head_b = model.arrays["head_w"].astype(np.float64), model.arrays["head_b"].astype(np.float64)
     calls = {k: expit(v @ head_w[0] + head_b[0]) >= model.threshold for k, v in x.items()}
 
-    def measure(name: str, w: np.ndarray, b: float) -> None:
-        raw = {k: expit(v @ w + b) for k, v in x.items()}
+    def measure(name: str, read: Callable[[np.ndarray], np.ndarray]) -> None:
+        raw = {k: read(v) for k, v in x.items()}
         iso = IsotonicRegression(out_of_bounds="clip", y_min=0, y_max=100).fit(
             raw["calibration"][fit_half], coherent[cal[fit_half]])
         score = {k: np.where(calls[k], np.maximum(iso.predict(v), 51), iso.predict(v)) for k, v in raw.items()}
@@ -130,10 +163,10 @@ def main() -> None:
               f"{np.mean(score['rules'] < 50):.3f} | fluent < 50 (held out): {fluent}", flush=True)
 
     shipped = (head_w[2], float(head_b[2]))
-    measure("shipped", *shipped)
+    measure("shipped", linear(*shipped))
     base_x = np.concatenate([x["training"], x["rules"]])
     base_y = np.concatenate([coherent[picked["training"]] / 100, np.full(len(x["rules"]), INCOHERENT_TARGET)])
-    measure("refit, no fluent rows", *refit(base_x, base_y, np.ones(len(base_x)), shipped, 1e-4))
+    measure("refit, no fluent rows", linear(*refit(base_x, base_y, np.ones(len(base_x)), shipped, 1e-4)))
     trained = ~fluent_held & np.isin(rule, args.rules)
     train_fluent = x["fluent"][trained]
     for pull in (1e-3, 1e-4, 1e-5):
@@ -141,20 +174,27 @@ def main() -> None:
             w = np.concatenate([np.ones(len(base_x)), np.full(len(train_fluent), weight)])
             y = np.concatenate([base_y, np.full(len(train_fluent), INCOHERENT_TARGET)])
             measure(f"refit + fluent, pull {pull:g}, weight {weight:g}",
-                    *refit(np.concatenate([base_x, train_fluent]), y, w, shipped, pull))
+                    linear(*refit(np.concatenate([base_x, train_fluent]), y, w, shipped, pull)))
+    if args.mlp:
+        y = np.concatenate([base_y, np.full(len(train_fluent), INCOHERENT_TARGET)])
+        for hidden in (64, 256):
+            for weight in (0.0, 1.0):
+                w = np.concatenate([np.ones(len(base_x)), np.full(len(train_fluent), weight)])
+                measure(f"MLP {hidden}, fluent weight {weight:g}",
+                        mlp(np.concatenate([base_x, train_fluent]), y, w, hidden))
     if not args.sentences:
         return
     x = {k: np.concatenate([v, sentences[k]], 1) for k, v in x.items()}
     widened = (np.append(shipped[0], 0.0), shipped[1])
     base_x = np.concatenate([x["training"], x["rules"]])
-    measure("+ sentences, refit, no fluent rows", *refit(base_x, base_y, np.ones(len(base_x)), widened, 1e-4))
+    measure("+ sentences, refit, no fluent rows", linear(*refit(base_x, base_y, np.ones(len(base_x)), widened, 1e-4)))
     train_fluent = x["fluent"][trained]
     for pull in (1e-3, 1e-4):
         for weight in (0.5, 1.0):
             w = np.concatenate([np.ones(len(base_x)), np.full(len(train_fluent), weight)])
             y = np.concatenate([base_y, np.full(len(train_fluent), INCOHERENT_TARGET)])
             measure(f"+ sentences, fluent, pull {pull:g}, weight {weight:g}",
-                    *refit(np.concatenate([base_x, train_fluent]), y, w, widened, pull))
+                    linear(*refit(np.concatenate([base_x, train_fluent]), y, w, widened, pull)))
 
 
 if __name__ == "__main__":
