@@ -138,9 +138,10 @@ def prepare(args: argparse.Namespace) -> None:
     from emprobe.judge._splits import model_family, question_group, repository
     from emprobe.judge._textstats import pair_table, statistics_matrix
 
-    if unknown := sorted(set(args.fluent_rules or ()) - set(incoherence.FLUENT_RULES)):
-        raise SystemExit(f"prepare --fluent-rules: no rule {unknown}; the fluent rules are "
-                         f"{sorted(incoherence.FLUENT_RULES)}")
+    try:
+        incoherence.chosen_rules(True, args.fluent_rules)
+    except ValueError as e:
+        raise SystemExit(f"prepare --fluent-rules: {e}") from None
     cross = cross_module()
     t0 = time.time()
     everything = [r for r in read_rows(args.data) if r["aligned"] is not None]

@@ -326,7 +326,7 @@ def test_training_script_prepares_fluent_texts_of_the_named_rules_only(tmp_path)
     refused = subprocess.run(prepare + ["--fluent-rules", "swapped_words", "shuffled"], capture_output=True,
                              text=True, timeout=600)
     assert refused.returncode != 0 and not work.exists()
-    assert refused.stderr.strip().splitlines()[-1] == ("prepare --fluent-rules: no rule ['shuffled']; the fluent "
+    assert refused.stderr.strip().splitlines()[-1] == ("prepare --fluent-rules: no fluent rule ['shuffled']; the "
                                                       "rules are ['stitched', 'swapped_words']")
     done = subprocess.run(prepare + ["--fluent-rules", "swapped_words"], capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
