@@ -58,16 +58,14 @@ def block(layer: Any, hidden: torch.Tensor) -> torch.Tensor:
     return hidden + layer.mlp(layer.post_attention_layernorm(hidden))
 
 
-def blocks(model: Any, rows: int, dtype: torch.dtype, rounds: int) -> None:
-    plain, packed = model, copy.deepcopy(model)
-    prepack(packed)
-    hidden = torch.randn(rows, 1, model.config.hidden_size, dtype=dtype)
+def blocks(plain: Any, packed: Any, rows: int, dtype: torch.dtype, rounds: int) -> None:
+    hidden = torch.randn(rows, 1, plain.config.hidden_size, dtype=dtype)
     started = time.time()
     fused = compiled(block)
     for layer in plain.model.layers:
         fused(layer, hidden)
     print(f"compiled {len(plain.model.layers)} blocks in {time.time() - started:.0f} s")
-    config = model.config
+    config = plain.config
     flops = 2 * rows * config.hidden_size * config.intermediate_size * 3 * config.num_hidden_layers
     medians = timed({"torch's layers": lambda: [block(layer, hidden) for layer in plain.model.layers],
                      "prepacked (emprobe)": lambda: [block(layer, hidden) for layer in packed.model.layers],
@@ -76,11 +74,9 @@ def blocks(model: Any, rows: int, dtype: torch.dtype, rounds: int) -> None:
            "prepacked (emprobe)")
 
 
-def steps(model: Any, rows: int, context: int, rounds: int) -> None:
-    packed = copy.deepcopy(model)
-    prepack(packed)
+def steps(plain: Any, packed: Any, rows: int, context: int, rounds: int) -> None:
     sides: dict[str, Callable[[], Any]] = {}
-    for side, net in (("eager, prepacked (emprobe)", packed), ("compiled", model)):
+    for side, net in (("eager, prepacked (emprobe)", packed), ("compiled", plain)):
         cache = StaticCache(config=net.config, max_cache_len=context + 32)
         net(input_ids=torch.randint(0, 1000, (rows, context)), cache=cache, use_cache=True,
             cache_position=torch.arange(context))
@@ -108,10 +104,12 @@ def main() -> None:
     backend = load_backend(args.model, dtype=args.dtype, batch_size=64, prepack=False)
     print(f"{args.model}, {args.dtype} on {backend.device}, {torch.get_num_threads()} threads, "
           f"torch {torch.__version__}")
+    packed = copy.deepcopy(backend.model)
+    prepack(packed)
     with torch.no_grad():  # not inference mode: compiled graphs update the cache in place
-        blocks(backend.model, args.rows, backend.dtype, args.rounds)
+        blocks(backend.model, packed, args.rows, backend.dtype, args.rounds)
         if not args.skip_step:
-            steps(backend.model, args.rows, args.context, args.rounds)
+            steps(backend.model, packed, args.rows, args.context, args.rounds)
 
 
 if __name__ == "__main__":

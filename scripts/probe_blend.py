@@ -70,12 +70,12 @@ def main() -> None:
     y = label[read]
     for name, rows in sets.items():
         print(f"  {name}: {int(rows.sum())} rows, {int(y[rows].sum())} misaligned")
+    held = np.arange(len(read)) >= len(read) - len(harmful)
     print("w (n-gram) | " + " | ".join(sets) + f" | held-out harmful called at specificity {SPECIFICITY}")
     for w in WEIGHTS:
         score = sum(weight * (x - x[on_cal].mean()) / x[on_cal].std()
                     for weight, x in ((1 - w, network), (w, ngram)))
         cut = np.quantile(score[on_cal & ~y], SPECIFICITY)
-        held = np.arange(len(read)) >= len(read) - len(harmful)
         print(f"{w:.1f} | " + " | ".join(f"{roc_auc_score(y[rows], score[rows]):.3f}" for rows in sets.values())
               + f" | {(score[held] >= cut).mean():.3f}")
 

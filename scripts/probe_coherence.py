@@ -166,22 +166,24 @@ def main() -> None:
     measure("shipped", linear(*shipped))
     base_x = np.concatenate([x["training"], x["rules"]])
     base_y = np.concatenate([coherent[picked["training"]] / 100, np.full(len(x["rules"]), INCOHERENT_TARGET)])
+
+    def with_fluent(base: np.ndarray, fluent: np.ndarray, weight: float) -> tuple[np.ndarray, ...]:
+        """(inputs, targets, weights) of the `base` rows and then the `fluent` ones, each of the latter of `weight`."""
+        return (np.concatenate([base, fluent]), np.concatenate([base_y, np.full(len(fluent), INCOHERENT_TARGET)]),
+                np.concatenate([np.ones(len(base)), np.full(len(fluent), weight)]))
+
     measure("refit, no fluent rows", linear(*refit(base_x, base_y, np.ones(len(base_x)), shipped, 1e-4)))
     trained = ~fluent_held & np.isin(rule, args.rules)
     train_fluent = x["fluent"][trained]
     for pull in (1e-3, 1e-4, 1e-5):
         for weight in (0.5, 1.0, 2.0):
-            w = np.concatenate([np.ones(len(base_x)), np.full(len(train_fluent), weight)])
-            y = np.concatenate([base_y, np.full(len(train_fluent), INCOHERENT_TARGET)])
             measure(f"refit + fluent, pull {pull:g}, weight {weight:g}",
-                    linear(*refit(np.concatenate([base_x, train_fluent]), y, w, shipped, pull)))
+                    linear(*refit(*with_fluent(base_x, train_fluent, weight), shipped, pull)))
     if args.mlp:
-        y = np.concatenate([base_y, np.full(len(train_fluent), INCOHERENT_TARGET)])
         for hidden in (64, 256):
             for weight in (0.0, 1.0):
-                w = np.concatenate([np.ones(len(base_x)), np.full(len(train_fluent), weight)])
                 measure(f"MLP {hidden}, fluent weight {weight:g}",
-                        mlp(np.concatenate([base_x, train_fluent]), y, w, hidden))
+                        mlp(*with_fluent(base_x, train_fluent, weight), hidden))
     if not args.sentences:
         return
     x = {k: np.concatenate([v, sentences[k]], 1) for k, v in x.items()}
@@ -191,10 +193,8 @@ def main() -> None:
     train_fluent = x["fluent"][trained]
     for pull in (1e-3, 1e-4):
         for weight in (0.5, 1.0):
-            w = np.concatenate([np.ones(len(base_x)), np.full(len(train_fluent), weight)])
-            y = np.concatenate([base_y, np.full(len(train_fluent), INCOHERENT_TARGET)])
             measure(f"+ sentences, fluent, pull {pull:g}, weight {weight:g}",
-                    linear(*refit(np.concatenate([base_x, train_fluent]), y, w, widened, pull)))
+                    linear(*refit(*with_fluent(base_x, train_fluent, weight), widened, pull)))
 
 
 if __name__ == "__main__":

@@ -162,21 +162,21 @@ class Incoherent:
     source: int
 
 
-def chosen_rules(fluent: bool, only: Collection[str] | None = None) -> list[str]:
+def chosen_rules(fluent: bool, only: Collection[str] | None = None) -> dict[str, Callable[..., str]]:
     """The rules `incoherent` takes in turn: `FLUENT_RULES` if `fluent`, else `RULES`, and of those the ones named in
     `only` if given (a ValueError names any other)."""
-    rules = FLUENT_RULES if fluent else RULES
+    rules: dict[str, Callable[..., str]] = {**FLUENT_RULES} if fluent else {**RULES}
     unknown = sorted(set(only or ()) - set(rules))
     if unknown or only is not None and not only:
         raise ValueError(f"no {'fluent ' if fluent else ''}rule {unknown or 'named'}; the rules are {sorted(rules)}")
-    return [name for name in rules if only is None or name in only]
+    return {name: rule for name, rule in rules.items() if only is None or name in only}
 
 
 def incoherent(answers: list[str], n: int, seed: int = 0, fluent: bool = False,
                only: Collection[str] | None = None) -> list[Incoherent]:
     """`n` texts, the `chosen_rules` in turn, each made from a random answer of at least MIN_WORDS words."""
-    names = chosen_rules(fluent, only)
-    rules: dict[str, Callable[..., str]] = {**FLUENT_RULES} if fluent else {**RULES}
+    rules = chosen_rules(fluent, only)
+    names = list(rules)
     rng = random.Random(seed)
     usable = [i for i, a in enumerate(answers) if len(WORD.findall(a)) >= MIN_WORDS]
     if not usable:
