@@ -5,6 +5,7 @@ from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
 from emprobe.condition import Decoding, Message
 from emprobe.model import GenerationRequest, load_backend
+from emprobe.model._providers import _attention
 from emprobe.model._providers._attention import ROWS, blocked_sdpa, row_blocks
 
 
@@ -37,6 +38,22 @@ def test_blocked_attention_gives_transformers_sdpa_for_live_rows():
     assert got.shape == want.shape
     torch.testing.assert_close(got[live], want[live], atol=1e-6, rtol=1e-5)
     assert torch.isfinite(got).all()  # finished rows read their last column at least: no NaN to spread
+    whole, _ = blocked_sdpa(_Module(), query, key, value, mask, scaling=0.25)  # no blocks: every column, every row
+    torch.testing.assert_close(whole, want, atol=1e-6, rtol=1e-5)
+
+
+def test_steps_it_does_not_know_are_left_to_transformers(monkeypatch):
+    gen = torch.Generator().manual_seed(1)
+    query, key, value = (torch.randn(4, heads, 1 if heads == 9 else 6, 8, generator=gen) for heads in (9, 3, 3))
+    mask = torch.ones(4, 1, 1, 6, dtype=torch.bool)
+    seen = []
+    monkeypatch.setattr(_attention, "sdpa_attention_forward", lambda *a, **k: seen.append(sorted(k)) or (None, None))
+    blocked_sdpa(_Module(), query, key, value, mask.float(), scaling=0.5)  # an additive mask
+    blocked_sdpa(_Module(), query, key, value, mask, scaling=0.5, softcap=30.0)  # a keyword it does not read
+    blocked_sdpa(_Module(), query, key, value, mask, dropout=0.1)
+    assert seen == [["scaling"], ["scaling", "softcap"], ["dropout"]]
+    got, _ = blocked_sdpa(_Module(), query, key, value, mask, scaling=0.5, position_ids=None, use_cache=True)
+    assert len(seen) == 3 and got.shape == (4, 1, 9, 8)
 
 
 def test_the_decode_loop_uses_blocks_and_keeps_every_answer(tiny_llama):

@@ -52,7 +52,7 @@ class PerRowSampler:
         if any(k > 0 or p < 1.0 for _, p, k in settings):
             warped = _truncate(warped, top_k, top_p)
         # Inverse-CDF sampling with one uniform draw per row from that row's generator, the rest vectorised.
-        weights = (warped - warped.max(-1, keepdim=True).values).exp_()
+        weights = (warped - warped.amax(-1, keepdim=True)).exp_()
         draws = torch.tensor([torch.rand(1, generator=self.generators[r]).item() for r in chosen],
                              device=weights.device)
         tokens = _inverse_cdf(weights, draws, self.block)
