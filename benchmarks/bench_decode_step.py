@@ -18,8 +18,7 @@ from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
 from emprobe.model import load_backend
 from emprobe.model._providers import _attention
-from emprobe.model._providers._calibrate import kv_shape
-from emprobe.model._providers._decode import BufferedCache
+from emprobe.model._providers._calibrate import random_cache
 
 
 def transformers_blocks(module: Any, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
@@ -47,13 +46,9 @@ def main() -> None:
     if not backend.blocked_attention:
         raise SystemExit(f"{args.model} on {backend.device}: the decode loop does not use emprobe's attention here")
     config = backend.model.config.get_text_config()
-    heads, head_dim = kv_shape(config)
     rows, columns = args.rows, args.columns
     noise = torch.Generator().manual_seed(0)
-    cache = BufferedCache(config.num_hidden_layers, columns + 2 * args.rounds * (args.steps + 1))
-    for index, layer in enumerate(cache.buffers):
-        kv = torch.randn(rows, heads, columns, head_dim, dtype=backend.dtype, generator=noise)
-        layer.update(kv, kv, index)
+    cache = random_cache(backend.model, rows, columns, columns + 2 * args.rounds * (args.steps + 1), noise)
     tokens = torch.randint(0, config.vocab_size, (rows, 1), generator=noise)
     lengths = torch.randint(columns // 3, columns, (rows,), generator=noise)
     lengths[::7] = columns  # some rows span the whole cache, as the oldest rows do

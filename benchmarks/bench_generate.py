@@ -211,8 +211,7 @@ def main() -> None:
               f"linear layers {backend.info['linear']}, attention {backend.info['attention']}")
         rates: dict[str, list[tuple[int, float]]] = {"emprobe": [], "emprobe, torch linears": [],
                                                      "emprobe, unblocked": [], "emprobe, any kernel": [],
-                                                     f"emprobe, {args.lanes} lanes": [],
-                                                     "generate, batched": []}
+                                                     "emprobe, lanes": [], "generate, batched": []}
         peaks = [matmul_peak(plain.model, rows, backend.device)]  # again after the rounds: the hardware's best wins
         for _ in range(args.rounds):
             rates["emprobe"].append(emprobe_side(backend, requests))
@@ -221,7 +220,7 @@ def main() -> None:
             if backend.attention_kernels and not args.skip_any_kernel:
                 rates["emprobe, any kernel"].append(side_with(backend, requests, "attention_kernels", None))
             if args.lanes > 1 and backend.device == "cpu":
-                rates[f"emprobe, {args.lanes} lanes"].append(lanes_side(backend, requests, args.lanes))
+                rates["emprobe, lanes"].append(lanes_side(backend, requests, args.lanes))
             if not args.skip_plain:
                 rates["emprobe, torch linears"].append(emprobe_side(plain, requests))
             if not args.skip_hf:

@@ -85,13 +85,8 @@ def measure(forward: Forward, model: Any, device: str, cap: int) -> dict[int, fl
 def _rate(forward: Forward, model: Any, device: str, size: int) -> float:
     """Decode tokens per second at `size` rows over `CONTEXT` cached positions: the best of three steps, warm."""
     config = model.config.get_text_config()
-    heads, head_dim = kv_shape(config)
-    dtype = next(model.parameters()).dtype
     noise = torch.Generator(device=device).manual_seed(0)  # leaves the caller's random state alone
-    cache = BufferedCache(config.num_hidden_layers, CONTEXT + 4)
-    for index, layer in enumerate(cache.buffers):
-        kv = torch.randn(size, heads, CONTEXT, head_dim, dtype=dtype, device=device, generator=noise)
-        layer.update(kv, kv, index)
+    cache = random_cache(model, size, CONTEXT, CONTEXT + 4, noise)
     tokens = torch.randint(0, config.vocab_size, (size, 1), device=device, generator=noise)
     seconds = []
     for step in range(4):
@@ -104,6 +99,19 @@ def _rate(forward: Forward, model: Any, device: str, size: int) -> float:
         logits[:, -1].argmax(-1).cpu()  # waits for the device
         seconds.append(time.perf_counter() - start)
     return size / min(seconds[1:])
+
+
+def random_cache(model: Any, rows: int, context: int, capacity: int, noise: torch.Generator) -> BufferedCache:
+    """A decode cache of `rows` rows holding `context` random positions (keys equal to values), room for `capacity`,
+    in the model's dtype on `noise`'s device."""
+    config = model.config.get_text_config()
+    heads, head_dim = kv_shape(config)
+    dtype = next(model.parameters()).dtype
+    cache = BufferedCache(config.num_hidden_layers, capacity)
+    for index, layer in enumerate(cache.buffers):
+        kv = torch.randn(rows, heads, context, head_dim, dtype=dtype, device=noise.device, generator=noise)
+        layer.update(kv, kv, index)
+    return cache
 
 
 def _memory_cap(model: Any, device: str, max_tokens: int) -> int:
