@@ -1,5 +1,6 @@
 """One decode step of the local backend with emprobe's attention against transformers' SDPA in the same row blocks
-(which stacks a key/value head's query heads into rows when there is a mask), alternated in one process.
+(which stacks a key/value head's query heads into rows when there is a mask) and against torch's grouped-query SDPA
+(what emprobe used in float32 before its two batched matmuls), alternated in one process.
 
 The step runs the backend's own forward pass on a cache filled with random keys and values, rows left-padded to
 random lengths as the decode loop leaves them, with the loop's row blocks. Usage:
@@ -33,6 +34,16 @@ def transformers_blocks(module: Any, query: torch.Tensor, key: torch.Tensor, val
                       for a, b, c in row_blocks]), None
 
 
+def grouped_sdpa(*args: Any, **kwargs: Any) -> tuple[torch.Tensor, None]:
+    """emprobe's attention with torch's SDPA in float32 too, as before `matmul_step`."""
+    kept = _attention.matmul_step
+    _attention.matmul_step = _attention.sdpa_step
+    try:
+        return _attention.blocked_sdpa(*args, **kwargs)
+    finally:
+        _attention.matmul_step = kept
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="smollm2-135m")
@@ -47,8 +58,11 @@ def main() -> None:
         raise SystemExit(f"{args.model} on {backend.device}: the decode loop does not use emprobe's attention here")
     config = backend.model.config.get_text_config()
     rows, columns = args.rows, args.columns
+    baseline = "transformers' SDPA in row blocks"
+    sides = {baseline: transformers_blocks, "torch's SDPA, grouped heads": grouped_sdpa,
+             "emprobe": _attention.blocked_sdpa}
     noise = torch.Generator().manual_seed(0)
-    cache = random_cache(backend.model, rows, columns, columns + 2 * args.rounds * (args.steps + 1), noise)
+    cache = random_cache(backend.model, rows, columns, columns + len(sides) * args.rounds * (args.steps + 1), noise)
     tokens = torch.randint(0, config.vocab_size, (rows, 1), generator=noise)
     lengths = torch.randint(columns // 3, columns, (rows,), generator=noise)
     lengths[::7] = columns  # some rows span the whole cache, as the oldest rows do
@@ -64,8 +78,6 @@ def main() -> None:
                              use_cache=True, row_blocks=blocks)
         return time.perf_counter() - start
 
-    baseline = "transformers' SDPA in row blocks"
-    sides = {baseline: transformers_blocks, "emprobe (grouped heads)": _attention.blocked_sdpa}
     times: dict[str, list[float]] = {name: [] for name in sides}
     try:
         for _ in range(args.rounds):

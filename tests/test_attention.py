@@ -1,5 +1,6 @@
 """Decode-step attention in blocks of rows, each over the columns its live rows use: transformers' results."""
 
+import pytest
 import torch
 from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
@@ -22,24 +23,32 @@ def test_blocks_start_at_their_longest_live_row_and_keep_the_last_column():
     assert row_blocks(torch.full((2 * ROWS,), 18), torch.ones(2 * ROWS, dtype=torch.bool), 20) == []  # 10% to skip
 
 
-def test_blocked_attention_gives_transformers_sdpa_for_live_rows():
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])  # two batched matmuls; torch's SDPA
+def test_blocked_attention_gives_transformers_sdpa_for_live_rows(dtype, monkeypatch):
     gen = torch.Generator().manual_seed(0)
     rows, width = 2 * ROWS + 5, 40
     lengths = torch.randint(1, width + 1, (rows,), generator=gen)
     lengths[: 2 * ROWS] = torch.randint(1, width // 2, (2 * ROWS,), generator=gen)  # two blocks of short rows
     live = torch.rand(rows, generator=gen) > 0.2
     mask = (torch.arange(width) >= (width - lengths)[:, None])[:, None, None, :]
-    query = torch.randn(rows, 9, 1, 16, generator=gen)
-    key, value = torch.randn(rows, 3, width, 16, generator=gen), torch.randn(rows, 3, width, 16, generator=gen)
-    want, _ = sdpa_attention_forward(_Module(), query, key, value, mask, scaling=0.25)
+    query = torch.randn(rows, 9, 1, 16, generator=gen).to(dtype)
+    # keys and values are views of wider buffers, as the decode loop's cache leaves them
+    key, value = (torch.randn(rows, 3, width + 7, 16, generator=gen).to(dtype)[:, :, :width] for _ in range(2))
+    want, _ = sdpa_attention_forward(_Module(), query, key, value, mask, scaling=0.3)
+    used = []
+    for name in ("matmul_step", "sdpa_step"):
+        step = getattr(_attention, name)
+        monkeypatch.setattr(_attention, name, lambda *a, step=step, name=name: used.append(name) or step(*a))
     blocks = row_blocks(lengths, live, width)
     assert blocks and blocks[0][2] >= width // 2
-    got, _ = blocked_sdpa(_Module(), query, key, value, mask, scaling=0.25, row_blocks=blocks)
-    assert got.shape == want.shape
-    torch.testing.assert_close(got[live], want[live], atol=1e-6, rtol=1e-5)
+    got, _ = blocked_sdpa(_Module(), query, key, value, mask, scaling=0.3, row_blocks=blocks)
+    assert got.shape == want.shape and got.dtype == dtype
+    close = {"atol": 1e-6, "rtol": 1e-5} if dtype == torch.float32 else {"atol": 1e-2, "rtol": 5e-2}
+    torch.testing.assert_close(got[live], want[live], **close)
     assert torch.isfinite(got).all()  # finished rows read their last column at least: no NaN to spread
-    whole, _ = blocked_sdpa(_Module(), query, key, value, mask, scaling=0.25)  # no blocks: every column, every row
-    torch.testing.assert_close(whole, want, atol=1e-6, rtol=1e-5)
+    whole, _ = blocked_sdpa(_Module(), query, key, value, mask, scaling=0.3)  # no blocks: every column, every row
+    torch.testing.assert_close(whole, want, **close)
+    assert set(used) == {"matmul_step" if dtype == torch.float32 else "sdpa_step"}
 
 
 def test_steps_it_does_not_know_are_left_to_transformers(monkeypatch):
