@@ -67,7 +67,7 @@ def test_steps_it_does_not_know_are_left_to_transformers(monkeypatch):
 
 def test_the_decode_loop_uses_blocks_and_keeps_every_answer(tiny_llama):
     backend = load_backend(str(tiny_llama), dtype="float32", batch_size=ROWS + 8)
-    assert backend.info["attention"] == "sdpa, row blocks"
+    assert backend.info["attention"] == "sdpa, row blocks, decode steps as matmuls"  # float32: `matmul_step`
     prompts = ["hi", "what is a dog?", "tell me about humans and AI please, at some length"]
     requests = [GenerationRequest(key=f"k{i}", messages=(Message(role="user", content=prompts[i % 3]),),
                                   decoding=Decoding(max_tokens=24, seed=i)) for i in range(3 * (ROWS + 8))]

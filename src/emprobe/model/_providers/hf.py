@@ -67,12 +67,15 @@ class HFBackend:
         self.pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else self.eos_ids[0]
         self.system_mode = "native" if self._template_keeps_system() else "merged"
         packed = ref.options.get("prepack", True) and self._prepack()
+        if self.blocked_attention:  # float32 decode steps go to `_attention.matmul_step`
+            attention = "sdpa, row blocks" + (", decode steps as matmuls" if self.dtype == torch.float32 else "")
+        elif self.attention_kernels and loaded.config._attn_implementation == "sdpa":
+            attention = "sdpa, no cuDNN"
+        else:
+            attention = loaded.config._attn_implementation
         self.info = {"dtype": dtype_name, "device": self.device, "threads": str(torch.get_num_threads()),
                      "system_prompt": self.system_mode, "model": ref.spec, "adapter": adapter or "",
-                     "linear": "prepacked" if packed else "torch",
-                     "attention": "sdpa, row blocks" if self.blocked_attention else
-                     "sdpa, no cuDNN" if self.attention_kernels and loaded.config._attn_implementation == "sdpa" else
-                     loaded.config._attn_implementation}
+                     "linear": "prepacked" if packed else "torch", "attention": attention}
         self._prefix_cache: dict[str, tuple[int, object]] = {}
         # transformers renamed `past_key_values` to `cache` during 5.x; accept either.
         params = inspect.signature(self.model.get_base_model().forward if adapter else self.model.forward).parameters
