@@ -9,6 +9,7 @@ together: in float32 as two batched matmuls per (row, key/value head), in other 
 (`enable_gqa`), not stacked into rows as transformers does when there is a mask.
 """
 
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -48,17 +49,22 @@ def blocked_sdpa(module: Any, query: torch.Tensor, key: torch.Tensor, value: tor
                  attention_mask: torch.Tensor | None, *args: Any, row_blocks: list[tuple[int, int, int]] | None = None,
                  **kwargs: Any) -> tuple[torch.Tensor, None]:
     """A one-token step's attention with a boolean mask, per block of rows over that block's columns when the decode
-    loop gives `row_blocks`, the query heads of a key/value head read together (`matmul_step` in float32, else
-    `sdpa_step`; transformers stacks them into rows when there is a mask, which ran a decode step 1-4% slower on an
-    AVX2 CPU than `sdpa_step`); anything else exactly transformers' SDPA."""
+    loop gives `row_blocks`, the query heads of a key/value head read together by `step_for` the dtype (transformers
+    stacks them into rows when there is a mask, which ran a decode step 1-4% slower on an AVX2 CPU than `sdpa_step`);
+    anything else exactly transformers' SDPA."""
     if (query.shape[2] != 1 or attention_mask is None or attention_mask.dtype != torch.bool or args
             or kwargs.keys() - IGNORED or kwargs.get("dropout")):
         return sdpa_attention_forward(module, query, key, value, attention_mask, *args, **kwargs)
     blocks = row_blocks if row_blocks and len(row_blocks) > 1 else [(0, len(query), 0)]
-    attend = matmul_step if query.dtype == torch.float32 else sdpa_step
+    attend = step_for(query.dtype)
     parts = [attend(query[a:b], key[a:b, :, c:], value[a:b, :, c:], attention_mask[a:b, ..., c:], kwargs.get("scaling"))
              for a, b, c in blocks]
     return torch.cat(parts).transpose(1, 2).contiguous(), None
+
+
+def step_for(dtype: torch.dtype) -> Callable[..., torch.Tensor]:
+    """The kernel of a one-token step in `dtype`: `matmul_step` in float32, else `sdpa_step`."""
+    return matmul_step if dtype == torch.float32 else sdpa_step
 
 
 def sdpa_step(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, mask: torch.Tensor,
@@ -75,10 +81,11 @@ def matmul_step(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, mas
     runs 1.02x), whose kernel multiplies one query row at a time; the cache's views are read in place (pairs are
     evenly strided)."""
     rows, heads, _, dim = query.shape
-    pairs, columns = rows * key.shape[1], key.shape[2]
+    kv_heads, columns = key.shape[1], key.shape[2]
+    pairs = rows * kv_heads
     scores = torch.bmm(query.reshape(pairs, -1, dim), key.reshape(pairs, columns, dim).transpose(1, 2))
     scores.mul_(dim**-0.5 if scaling is None else scaling)
-    scores.view(rows, key.shape[1], -1, columns).masked_fill_(~mask, float("-inf"))
+    scores.view(rows, kv_heads, -1, columns).masked_fill_(~mask, float("-inf"))
     return torch.bmm(scores.softmax(-1), value.reshape(pairs, columns, dim)).view(rows, heads, 1, dim)
 
 
