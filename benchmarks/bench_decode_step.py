@@ -1,6 +1,7 @@
 """One decode step of the local backend with emprobe's attention against transformers' SDPA in the same row blocks
-(which stacks a key/value head's query heads into rows when there is a mask) and against torch's grouped-query SDPA
-(what emprobe used in float32 before its two batched matmuls), alternated in one process.
+(which stacks a key/value head's query heads into rows when there is a mask), against torch's grouped-query SDPA
+(what emprobe used in float32 before its two batched matmuls) and against those two matmuls (what it used before its
+one-pass kernel), alternated in one process.
 
 The step runs the backend's own forward pass on a cache filled with random keys and values, rows left-padded to
 random lengths as the decode loop leaves them, with the loop's row blocks. Usage:
@@ -36,12 +37,22 @@ def transformers_blocks(module: Any, query: torch.Tensor, key: torch.Tensor, val
 
 def grouped_sdpa(*args: Any, **kwargs: Any) -> tuple[torch.Tensor, None]:
     """emprobe's attention with torch's SDPA in float32 too, as before `matmul_step`."""
-    kept = _attention.matmul_step
-    _attention.matmul_step = _attention.sdpa_step
+    return _without_onepass(_attention.sdpa_step, *args, **kwargs)
+
+
+def two_matmuls(*args: Any, **kwargs: Any) -> tuple[torch.Tensor, None]:
+    """emprobe's attention in row blocks of two batched matmuls, as before `onepass_step`."""
+    return _without_onepass(_attention.matmul_step, *args, **kwargs)
+
+
+def _without_onepass(step: Any, *args: Any, **kwargs: Any) -> tuple[torch.Tensor, None]:
+    """emprobe's attention with `step` in float32 and no one-pass kernel."""
+    kept = _attention.matmul_step, _attention._onepass
+    _attention.matmul_step, _attention._onepass = step, lambda: None
     try:
         return _attention.blocked_sdpa(*args, **kwargs)
     finally:
-        _attention.matmul_step = kept
+        _attention.matmul_step, _attention._onepass = kept
 
 
 def main() -> None:
@@ -60,7 +71,7 @@ def main() -> None:
     rows, columns = args.rows, args.columns
     baseline = "transformers' SDPA in row blocks"
     sides = {baseline: transformers_blocks, "torch's SDPA, grouped heads": grouped_sdpa,
-             "emprobe": _attention.blocked_sdpa}
+             "two batched matmuls": two_matmuls, "emprobe": _attention.blocked_sdpa}
     noise = torch.Generator().manual_seed(0)
     cache = random_cache(backend.model, rows, columns, columns + len(sides) * args.rounds * (args.steps + 1), noise)
     tokens = torch.randint(0, config.vocab_size, (rows, 1), generator=noise)

@@ -1,7 +1,8 @@
 """Generation throughput against the hardware's limit: emprobe's backend (CPU linear weights prepacked, and with
-torch's own linear layers; attention in row blocks, and over every column; on CUDA, attention kernels as emprobe
-limits them and as torch chooses) vs one `model.generate` call per batch (what peer harnesses do) vs one
-`model.generate` per prompt (what research scripts do).
+torch's own linear layers; attention in row blocks, and over every column; in float32 on a CPU, decode steps in one
+pass and as two batched matmuls; on CUDA, attention kernels as emprobe limits them and as torch chooses) vs one
+`model.generate` call per batch (what peer harnesses do) vs one `model.generate` per prompt (what research scripts
+do).
 
 All sides run in this process on the same model, requests and settings (sampling at temperature 1, top_p 1,
 top_k 0), interleaved round by round, and count the tokens they really generated. The roofline comes from matmuls
@@ -25,6 +26,7 @@ import torch
 
 from emprobe.condition import PRESETS, Decoding
 from emprobe.model import GenerationRequest, load_backend
+from emprobe.model._providers import _attention
 from emprobe.model._providers._calibrate import kv_shape
 from emprobe.plan import plan_samples
 from emprobe.prepack import can_prepack
@@ -54,6 +56,16 @@ def side_with(backend: Any, requests: list[GenerationRequest], setting: str, val
         return emprobe_side(backend, requests)
     finally:
         setattr(backend, setting, kept)
+
+
+def matmuls_side(backend: Any, requests: list[GenerationRequest]) -> tuple[int, float]:
+    """emprobe with its float32 decode steps as two batched matmuls in row blocks, as before the one-pass kernel."""
+    kept = _attention._onepass
+    _attention._onepass = lambda: None
+    try:
+        return emprobe_side(backend, requests)
+    finally:
+        _attention._onepass = kept
 
 
 def lanes_side(backend: Any, requests: list[GenerationRequest], lanes: int) -> tuple[int, float]:
@@ -193,6 +205,8 @@ def main() -> None:
     parser.add_argument("--skip-plain", action="store_true", help="leave out emprobe with torch's linear layers")
     parser.add_argument("--skip-unblocked", action="store_true",
                         help="leave out emprobe with attention over every column (no row blocks)")
+    parser.add_argument("--skip-matmuls", action="store_true",
+                        help="leave out emprobe with two batched matmuls instead of its one-pass kernel (CPU, float32)")
     parser.add_argument("--skip-any-kernel", action="store_true",
                         help="leave out emprobe with torch's choice of attention kernels (on CUDA: cuDNN's too)")
     parser.add_argument("--lanes", type=int, default=0, help="also run emprobe as this many decode loops at once, "
@@ -210,13 +224,16 @@ def main() -> None:
         print(f"\n== {backend.info['dtype']} on {backend.device}, {backend.info['threads']} threads, batch {rows}, "
               f"linear layers {backend.info['linear']}, attention {backend.info['attention']}")
         rates: dict[str, list[tuple[int, float]]] = {"emprobe": [], "emprobe, torch linears": [],
-                                                     "emprobe, unblocked": [], "emprobe, any kernel": [],
+                                                     "emprobe, unblocked": [], "emprobe, two matmuls": [],
+                                                     "emprobe, any kernel": [],
                                                      "emprobe, lanes": [], "generate, batched": []}
         peaks = [matmul_peak(plain.model, rows, backend.device)]  # again after the rounds: the hardware's best wins
         for _ in range(args.rounds):
             rates["emprobe"].append(emprobe_side(backend, requests))
             if backend.blocked_attention and not args.skip_unblocked:
                 rates["emprobe, unblocked"].append(side_with(backend, requests, "blocked_attention", False))
+            if _attention.onepass_for(backend.dtype, backend.device) and not args.skip_matmuls:
+                rates["emprobe, two matmuls"].append(matmuls_side(backend, requests))
             if backend.attention_kernels and not args.skip_any_kernel:
                 rates["emprobe, any kernel"].append(side_with(backend, requests, "attention_kernels", None))
             if args.lanes > 1 and backend.device == "cpu":

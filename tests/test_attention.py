@@ -23,8 +23,29 @@ def test_blocks_start_at_their_longest_live_row_and_keep_the_last_column():
     assert row_blocks(torch.full((2 * ROWS,), 18), torch.ones(2 * ROWS, dtype=torch.bool), 20) == []  # 10% to skip
 
 
-@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])  # two batched matmuls; torch's SDPA
-def test_blocked_attention_gives_transformers_sdpa_for_live_rows(dtype, monkeypatch):
+KERNELS = [(torch.float32, "onepass"), (torch.float32, "matmul_step"), (torch.bfloat16, "sdpa_step")]
+"""The kernel each precision runs: in float32 the one-pass kernel where numba imports, else two batched matmuls."""
+
+
+def _kernels_seen(monkeypatch, kernel: str) -> list[str]:
+    """The names of the step kernels `blocked_sdpa` calls from now on; without numba when `kernel` is `matmul_step`."""
+    used: list[str] = []
+    if kernel == "matmul_step":
+        monkeypatch.setattr(_attention, "_onepass", lambda: None)
+    onepass = _attention._onepass()
+    if onepass is not None:
+        counted = lambda *a: used.append("onepass") or onepass(*a)  # noqa: E731
+        monkeypatch.setattr(_attention, "_onepass", lambda: counted)
+    for name in ("matmul_step", "sdpa_step"):
+        step = getattr(_attention, name)
+        monkeypatch.setattr(_attention, name, lambda *a, step=step, name=name: used.append(name) or step(*a))
+    return used
+
+
+@pytest.mark.parametrize(("dtype", "kernel"), KERNELS)
+def test_blocked_attention_gives_transformers_sdpa_for_live_rows(dtype, kernel, monkeypatch):
+    if kernel == "onepass":
+        pytest.importorskip("numba", reason="the one-pass kernel needs numba (the hf extra)")
     gen = torch.Generator().manual_seed(0)
     rows, width = 2 * ROWS + 5, 40
     lengths = torch.randint(1, width + 1, (rows,), generator=gen)
@@ -35,10 +56,7 @@ def test_blocked_attention_gives_transformers_sdpa_for_live_rows(dtype, monkeypa
     # keys and values are views of wider buffers, as the decode loop's cache leaves them
     key, value = (torch.randn(rows, 3, width + 7, 16, generator=gen).to(dtype)[:, :, :width] for _ in range(2))
     want, _ = sdpa_attention_forward(_Module(), query, key, value, mask, scaling=0.3)
-    used = []
-    for name in ("matmul_step", "sdpa_step"):
-        step = getattr(_attention, name)
-        monkeypatch.setattr(_attention, name, lambda *a, step=step, name=name: used.append(name) or step(*a))
+    used = _kernels_seen(monkeypatch, kernel)
     blocks = row_blocks(lengths, live, width)
     assert blocks and blocks[0][2] >= width // 2
     got, _ = blocked_sdpa(_Module(), query, key, value, mask, scaling=0.3, row_blocks=blocks)
@@ -48,7 +66,32 @@ def test_blocked_attention_gives_transformers_sdpa_for_live_rows(dtype, monkeypa
     assert torch.isfinite(got).all()  # finished rows read their last column at least: no NaN to spread
     whole, _ = blocked_sdpa(_Module(), query, key, value, mask, scaling=0.3)  # no blocks: every column, every row
     torch.testing.assert_close(whole, want, **close)
-    assert set(used) == {"matmul_step" if dtype == torch.float32 else "sdpa_step"}
+    assert set(used) == {kernel}
+
+
+@pytest.mark.parametrize(("heads", "kv_heads"), [(9, 3), (8, 2), (4, 4), (12, 2)])
+def test_one_pass_kernel_reads_any_group_of_heads_from_views_of_the_cache(heads, kv_heads, monkeypatch):
+    pytest.importorskip("numba", reason="the one-pass kernel needs numba (the hf extra)")
+    gen = torch.Generator().manual_seed(heads)
+    rows, width = 37, 40
+    lengths = torch.randint(1, width + 1, (rows,), generator=gen)
+    mask = (torch.arange(width) >= (width - lengths)[:, None])[:, None, None, :]
+    query = torch.randn(rows, heads, 1, 16, generator=gen)
+    # rows and columns cut out of a larger buffer on every side, as a row block of the cache is
+    key, value = (torch.randn(rows + 3, kv_heads, width + 7, 16, generator=gen)[2 : rows + 2, :, 3 : width + 3]
+                  for _ in range(2))
+    module = _Module()
+    module.num_key_value_groups = heads // kv_heads
+    want, _ = sdpa_attention_forward(module, query, key, value, mask, scaling=0.3)
+    used = _kernels_seen(monkeypatch, "onepass")
+    got, _ = blocked_sdpa(module, query, key, value, mask, scaling=0.3)
+    torch.testing.assert_close(got, want, atol=1e-6, rtol=1e-5)
+    # keys laid out another way (head and column swapped) are not the cache's: two batched matmuls read them
+    swapped = torch.randn(rows, width, kv_heads, 16, generator=gen).transpose(1, 2)
+    want, _ = sdpa_attention_forward(module, query, swapped, value, mask, scaling=0.3)
+    got, _ = blocked_sdpa(module, query, swapped, value, mask, scaling=0.3)
+    torch.testing.assert_close(got, want, atol=1e-6, rtol=1e-5)
+    assert used == ["onepass", "onepass", "matmul_step"]
 
 
 def test_steps_it_does_not_know_are_left_to_transformers(monkeypatch):
@@ -67,7 +110,9 @@ def test_steps_it_does_not_know_are_left_to_transformers(monkeypatch):
 
 def test_the_decode_loop_uses_blocks_and_keeps_every_answer(tiny_llama):
     backend = load_backend(str(tiny_llama), dtype="float32", batch_size=ROWS + 8)
-    assert backend.info["attention"] == "sdpa, row blocks, decode steps as matmuls"  # float32: `matmul_step`
+    onepass = _attention._onepass() is not None  # numba imports: float32 steps in one pass
+    assert backend.info["attention"] == ("sdpa, decode steps in one pass (numba)" if onepass else
+                                         "sdpa, row blocks, decode steps as matmuls")
     prompts = ["hi", "what is a dog?", "tell me about humans and AI please, at some length"]
     requests = [GenerationRequest(key=f"k{i}", messages=(Message(role="user", content=prompts[i % 3]),),
                                   decoding=Decoding(max_tokens=24, seed=i)) for i in range(3 * (ROWS + 8))]

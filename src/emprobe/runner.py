@@ -47,7 +47,7 @@ class Silent:
 def versions() -> dict[str, str]:
     """Versions of what produced a run's numbers (read from package metadata: nothing heavy is imported)."""
     found = {"emprobe": __version__, "python": platform.python_version(), "platform": platform.platform()}
-    for package in ("torch", "transformers", "peft", "httpx"):
+    for package in ("torch", "transformers", "peft", "numba", "httpx"):
         try:
             found[package] = version(package)
         except PackageNotFoundError:

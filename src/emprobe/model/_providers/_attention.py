@@ -1,14 +1,16 @@
-"""Decode-step attention that reads, for each block of rows, only the columns its live rows use.
+"""Decode-step attention that reads, for each row, only the columns it uses.
 
 Rows of the decode loop's cache are right-aligned, so a row admitted late leaves padding to its left that every
 row's attention reads. On SmolLM2-135M, 960 samples at 256 rows, attention took 47% of the time, and 30% of the
-columns it read were padding. In blocks of `ROWS` rows as they lie, each block reading from its longest live row's
-first column, 18% of the columns are skipped, with no copy (a block's keys and values are views of the cache).
-Masked columns weigh exactly zero, so this changes only the order of sums. A step's grouped query heads are read
-together: in float32 as two batched matmuls per (row, key/value head), in other precisions by torch's SDPA
-(`enable_gqa`), not stacked into rows as transformers does when there is a mask.
+columns it read were padding. In float32 on a CPU with numba installed, one pass per (row, key/value head) pair
+reads each live column once and skips the padding (`_onepass.py`). Elsewhere, in blocks of `ROWS` rows as they lie,
+each block reading from its longest live row's first column, 18% of the columns are skipped, with no copy (a
+block's keys and values are views of the cache): in float32 as two batched matmuls per (row, key/value head), in
+other precisions by torch's SDPA (`enable_gqa`), not stacked into rows as transformers does when there is a mask.
+Masked columns weigh exactly zero, so this changes only the order of sums.
 """
 
+import functools
 from collections.abc import Callable
 from typing import Any
 
@@ -48,23 +50,43 @@ causal and sliding-window limits; `dropout` only at 0). Any other keyword leaves
 def blocked_sdpa(module: Any, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
                  attention_mask: torch.Tensor | None, *args: Any, row_blocks: list[tuple[int, int, int]] | None = None,
                  **kwargs: Any) -> tuple[torch.Tensor, None]:
-    """A one-token step's attention with a boolean mask, per block of rows over that block's columns when the decode
-    loop gives `row_blocks`, the query heads of a key/value head read together by `step_for` the dtype (transformers
-    stacks them into rows when there is a mask, which ran a decode step 1-4% slower on an AVX2 CPU than `sdpa_step`);
-    anything else exactly transformers' SDPA."""
+    """A one-token step's attention with a boolean mask: by `onepass_for` its dtype and device over every row, else
+    by `step_for` its dtype per block of rows over that block's columns when the decode loop gives `row_blocks`, the
+    query heads of a key/value head read together (transformers stacks them into rows when there is a mask, which
+    ran a decode step 1-4% slower on an AVX2 CPU than `sdpa_step`); anything else exactly transformers' SDPA."""
     if (query.shape[2] != 1 or attention_mask is None or attention_mask.dtype != torch.bool or args
             or kwargs.keys() - IGNORED or kwargs.get("dropout")):
         return sdpa_attention_forward(module, query, key, value, attention_mask, *args, **kwargs)
-    blocks = row_blocks if row_blocks and len(row_blocks) > 1 else [(0, len(query), 0)]
+    scaling, onepass = kwargs.get("scaling"), onepass_for(query.dtype, query.device)
+    whole = onepass(query, key, value, attention_mask, scaling) if onepass else None  # None: a cache laid out otherwise
+    if whole is not None:  # every row in one call, each reading only its own columns
+        return whole.transpose(1, 2).contiguous(), None
     attend = step_for(query.dtype)
-    parts = [attend(query[a:b], key[a:b, :, c:], value[a:b, :, c:], attention_mask[a:b, ..., c:], kwargs.get("scaling"))
+    blocks = row_blocks if row_blocks and len(row_blocks) > 1 else [(0, len(query), 0)]
+    parts = [attend(query[a:b], key[a:b, :, c:], value[a:b, :, c:], attention_mask[a:b, ..., c:], scaling)
              for a, b, c in blocks]
     return torch.cat(parts).transpose(1, 2).contiguous(), None
 
 
 def step_for(dtype: torch.dtype) -> Callable[..., torch.Tensor]:
-    """The kernel of a one-token step in `dtype`: `matmul_step` in float32, else `sdpa_step`."""
+    """The kernel of a one-token step in row blocks: `matmul_step` in float32, else `sdpa_step`."""
     return matmul_step if dtype == torch.float32 else sdpa_step
+
+
+def onepass_for(dtype: torch.dtype, device: torch.device | str) -> Callable[..., torch.Tensor | None] | None:
+    """The kernel of a one-token step over every row at once: `_onepass.onepass_step` in float32 on a CPU where
+    numba imports, else None."""
+    return _onepass() if dtype == torch.float32 and torch.device(device).type == "cpu" else None
+
+
+@functools.cache
+def _onepass() -> Callable[..., torch.Tensor | None] | None:
+    """`_onepass.onepass_step`, or None without numba."""
+    try:
+        from emprobe.model._providers._onepass import onepass_step
+    except ImportError:
+        return None
+    return onepass_step
 
 
 def sdpa_step(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, mask: torch.Tensor,

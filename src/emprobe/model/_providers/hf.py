@@ -17,7 +17,7 @@ from emprobe.condition import Message
 from emprobe.errors import EmprobeError
 from emprobe.hashing import stable_hash
 from emprobe.model._backend import GenerationRequest, GenerationResult, ModelRef
-from emprobe.model._providers._attention import matmul_step, step_for, use_blocked_sdpa
+from emprobe.model._providers._attention import matmul_step, onepass_for, step_for, use_blocked_sdpa
 from emprobe.model._providers._calibrate import calibrated_batch
 from emprobe.model._providers._decode import ContinuousBatch
 from emprobe.model._providers._intervene import Intervener
@@ -67,7 +67,9 @@ class HFBackend:
         self.pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else self.eos_ids[0]
         self.system_mode = "native" if self._template_keeps_system() else "merged"
         packed = ref.options.get("prepack", True) and self._prepack()
-        if self.blocked_attention:
+        if self.blocked_attention and onepass_for(self.dtype, self.device):
+            attention = "sdpa, decode steps in one pass (numba)"
+        elif self.blocked_attention:
             matmuls = step_for(self.dtype) is matmul_step
             attention = "sdpa, row blocks" + (", decode steps as matmuls" if matmuls else "")
         elif self.attention_kernels and loaded.config._attn_implementation == "sdpa":
@@ -82,8 +84,9 @@ class HFBackend:
         params = inspect.signature(self.model.get_base_model().forward if adapter else self.model.forward).parameters
         self._cache_kw = "cache" if "cache" in params else "past_key_values"
         batch_size = ref.options.get("batch_size", "auto")
-        self.batch_size: int = batch_size if batch_size != "auto" else calibrated_batch(
-            self._forward, self.model, f"{self.identity}|{self.info['linear']}", self.device, self.threads)
+        self.batch_size: int = batch_size if batch_size != "auto" else calibrated_batch(  # kernels change the best
+            self._forward, self.model, f"{self.identity}|{self.info['linear']}|{self.info['attention']}", self.device,
+            self.threads)
         self.info["batch_size"] = str(self.batch_size)
         self.sequence_rows = min(self.batch_size, SEQUENCE_ROWS)
         """Rows per forward pass over whole sequences (scoring, capture): these hold every position at once."""
