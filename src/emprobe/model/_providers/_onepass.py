@@ -14,26 +14,42 @@ import numpy as np
 import torch
 
 GROUP = 3
-"""Query heads read together: their running state stays in registers. Other group sizes are padded with zero
-heads (SmolLM2 and Llama 3 use 3 and 4 query heads per key/value head)."""
+"""Query heads read together (the kernel spells out three): their running state stays in registers. Other group
+sizes are padded with zero heads (SmolLM2 and Llama 3 use 3 and 4 query heads per key/value head)."""
+
+FLAGS = {"reassoc", "contract", "arcp", "nsz"}
+"""Math flags: sums may be reordered; inf is not assumed away (a running maximum starts at -inf)."""
 
 _LOCK = threading.Lock()
 """One call at a time: numba's fallback threading layer (workqueue) aborts on concurrent parallel calls, and each
 call uses every thread anyway."""
 
 
-@numba.njit(parallel=True, fastmath={"reassoc", "contract", "arcp", "nsz"}, cache=True)
+@numba.njit(inline="always", fastmath=FLAGS, cache=True)
+def _fold(acc, top, total, score):
+    """One head's running state after a column of `score`: its maximum and sum of weights (`acc`, the weighted sum
+    of values, rescaled in place when the maximum grows) and that column's weight."""
+    if score > top:
+        shrink = np.float32(math.exp(top - score))
+        total *= shrink
+        for d in range(acc.shape[0]):
+            acc[d] *= shrink
+        top = score
+    weight = np.float32(math.exp(score - top))
+    return top, total + weight, weight
+
+
+@numba.njit(parallel=True, fastmath=FLAGS, cache=True)
 def _attend(query, keys, values, key_at, value_at, mask, scale, out):
     """`out` (rows, kv heads, heads, dim) = softmax(scale x query . keys) . values, per pair and group of three query
     heads. `keys` and `values` are (pairs, capacity, dim) buffers in which the step's first pair starts at (pair,
-    column) `key_at` and `value_at`; `mask` (rows, columns) names the columns each row reads. The math flags allow
-    reordered sums, not the absence of inf (a running maximum starts at -inf)."""
+    column) `key_at` and `value_at`; `mask` (rows, columns) names the columns each row reads."""
     rows, kv_heads, heads, dim = query.shape
     columns = mask.shape[1]
-    groups = heads // 3
+    groups = heads // GROUP
     for task in numba.prange(rows * kv_heads * groups):
         pair = task // groups
-        first = (task - pair * groups) * 3
+        first = (task - pair * groups) * GROUP
         row = pair // kv_heads
         head = pair - row * kv_heads
         kp, kc = key_at[0] + pair, key_at[1]
@@ -51,30 +67,9 @@ def _attend(query, keys, values, key_at, value_at, mask, scale, out):
                 s1 += query[row, head, first + 1, d] * k
                 s2 += query[row, head, first + 2, d] * k
             s0, s1, s2 = s0 * scale, s1 * scale, s2 * scale
-            if s0 > top0:  # a new maximum: rescale what was summed under the old one
-                f = np.float32(math.exp(top0 - s0))
-                sum0 *= f
-                for d in range(dim):
-                    acc[0, d] *= f
-                top0 = s0
-            if s1 > top1:
-                f = np.float32(math.exp(top1 - s1))
-                sum1 *= f
-                for d in range(dim):
-                    acc[1, d] *= f
-                top1 = s1
-            if s2 > top2:
-                f = np.float32(math.exp(top2 - s2))
-                sum2 *= f
-                for d in range(dim):
-                    acc[2, d] *= f
-                top2 = s2
-            p0 = np.float32(math.exp(s0 - top0))
-            p1 = np.float32(math.exp(s1 - top1))
-            p2 = np.float32(math.exp(s2 - top2))
-            sum0 += p0
-            sum1 += p1
-            sum2 += p2
+            top0, sum0, p0 = _fold(acc[0], top0, sum0, s0)
+            top1, sum1, p1 = _fold(acc[1], top1, sum1, s1)
+            top2, sum2, p2 = _fold(acc[2], top2, sum2, s2)
             for d in range(dim):
                 v = values[vp, vc + column, d]
                 acc[0, d] += p0 * v
