@@ -12,6 +12,8 @@ random lengths as the decode loop leaves them, with the loop's row blocks. Usage
 import argparse
 import statistics
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import torch
@@ -35,24 +37,27 @@ def transformers_blocks(module: Any, query: torch.Tensor, key: torch.Tensor, val
                       for a, b, c in row_blocks]), None
 
 
+@contextmanager
+def without_onepass(step: Any = None) -> Iterator[None]:
+    """emprobe's attention with no one-pass kernel, its float32 row blocks read by `step` (default: two matmuls)."""
+    kept = _attention.matmul_step, _attention._onepass
+    _attention.matmul_step, _attention._onepass = step or _attention.matmul_step, lambda: None
+    try:
+        yield
+    finally:
+        _attention.matmul_step, _attention._onepass = kept
+
+
 def grouped_sdpa(*args: Any, **kwargs: Any) -> tuple[torch.Tensor, None]:
     """emprobe's attention with torch's SDPA in float32 too, as before `matmul_step`."""
-    return _without_onepass(_attention.sdpa_step, *args, **kwargs)
+    with without_onepass(_attention.sdpa_step):
+        return _attention.blocked_sdpa(*args, **kwargs)
 
 
 def two_matmuls(*args: Any, **kwargs: Any) -> tuple[torch.Tensor, None]:
     """emprobe's attention in row blocks of two batched matmuls, as before `onepass_step`."""
-    return _without_onepass(_attention.matmul_step, *args, **kwargs)
-
-
-def _without_onepass(step: Any, *args: Any, **kwargs: Any) -> tuple[torch.Tensor, None]:
-    """emprobe's attention with `step` in float32 and no one-pass kernel."""
-    kept = _attention.matmul_step, _attention._onepass
-    _attention.matmul_step, _attention._onepass = step, lambda: None
-    try:
+    with without_onepass():
         return _attention.blocked_sdpa(*args, **kwargs)
-    finally:
-        _attention.matmul_step, _attention._onepass = kept
 
 
 def main() -> None:

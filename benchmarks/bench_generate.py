@@ -23,6 +23,7 @@ import time
 from typing import Any
 
 import torch
+from bench_decode_step import without_onepass  # this folder: run as a script
 
 from emprobe.condition import PRESETS, Decoding
 from emprobe.model import GenerationRequest, load_backend
@@ -60,12 +61,8 @@ def side_with(backend: Any, requests: list[GenerationRequest], setting: str, val
 
 def matmuls_side(backend: Any, requests: list[GenerationRequest]) -> tuple[int, float]:
     """emprobe with its float32 decode steps as two batched matmuls in row blocks, as before the one-pass kernel."""
-    kept = _attention._onepass
-    _attention._onepass = lambda: None
-    try:
+    with without_onepass():
         return emprobe_side(backend, requests)
-    finally:
-        _attention._onepass = kept
 
 
 def lanes_side(backend: Any, requests: list[GenerationRequest], lanes: int) -> tuple[int, float]:

@@ -79,6 +79,13 @@ def onepass_for(dtype: torch.dtype, device: torch.device | str) -> Callable[...,
     return _onepass() if dtype == torch.float32 and torch.device(device).type == "cpu" else None
 
 
+def kernel_label(dtype: torch.dtype, device: torch.device | str) -> str:
+    """How a decode step's attention runs in `dtype` on `device`, as the run's info names it."""
+    if onepass_for(dtype, device):
+        return "sdpa, decode steps in one pass (numba)"
+    return "sdpa, row blocks" + (", decode steps as matmuls" if step_for(dtype) is matmul_step else "")
+
+
 @functools.cache
 def _onepass() -> Callable[..., torch.Tensor | None] | None:
     """`_onepass.onepass_step`, or None without numba."""

@@ -17,7 +17,7 @@ from emprobe.condition import Message
 from emprobe.errors import EmprobeError
 from emprobe.hashing import stable_hash
 from emprobe.model._backend import GenerationRequest, GenerationResult, ModelRef
-from emprobe.model._providers._attention import matmul_step, onepass_for, step_for, use_blocked_sdpa
+from emprobe.model._providers._attention import kernel_label, use_blocked_sdpa
 from emprobe.model._providers._calibrate import calibrated_batch
 from emprobe.model._providers._decode import ContinuousBatch
 from emprobe.model._providers._intervene import Intervener
@@ -67,11 +67,8 @@ class HFBackend:
         self.pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else self.eos_ids[0]
         self.system_mode = "native" if self._template_keeps_system() else "merged"
         packed = ref.options.get("prepack", True) and self._prepack()
-        if self.blocked_attention and onepass_for(self.dtype, self.device):
-            attention = "sdpa, decode steps in one pass (numba)"
-        elif self.blocked_attention:
-            matmuls = step_for(self.dtype) is matmul_step
-            attention = "sdpa, row blocks" + (", decode steps as matmuls" if matmuls else "")
+        if self.blocked_attention:
+            attention = kernel_label(self.dtype, self.device)
         elif self.attention_kernels and loaded.config._attn_implementation == "sdpa":
             attention = "sdpa, no cuDNN"
         else:
