@@ -15,7 +15,7 @@ from emprobe.model import load_backend
 from emprobe.system import free_cpus
 
 sys.path.insert(0, os.path.dirname(__file__))
-from bench_generate import prompts  # noqa: E402
+from bench_generate import workload  # noqa: E402
 
 
 def spin(stop) -> None:
@@ -25,8 +25,7 @@ def spin(stop) -> None:
 
 def rate(model: str, threads: int, n: int, tokens: int) -> float:
     backend = load_backend(model, batch_size=n, threads=threads)
-    requests = [r.model_copy(update={"decoding": r.decoding.model_copy(update={"max_tokens": tokens})})
-                for r in prompts(n)]
+    requests = workload("core", 1, n, tokens)  # n distinct prompts, one sample each
     start = time.perf_counter()
     done = sum(r.completion_tokens for r in backend.generate(requests))
     backend.close()
