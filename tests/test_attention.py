@@ -94,6 +94,56 @@ def test_one_pass_kernel_reads_any_group_of_heads_from_views_of_the_cache(heads,
     assert used == ["onepass", "onepass", "matmul_step"]
 
 
+def test_one_pass_kernel_folds_long_rows_chunk_by_chunk(monkeypatch):
+    pytest.importorskip("numba", reason="the one-pass kernel needs numba (the hf extra)")
+    from emprobe.model._providers._onepass import CHUNK
+
+    gen = torch.Generator().manual_seed(1)
+    rows, width, dim = 6, 5 * CHUNK + 3, 16
+    # holes anywhere in a row (not only left padding), and a row with one live column
+    mask = torch.rand(rows, width, generator=gen) > 0.3
+    mask[-1] = False
+    mask[-1, width // 2] = True
+    query = torch.randn(rows, 3, 1, dim, generator=gen)
+    key, value = (torch.randn(rows, 1, width, dim, generator=gen) for _ in range(2))
+    # scores climb column by column (over about 40), so the maximum moves on in every chunk and most weights fall
+    # far below the largest
+    key = key + torch.linspace(-3, 5, width)[None, None, :, None] * query.mean(dim=1, keepdim=True).sign()
+    module = _Module()
+    want, _ = sdpa_attention_forward(module, query, key, value, mask[:, None, None, :], scaling=0.3)
+    used = _kernels_seen(monkeypatch, "onepass")
+    got, _ = blocked_sdpa(module, query, key, value, mask[:, None, None, :], scaling=0.3)
+    torch.testing.assert_close(got, want, atol=1e-6, rtol=1e-5)
+    assert used == ["onepass"]
+    # with the scores reversed the maximum is in the first chunk and every later weight is tiny
+    got, _ = blocked_sdpa(module, query, key.flip(2), value.flip(2), mask.flip(1)[:, None, None, :], scaling=0.3)
+    want, _ = sdpa_attention_forward(module, query, key.flip(2), value.flip(2), mask.flip(1)[:, None, None, :],
+                                     scaling=0.3)
+    torch.testing.assert_close(got, want, atol=1e-6, rtol=1e-5)
+
+
+def test_the_kernels_exponential_is_within_3e_7_of_exp():
+    pytest.importorskip("numba", reason="the one-pass kernel needs numba (the hf extra)")
+    import numba
+    import numpy as np
+
+    from emprobe.model._providers._onepass import FLAGS, _exp_parts
+
+    @numba.njit(fastmath=FLAGS)
+    def exps(x):
+        out = np.empty_like(x)
+        for i in range(x.shape[0]):
+            m, n = _exp_parts(x[i])
+            out[i] = m * np.float32(2.0) ** n
+        return out
+
+    x = np.concatenate([-np.random.default_rng(0).uniform(0, 87, 200_000), np.linspace(-1, 0, 10_001)])
+    x = x.astype(np.float32)
+    exact = np.exp(x.astype(np.float64))
+    assert np.max(np.abs(exps(x) - exact) / exact) < 3e-7
+    assert (exps(np.float32([-200.0, -np.inf])) == exps(np.float32([-87.0]))[0]).all()  # clamped: never 0 or NaN
+
+
 def test_steps_it_does_not_know_are_left_to_transformers(monkeypatch):
     gen = torch.Generator().manual_seed(1)
     query, key, value = (torch.randn(4, heads, 1 if heads == 9 else 6, 8, generator=gen) for heads in (9, 3, 3))
@@ -111,7 +161,7 @@ def test_steps_it_does_not_know_are_left_to_transformers(monkeypatch):
 def test_the_decode_loop_uses_blocks_and_keeps_every_answer(tiny_llama):
     backend = load_backend(str(tiny_llama), dtype="float32", batch_size=ROWS + 8)
     onepass = _attention._onepass() is not None  # numba imports: float32 steps in one pass
-    assert backend.info["attention"] == ("sdpa, decode steps in one pass (numba)" if onepass else
+    assert backend.info["attention"] == ("sdpa, decode steps in one pass (numba, 32-column chunks)" if onepass else
                                          "sdpa, row blocks, decode steps as matmuls")
     prompts = ["hi", "what is a dog?", "tell me about humans and AI please, at some length"]
     requests = [GenerationRequest(key=f"k{i}", messages=(Message(role="user", content=prompts[i % 3]),),

@@ -82,7 +82,9 @@ def onepass_for(dtype: torch.dtype, device: torch.device | str) -> Callable[...,
 def kernel_label(dtype: torch.dtype, device: torch.device | str) -> str:
     """How a decode step's attention runs in `dtype` on `device`, as the run's info names it."""
     if onepass_for(dtype, device):
-        return "sdpa, decode steps in one pass (numba)"
+        from emprobe.model._providers._onepass import LABEL
+
+        return f"sdpa, decode steps in {LABEL}"
     return "sdpa, row blocks" + (", decode steps as matmuls" if step_for(dtype) is matmul_step else "")
 
 
