@@ -75,6 +75,7 @@ def _attend(query, keys, values, key_at, value_at, mask, scale, out):
         acc = np.zeros((GROUP, dim), dtype=np.float32)
         weight = np.empty((GROUP, CHUNK), dtype=np.float32)
         power = np.empty((GROUP, CHUNK), dtype=np.int32)  # 2**n's float32 bits
+        scales = power.view(np.float32)  # the same powers of 2, read as floats
         live = np.empty(CHUNK, dtype=np.int64)
         column = 0
         while True:
@@ -108,7 +109,6 @@ def _attend(query, keys, values, key_at, value_at, mask, scale, out):
                 for j in range(n):
                     weight[h, j], e = _exp_parts(weight[h, j] - peak)
                     power[h, j] = (e + np.int32(127)) << np.int32(23)
-            scales = power.view(np.float32)
             for h in range(GROUP):
                 summed = np.float32(0.0)
                 for j in range(n):
