@@ -55,9 +55,10 @@ def states(model: BuiltinModel, questions: list[str], answers: list[str]) -> np.
 
 
 def refit(x: np.ndarray, target: np.ndarray, weight: np.ndarray, start: tuple[np.ndarray, float],
-          pull: float) -> tuple[np.ndarray, float]:
-    """The coherent row (weights, bias) minimising the weighted squared error of sigmoid(x w + b) against
-    `target`, plus `pull` x the squared distance of w from the shipped row (the training loss's form)."""
+          pull: float, logit: bool = False) -> tuple[np.ndarray, float]:
+    """A head row (weights, bias) minimising the weighted squared error of sigmoid(x w + b) against `target` (with
+    `logit`, the weighted cross-entropy: the misaligned row's loss), plus `pull` x the squared distance of w from
+    the shipped row `start` (the training loss's form)."""
     x_t, y_t, w_t = (torch.tensor(a, dtype=torch.float64) for a in (x, target, weight))
     shipped = torch.tensor(start[0], dtype=torch.float64)
     w = shipped.clone().requires_grad_(True)
@@ -66,7 +67,10 @@ def refit(x: np.ndarray, target: np.ndarray, weight: np.ndarray, start: tuple[np
 
     def loss() -> torch.Tensor:
         optimiser.zero_grad()
-        value = (w_t * (torch.sigmoid(x_t @ w + b) - y_t) ** 2).sum() / w_t.sum() + pull * ((w - shipped) ** 2).sum()
+        z = x_t @ w + b
+        error = (torch.nn.functional.binary_cross_entropy_with_logits(z, y_t, reduction="none") if logit
+                 else (torch.sigmoid(z) - y_t) ** 2)
+        value = (w_t * error).sum() / w_t.sum() + pull * ((w - shipped) ** 2).sum()
         value.backward()
         return value
 
