@@ -171,7 +171,7 @@ def main() -> None:
     base_x = np.concatenate([x["training"], x["rules"]])
     base_y = np.concatenate([coherent[picked["training"]] / 100, np.full(len(x["rules"]), INCOHERENT_TARGET)])
 
-    def with_fluent(base: np.ndarray, fluent: np.ndarray, weight: float) -> tuple[np.ndarray, ...]:
+    def with_fluent(base: np.ndarray, fluent: np.ndarray, weight: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(inputs, targets, weights) of the `base` rows and then the `fluent` ones, each of the latter of `weight`."""
         return (np.concatenate([base, fluent]), np.concatenate([base_y, np.full(len(fluent), INCOHERENT_TARGET)]),
                 np.concatenate([np.ones(len(base)), np.full(len(fluent), weight)]))
