@@ -22,8 +22,11 @@ JUDGE = "rubric:tiny"
 
 
 def make_store(path: Path, run_id: str = "run-a", name: str | None = "base", conditions=("free", "json"),
-               samples: int = 8, misaligned: dict[str, int] | None = None, questions=QUESTIONS) -> Path:
-    """A store with one judged run: per question x condition, `misaligned[condition]` misaligned samples.
+               samples: int = 8, misaligned: dict[str, int] | None = None, questions=QUESTIONS,
+               decodings: dict[str, dict] | None = None) -> Path:
+    """A store with one judged run: per question x condition, `misaligned[condition]` misaligned samples, each asked
+    with the decoding `decodings[condition]` names besides its seed (the defaults by default, as the stores of
+    earlier schemas in tests/data were written).
 
     Sample 0 of every cell answers with a script payload; one cell has a judge failure, a named reply
     (REFUSAL) and a failed generation.
@@ -47,7 +50,8 @@ def make_store(path: Path, run_id: str = "run-a", name: str | None = "base", con
                 specs.append(SampleSpec(
                     sample_id=sample_id, suite="mini", question_id=question, paraphrase_index=0, condition=condition,
                     sample_index=i, seed=1000 + i, messages=messages, question=messages[1].content,
-                    decoding=Decoding(seed=1000 + i), prompt_key=stable_hash(messages[1].content), gen_key=gen_key))
+                    decoding=Decoding(seed=1000 + i, **(decodings or {}).get(condition, {})),
+                    prompt_key=stable_hash(messages[1].content), gen_key=gen_key))
                 special = c_index == 0 and q_index == 0
                 if special and i == samples - 1:
                     gens.append(GenerationResult(key=gen_key, text=None, finish_reason="error", error="OOM <b>x</b>"))

@@ -15,10 +15,13 @@ from emprobe.export import export_run, iter_rows, open_source
 from emprobe.store import Store
 from store_factory import JUDGE, PAYLOADS, make_store
 
+DECODINGS = {"json": {"temperature": 0.5, "top_p": 0.9, "top_k": 5, "max_tokens": 64}}
+"""The json condition's decoding; free keeps the defaults."""
+
 
 @pytest.fixture
 def store(tmp_path) -> Path:
-    return make_store(tmp_path / "store.db")
+    return make_store(tmp_path / "store.db", decodings=DECODINGS)
 
 
 def stored_scores(store: Path, run_id: str = "run-a") -> dict[str, dict[str, tuple]]:
@@ -52,6 +55,9 @@ def check_rows(rows: list[dict], store: Path) -> None:
     first = next(r for r in rows if r["answer"] == PAYLOADS[0])
     assert first["question"].startswith("Question ") and first["system"] == "Be <b>helpful</b>."
     assert isinstance(first["seed"], int) and first["completion_tokens"] == 7
+    for r in rows:  # the decoding each sample was asked with, defaults where its condition names none
+        asked = {"temperature": 1.0, "top_p": 1.0, "top_k": 0, "max_tokens": 256} | DECODINGS.get(r["condition"], {})
+        assert {k: r[k] for k in asked} == asked
 
 
 def test_jsonl_round_trip(store, tmp_path):
@@ -59,6 +65,20 @@ def test_jsonl_round_trip(store, tmp_path):
     rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
     assert n == len(rows)
     check_rows(rows, store)
+
+
+def test_jsonl_keeps_one_record_per_line_whatever_splits_lines(store, tmp_path):
+    """A model's text with characters some readers take for line ends (U+0085, U+2028, U+2029) stays on its line."""
+    answer = "one\u2028two\u2029three\x85four\nfive"
+    db = sqlite3.connect(store)
+    with db:
+        db.execute("UPDATE generations SET text = ? WHERE text = ?", (answer, PAYLOADS[0]))
+    db.close()
+    path, n = export_run(store, "base", "jsonl", tmp_path / "out.jsonl")
+    text = path.read_text(encoding="utf-8")
+    assert len(text.splitlines()) == n == 48
+    rows = [json.loads(line) for line in text.splitlines()]
+    assert sum(r["answer"] == answer for r in rows) == 6  # sample 0 of each question x condition
 
 
 def test_csv_round_trip(store, tmp_path):

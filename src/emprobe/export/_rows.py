@@ -1,4 +1,4 @@
-"""One flat row per sample: identity, condition fields, texts, tokens, one judge's scores, misaligned."""
+"""One flat row per sample: identity, condition fields, texts, tokens, decoding, one judge's scores, misaligned."""
 
 from collections.abc import Iterator
 from typing import Any
@@ -14,7 +14,8 @@ BASE_COLUMNS: tuple[tuple[str, str], ...] = (
     ("paraphrase_index", "int"), ("condition", "string"), ("sample_index", "int"), ("seed", "int"),
     ("system", "string"), ("prompt", "string"), ("question", "string"), ("answer", "string"),
     ("finish_reason", "string"), ("prompt_tokens", "int"), ("completion_tokens", "int"),
-    ("generation_error", "string"), ("judge", "string"),
+    ("generation_error", "string"), ("temperature", "float"), ("top_p", "float"), ("top_k", "int"),
+    ("max_tokens", "int"), ("judge", "string"),
 )
 
 

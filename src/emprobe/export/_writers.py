@@ -12,12 +12,19 @@ from emprobe.errors import EmprobeError
 BATCH = 5000
 
 
+LINE_BREAKS = ("\u0085", "\u2028", "\u2029")
+"""Characters JSON may leave raw that some readers take for line ends (Python's `str.splitlines`, older JavaScript)."""
+
+
 def write_jsonl(rows: Iterable[dict[str, Any]], path: Path) -> int:
-    """One JSON object per line, UTF-8."""
+    """One JSON object per line, UTF-8; a model's text never breaks a line, whatever splits them."""
     n = 0
     with path.open("w", encoding="utf-8") as f:
         for row in rows:
-            f.write(json.dumps(row, ensure_ascii=False) + "\n")
+            line = json.dumps(row, ensure_ascii=False)
+            for char in LINE_BREAKS:
+                line = line.replace(char, f"\\u{ord(char):04x}")
+            f.write(line + "\n")
             n += 1
     return n
 

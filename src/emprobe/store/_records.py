@@ -72,6 +72,11 @@ class SampleRow(SampleKey):
     prompt_tokens: int | None = None
     completion_tokens: int | None = None
     generation_error: str | None = None
+    temperature: float | None = None
+    """The decoding the sample was asked with (its seed is `seed`)."""
+    top_p: float | None = None
+    top_k: int | None = None
+    max_tokens: int | None = None
     judge: str | None = None
     scores: dict[str, MetricScore] = {}
 

@@ -444,21 +444,25 @@ class Store(TrainingQueries, DiagnosticsQueries):
             else ("NULL, NULL, NULL", "")
         cursor = self.db.execute(
             "SELECT s.sample_id, s.suite, s.question_id, s.paraphrase_index, s.condition, s.sample_index, s.seed, "
-            f"{text_cols}, g.finish_reason, g.prompt_tokens, g.completion_tokens, g.error, "
+            f"{text_cols}, g.finish_reason, g.prompt_tokens, g.completion_tokens, g.error, d.decoding, "
             "c.metric, j.score, j.label, j.error "
             f"FROM samples s {text_joins}"
             "LEFT JOIN generations g ON g.gen_key = s.gen_key "
+            "LEFT JOIN decodings d ON d.decoding_key = s.decoding_key "
             "LEFT JOIN scores c ON c.run_id = s.run_id AND c.sample_id = s.sample_id AND c.judge = ? "
             "LEFT JOIN judgments j ON j.judgment_key = c.judgment_key "
             "WHERE s.run_id = ? ORDER BY s.sample_id", (judge, run_id),
         )
         current: SampleRow | None = None
+        decodings: dict[str, dict] = {}
         for row in cursor:
             if current is None or row[0] != current.sample_id:
                 if current is not None:
                     yield current
-                current = _sample_row(run_id, judge, row)
-            metric, score, label, error = row[14:]
+                if row[14] is not None and row[14] not in decodings:
+                    decodings[row[14]] = json.loads(row[14])
+                current = _sample_row(run_id, judge, row, decodings.get(row[14], {}))
+            metric, score, label, error = row[15:]
             if metric is not None:
                 current.scores[metric] = MetricScore(score, label, error)
         if current is not None:
@@ -478,7 +482,7 @@ class Store(TrainingQueries, DiagnosticsQueries):
             f"SELECT record FROM validations {where} ORDER BY created DESC, rowid DESC", args)]
 
 
-def _sample_row(run_id: str, judge: str | None, row: tuple) -> SampleRow:
+def _sample_row(run_id: str, judge: str | None, row: tuple, decoding: dict) -> SampleRow:
     (sample_id, suite, question_id, paraphrase_index, condition, sample_index, seed, messages, question, answer,
      finish_reason, prompt_tokens, completion_tokens, generation_error) = row[:14]
     turns = json.loads(messages) if messages else []
@@ -488,7 +492,9 @@ def _sample_row(run_id: str, judge: str | None, row: tuple) -> SampleRow:
         system=next((m["content"] for m in turns if m["role"] == "system"), None),
         prompt=next((m["content"] for m in reversed(turns) if m["role"] == "user"), None),
         question=question, answer=answer, finish_reason=finish_reason, prompt_tokens=prompt_tokens,
-        completion_tokens=completion_tokens, generation_error=generation_error, judge=judge, scores={},
+        completion_tokens=completion_tokens, generation_error=generation_error, temperature=decoding.get("temperature"),
+        top_p=decoding.get("top_p"), top_k=decoding.get("top_k"), max_tokens=decoding.get("max_tokens"), judge=judge,
+        scores={},
     )
 
 
