@@ -39,6 +39,17 @@ FLUENT = 1600
 INCOHERENT_TARGET = 0.05
 
 
+def prepared() -> tuple[dict[str, np.ndarray], dict, list[str], list[str]]:
+    """What `train_judge.py prepare` wrote to .gpu/: the arrays, the metadata, and every example's question and
+    answer."""
+    with np.load(WORK / "data.npz") as npz:
+        data = dict(npz)
+    meta = json.loads((WORK / "meta.json").read_text())
+    with gzip.open(WORK / "texts.json.gz", "rt") as f:
+        texts = json.load(f)
+    return data, meta, texts["questions"], texts["answers"]
+
+
 def states(model: BuiltinModel, questions: list[str], answers: list[str]) -> np.ndarray:
     """(rows x hidden + statistics): what the head reads, from the shipped network."""
     tokenizer, network, _, _ = model.network
@@ -116,12 +127,7 @@ def main() -> None:
                     help="the fluent rules whose texts the refits train on (all are measured)")
     args = ap.parse_args()
     started = time.time()
-    with np.load(WORK / "data.npz") as npz:
-        data = dict(npz)
-    meta = json.loads((WORK / "meta.json").read_text())
-    with gzip.open(WORK / "texts.json.gz", "rt") as f:
-        texts = json.load(f)
-    questions, answers = texts["questions"], texts["answers"]
+    data, meta, questions, answers = prepared()
     role, coherent = data["role"], data["coherent"]
     rng = np.random.default_rng(0)
     row = (role == 0) & data["use"]

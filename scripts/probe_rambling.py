@@ -22,21 +22,19 @@ those that loop.
 """
 
 import argparse
-import gzip
 import json
 import time
 from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
-from probe_coherence import INCOHERENT_TARGET, linear, refit, states
+from probe_coherence import INCOHERENT_TARGET, linear, prepared, refit, states
 from scipy.stats import spearmanr
 from sklearn.isotonic import IsotonicRegression
 
 from emprobe.judge._builtin import BuiltinModel
 from emprobe.judge._textstats import NAMES, statistics_matrix
 
-WORK = Path(__file__).resolve().parent.parent / ".gpu"
 SAMPLE = {"calibration": 5000, "training": 5000, "rules": 1200, "harmful": 1200}
 SPECIFICITY = 0.995
 COHERENT_TARGET = 0.85
@@ -55,12 +53,7 @@ def main() -> None:
                     "and read them from it when it exists")
     args = ap.parse_args()
     started = time.time()
-    with np.load(WORK / "data.npz") as npz:
-        data = dict(npz)
-    meta = json.loads((WORK / "meta.json").read_text())
-    with gzip.open(WORK / "texts.json.gz", "rt") as f:
-        texts = json.load(f)
-    questions, answers = texts["questions"], texts["answers"]
+    data, meta, questions, answers = prepared()
     role, coherent, label = data["role"], data["coherent"], data["label"]
     rng = np.random.default_rng(0)
     row = (role == 0) & data["use"]
