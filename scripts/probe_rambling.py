@@ -33,7 +33,7 @@ from scipy.stats import spearmanr
 from sklearn.isotonic import IsotonicRegression
 
 from emprobe.judge._builtin import BuiltinModel
-from emprobe.judge._textstats import NAMES, statistics_matrix
+from emprobe.judge._textstats import NAMES
 
 SAMPLE = {"calibration": 5000, "training": 5000, "rules": 1200, "harmful": 1200}
 SPECIFICITY = 0.995
@@ -79,11 +79,10 @@ def main() -> None:
     hot = heat >= args.hot
     cool = heat <= args.cool if args.cool is not None else np.zeros(len(made), dtype=bool)
     # a small model at a low temperature loops; an answer whose share of distinct word trigrams is below the 2nd
-    # percentile of GPT-4o-coherent answers is no coherent row
-    distinct = NAMES.index("distinct_trigrams")
-    floor = np.quantile(statistics_matrix([answers[i] for i in picked["training"] if coherent[i] > 80],
-                                          model.pairs)[:, distinct], 0.02)
-    looping = statistics_matrix([r["answer"] for r in made], model.pairs)[:, distinct] < floor
+    # percentile of GPT-4o-coherent answers is no coherent row (read from the states' standardised statistics)
+    distinct = x["made"].shape[1] - len(NAMES) + NAMES.index("distinct_trigrams")
+    floor = np.quantile(x["training"][coherent[picked["training"]] > 80, distinct], 0.02)
+    looping = x["made"][:, distinct] < floor
     dropped = int((cool & looping).sum())
     cool &= ~looping
     ids = sorted({r["question_id"] for r in made})

@@ -437,18 +437,19 @@ class Store(TrainingQueries, DiagnosticsQueries):
     def samples(self, run_id: str, judge: str | None, texts: bool = True) -> Iterator[SampleRow]:
         """Every planned sample of the run in sample-id order, with one judge's scores; streamed.
 
-        Without `texts` the prompt, question and answer are left out (and not read), for counting.
+        Without `texts` the prompt, question, answer and decoding are left out (and not read), for counting.
         """
-        text_cols, text_joins = ("p.messages, q.text, g.text", "JOIN prompts p ON p.prompt_key = s.prompt_key "
-                                 "JOIN questions q ON q.question_key = s.question_key ") if texts \
-            else ("NULL, NULL, NULL", "")
+        text_cols, text_joins = ("p.messages, q.text, g.text, d.decoding",
+                                 "JOIN prompts p ON p.prompt_key = s.prompt_key "
+                                 "JOIN questions q ON q.question_key = s.question_key "
+                                 "JOIN decodings d ON d.decoding_key = s.decoding_key ") if texts \
+            else ("NULL, NULL, NULL, NULL", "")
         cursor = self.db.execute(
             "SELECT s.sample_id, s.suite, s.question_id, s.paraphrase_index, s.condition, s.sample_index, s.seed, "
-            f"{text_cols}, g.finish_reason, g.prompt_tokens, g.completion_tokens, g.error, d.decoding, "
+            f"{text_cols}, g.finish_reason, g.prompt_tokens, g.completion_tokens, g.error, "
             "c.metric, j.score, j.label, j.error "
             f"FROM samples s {text_joins}"
             "LEFT JOIN generations g ON g.gen_key = s.gen_key "
-            "LEFT JOIN decodings d ON d.decoding_key = s.decoding_key "
             "LEFT JOIN scores c ON c.run_id = s.run_id AND c.sample_id = s.sample_id AND c.judge = ? "
             "LEFT JOIN judgments j ON j.judgment_key = c.judgment_key "
             "WHERE s.run_id = ? ORDER BY s.sample_id", (judge, run_id),
@@ -459,9 +460,9 @@ class Store(TrainingQueries, DiagnosticsQueries):
             if current is None or row[0] != current.sample_id:
                 if current is not None:
                     yield current
-                if row[14] is not None and row[14] not in decodings:
-                    decodings[row[14]] = json.loads(row[14])
-                current = _sample_row(run_id, judge, row, decodings.get(row[14], {}))
+                if row[10] is not None and row[10] not in decodings:
+                    decodings[row[10]] = json.loads(row[10])
+                current = _sample_row(run_id, judge, row, decodings.get(row[10], {}))
             metric, score, label, error = row[15:]
             if metric is not None:
                 current.scores[metric] = MetricScore(score, label, error)
@@ -483,8 +484,8 @@ class Store(TrainingQueries, DiagnosticsQueries):
 
 
 def _sample_row(run_id: str, judge: str | None, row: tuple, decoding: dict) -> SampleRow:
-    (sample_id, suite, question_id, paraphrase_index, condition, sample_index, seed, messages, question, answer,
-     finish_reason, prompt_tokens, completion_tokens, generation_error) = row[:14]
+    (sample_id, suite, question_id, paraphrase_index, condition, sample_index, seed, messages, question, answer, _,
+     finish_reason, prompt_tokens, completion_tokens, generation_error) = row[:15]
     turns = json.loads(messages) if messages else []
     return SampleRow.model_construct(  # the store's own rows: no validation needed, much faster
         run_id=run_id, sample_id=sample_id, suite=suite, question_id=question_id, paraphrase_index=paraphrase_index,
