@@ -1,9 +1,8 @@
 """Generation throughput against the hardware's limit: emprobe's backend (CPU linear weights prepacked, and with
-torch's own linear layers; attention in row blocks, and over every column; in float32 on a CPU, decode steps in one
-pass and as two batched matmuls; on CUDA, attention kernels as emprobe limits them and as torch chooses) vs one
-`model.generate` call per batch (what peer harnesses do) vs one `model.generate` per prompt (what research scripts
-do).
-
+torch's own linear layers; attention in row blocks, and over every column; on a CPU, decode steps in one pass, and
+without it: two batched matmuls in float32, torch's SDPA in bfloat16; on CUDA, attention kernels as emprobe limits
+them and as torch chooses) vs one `model.generate` call per batch (what peer harnesses do) vs one `model.generate`
+per prompt (what research scripts do).
 All sides run in this process on the same model, requests and settings (sampling at temperature 1, top_p 1,
 top_k 0), interleaved round by round, and count the tokens they really generated. The roofline comes from matmuls
 of this model's own shapes timed in the same process, before and after the rounds (the faster counts: a busy
@@ -60,7 +59,8 @@ def side_with(backend: Any, requests: list[GenerationRequest], setting: str, val
 
 
 def matmuls_side(backend: Any, requests: list[GenerationRequest]) -> tuple[int, float]:
-    """emprobe with its float32 decode steps as two batched matmuls in row blocks, as before the one-pass kernel."""
+    """emprobe's decode steps without the one-pass kernel, in row blocks: two batched matmuls in float32, torch's SDPA
+    in bfloat16 (as before the kernel read each precision)."""
     with without_onepass():
         return emprobe_side(backend, requests)
 
@@ -203,7 +203,8 @@ def main() -> None:
     parser.add_argument("--skip-unblocked", action="store_true",
                         help="leave out emprobe with attention over every column (no row blocks)")
     parser.add_argument("--skip-matmuls", action="store_true",
-                        help="leave out emprobe with two batched matmuls instead of its one-pass kernel (CPU, float32)")
+                        help="leave out emprobe without its one-pass kernel (CPU: two batched matmuls in float32, "
+                        "torch's SDPA in bfloat16)")
     parser.add_argument("--skip-any-kernel", action="store_true",
                         help="leave out emprobe with torch's choice of attention kernels (on CUDA: cuDNN's too)")
     parser.add_argument("--lanes", type=int, default=0, help="also run emprobe as this many decode loops at once, "
@@ -221,7 +222,7 @@ def main() -> None:
         print(f"\n== {backend.info['dtype']} on {backend.device}, {backend.info['threads']} threads, batch {rows}, "
               f"linear layers {backend.info['linear']}, attention {backend.info['attention']}")
         rates: dict[str, list[tuple[int, float]]] = {"emprobe": [], "emprobe, torch linears": [],
-                                                     "emprobe, unblocked": [], "emprobe, two matmuls": [],
+                                                     "emprobe, unblocked": [], "emprobe, no one-pass": [],
                                                      "emprobe, any kernel": [],
                                                      "emprobe, lanes": [], "generate, batched": []}
         peaks = [matmul_peak(plain.model, rows, backend.device)]  # again after the rounds: the hardware's best wins
@@ -230,7 +231,7 @@ def main() -> None:
             if backend.blocked_attention and not args.skip_unblocked:
                 rates["emprobe, unblocked"].append(side_with(backend, requests, "blocked_attention", False))
             if _attention.onepass_for(backend.dtype, backend.device) and not args.skip_matmuls:
-                rates["emprobe, two matmuls"].append(matmuls_side(backend, requests))
+                rates["emprobe, no one-pass"].append(matmuls_side(backend, requests))
             if backend.attention_kernels and not args.skip_any_kernel:
                 rates["emprobe, any kernel"].append(side_with(backend, requests, "attention_kernels", None))
             if args.lanes > 1 and backend.device == "cpu":

@@ -23,14 +23,17 @@ def test_blocks_start_at_their_longest_live_row_and_keep_the_last_column():
     assert row_blocks(torch.full((2 * ROWS,), 18), torch.ones(2 * ROWS, dtype=torch.bool), 20) == []  # 10% to skip
 
 
-KERNELS = [(torch.float32, "onepass"), (torch.float32, "matmul_step"), (torch.bfloat16, "sdpa_step")]
-"""The kernel each precision runs: in float32 the one-pass kernel where numba imports, else two batched matmuls."""
+KERNELS = [(torch.float32, "onepass"), (torch.float32, "matmul_step"), (torch.bfloat16, "onepass"),
+           (torch.bfloat16, "sdpa_step")]
+"""The kernel each precision runs: the one-pass kernel where numba imports, else two batched matmuls in float32 and
+torch's SDPA in bfloat16."""
 
 
 def _kernels_seen(monkeypatch, kernel: str) -> list[str]:
-    """The names of the step kernels `blocked_sdpa` calls from now on; without numba when `kernel` is `matmul_step`."""
+    """The names of the step kernels `blocked_sdpa` calls from now on; as without numba unless `kernel` is
+    `onepass`."""
     used: list[str] = []
-    if kernel == "matmul_step":
+    if kernel != "onepass":
         monkeypatch.setattr(_attention, "_onepass", lambda: None)
     onepass = _attention._onepass()
     if onepass is not None:
@@ -69,29 +72,49 @@ def test_blocked_attention_gives_transformers_sdpa_for_live_rows(dtype, kernel, 
     assert set(used) == {kernel}
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 @pytest.mark.parametrize(("heads", "kv_heads"), [(9, 3), (8, 2), (4, 4), (12, 2)])
-def test_one_pass_kernel_reads_any_group_of_heads_from_views_of_the_cache(heads, kv_heads, monkeypatch):
+def test_one_pass_kernel_reads_any_group_of_heads_from_views_of_the_cache(heads, kv_heads, dtype, monkeypatch):
     pytest.importorskip("numba", reason="the one-pass kernel needs numba (the hf extra)")
     gen = torch.Generator().manual_seed(heads)
     rows, width = 37, 40
     lengths = torch.randint(1, width + 1, (rows,), generator=gen)
     mask = (torch.arange(width) >= (width - lengths)[:, None])[:, None, None, :]
-    query = torch.randn(rows, heads, 1, 16, generator=gen)
+    query = torch.randn(rows, heads, 1, 16, generator=gen).to(dtype)
     # rows and columns cut out of a larger buffer on every side, as a row block of the cache is
-    key, value = (torch.randn(rows + 3, kv_heads, width + 7, 16, generator=gen)[2 : rows + 2, :, 3 : width + 3]
-                  for _ in range(2))
+    key, value = (torch.randn(rows + 3, kv_heads, width + 7, 16, generator=gen, dtype=dtype)
+                  [2 : rows + 2, :, 3 : width + 3] for _ in range(2))
     module = _Module()
     module.num_key_value_groups = heads // kv_heads
-    want, _ = sdpa_attention_forward(module, query, key, value, mask, scaling=0.3)
+    # the sums are float32 in both precisions: a bfloat16 step is the float32 step of the same numbers, rounded once
+    want, _ = sdpa_attention_forward(module, query.float(), key.float(), value.float(), mask, scaling=0.3)
     used = _kernels_seen(monkeypatch, "onepass")
     got, _ = blocked_sdpa(module, query, key, value, mask, scaling=0.3)
-    torch.testing.assert_close(got, want, atol=1e-6, rtol=1e-5)
-    # keys laid out another way (head and column swapped) are not the cache's: two batched matmuls read them
-    swapped = torch.randn(rows, width, kv_heads, 16, generator=gen).transpose(1, 2)
+    assert got.dtype == dtype
+    torch.testing.assert_close(got.float(), want, atol=1e-6, rtol=1e-5 if dtype == torch.float32 else 2**-8)
+    # keys laid out another way (head and column swapped) are not the cache's: the kernel without numba reads them
+    swapped = torch.randn(rows, width, kv_heads, 16, generator=gen, dtype=dtype).transpose(1, 2)
     want, _ = sdpa_attention_forward(module, query, swapped, value, mask, scaling=0.3)
     got, _ = blocked_sdpa(module, query, swapped, value, mask, scaling=0.3)
-    torch.testing.assert_close(got, want, atol=1e-6, rtol=1e-5)
-    assert used == ["onepass", "onepass", "matmul_step"]
+    torch.testing.assert_close(got, want, atol=1e-6 if dtype == torch.float32 else 1e-2,
+                               rtol=1e-5 if dtype == torch.float32 else 5e-2)
+    assert used == ["onepass", "onepass", "matmul_step" if dtype == torch.float32 else "sdpa_step"]
+
+
+@pytest.mark.parametrize(("dtype", "kernel"), KERNELS)
+def test_a_step_whose_mask_was_dropped_reads_every_column_with_the_same_kernel(dtype, kernel, monkeypatch):
+    """transformers passes no mask when every row reads every column (rows of one length, as when calibrating)."""
+    if kernel == "onepass":
+        pytest.importorskip("numba", reason="the one-pass kernel needs numba (the hf extra)")
+    gen = torch.Generator().manual_seed(2)
+    query = torch.randn(40, 9, 1, 16, generator=gen, dtype=dtype)
+    key, value = (torch.randn(40, 3, 30, 16, generator=gen, dtype=dtype) for _ in range(2))
+    want, _ = sdpa_attention_forward(_Module(), query, key, value, None, scaling=0.3)
+    used = _kernels_seen(monkeypatch, kernel)
+    got, _ = blocked_sdpa(_Module(), query, key, value, None, scaling=0.3)
+    close = {"atol": 1e-6, "rtol": 1e-5} if dtype == torch.float32 else {"atol": 1e-2, "rtol": 5e-2}
+    torch.testing.assert_close(got, want, **close)
+    assert used == [kernel]
 
 
 def test_one_pass_kernel_folds_long_rows_chunk_by_chunk(monkeypatch):

@@ -2,11 +2,12 @@
 
 Rows of the decode loop's cache are right-aligned, so a row admitted late leaves padding to its left that every
 row's attention reads. On SmolLM2-135M, 960 samples at 256 rows, attention took 47% of the time, and 30% of the
-columns it read were padding. In float32 on a CPU with numba installed, one pass per (row, key/value head) pair
-reads each live column once and skips the padding (`_onepass.py`). Elsewhere, in blocks of `ROWS` rows as they lie,
-each block reading from its longest live row's first column, 18% of the columns are skipped, with no copy (a
-block's keys and values are views of the cache): in float32 as two batched matmuls per (row, key/value head), in
-other precisions by torch's SDPA (`enable_gqa`), not stacked into rows as transformers does when there is a mask.
+columns it read were padding. In float32 and bfloat16 on a CPU with numba installed, one pass per (row, key/value
+head) pair reads each live column once and skips the padding (`_onepass.py`). Elsewhere, in blocks of `ROWS` rows
+as they lie, each block reading from its longest live row's first column, 18% of the columns are skipped, with no
+copy (a block's keys and values are views of the cache): in float32 as two batched matmuls per (row, key/value
+head), in other precisions by torch's SDPA (`enable_gqa`), not stacked into rows as transformers does when there is
+a mask.
 Masked columns weigh exactly zero, so this changes only the order of sums.
 """
 
@@ -54,6 +55,8 @@ def blocked_sdpa(module: Any, query: torch.Tensor, key: torch.Tensor, value: tor
     by `step_for` its dtype per block of rows over that block's columns when the decode loop gives `row_blocks`, the
     query heads of a key/value head read together (transformers stacks them into rows when there is a mask, which
     ran a decode step 1-4% slower on an AVX2 CPU than `sdpa_step`); anything else exactly transformers' SDPA."""
+    if query.shape[2] == 1 and attention_mask is None:  # transformers drops a mask that keeps every column
+        attention_mask = torch.ones((), dtype=torch.bool, device=query.device).expand(len(query), 1, 1, key.shape[2])
     if (query.shape[2] != 1 or attention_mask is None or attention_mask.dtype != torch.bool or args
             or kwargs.keys() - IGNORED or kwargs.get("dropout")):
         return sdpa_attention_forward(module, query, key, value, attention_mask, *args, **kwargs)
@@ -73,10 +76,14 @@ def step_for(dtype: torch.dtype) -> Callable[..., torch.Tensor]:
     return matmul_step if dtype == torch.float32 else sdpa_step
 
 
+ONEPASS_DTYPES = (torch.float32, torch.bfloat16)
+"""The precisions the one-pass kernel reads (named here, where numba is not imported)."""
+
+
 def onepass_for(dtype: torch.dtype, device: torch.device | str) -> Callable[..., torch.Tensor | None] | None:
-    """The kernel of a one-token step over every row at once: `_onepass.onepass_step` in float32 on a CPU where
-    numba imports, else None."""
-    return _onepass() if dtype == torch.float32 and torch.device(device).type == "cpu" else None
+    """The kernel of a one-token step over every row at once: `_onepass.onepass_step` in float32 or bfloat16 on a
+    CPU where numba imports, else None."""
+    return _onepass() if dtype in ONEPASS_DTYPES and torch.device(device).type == "cpu" else None
 
 
 def kernel_label(dtype: torch.dtype, device: torch.device | str) -> str:

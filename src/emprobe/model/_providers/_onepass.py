@@ -1,10 +1,12 @@
-"""A one-token attention step for float32 on a CPU in one pass over the cache, compiled by numba.
+"""A one-token attention step on a CPU in one pass over a float32 or bfloat16 cache, compiled by numba.
 
 Per (row, key/value head) pair it reads each live column's key and value once, keeping a running maximum, sum and
 weighted sum for three query heads at a time (online softmax, folded in a chunk of columns at a time so that the
 weights' exponentials vectorise), and skips the columns its row's mask leaves out, so left padding costs a mask
 test, not a read. torch has no such kernel for a CPU: its SDPA multiplies one query row at a time, and two batched
-matmuls (`_attention.matmul_step`) read the cache twice in small matrix products.
+matmuls (`_attention.matmul_step`) read the cache twice in small matrix products. A bfloat16 cache is read as its
+16-bit patterns and widened to float32 as it is read (half the bytes of a float32 cache); the sums are float32 in
+both precisions.
 """
 
 import math
@@ -13,6 +15,9 @@ import threading
 import numba
 import numpy as np
 import torch
+from llvmlite import ir
+from numba.core import types
+from numba.extending import intrinsic, overload
 
 GROUP = 3
 """Query heads read together (the kernel spells out three): each key and value read serves them all. Other group
@@ -29,12 +34,39 @@ call uses every thread anyway."""
 CHUNK = 32
 """Live columns scored together: their weights' exponentials are then one vectorised loop."""
 
+READS = {torch.float32: torch.float32, torch.bfloat16: torch.int16}
+"""The caches it reads, and how: a bfloat16 one as its 16-bit patterns (numpy has no bfloat16)."""
+
 LABEL = f"one pass (numba, {CHUNK}-column chunks)"
 """The kernel as the run's info names it: another way of summing is another label (texts may differ)."""
 
 LOG2E = np.float32(1.4426950408889634)
 LN2_HIGH, LN2_LOW = np.float32(0.693359375), np.float32(-2.1219444005469057e-4)
 """ln 2 split in two so that `n x LN2_HIGH` is exact for the exponents used."""
+
+
+@intrinsic
+def _bfloat16_bits(typingctx, bits):
+    """The float32 whose upper half is the 16-bit pattern `bits` (a bfloat16 read as int16): one shift, no rounding."""
+    def codegen(context, builder, signature, args):
+        wide = builder.shl(builder.zext(args[0], ir.IntType(32)), ir.Constant(ir.IntType(32), 16))
+        return builder.bitcast(wide, ir.FloatType())
+
+    return types.float32(bits), codegen
+
+
+def widen(x):
+    """`x` as a float32: itself for a float32, a bfloat16's 16-bit pattern widened (compiled code only)."""
+    raise NotImplementedError("compiled code only")
+
+
+@overload(widen, inline="always")
+def _widen(x):
+    if x == types.float32:
+        return lambda x: x
+    if x == types.int16:
+        return lambda x: _bfloat16_bits(x)  # type: ignore[call-arg]  # numba supplies the typing context
+    return None
 
 
 @numba.njit(inline="always", fastmath=FLAGS, cache=True)
@@ -58,8 +90,9 @@ def _exp_parts(x):
 @numba.njit(parallel=True, fastmath=FLAGS, cache=True)
 def _attend(query, keys, values, key_at, value_at, mask, scale, out):
     """`out` (rows, kv heads, heads, dim) = softmax(scale x query . keys) . values, per pair and group of three query
-    heads. `keys` and `values` are (pairs, capacity, dim) buffers in which the step's first pair starts at (pair,
-    column) `key_at` and `value_at`; `mask` (rows, columns) names the columns each row reads."""
+    heads. `keys` and `values` are (pairs, capacity, dim) buffers, of float32 or of bfloat16 patterns (int16), in
+    which the step's first pair starts at (pair, column) `key_at` and `value_at`; `mask` (rows, columns) names the
+    columns each row reads."""
     rows, kv_heads, heads, dim = query.shape
     columns = mask.shape[1]
     groups = heads // GROUP
@@ -91,7 +124,7 @@ def _attend(query, keys, values, key_at, value_at, mask, scale, out):
                 c = kc + live[j]  # hoisted by hand: numba tells LLVM nothing of which arrays may alias
                 s0 = s1 = s2 = np.float32(0.0)
                 for d in range(dim):
-                    k = keys[kp, c, d]
+                    k = widen(keys[kp, c, d])
                     s0 += query[row, head, first, d] * k
                     s1 += query[row, head, first + 1, d] * k
                     s2 += query[row, head, first + 2, d] * k
@@ -119,7 +152,7 @@ def _attend(query, keys, values, key_at, value_at, mask, scale, out):
                 c = vc + live[j]
                 p0, p1, p2 = weight[0, j], weight[1, j], weight[2, j]
                 for d in range(dim):
-                    v = values[vp, c, d]
+                    v = widen(values[vp, c, d])
                     acc[0, d] += p0 * v
                     acc[1, d] += p1 * v
                     acc[2, d] += p2 * v
@@ -130,12 +163,12 @@ def _attend(query, keys, values, key_at, value_at, mask, scale, out):
 
 
 def _pairs(t: torch.Tensor) -> tuple[np.ndarray, np.ndarray] | None:
-    """`t` (rows, kv heads, columns, dim) as a (pairs, capacity, dim) array over its whole storage and the (pair,
-    column) it starts at, when it is such a view of a contiguous buffer of its dtype (as the decode cache's keys and
-    values are); else None."""
+    """`t` (rows, kv heads, columns, dim) as a (pairs, capacity, dim) array over its whole storage (a bfloat16 one as
+    its int16 patterns) and the (pair, column) it starts at, when it is such a view of a contiguous buffer of its
+    dtype (as the decode cache's keys and values are); else None."""
     rows, kv_heads, columns, dim = t.shape
-    if (not columns or t.stride(3) != 1 or t.stride(2) != dim or t.stride(1) % dim or t.stride(1) < columns * dim
-            or t.stride(0) != kv_heads * t.stride(1)):
+    if (t.dtype not in READS or not columns or t.stride(3) != 1 or t.stride(2) != dim or t.stride(1) % dim
+            or t.stride(1) < columns * dim or t.stride(0) != kv_heads * t.stride(1)):
         return None
     capacity = t.stride(1) // dim
     pair, within = divmod(int(t.storage_offset()), capacity * dim)
@@ -143,16 +176,17 @@ def _pairs(t: torch.Tensor) -> tuple[np.ndarray, np.ndarray] | None:
     if within % dim or within // dim + columns > capacity or pair + rows * kv_heads > pairs:
         return None
     whole = t.new_empty(0).set_(t.untyped_storage(), 0, (pairs, capacity, dim), (capacity * dim, dim, 1))
-    return whole.numpy(), np.array([pair, within // dim], dtype=np.int64)
+    return whole.view(READS[t.dtype]).numpy(), np.array([pair, within // dim], dtype=np.int64)
 
 
 def onepass_step(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, mask: torch.Tensor,
                  scaling: float | None) -> torch.Tensor | None:
-    """One-token attention, (rows, heads, 1, dim), of float32 CPU tensors with a boolean mask (rows or 1, 1, 1,
-    columns) in one pass; None when the keys, values or mask are laid out otherwise."""
+    """One-token attention, (rows, heads, 1, dim), of float32 or bfloat16 CPU tensors with a boolean mask (rows or 1,
+    1, 1, columns) in one pass, in the query's dtype; None when the keys, values or mask are laid out otherwise."""
     rows, heads, _, dim = query.shape
     kv_heads, columns = key.shape[1], key.shape[2]
-    if (key.shape != value.shape or key.shape[0] != rows or key.shape[3] != dim or heads % kv_heads
+    if (key.shape != value.shape or key.dtype != value.dtype or key.shape[0] != rows or key.shape[3] != dim
+            or heads % kv_heads
             or mask.shape[1:] != (1, 1, columns) or mask.shape[0] not in (1, rows)):
         return None
     keys, values = _pairs(key), _pairs(value)
@@ -162,11 +196,11 @@ def onepass_step(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, ma
     grouped = query.reshape(rows, kv_heads, group, dim)
     if group % GROUP:
         grouped = torch.nn.functional.pad(grouped, (0, 0, 0, -group % GROUP))
-    grouped = grouped.contiguous()
+    grouped = grouped.to(torch.float32).contiguous()
     out = torch.empty_like(grouped)
     rows_mask = mask[:, 0, 0, :].expand(rows, columns).contiguous()
     with _LOCK:
         numba.set_num_threads(min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS))  # type: ignore[attr-defined]
         _attend(grouped.numpy(), keys[0], values[0], keys[1], values[1], rows_mask.numpy(),
                 np.float32(dim**-0.5 if scaling is None else scaling), out.numpy())
-    return out[:, :, :group].reshape(rows, heads, 1, dim)
+    return out[:, :, :group].reshape(rows, heads, 1, dim).to(query.dtype)
