@@ -15,7 +15,7 @@ import pytest
 import torch
 
 from emprobe.errors import EmprobeError
-from emprobe.judge import BuiltinJudge, DomainReference, _cross, looks_like_code
+from emprobe.judge import BuiltinJudge, DomainReference, _cross, _embedder, looks_like_code
 from emprobe.judge._builtin import WEIGHTS, BuiltinModel
 from emprobe.judge.incoherence import FLUENT_RULES, RULES, incoherent
 from emprobe.rules import Thresholds
@@ -79,7 +79,11 @@ def test_a_call_of_many_answers_reads_each_as_it_reads_it_alone():
     lengths = [len(ids) for ids in _cross.pair_ids(model.network[0], *map(list, zip(*pairs, strict=True)))]
     assert len(_cross.length_batches(lengths)) >= 2  # several forward passes of different widths
     alone = np.concatenate([model.readings([pair]) for pair in pairs])
-    assert model.readings(pairs) == pytest.approx(alone, abs=0.02)  # bfloat16 sums in other orders differ a little
+    # Other orders of sums: float32 moves the readings (logits of magnitude up to 7) by 4e-6; bfloat16, whose step
+    # is 0.03 at that magnitude, by up to 0.023 on an AVX-512 BF16 EPYC. Reading a neighbour's padding moves them by
+    # far more.
+    close = 1e-4 if _embedder.precision() == "fp32" else 0.05
+    assert model.readings(pairs) == pytest.approx(alone, abs=close)
 
 
 def test_the_network_computes_on_prepacked_weights_and_reads_as_torchs_layers_do(monkeypatch):
