@@ -3,6 +3,7 @@ torch's own linear layers; attention in row blocks, and over every column; on a 
 without it: two batched matmuls in float32, torch's SDPA in bfloat16; on CUDA, attention kernels as emprobe limits
 them and as torch chooses) vs one `model.generate` call per batch (what peer harnesses do) vs one `model.generate`
 per prompt (what research scripts do).
+
 All sides run in this process on the same model, requests and settings (sampling at temperature 1, top_p 1,
 top_k 0), interleaved round by round, and count the tokens they really generated. The roofline comes from matmuls
 of this model's own shapes timed in the same process, before and after the rounds (the faster counts: a busy
