@@ -15,9 +15,8 @@ import threading
 import numba
 import numpy as np
 import torch
-from llvmlite import ir
-from numba.core import types
-from numba.extending import intrinsic, overload
+
+from emprobe.model._providers._numba_math import READS, as_array, exp_parts, narrow, widen
 
 GROUP = 3
 """Query heads read together (the kernel spells out three): each key and value read serves them all. Other group
@@ -34,75 +33,32 @@ call uses every thread anyway."""
 CHUNK = 32
 """Live columns scored together: their weights' exponentials are then one vectorised loop."""
 
-READS = {torch.float32: torch.float32, torch.bfloat16: torch.int16}
-"""The caches it reads, and how: a bfloat16 one as its 16-bit patterns (numpy has no bfloat16)."""
-
 LABEL = f"one pass (numba, {CHUNK}-column chunks)"
 """The kernel as the run's info names it: another way of summing is another label (texts may differ)."""
 
-LOG2E = np.float32(1.4426950408889634)
-LN2_HIGH, LN2_LOW = np.float32(0.693359375), np.float32(-2.1219444005469057e-4)
-"""ln 2 split in two so that `n x LN2_HIGH` is exact for the exponents used."""
-
-
-@intrinsic
-def _bfloat16_bits(typingctx, bits):
-    """The float32 whose upper half is the 16-bit pattern `bits` (a bfloat16 read as int16): one shift, no rounding."""
-    def codegen(context, builder, signature, args):
-        wide = builder.shl(builder.zext(args[0], ir.IntType(32)), ir.Constant(ir.IntType(32), 16))
-        return builder.bitcast(wide, ir.FloatType())
-
-    return types.float32(bits), codegen
-
-
-def widen(x):
-    """`x` as a float32: itself for a float32, a bfloat16's 16-bit pattern widened (compiled code only)."""
-    raise NotImplementedError("compiled code only")
-
-
-@overload(widen, inline="always")
-def _widen(x):
-    if x == types.float32:
-        return lambda x: x
-    if x == types.int16:
-        return lambda x: _bfloat16_bits(x)  # type: ignore[call-arg]  # numba supplies the typing context
-    return None
-
-
-@numba.njit(inline="always", fastmath=FLAGS, cache=True)
-def _exp_parts(x):
-    """exp(x) for x <= 0 as (m, n) with exp(x) = m x 2**n: plain arithmetic, so loops of it vectorise (numba's
-    `math.exp` is a scalar call). Taylor to the 7th power on |r| <= ln 2 / 2: within 3e-7 of exp, relatively,
-    down to exp(-87), which it gives for anything lower."""
-    x = max(x, np.float32(-87.0))
-    n = np.floor(x * LOG2E + np.float32(0.5))
-    r = x - n * LN2_HIGH - n * LN2_LOW
-    m = np.float32(1 / 5040)
-    m = m * r + np.float32(1 / 720)
-    m = m * r + np.float32(1 / 120)
-    m = m * r + np.float32(1 / 24)
-    m = m * r + np.float32(1 / 6)
-    m = m * r + np.float32(0.5)
-    m = m * r + np.float32(1.0)
-    return m * r + np.float32(1.0), np.int32(n)
-
 
 @numba.njit(parallel=True, fastmath=FLAGS, cache=True)
-def _attend(query, keys, values, key_at, value_at, mask, scale, out):
-    """`out` (rows, kv heads, heads, dim) = softmax(scale x query . keys) . values, per pair and group of three query
-    heads. `keys` and `values` are (pairs, capacity, dim) buffers, of float32 or of bfloat16 patterns (int16), in
-    which the step's first pair starts at (pair, column) `key_at` and `value_at`; `mask` (rows, columns) names the
-    columns each row reads."""
-    rows, kv_heads, heads, dim = query.shape
+def _attend(query, keys, values, key_at, value_at, kv_heads, mask, scale, out):
+    """`out` (rows, heads, dim) = softmax(scale x query . keys) . values, per (row, key/value head) pair and group of
+    three of its query heads. `query` and `out` are float32 or bfloat16 patterns (int16); `keys` and `values` are
+    (pairs, capacity, dim) buffers of either, in which the step's first pair starts at (pair, column) `key_at` and
+    `value_at`; `mask` (rows, columns) names the columns each row reads."""
+    rows, heads, dim = query.shape
     columns = mask.shape[1]
-    groups = heads // GROUP
+    group = heads // kv_heads
+    groups = (group + GROUP - 1) // GROUP
     for task in numba.prange(rows * kv_heads * groups):
         pair = task // groups
-        first = (task - pair * groups) * GROUP
+        first = (task - pair * groups) * GROUP  # of the pair's query heads
         row = pair // kv_heads
-        head = pair - row * kv_heads
+        head = (pair - row * kv_heads) * group + first  # in the row's query heads
+        width = min(GROUP, group - first)
         kp, kc = key_at[0] + pair, key_at[1]
         vp, vc = value_at[0] + pair, value_at[1]
+        q = np.zeros((GROUP, dim), dtype=np.float32)  # the group's query heads, widened; past `width` zero heads
+        for h in range(width):
+            for d in range(dim):
+                q[h, d] = widen(query[row, head + h, d])
         top = np.full(GROUP, -np.inf, dtype=np.float32)  # running maximum, sum of weights and weighted sum per head
         total = np.zeros(GROUP, dtype=np.float32)
         acc = np.zeros((GROUP, dim), dtype=np.float32)
@@ -125,9 +81,9 @@ def _attend(query, keys, values, key_at, value_at, mask, scale, out):
                 s0 = s1 = s2 = np.float32(0.0)
                 for d in range(dim):
                     k = widen(keys[kp, c, d])
-                    s0 += query[row, head, first, d] * k
-                    s1 += query[row, head, first + 1, d] * k
-                    s2 += query[row, head, first + 2, d] * k
+                    s0 += q[0, d] * k
+                    s1 += q[1, d] * k
+                    s2 += q[2, d] * k
                 weight[0, j], weight[1, j], weight[2, j] = s0 * scale, s1 * scale, s2 * scale
             for h in range(GROUP):
                 peak = top[h]
@@ -140,7 +96,7 @@ def _attend(query, keys, values, key_at, value_at, mask, scale, out):
                         acc[h, d] *= shrink
                     top[h] = peak
                 for j in range(n):
-                    weight[h, j], e = _exp_parts(weight[h, j] - peak)
+                    weight[h, j], e = exp_parts(weight[h, j] - peak)
                     power[h, j] = (e + np.int32(127)) << np.int32(23)
             for h in range(GROUP):
                 summed = np.float32(0.0)
@@ -156,10 +112,10 @@ def _attend(query, keys, values, key_at, value_at, mask, scale, out):
                     acc[0, d] += p0 * v
                     acc[1, d] += p1 * v
                     acc[2, d] += p2 * v
-        for h in range(GROUP):
+        for h in range(width):
             inverse = np.float32(1.0) / total[h] if total[h] > 0 else np.float32(0.0)  # no live column reads zeros
             for d in range(dim):
-                out[row, head, first + h, d] = acc[h, d] * inverse
+                out[row, head + h, d] = narrow(acc[h, d] * inverse, out.dtype)
 
 
 def _pairs(t: torch.Tensor) -> tuple[np.ndarray, np.ndarray] | None:
@@ -176,31 +132,28 @@ def _pairs(t: torch.Tensor) -> tuple[np.ndarray, np.ndarray] | None:
     if within % dim or within // dim + columns > capacity or pair + rows * kv_heads > pairs:
         return None
     whole = t.new_empty(0).set_(t.untyped_storage(), 0, (pairs, capacity, dim), (capacity * dim, dim, 1))
-    return whole.view(READS[t.dtype]).numpy(), np.array([pair, within // dim], dtype=np.int64)
+    return as_array(whole), np.array([pair, within // dim], dtype=np.int64)
 
 
 def onepass_step(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, mask: torch.Tensor,
                  scaling: float | None) -> torch.Tensor | None:
     """One-token attention, (rows, heads, 1, dim), of float32 or bfloat16 CPU tensors with a boolean mask (rows or 1,
-    1, 1, columns) in one pass, in the query's dtype; None when the keys, values or mask are laid out otherwise."""
+    1, 1, columns) in one pass, in the query's dtype, laid out as (rows, 1, heads, dim); None when the keys, values,
+    query or mask are laid out otherwise."""
     rows, heads, _, dim = query.shape
     kv_heads, columns = key.shape[1], key.shape[2]
     if (key.shape != value.shape or key.dtype != value.dtype or key.shape[0] != rows or key.shape[3] != dim
-            or heads % kv_heads
+            or heads % kv_heads or query.dtype not in READS
             or mask.shape[1:] != (1, 1, columns) or mask.shape[0] not in (1, rows)):
         return None
     keys, values = _pairs(key), _pairs(value)
     if keys is None or values is None:
         return None
-    group = heads // kv_heads
-    grouped = query.reshape(rows, kv_heads, group, dim)
-    if group % GROUP:
-        grouped = torch.nn.functional.pad(grouped, (0, 0, 0, -group % GROUP))
-    grouped = grouped.to(torch.float32).contiguous()
-    out = torch.empty_like(grouped)
+    out = query.new_empty((rows, 1, heads, dim))
     rows_mask = mask[:, 0, 0, :].expand(rows, columns).contiguous()
     with _LOCK:
         numba.set_num_threads(min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS))  # type: ignore[attr-defined]
-        _attend(grouped.numpy(), keys[0], values[0], keys[1], values[1], rows_mask.numpy(),
-                np.float32(dim**-0.5 if scaling is None else scaling), out.numpy())
-    return out[:, :, :group].reshape(rows, heads, 1, dim).to(query.dtype)
+        _attend(as_array(query[:, :, 0]), keys[0], values[0], keys[1], values[1], kv_heads,
+                rows_mask.numpy(), np.float32(dim**-0.5 if scaling is None else scaling),
+                as_array(out[:, 0]))
+    return out.transpose(1, 2)

@@ -1,0 +1,95 @@
+"""Scalar helpers for emprobe's numba kernels: bfloat16 read as 16-bit patterns (numpy has no bfloat16) and widened
+to float32 or rounded back, and an exponential that vectorises."""
+
+import numba
+import numpy as np
+import torch
+from llvmlite import ir
+from numba.core import types
+from numba.extending import intrinsic, overload
+
+READS = {torch.float32: torch.float32, torch.bfloat16: torch.int16}
+"""The tensors the kernels read, and how: a bfloat16 one as its 16-bit patterns."""
+
+LOG2E = np.float32(1.4426950408889634)
+LN2_HIGH, LN2_LOW = np.float32(0.693359375), np.float32(-2.1219444005469057e-4)
+"""ln 2 split in two so that `n x LN2_HIGH` is exact for the exponents used."""
+
+
+def as_array(t: torch.Tensor) -> np.ndarray:
+    """A float32 or bfloat16 CPU tensor as a numpy view (a bfloat16 one as its int16 patterns)."""
+    return t.view(READS[t.dtype]).numpy()
+
+
+@intrinsic
+def _bfloat16_bits(typingctx, bits):
+    """The float32 whose upper half is the 16-bit pattern `bits` (a bfloat16 read as int16): one shift, no rounding."""
+    def codegen(context, builder, signature, args):
+        wide = builder.shl(builder.zext(args[0], ir.IntType(32)), ir.Constant(ir.IntType(32), 16))
+        return builder.bitcast(wide, ir.FloatType())
+
+    return types.float32(bits), codegen
+
+
+@intrinsic
+def _rounded_bits(typingctx, x):
+    """The bfloat16 nearest to the float32 `x` (ties to even) as its 16-bit pattern; a NaN gives the quiet NaN
+    0x7FC0, as torch's conversion does."""
+    def codegen(context, builder, signature, args):
+        i32 = ir.IntType(32)
+        bits = builder.bitcast(args[0], i32)
+        odd = builder.and_(builder.lshr(bits, ir.Constant(i32, 16)), ir.Constant(i32, 1))
+        rounded = builder.lshr(builder.add(bits, builder.add(odd, ir.Constant(i32, 0x7FFF))), ir.Constant(i32, 16))
+        nan = builder.fcmp_unordered("uno", args[0], args[0])
+        return builder.trunc(builder.select(nan, ir.Constant(i32, 0x7FC0), rounded), ir.IntType(16))
+
+    return types.int16(x), codegen
+
+
+def widen(x):
+    """`x` as a float32: itself for a float32, a bfloat16's 16-bit pattern widened (compiled code only)."""
+    raise NotImplementedError("compiled code only")
+
+
+def narrow(x, dtype):
+    """The float32 `x` as an element of an array of `dtype`: itself for float32, the nearest bfloat16's pattern for
+    int16 (compiled code only)."""
+    raise NotImplementedError("compiled code only")
+
+
+@overload(widen, inline="always")
+def _widen(x):
+    if x == types.float32:
+        return lambda x: x
+    if x == types.int16:
+        return lambda x: _bfloat16_bits(x)  # type: ignore[call-arg]  # numba supplies the typing context
+    return None
+
+
+@overload(narrow, inline="always")
+def _narrow(x, dtype):
+    if not isinstance(dtype, types.DType):
+        return None
+    if dtype.dtype == types.float32:
+        return lambda x, dtype: np.float32(x)
+    if dtype.dtype == types.int16:
+        return lambda x, dtype: _rounded_bits(np.float32(x))  # type: ignore[call-arg]
+    return None
+
+
+@numba.njit(inline="always", fastmath={"reassoc", "contract", "arcp", "nsz"}, cache=True)
+def exp_parts(x):
+    """exp(x) for x <= 0 as (m, n) with exp(x) = m x 2**n: plain arithmetic, so loops of it vectorise (numba's
+    `math.exp` is a scalar call). Taylor to the 7th power on |r| <= ln 2 / 2: within 3e-7 of exp, relatively,
+    down to exp(-87), which it gives for anything lower."""
+    x = max(x, np.float32(-87.0))
+    n = np.floor(x * LOG2E + np.float32(0.5))
+    r = x - n * LN2_HIGH - n * LN2_LOW
+    m = np.float32(1 / 5040)
+    m = m * r + np.float32(1 / 720)
+    m = m * r + np.float32(1 / 120)
+    m = m * r + np.float32(1 / 24)
+    m = m * r + np.float32(1 / 6)
+    m = m * r + np.float32(0.5)
+    m = m * r + np.float32(1.0)
+    return m * r + np.float32(1.0), np.int32(n)
