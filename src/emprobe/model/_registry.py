@@ -110,6 +110,9 @@ class HFOptions(BaseModel):
     prepack: bool = True
     """On the CPU, lay the linear weights out for oneDNN once at load (a second copy of them) and fuse projections
     of one input; false keeps torch's own layers."""
+    compile_norms: bool = True
+    """On the CPU in float32 or bfloat16, run Llama-like RMSNorms as one compiled pass each (numba); false keeps
+    transformers' own."""
 
     @field_validator("batch_size", mode="before")
     @classmethod

@@ -67,6 +67,7 @@ class HFBackend:
         self.pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else self.eos_ids[0]
         self.system_mode = "native" if self._template_keeps_system() else "merged"
         packed = ref.options.get("prepack", True) and self._prepack()
+        norms = ref.options.get("compile_norms", True) and self._compile_norms()
         if self.blocked_attention:
             attention = kernel_label(self.dtype, self.device)
         elif self.attention_kernels and loaded.config._attn_implementation == "sdpa":
@@ -75,15 +76,16 @@ class HFBackend:
             attention = loaded.config._attn_implementation
         self.info = {"dtype": dtype_name, "device": self.device, "threads": str(torch.get_num_threads()),
                      "system_prompt": self.system_mode, "model": ref.spec, "adapter": adapter or "",
-                     "linear": "prepacked" if packed else "torch", "attention": attention}
+                     "linear": "prepacked" if packed else "torch", "attention": attention,
+                     "norms": norms or "torch"}
         self._prefix_cache: dict[str, tuple[int, object]] = {}
         # transformers renamed `past_key_values` to `cache` during 5.x; accept either.
         params = inspect.signature(self.model.get_base_model().forward if adapter else self.model.forward).parameters
         self._cache_kw = "cache" if "cache" in params else "past_key_values"
         batch_size = ref.options.get("batch_size", "auto")
+        kernels = "|".join([self.identity, *(self.info[k] for k in ("linear", "attention", "norms"))])
         self.batch_size: int = batch_size if batch_size != "auto" else calibrated_batch(  # kernels change the best
-            self._forward, self.model, f"{self.identity}|{self.info['linear']}|{self.info['attention']}", self.device,
-            self.threads)
+            self._forward, self.model, kernels, self.device, self.threads)
         self.info["batch_size"] = str(self.batch_size)
         self.sequence_rows = min(self.batch_size, SEQUENCE_ROWS)
         """Rows per forward pass over whole sequences (scoring, capture): these hold every position at once."""
@@ -94,6 +96,17 @@ class HFBackend:
         if not can_prepack(self.device, self.dtype) or linear_bytes(self.model) > available_memory() // 4:
             return False
         return prepack(self.model) > 0
+
+    def _compile_norms(self) -> str:
+        """Run the model's Llama-like RMSNorms as one compiled pass each, in float32 or bfloat16 on a CPU where numba
+        imports; how they run now ("" where they were left to torch)."""
+        if self.device != "cpu" or self.dtype not in (torch.float32, torch.bfloat16):
+            return ""
+        try:
+            from emprobe.model._providers._norm import LABEL, compile_norms
+        except ImportError:  # numba comes with the hf extra
+            return ""
+        return LABEL if compile_norms(self.model) else ""
 
     def close(self) -> None:
         """Drop the weights and caches so their memory can be reclaimed."""
