@@ -11,6 +11,7 @@ it); any other input (a device, a dtype, gradients, a layout) takes the module's
 import functools
 import inspect
 from collections.abc import Callable
+from typing import Any
 
 import numba
 import numpy as np
@@ -43,7 +44,7 @@ def _rms_norm(x, weight, eps, out):
 class CompiledRMSNorm(nn.Module):
     """Stands in for a Llama-like RMSNorm (the same `weight`), normalising CPU float32 or bfloat16 rows in one pass."""
 
-    def __init__(self, norm: nn.Module):
+    def __init__(self, norm: Any):
         super().__init__()
         self.weight, self.variance_epsilon = norm.weight, norm.variance_epsilon
         self.plain: Callable[[torch.Tensor], torch.Tensor] = norm.forward
@@ -61,7 +62,7 @@ class CompiledRMSNorm(nn.Module):
 
 
 @functools.cache
-def _llama_like(cls: type) -> bool:
+def _llama_like(cls: Any) -> bool:
     """Whether `cls` computes as Llama's RMSNorm: it is it, or its forward's source text is the same (most decoders
     copy it; Gemma's, which adds one to the weight, does not)."""
     if cls.forward is LlamaRMSNorm.forward:
