@@ -78,7 +78,8 @@ def compile_norms(model: nn.Module) -> int:
     replaced = 0
     for parent in list(model.modules()):
         for name, child in list(parent.named_children()):
-            if _llama_like(type(child)) and hasattr(child, "variance_epsilon") and hasattr(child, "weight"):
+            kind: Any = type(child)
+            if _llama_like(kind) and hasattr(child, "variance_epsilon") and hasattr(child, "weight"):
                 setattr(parent, name, CompiledRMSNorm(child))
                 replaced += 1
     return replaced
