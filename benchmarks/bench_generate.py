@@ -1,8 +1,9 @@
 """Generation throughput against the hardware's limit: emprobe's backend (CPU linear weights prepacked, and with
 torch's own linear layers; attention in row blocks, and over every column; on a CPU, decode steps in one pass, and
-without it: two batched matmuls in float32, torch's SDPA in bfloat16; on CUDA, attention kernels as emprobe limits
-them and as torch chooses) vs one `model.generate` call per batch (what peer harnesses do) vs one `model.generate`
-per prompt (what research scripts do).
+without it: two batched matmuls in float32, torch's SDPA in bfloat16; on a CPU, RMSNorm and the sampler's draw
+compiled, and by torch's operations; on CUDA, attention kernels as emprobe limits them and as torch chooses) vs one
+`model.generate` call per batch (what peer harnesses do) vs one `model.generate` per prompt (what research scripts
+do).
 
 All sides run in this process on the same model, requests and settings (sampling at temperature 1, top_p 1,
 top_k 0), interleaved round by round, and count the tokens they really generated. The roofline comes from matmuls
@@ -27,7 +28,7 @@ from bench_decode_step import without_onepass  # this folder: run as a script
 
 from emprobe.condition import PRESETS, Decoding
 from emprobe.model import GenerationRequest, load_backend
-from emprobe.model._providers import _attention
+from emprobe.model._providers import _attention, _decode
 from emprobe.model._providers._calibrate import kv_shape
 from emprobe.plan import plan_samples
 from emprobe.prepack import can_prepack
@@ -64,6 +65,16 @@ def matmuls_side(backend: Any, requests: list[GenerationRequest]) -> tuple[int, 
     in bfloat16 (as before the kernel read each precision)."""
     with without_onepass():
         return emprobe_side(backend, requests)
+
+
+def torch_draw_side(backend: Any, requests: list[GenerationRequest]) -> tuple[int, float]:
+    """emprobe with its sampler's weights and inverse CDF by torch's operations instead of one compiled pass."""
+    kept = _decode._compiled_draw
+    _decode._compiled_draw = lambda: None  # type: ignore[assignment]
+    try:
+        return emprobe_side(backend, requests)
+    finally:
+        _decode._compiled_draw = kept
 
 
 def lanes_side(backend: Any, requests: list[GenerationRequest], lanes: int) -> tuple[int, float]:
@@ -208,6 +219,10 @@ def main() -> None:
                         "torch's SDPA in bfloat16)")
     parser.add_argument("--skip-any-kernel", action="store_true",
                         help="leave out emprobe with torch's choice of attention kernels (on CUDA: cuDNN's too)")
+    parser.add_argument("--skip-torch-norms", action="store_true",
+                        help="leave out emprobe with transformers' RMSNorm instead of its compiled one (CPU)")
+    parser.add_argument("--skip-torch-draw", action="store_true",
+                        help="leave out emprobe with its sampler's draw by torch's operations (CPU)")
     parser.add_argument("--lanes", type=int, default=0, help="also run emprobe as this many decode loops at once, "
                         "each with its share of the threads (CPU)")
     parser.add_argument("--profile", action="store_true", help="then profile one emprobe run (untimed)")
@@ -220,11 +235,16 @@ def main() -> None:
         backend = load_backend(args.model, batch_size=batch, dtype=dtype)
         rows = backend.batch_size
         plain = load_backend(args.model, batch_size=rows, dtype=dtype, prepack=False)  # torch's own nn.Linear
+        compiled = backend.info["norms"] != "torch"
+        norms = None if args.skip_torch_norms or not compiled else load_backend(
+            args.model, batch_size=rows, dtype=dtype, compile_norms=False)  # transformers' RMSNorm
         print(f"\n== {backend.info['dtype']} on {backend.device}, {backend.info['threads']} threads, batch {rows}, "
-              f"linear layers {backend.info['linear']}, attention {backend.info['attention']}")
+              f"linear layers {backend.info['linear']}, attention {backend.info['attention']}, norms "
+              f"{backend.info['norms']}")
         rates: dict[str, list[tuple[int, float]]] = {"emprobe": [], "emprobe, torch linears": [],
                                                      "emprobe, unblocked": [], "emprobe, no one-pass": [],
-                                                     "emprobe, any kernel": [],
+                                                     "emprobe, any kernel": [], "emprobe, torch norms": [],
+                                                     "emprobe, torch draw": [],
                                                      "emprobe, lanes": [], "generate, batched": []}
         peaks = [matmul_peak(plain.model, rows, backend.device)]  # again after the rounds: the hardware's best wins
         for _ in range(args.rounds):
@@ -235,6 +255,10 @@ def main() -> None:
                 rates["emprobe, no one-pass"].append(matmuls_side(backend, requests))
             if backend.attention_kernels and not args.skip_any_kernel:
                 rates["emprobe, any kernel"].append(side_with(backend, requests, "attention_kernels", None))
+            if norms is not None:
+                rates["emprobe, torch norms"].append(emprobe_side(norms, requests))
+            if backend.device == "cpu" and _decode._compiled_draw() and not args.skip_torch_draw:
+                rates["emprobe, torch draw"].append(torch_draw_side(backend, requests))
             if args.lanes > 1 and backend.device == "cpu":
                 rates["emprobe, lanes"].append(lanes_side(backend, requests, args.lanes))
             if not args.skip_plain:
@@ -269,7 +293,7 @@ def main() -> None:
                   f"{rate / roofline:6.1%} of roofline  emprobe/this {base / rate:5.2f}x")
         if args.profile:  # 32 tokens a sample: a trace of every step of a long run takes minutes to summarise
             profile(backend, workload(args.suite, args.samples, args.limit, 32))
-        del backend, plain
+        del backend, plain, norms
 
 
 if __name__ == "__main__":

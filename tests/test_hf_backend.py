@@ -453,3 +453,28 @@ def test_a_model_the_calibration_cannot_time_gets_the_default_batch_and_no_recor
 
     assert _calibrate.calibrated_batch(failing, backend.model, "m", "cpu", 2) == _calibrate.FALLBACK
     assert calls and not list(tmp_path.rglob("*.json"))  # it tried, and kept no record of the failure
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_the_compiled_draw_picks_what_torch_picks(dtype):
+    """On a CPU with numba the sampler draws in one compiled pass; it picks torch's token for the same uniform draw
+    (only a draw within rounding of the edge between two tokens may move), never a dropped one, and reads bfloat16
+    logits as they are."""
+    pytest.importorskip("numba", reason="the compiled draw needs numba (the hf extra)")
+    from emprobe.model._providers import _decode
+
+    gen = torch.Generator().manual_seed(5)
+    vocab = 49_152 + 100  # SmolLM2's vocabulary and a last block cut short
+    scores = (torch.randn(256, vocab, generator=gen) * torch.linspace(0.5, 8, 256)[:, None]).to(dtype)
+    scores[:8, 1000:] = float("-inf")  # truncated rows: only their first 1,000 tokens may come
+    divisors = torch.linspace(0.3, 2.0, 256)
+    draws = torch.rand(256, generator=gen)
+    draws[8] = 0.999999  # the far end of a row
+    compiled = _decode._compiled_draw()
+    assert compiled is not None
+    got = compiled(scores, divisors, draws, 256)
+    warped = scores.float() / divisors[:, None]
+    want = _decode._inverse_cdf((warped - warped.amax(-1, keepdim=True)).exp_(), draws, 256)
+    assert got.shape == want.shape and int((got != want).sum()) <= 2  # 0 and 1 of 256 here
+    assert (got[:8] < 1000).all()
+    assert torch.equal(_decode.draw(scores, divisors, draws, 256), got)  # the sampler's path

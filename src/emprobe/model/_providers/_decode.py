@@ -7,6 +7,7 @@ distinct prompt and written into that row in place. The cache is rebuilt (compac
 when a new prompt does not fit, and rows are dropped only once nothing is waiting.
 """
 
+import functools
 from collections import deque
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -46,18 +47,37 @@ class PerRowSampler:
         temperature, top_p, top_k = (torch.tensor(column, device=logits.device)
                                      for column in zip(*settings, strict=True))
         greedy = temperature == 0
-        warped = logits.float()
-        if any(t != 1 for t, _, _ in settings):
-            warped = warped / torch.where(greedy, 1.0, temperature).unsqueeze(-1).to(torch.float32)
+        divisors = torch.where(greedy, 1.0, temperature).to(torch.float32)
+        scores = logits
         if any(k > 0 or p < 1.0 for _, p, k in settings):
-            warped = _truncate(warped, top_k, top_p)
+            scores = _truncate(logits.float() / divisors.unsqueeze(-1), top_k, top_p)
+            divisors = torch.ones_like(divisors)
         # Inverse-CDF sampling with one uniform draw per row from that row's generator, the rest vectorised.
-        weights = (warped - warped.amax(-1, keepdim=True)).exp_()
-        draws = torch.tensor([torch.rand(1, generator=self.generators[r]).item() for r in chosen],
-                             device=weights.device)
-        tokens = _inverse_cdf(weights, draws, self.block)
+        draws = torch.tensor([torch.rand(1, generator=self.generators[r]).item() for r in chosen])
+        tokens = draw(scores, divisors, draws, self.block)
         return torch.where(greedy, logits.argmax(-1), tokens) if any(t == 0 for t, _, _ in settings) else tokens
 
+
+def draw(scores: torch.Tensor, divisors: torch.Tensor, draws: torch.Tensor, block: int) -> torch.Tensor:
+    """One token per row of `scores` / `divisors` (per row), by the inverse CDF of the row's uniform draw: in one
+    compiled pass (`_draw.py`) on a CPU with numba, else by torch, on the scores' device."""
+    compiled = _compiled_draw()
+    tokens = compiled(scores, divisors, draws, block) if compiled else None
+    if tokens is not None:
+        return tokens
+    warped = scores.float() / divisors.to(scores.device).unsqueeze(-1)
+    weights = (warped - warped.amax(-1, keepdim=True)).exp_()
+    return _inverse_cdf(weights, draws.to(weights.device), block)
+
+
+@functools.cache
+def _compiled_draw() -> Callable[..., torch.Tensor | None] | None:
+    """`_draw.draw`, or None without numba."""
+    try:
+        from emprobe.model._providers._draw import draw as compiled
+    except ImportError:
+        return None
+    return compiled
 
 CANDIDATES = (256, 4096)
 """Top-p reads a row's largest logits first, then more of them, and sorts the whole vocabulary only for a row whose

@@ -1,6 +1,8 @@
 """Scalar helpers for emprobe's numba kernels: bfloat16 read as 16-bit patterns (numpy has no bfloat16) and widened
 to float32 or rounded back, and an exponential that vectorises."""
 
+import threading
+
 import numba
 import numpy as np
 import torch
@@ -10,6 +12,10 @@ from numba.extending import intrinsic, overload
 
 READS = {torch.float32: torch.float32, torch.bfloat16: torch.int16}
 """The tensors the kernels read, and how: a bfloat16 one as its 16-bit patterns."""
+
+LOCK = threading.Lock()
+"""Held around every parallel kernel call: numba's fallback threading layer (workqueue) aborts on concurrent parallel
+calls, and each call uses every thread anyway."""
 
 LOG2E = np.float32(1.4426950408889634)
 LN2_HIGH, LN2_LOW = np.float32(0.693359375), np.float32(-2.1219444005469057e-4)
@@ -44,6 +50,15 @@ def _rounded_bits(typingctx, x):
         return builder.trunc(builder.select(nan, ir.Constant(i32, 0x7FC0), rounded), ir.IntType(16))
 
     return types.int16(x), codegen
+
+
+@intrinsic
+def float_of_bits(typingctx, bits):
+    """The float32 whose bits are the int32 `bits` (a power of 2 built from its exponent, say)."""
+    def codegen(context, builder, signature, args):
+        return builder.bitcast(args[0], ir.FloatType())
+
+    return types.float32(types.int32), codegen  # an int64 argument is cast to int32 first
 
 
 def widen(x):

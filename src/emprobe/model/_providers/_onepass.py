@@ -10,13 +10,12 @@ both precisions.
 """
 
 import math
-import threading
 
 import numba
 import numpy as np
 import torch
 
-from emprobe.model._providers._numba_math import READS, as_array, exp_parts, narrow, widen
+from emprobe.model._providers._numba_math import LOCK, READS, as_array, exp_parts, narrow, widen
 
 GROUP = 3
 """Query heads read together (the kernel spells out three): each key and value read serves them all. Other group
@@ -24,11 +23,6 @@ sizes are padded with zero heads (SmolLM2 and Llama 3 use 3 and 4 query heads pe
 
 FLAGS = {"reassoc", "contract", "arcp", "nsz"}
 """Math flags: sums may be reordered; inf is not assumed away (a running maximum starts at -inf)."""
-
-_LOCK = threading.Lock()
-"""One call at a time: numba's fallback threading layer (workqueue) aborts on concurrent parallel calls, and each
-call uses every thread anyway."""
-
 
 CHUNK = 32
 """Live columns scored together: their weights' exponentials are then one vectorised loop."""
@@ -151,7 +145,7 @@ def onepass_step(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, ma
         return None
     out = query.new_empty((rows, 1, heads, dim))
     rows_mask = mask[:, 0, 0, :].expand(rows, columns).contiguous()
-    with _LOCK:
+    with LOCK:
         numba.set_num_threads(min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS))  # type: ignore[attr-defined]
         _attend(as_array(query[:, :, 0]), keys[0], values[0], keys[1], values[1], kv_heads,
                 rows_mask.numpy(), np.float32(dim**-0.5 if scaling is None else scaling),
