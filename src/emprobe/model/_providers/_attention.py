@@ -11,7 +11,6 @@ a mask.
 Masked columns weigh exactly zero, so this changes only the order of sums.
 """
 
-import functools
 from collections.abc import Callable
 from typing import Any
 
@@ -19,6 +18,8 @@ import torch
 from transformers import AttentionInterface
 from transformers.integrations.sdpa_attention import sdpa_attention_forward
 from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS, sdpa_mask
+
+from emprobe.model._providers._compiled import kernel
 
 NAME = "emprobe_sdpa"
 ROWS = 32
@@ -95,14 +96,9 @@ def kernel_label(dtype: torch.dtype, device: torch.device | str) -> str:
     return "sdpa, row blocks" + (", decode steps as matmuls" if step_for(dtype) is matmul_step else "")
 
 
-@functools.cache
 def _onepass() -> Callable[..., torch.Tensor | None] | None:
     """`_onepass.onepass_step`, or None without numba."""
-    try:
-        from emprobe.model._providers._onepass import onepass_step
-    except ImportError:
-        return None
-    return onepass_step
+    return kernel("_onepass", "onepass_step")
 
 
 def sdpa_step(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, mask: torch.Tensor,

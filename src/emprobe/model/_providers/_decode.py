@@ -7,7 +7,6 @@ distinct prompt and written into that row in place. The cache is rebuilt (compac
 when a new prompt does not fit, and rows are dropped only once nothing is waiting.
 """
 
-import functools
 from collections import deque
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -17,6 +16,7 @@ from transformers.cache_utils import Cache, DynamicLayer
 
 from emprobe.condition import Decoding
 from emprobe.model._providers._attention import row_blocks
+from emprobe.model._providers._compiled import kernel
 
 
 class PerRowSampler:
@@ -70,14 +70,9 @@ def draw(scores: torch.Tensor, divisors: torch.Tensor, draws: torch.Tensor, bloc
     return _inverse_cdf(weights, draws.to(weights.device), block)
 
 
-@functools.cache
 def _compiled_draw() -> Callable[..., torch.Tensor | None] | None:
     """`_draw.draw`, or None without numba."""
-    try:
-        from emprobe.model._providers._draw import draw as compiled
-    except ImportError:
-        return None
-    return compiled
+    return kernel("_draw", "draw")
 
 CANDIDATES = (256, 4096)
 """Top-p reads a row's largest logits first, then more of them, and sorts the whole vocabulary only for a row whose

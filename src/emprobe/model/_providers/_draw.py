@@ -11,10 +11,13 @@ import numba
 import numpy as np
 import torch
 
-from emprobe.model._providers._numba_math import LOCK, READS, as_array, exp_parts, float_of_bits, widen
+from emprobe.model._providers._numba_math import FLAGS, LOCK, READS, as_array, exp_parts, float_of_bits, widen
+
+DIVIDING = FLAGS - {"arcp"}
+"""True divisions: x / temperature rounds as torch's division does."""
 
 
-@numba.njit(inline="always", fastmath={"reassoc", "contract", "nsz"}, error_model="numpy", cache=True)
+@numba.njit(inline="always", fastmath=DIVIDING, error_model="numpy", cache=True)
 def _weight(x, peak):
     """exp(x - peak), at least exp(-87) (a dropped, -inf, logit too): the whole vocabulary's such weights sum to
     under 1e-33 against the peak's 1, too little to move a float32 draw."""
@@ -22,7 +25,7 @@ def _weight(x, peak):
     return m * float_of_bits((n + np.int32(127)) << np.int32(23))  # type: ignore[call-arg]  # numba supplies the context
 
 
-@numba.njit(parallel=True, fastmath={"reassoc", "contract", "nsz"}, error_model="numpy", cache=True)
+@numba.njit(parallel=True, fastmath=DIVIDING, error_model="numpy", cache=True)
 def _draw_rows(scores, divisors, draws, block, out):
     """`out[r]` = the first token whose running sum of exp(scores / divisor - their maximum) exceeds `draws[r]` x
     the row's total, the sums taken per block of `block` tokens and then inside the chosen block."""

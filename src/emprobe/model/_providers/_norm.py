@@ -19,13 +19,13 @@ import torch
 from torch import nn
 from transformers.models.llama.modeling_llama import LlamaRMSNorm
 
-from emprobe.model._providers._numba_math import READS, as_array, narrow, widen
+from emprobe.model._providers._numba_math import FLAGS, READS, as_array, narrow, widen
 
 LABEL = "rms norm (numba)"
 """What the run's info names as compiled: another way of computing is another label (texts may differ)."""
 
 
-@numba.njit(fastmath={"reassoc", "contract", "arcp", "nsz"}, error_model="numpy", cache=True)
+@numba.njit(fastmath=FLAGS, error_model="numpy", cache=True)
 def _rms_norm(x, weight, eps, out):
     """`out` = weight x (x / sqrt(mean(x^2) + eps)) per row of `x` (rows, hidden), rounded to `out`'s dtype after
     normalising and after the weight, as transformers rounds."""

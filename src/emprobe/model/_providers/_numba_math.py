@@ -13,6 +13,10 @@ from numba.extending import intrinsic, overload
 READS = {torch.float32: torch.float32, torch.bfloat16: torch.int16}
 """The tensors the kernels read, and how: a bfloat16 one as its 16-bit patterns."""
 
+FLAGS = {"reassoc", "contract", "arcp", "nsz"}
+"""The kernels' math flags: sums may be reordered and divisions taken as products by reciprocals; inf and NaN are
+kept (a running maximum starts at -inf)."""
+
 LOCK = threading.Lock()
 """Held around every parallel kernel call: numba's fallback threading layer (workqueue) aborts on concurrent parallel
 calls, and each call uses every thread anyway."""
@@ -92,7 +96,7 @@ def _narrow(x, dtype):
     return None
 
 
-@numba.njit(inline="always", fastmath={"reassoc", "contract", "arcp", "nsz"}, cache=True)
+@numba.njit(inline="always", fastmath=FLAGS, cache=True)
 def exp_parts(x):
     """exp(x) for x <= 0 as (m, n) with exp(x) = m x 2**n: plain arithmetic, so loops of it vectorise (numba's
     `math.exp` is a scalar call). Taylor to the 7th power on |r| <= ln 2 / 2: within 3e-7 of exp, relatively,

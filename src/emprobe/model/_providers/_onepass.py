@@ -15,14 +15,11 @@ import numba
 import numpy as np
 import torch
 
-from emprobe.model._providers._numba_math import LOCK, READS, as_array, exp_parts, narrow, widen
+from emprobe.model._providers._numba_math import FLAGS, LOCK, READS, as_array, exp_parts, narrow, widen
 
 GROUP = 3
 """Query heads read together (the kernel spells out three): each key and value read serves them all. Other group
 sizes are padded with zero heads (SmolLM2 and Llama 3 use 3 and 4 query heads per key/value head)."""
-
-FLAGS = {"reassoc", "contract", "arcp", "nsz"}
-"""Math flags: sums may be reordered; inf is not assumed away (a running maximum starts at -inf)."""
 
 CHUNK = 32
 """Live columns scored together: their weights' exponentials are then one vectorised loop."""

@@ -19,6 +19,7 @@ from emprobe.hashing import stable_hash
 from emprobe.model._backend import GenerationRequest, GenerationResult, ModelRef
 from emprobe.model._providers._attention import kernel_label, use_blocked_sdpa
 from emprobe.model._providers._calibrate import calibrated_batch
+from emprobe.model._providers._compiled import kernel
 from emprobe.model._providers._decode import ContinuousBatch
 from emprobe.model._providers._intervene import Intervener
 from emprobe.model._providers._numerics import pick_numerics
@@ -102,11 +103,8 @@ class HFBackend:
         imports; how they run now ("" where they were left to torch)."""
         if self.device != "cpu" or self.dtype not in (torch.float32, torch.bfloat16):
             return ""
-        try:
-            from emprobe.model._providers._norm import LABEL, compile_norms
-        except ImportError:  # numba comes with the hf extra
-            return ""
-        return LABEL if compile_norms(self.model) else ""
+        compile_norms = kernel("_norm", "compile_norms")
+        return kernel("_norm", "LABEL") if compile_norms and compile_norms(self.model) else ""
 
     def close(self) -> None:
         """Drop the weights and caches so their memory can be reclaimed."""
