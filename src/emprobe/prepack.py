@@ -49,12 +49,15 @@ class _SharedMatmul:
         self.columns = list(zip([0, *ends[:-1]], ends, strict=True))
         self._pending = threading.local()  # per thread: (input, output, members yet to read it)
 
+    def whole(self, x: torch.Tensor) -> torch.Tensor:
+        """Every member's projection of `x`, side by side in the members' order."""
+        return torch.ops.mkldnn._linear_pointwise(x, self.packed, self.bias, "none", [], "")
+
     def output(self, x: torch.Tensor, member: int) -> torch.Tensor:
         """Member `member`'s projection of `x`; the matmul runs again for a new input or a member reading twice."""
         state = getattr(self._pending, "state", None)
         if state is None or x is not state[0] or member not in state[2]:
-            output = torch.ops.mkldnn._linear_pointwise(x, self.packed, self.bias, "none", [], "")
-            state = (x, output, set(range(len(self.columns))))
+            state = (x, self.whole(x), set(range(len(self.columns))))
         _, output, unread = state
         unread.discard(member)
         self._pending.state = state if unread else None

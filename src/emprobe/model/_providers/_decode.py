@@ -138,9 +138,13 @@ class BufferedLayer(DynamicLayer):
         end = self.length + key_states.shape[-2]
         self._keys[:, :, self.length : end] = key_states
         self._values[:, :, self.length : end] = value_states
-        self.length = end
-        self.keys, self.values = self._keys[:, :, :end], self._values[:, :, :end]
+        self.written(end - self.length)
         return self.keys, self.values
+
+    def written(self, columns: int) -> None:
+        """Count `columns` more, which the caller has written into the buffers after the current ones."""
+        self.length += columns
+        self.keys, self.values = self._keys[:, :, : self.length], self._values[:, :, : self.length]
 
     def get_seq_length(self) -> int:
         return self.length

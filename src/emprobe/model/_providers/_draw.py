@@ -11,18 +11,14 @@ import numba
 import numpy as np
 import torch
 
-from emprobe.model._providers._numba_math import FLAGS, LOCK, READS, as_array, exp_parts, float_of_bits, widen
-
-DIVIDING = FLAGS - {"arcp"}
-"""True divisions: x / temperature rounds as torch's division does."""
+from emprobe.model._providers._numba_math import DIVIDING, LOCK, READS, as_array, exp_negative, widen
 
 
 @numba.njit(inline="always", fastmath=DIVIDING, error_model="numpy", cache=True)
 def _weight(x, peak):
     """exp(x - peak), at least exp(-87) (a dropped, -inf, logit too): the whole vocabulary's such weights sum to
     under 1e-33 against the peak's 1, too little to move a float32 draw."""
-    m, n = exp_parts(x - peak)
-    return m * float_of_bits((n + np.int32(127)) << np.int32(23))  # type: ignore[call-arg]  # numba supplies the context
+    return exp_negative(x - peak)
 
 
 @numba.njit(parallel=True, fastmath=DIVIDING, error_model="numpy", cache=True)

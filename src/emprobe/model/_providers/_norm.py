@@ -25,20 +25,36 @@ LABEL = "rms norm (numba)"
 """What the run's info names as compiled: another way of computing is another label (texts may differ)."""
 
 
+@numba.njit(inline="always", fastmath=FLAGS, error_model="numpy", cache=True)
+def _normalise(x, i, weight, eps, out):
+    """`out[i]` = weight x (x[i] / sqrt(mean(x[i]^2) + eps)), rounded to `out`'s dtype after normalising and after
+    the weight, as transformers rounds."""
+    hidden = x.shape[1]
+    total = np.float32(0.0)
+    for j in range(hidden):
+        v = widen(x[i, j])
+        total += v * v
+    scale = np.float32(1.0) / np.sqrt(total / np.float32(hidden) + eps)
+    for j in range(hidden):
+        normal = widen(narrow(widen(x[i, j]) * scale, out.dtype))
+        out[i, j] = narrow(widen(weight[j]) * normal, out.dtype)
+
+
 @numba.njit(fastmath=FLAGS, error_model="numpy", cache=True)
 def _rms_norm(x, weight, eps, out):
-    """`out` = weight x (x / sqrt(mean(x^2) + eps)) per row of `x` (rows, hidden), rounded to `out`'s dtype after
-    normalising and after the weight, as transformers rounds."""
-    rows, hidden = x.shape
-    for i in range(rows):
-        total = np.float32(0.0)
-        for j in range(hidden):
-            v = widen(x[i, j])
-            total += v * v
-        scale = np.float32(1.0) / np.sqrt(total / np.float32(hidden) + eps)
-        for j in range(hidden):
-            normal = widen(narrow(widen(x[i, j]) * scale, out.dtype))
-            out[i, j] = narrow(widen(weight[j]) * normal, out.dtype)
+    """`_normalise` every row of `x` (rows, hidden) into `out`."""
+    for i in range(x.shape[0]):
+        _normalise(x, i, weight, eps, out)
+
+
+@numba.njit(fastmath=FLAGS, error_model="numpy", cache=True)
+def add_and_normalise(residual, delta, weight, eps, out):
+    """`residual` += `delta` (rounded to its dtype, as torch adds), then `out` = the RMSNorm of the sum, per row of
+    (rows, hidden) float32 arrays or bfloat16 patterns: a decoder's residual add and its next norm in one pass."""
+    for i in range(residual.shape[0]):
+        for j in range(residual.shape[1]):
+            residual[i, j] = narrow(widen(residual[i, j]) + widen(delta[i, j]), residual.dtype)
+        _normalise(residual, i, weight, eps, out)
 
 
 class CompiledRMSNorm(nn.Module):

@@ -17,6 +17,9 @@ FLAGS = {"reassoc", "contract", "arcp", "nsz"}
 """The kernels' math flags: sums may be reordered and divisions taken as products by reciprocals; inf and NaN are
 kept (a running maximum starts at -inf)."""
 
+DIVIDING = FLAGS - {"arcp"}
+"""The flags of kernels whose divisions must round as torch's do (true divisions, not products by reciprocals)."""
+
 LOCK = threading.Lock()
 """Held around every parallel kernel call: numba's fallback threading layer (workqueue) aborts on concurrent parallel
 calls, and each call uses every thread anyway."""
@@ -112,3 +115,10 @@ def exp_parts(x):
     m = m * r + np.float32(0.5)
     m = m * r + np.float32(1.0)
     return m * r + np.float32(1.0), np.int32(n)
+
+
+@numba.njit(inline="always", fastmath=FLAGS, cache=True)
+def exp_negative(x):
+    """exp(x) for x <= 0 as a float32 (exp(-87) for anything lower), from `exp_parts`: loops of it vectorise."""
+    m, n = exp_parts(x)
+    return m * float_of_bits((n + np.int32(127)) << np.int32(23))  # type: ignore[call-arg]  # numba supplies the context

@@ -137,14 +137,23 @@ def onepass_step(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, ma
             or heads % kv_heads or query.dtype not in READS
             or mask.shape[1:] != (1, 1, columns) or mask.shape[0] not in (1, rows)):
         return None
-    keys, values = _pairs(key), _pairs(value)
-    if keys is None or values is None:
-        return None
     out = query.new_empty((rows, 1, heads, dim))
     rows_mask = mask[:, 0, 0, :].expand(rows, columns).contiguous()
+    if not attend(query[:, :, 0], key, value, rows_mask, dim**-0.5 if scaling is None else scaling, out[:, 0]):
+        return None
+    return out.transpose(1, 2)
+
+
+def attend(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, mask: torch.Tensor, scale: float,
+           out: torch.Tensor) -> bool:
+    """`out` (rows, heads, dim) = one-token attention of `query` (rows, heads, dim) over the columns `mask` (rows,
+    columns; boolean, contiguous) keeps of the cache views `key` and `value` (rows, key/value heads, columns, dim);
+    False, with nothing computed, when the cache is laid out otherwise."""
+    keys, values = _pairs(key), _pairs(value)
+    if keys is None or values is None:
+        return False
     with LOCK:
         numba.set_num_threads(min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS))  # type: ignore[attr-defined]
-        _attend(as_array(query[:, :, 0]), keys[0], values[0], keys[1], values[1], kv_heads,
-                rows_mask.numpy(), np.float32(dim**-0.5 if scaling is None else scaling),
-                as_array(out[:, 0]))
-    return out.transpose(1, 2)
+        _attend(as_array(query), keys[0], values[0], keys[1], values[1], key.shape[1], mask.numpy(),
+                np.float32(scale), as_array(out))
+    return True
