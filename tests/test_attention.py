@@ -202,13 +202,14 @@ def test_the_decode_loop_uses_blocks_and_keeps_every_answer(tiny_llama):
 
 
 def test_the_batch_calibration_times_the_kernel_the_decode_loop_runs(tiny_llama, tmp_path, monkeypatch):
-    """Calibration steps read every column, a mask transformers drops: they must still time the loop's kernel."""
+    """Calibration steps read every column, a mask transformers drops: they must still time the loop's kernel (here
+    in transformers' steps; fused steps call the one-pass kernel themselves, tests/test_step.py)."""
     monkeypatch.setenv("EMPROBE_CACHE", str(tmp_path))
     kernel = "onepass" if _attention._onepass() is not None else "matmul_step"
     used = _kernels_seen(monkeypatch, kernel)
     plain = []
     monkeypatch.setattr(_attention, "sdpa_attention_forward",
                         lambda *a, **k: plain.append(a[1].shape[2]) or sdpa_attention_forward(*a, **k))
-    load_backend(str(tiny_llama), dtype="float32")  # batch size auto: measured now
+    load_backend(str(tiny_llama), dtype="float32", fuse_steps=False)  # batch size auto: measured now
     assert used and set(used) == {kernel}
     assert 1 not in plain  # no one-token step went to transformers' SDPA

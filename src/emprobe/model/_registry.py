@@ -113,6 +113,9 @@ class HFOptions(BaseModel):
     compile_norms: bool = True
     """On the CPU in float32 or bfloat16, run Llama-like RMSNorms as one compiled pass each (numba); false keeps
     transformers' own."""
+    fuse_steps: bool = True
+    """On the CPU, run a Llama's one-token decode steps as prepacked matmuls with compiled passes between them
+    (numba; needs `prepack` and `compile_norms`); false keeps transformers' forward pass."""
 
     @field_validator("batch_size", mode="before")
     @classmethod

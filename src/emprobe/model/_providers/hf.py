@@ -69,6 +69,9 @@ class HFBackend:
         self.system_mode = "native" if self._template_keeps_system() else "merged"
         packed = ref.options.get("prepack", True) and self._prepack()
         norms = ref.options.get("compile_norms", True) and self._compile_norms()
+        fused = kernel("_step", "FusedStep") if ref.options.get("fuse_steps", True) and adapter is None else None
+        self.step: Any = fused.of(self.model) if fused else None
+        """Runs one-token decode steps in place of the model's forward pass (`_step.py`), or None."""
         if self.blocked_attention:
             attention = kernel_label(self.dtype, self.device)
         elif self.attention_kernels and loaded.config._attn_implementation == "sdpa":
@@ -78,13 +81,13 @@ class HFBackend:
         self.info = {"dtype": dtype_name, "device": self.device, "threads": str(torch.get_num_threads()),
                      "system_prompt": self.system_mode, "model": ref.spec, "adapter": adapter or "",
                      "linear": "prepacked" if packed else "torch", "attention": attention,
-                     "norms": norms or "torch"}
+                     "norms": norms or "torch", "steps": kernel("_step", "LABEL") if self.step else "transformers"}
         self._prefix_cache: dict[str, tuple[int, object]] = {}
         # transformers renamed `past_key_values` to `cache` during 5.x; accept either.
         params = inspect.signature(self.model.get_base_model().forward if adapter else self.model.forward).parameters
         self._cache_kw = "cache" if "cache" in params else "past_key_values"
         batch_size = ref.options.get("batch_size", "auto")
-        kernels = "|".join([self.identity, *(self.info[k] for k in ("linear", "attention", "norms"))])
+        kernels = "|".join([self.identity, *(self.info[k] for k in ("linear", "attention", "norms", "steps"))])
         self.batch_size: int = batch_size if batch_size != "auto" else calibrated_batch(  # kernels change the best
             self._forward, self.model, kernels, self.device, self.threads)
         self.info["batch_size"] = str(self.batch_size)
@@ -197,7 +200,9 @@ class HFBackend:
 
     def _forward(self, cache: Cache, **inputs: Any) -> Any:
         """The model's forward pass with `cache` under the keyword this transformers version expects, with the
-        attention kernels generation may use."""
+        attention kernels generation may use; a one-token decode step by `step` where it takes it."""
+        if self.step is not None and (stepped := self.step(cache=cache, **inputs)) is not None:
+            return stepped
         with sdpa_kernel(self.attention_kernels) if self.attention_kernels else nullcontext():
             return self.model(**inputs, **{self._cache_kw: cache})
 

@@ -1,0 +1,183 @@
+"""A Llama decoder's one-token decode step on a CPU in few passes: oneDNN's prepacked matmuls, and between them
+numba kernels where transformers runs a dozen small torch operations per layer.
+
+Per layer: the query, key and value in one matmul; one kernel rotates the query and key (rotary embedding) and
+writes the key and value into the cache's next column; the one-pass attention (`_onepass.py`); the output
+projection; one kernel adds it to the residual stream and normalises the sum; the gate and up projections in one
+matmul; one kernel takes SiLU(gate) x up; the down projection, added and normalised with the next layer's norm.
+Every product and sum is rounded where transformers' code rounds it, so only the order of the norms' and
+attention's sums (as in their compiled forms) and the last bit of SiLU's exponential can differ.
+
+Used for `LlamaForCausalLM` models (SmolLM2, Llama 3) whose linear layers are prepacked and whose norms are
+compiled, for decode steps of the decode loop's cache, while no module has hooks (steering, capture): anything else
+runs transformers' forward.
+"""
+
+from collections.abc import Callable
+from typing import Any
+
+import numba
+import numpy as np
+import torch
+from torch.nn.modules import module as torch_module
+from transformers.modeling_outputs import CausalLMOutputWithPast
+from transformers.models.llama.modeling_llama import LlamaAttention, LlamaDecoderLayer, LlamaForCausalLM, LlamaMLP
+
+from emprobe.model._providers._decode import BufferedCache
+from emprobe.model._providers._norm import CompiledRMSNorm, _rms_norm, add_and_normalise
+from emprobe.model._providers._numba_math import DIVIDING, READS, as_array, exp_negative, narrow, widen
+from emprobe.model._providers._onepass import attend
+from emprobe.prepack import PackedLinear
+
+LABEL = "fused (numba)"
+"""How decode steps run, as the run's info names it: another way of computing is another label."""
+
+
+@numba.njit(cache=True)  # no fast-math: each product and sum rounds as torch's operations round it
+def _rotate_and_store(qkv, cos, sin, heads, kv_heads, column, keys, values, query):
+    """From `qkv` (rows, (heads + 2 kv_heads) x dim): `query` (rows, heads, dim) and the keys rotated by `cos` and
+    `sin` (rows, dim) as transformers' `apply_rotary_pos_emb` does, keys and values written at `column` of `keys`
+    and `values` (rows x kv_heads, capacity, dim)."""
+    rows, dim = cos.shape
+    half = dim // 2
+    kind = qkv.dtype
+    for r in range(rows):
+        for h in range(heads + kv_heads):
+            at = h * dim
+            for j in range(half):
+                a, b = widen(qkv[r, at + j]), widen(qkv[r, at + half + j])
+                low = narrow(widen(narrow(a * widen(cos[r, j]), kind)) - widen(narrow(b * widen(sin[r, j]), kind)),
+                             kind)
+                high = narrow(widen(narrow(b * widen(cos[r, half + j]), kind))
+                              + widen(narrow(a * widen(sin[r, half + j]), kind)), kind)
+                if h < heads:
+                    query[r, h, j], query[r, h, half + j] = low, high
+                else:
+                    pair = r * kv_heads + h - heads
+                    keys[pair, column, j], keys[pair, column, half + j] = low, high
+        for h in range(kv_heads):
+            at = (heads + kv_heads + h) * dim
+            for j in range(dim):
+                values[r * kv_heads + h, column, j] = qkv[r, at + j]
+
+
+@numba.njit(fastmath=DIVIDING, error_model="numpy", cache=True)
+def _gated(gate_up, width, out):
+    """`out` (rows, width) = SiLU(gate) x up of `gate_up` (rows, 2 x width; gate first), SiLU rounded to `out`'s dtype
+    before the product as torch rounds it; exp(-|gate|) by `exp_negative`, so the loop vectorises."""
+    for r in range(gate_up.shape[0]):
+        for j in range(width):
+            g = widen(gate_up[r, j])
+            e = exp_negative(-abs(g))
+            silu = (g if g >= 0 else g * e) / (np.float32(1.0) + e)  # g / (1 + exp(-g)), never overflowing
+            out[r, j] = narrow(widen(narrow(silu, out.dtype)) * widen(gate_up[r, width + j]), out.dtype)
+
+
+def _shared(*linears: Any) -> Any:
+    """The one prepacked matmul that computes `linears` as its members in this order (`prepack._SharedMatmul`), if
+    there is one; else None."""
+    if not all(isinstance(m, PackedLinear) for m in linears):
+        return None
+    shared = linears[0].shared
+    same = all(m.shared is shared and m.member == i for i, m in enumerate(linears))
+    return shared if same and len(shared.columns) == len(linears) else None
+
+
+class _Layer:
+    """What a step reads of one decoder layer."""
+
+    def __init__(self, layer: Any):
+        attention, mlp = layer.self_attn, layer.mlp
+        self.norm: CompiledRMSNorm = layer.input_layernorm
+        self.after_attention: CompiledRMSNorm = layer.post_attention_layernorm
+        self.qkv = _shared(attention.q_proj, attention.k_proj, attention.v_proj)
+        self.gate_up = _shared(mlp.gate_proj, mlp.up_proj)
+        self.output: Callable[[torch.Tensor], torch.Tensor] = attention.o_proj
+        self.down: Callable[[torch.Tensor], torch.Tensor] = mlp.down_proj
+        self.scaling = float(attention.scaling)
+        self.width = mlp.gate_proj.out_features
+
+
+class FusedStep:
+    """Stands in for the model's forward pass on one-token decode steps (`__call__` takes the same keywords); None
+    from a call means "not this one": the caller runs the model."""
+
+    def __init__(self, model: Any):
+        inner = model.model
+        self.model = model
+        self.embed, self.rotary, self.final_norm, self.head = inner.embed_tokens, inner.rotary_emb, inner.norm, \
+            model.lm_head
+        self.layers = [_Layer(layer) for layer in inner.layers]
+        config = model.config
+        self.heads, self.kv_heads = config.num_attention_heads, config.num_key_value_heads
+        self.dim = getattr(config, "head_dim", None) or config.hidden_size // self.heads
+        self.modules = list(model.modules())
+
+    @classmethod
+    def of(cls, model: Any) -> "FusedStep | None":
+        """A fused step for `model`: a Llama on a CPU in float32 or bfloat16, prepacked and with compiled norms;
+        else None."""
+        if type(model) is not LlamaForCausalLM or getattr(model.config, "hidden_act", "") != "silu":
+            return None
+        parameter = next(model.parameters())
+        if parameter.device.type != "cpu" or parameter.dtype not in READS:
+            return None
+        inner = model.model
+        for layer in inner.layers:
+            if (type(layer) is not LlamaDecoderLayer or type(layer.self_attn) is not LlamaAttention
+                    or type(layer.mlp) is not LlamaMLP
+                    or not isinstance(layer.input_layernorm, CompiledRMSNorm)
+                    or not isinstance(layer.post_attention_layernorm, CompiledRMSNorm)):
+                return None
+            step = _Layer(layer)
+            if step.qkv is None or step.gate_up is None:
+                return None
+        return cls(model) if isinstance(inner.norm, CompiledRMSNorm) else None
+
+    def _hooked(self) -> bool:
+        """Whether any hook would see the forward pass (a step here calls no module's hooks)."""
+        return bool(torch_module._global_forward_hooks or torch_module._global_forward_pre_hooks) or any(
+            m._forward_hooks or m._forward_pre_hooks for m in self.modules)
+
+    def __call__(self, *, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
+                 position_ids: torch.Tensor | None = None, cache: Any = None, **rest: Any) -> Any:
+        rows = len(input_ids)
+        if (not isinstance(cache, BufferedCache) or input_ids.shape != (rows, 1) or attention_mask is None
+                or position_ids is None or rest.keys() - {"use_cache", "row_blocks"} or torch.is_grad_enabled()
+                or self._hooked()):
+            return None
+        buffers = cache.buffers
+        column = buffers[0].length
+        if (attention_mask.shape != (rows, column + 1) or any(b.length != column or not b.is_initialized
+                                                              or b.capacity <= column for b in buffers)):
+            return None
+        mask = attention_mask.bool().contiguous()
+        hidden = self.embed(input_ids[:, 0])
+        cos, sin = (t.reshape(rows, self.dim) for t in self.rotary(hidden[:, None], position_ids))
+        x = torch.empty_like(hidden)
+        first = self.layers[0].norm
+        _rms_norm(as_array(hidden), as_array(first.weight.detach()), np.float32(first.variance_epsilon), as_array(x))
+        heads, kv_heads, dim = self.heads, self.kv_heads, self.dim
+        query, attended = (hidden.new_empty((rows, heads, dim)) for _ in range(2))
+        for index, (layer, buffer) in enumerate(zip(self.layers, buffers, strict=True)):
+            assert layer.qkv is not None and layer.gate_up is not None
+            qkv = layer.qkv.whole(x)
+            keys, values = buffer._keys, buffer._values
+            _rotate_and_store(as_array(qkv), as_array(cos), as_array(sin), heads, kv_heads, column,
+                              as_array(keys.view(-1, keys.shape[2], dim)),
+                              as_array(values.view(-1, values.shape[2], dim)), as_array(query))
+            buffer.written(1)
+            if not attend(query, keys[:, :, : column + 1], values[:, :, : column + 1], mask, layer.scaling, attended):
+                raise RuntimeError("the decode cache's buffers are laid out as the one-pass kernel reads them")
+            _add_norm(hidden, layer.output(attended.view(rows, -1)), layer.after_attention, x)
+            gated = hidden.new_empty((rows, layer.width))
+            _gated(as_array(layer.gate_up.whole(x)), layer.width, as_array(gated))
+            following = self.layers[index + 1].norm if index + 1 < len(self.layers) else self.final_norm
+            _add_norm(hidden, layer.down(gated), following, x)
+        return CausalLMOutputWithPast(logits=self.head(x)[:, None])
+
+
+def _add_norm(residual: torch.Tensor, delta: torch.Tensor, norm: CompiledRMSNorm, out: torch.Tensor) -> None:
+    """`residual` += `delta`, `out` = `norm`(residual), in one pass."""
+    add_and_normalise(as_array(residual), as_array(delta), as_array(norm.weight.detach()),
+                      np.float32(norm.variance_epsilon), as_array(out))

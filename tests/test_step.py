@@ -1,0 +1,115 @@
+"""The fused one-token decode step on the CPU: transformers' numbers, the same cache, the same texts, and
+transformers' own forward pass wherever the step does not apply."""
+
+import copy
+
+import pytest
+import torch
+
+from emprobe.condition import Decoding, Message
+from emprobe.model import GenerationRequest, load_backend
+from emprobe.model._providers._calibrate import random_cache
+
+pytest.importorskip("numba", reason="the fused step needs numba (the hf extra)")
+from emprobe.model._providers._step import LABEL, FusedStep  # noqa: E402
+
+
+def _pair(model: str, dtype: str):
+    """The same model fused and not (both prepacked, both with compiled norms)."""
+    fused = load_backend(model, dtype=dtype, batch_size=4)
+    plain = load_backend(model, dtype=dtype, batch_size=4, fuse_steps=False)
+    assert (fused.info["steps"], plain.info["steps"]) == (LABEL, "transformers")
+    return fused, plain
+
+
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+def test_a_fused_step_gives_transformers_logits_and_cache(tiny_llama, dtype):
+    fused, plain = _pair(str(tiny_llama), dtype)
+    rows, context = 7, 23
+    noise = torch.Generator().manual_seed(0)
+    ours = random_cache(plain.model, rows, context, context + 8, noise)
+    theirs = copy.deepcopy(ours)
+    lengths = torch.tensor([1, 3, 23, 17, 9, 23, 2])  # left-padded rows, as the decode loop leaves them
+    tokens = torch.randint(0, plain.model.config.vocab_size, (rows, 1), generator=noise)
+    with torch.inference_mode():
+        for _ in range(4):
+            lengths += 1
+            width = ours.get_seq_length() + 1
+            inputs = dict(input_ids=tokens, attention_mask=(torch.arange(width) >= (width - lengths)[:, None]).long(),
+                          position_ids=(lengths - 1)[:, None], use_cache=True)
+            got = fused.step(cache=ours, **inputs)
+            assert got is not None
+            want = plain._forward(theirs, **inputs)
+            tolerance = 1e-5 if dtype == "float32" else 1e-2
+            torch.testing.assert_close(got.logits.float(), want.logits.float(), rtol=tolerance, atol=tolerance)
+            for mine, reference in zip(ours.buffers, theirs.buffers, strict=True):
+                assert mine.length == reference.length == width
+                torch.testing.assert_close(mine.keys, reference.keys, rtol=tolerance, atol=tolerance)
+                torch.testing.assert_close(mine.values, reference.values, rtol=tolerance, atol=tolerance)
+            # the first layer reads the same embeddings: its values are copied as they are, its keys rotated alike
+            torch.testing.assert_close(ours.buffers[0].values, theirs.buffers[0].values, rtol=0, atol=0)
+            torch.testing.assert_close(ours.buffers[0].keys, theirs.buffers[0].keys, rtol=0, atol=0)
+            tokens = want.logits[:, -1].argmax(-1, keepdim=True)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+def test_the_decode_loop_writes_the_same_texts_fused_or_not(tiny_llama, dtype):
+    fused, plain = _pair(str(tiny_llama), dtype)
+    prompts = ["hello", "what is a dog?", "tell me about humans and AI please"]
+    requests = [GenerationRequest(key=f"k{i}", messages=(Message(role="user", content=prompts[i % 3]),),
+                                  decoding=Decoding(max_tokens=24, temperature=(0.0, 0.7, 1.0)[i % 3], seed=i))
+                for i in range(10)]
+    taken: list[bool] = []
+    step = fused.step
+
+    def counted(**inputs):
+        result = step(**inputs)
+        taken.append(result is not None)  # the prefills come here too, and go on to the model
+        return result
+
+    fused.step = counted
+    texts = {r.key: (r.text, r.completion_tokens) for r in fused.generate(requests)}
+    assert sum(taken) >= 23 and not all(taken)
+    assert texts == {r.key: (r.text, r.completion_tokens) for r in plain.generate(requests)}
+    assert len({text for text, _ in texts.values()}) > 5
+
+
+def test_while_a_module_has_hooks_the_model_runs_its_own_forward(tiny_llama):
+    fused, _ = _pair(str(tiny_llama), "float32")
+    rows, noise = 3, torch.Generator().manual_seed(1)
+    inputs = dict(input_ids=torch.randint(0, 100, (rows, 1), generator=noise),
+                  attention_mask=torch.ones(rows, 6, dtype=torch.long), position_ids=torch.full((rows, 1), 5),
+                  use_cache=True)
+    cache = random_cache(fused.model, rows, 5, 8, noise)
+    with torch.inference_mode():
+        assert fused.step(cache=copy.deepcopy(cache), **inputs) is not None
+        handle = fused.model.model.layers[1].register_forward_hook(lambda m, args, out: out + 1.0)  # steering-like
+        try:
+            assert fused.step(cache=copy.deepcopy(cache), **inputs) is None
+            steered = fused._forward(copy.deepcopy(cache), **inputs).logits
+        finally:
+            handle.remove()
+        clean = fused._forward(copy.deepcopy(cache), **inputs).logits
+    assert not torch.allclose(steered, clean)  # the hook ran
+    assert fused.step(cache=cache, input_ids=torch.zeros((rows, 2), dtype=torch.long),  # two tokens: a prefill
+                      attention_mask=torch.ones(rows, 7, dtype=torch.long), position_ids=torch.ones((rows, 2))) is None
+
+
+def test_only_a_prepacked_llama_with_compiled_norms_gets_a_fused_step(tiny_llama, tiny_qwen_no_system):
+    assert load_backend(str(tiny_qwen_no_system), dtype="float32", batch_size=2).info["steps"] == "transformers"
+    for option in ("prepack", "compile_norms", "fuse_steps"):
+        backend = load_backend(str(tiny_llama), dtype="float32", batch_size=2, **{option: False})
+        assert backend.step is None and backend.info["steps"] == "transformers"
+    fused = load_backend(str(tiny_llama), dtype="float32", batch_size=2)
+    assert isinstance(fused.step, FusedStep) and fused.info["steps"] == LABEL
+    fused.model.config.hidden_act = "gelu"
+    assert FusedStep.of(fused.model) is None
+
+
+def test_the_batch_calibration_times_fused_steps(tiny_llama, tmp_path, monkeypatch):
+    monkeypatch.setenv("EMPROBE_CACHE", str(tmp_path))
+    taken: list[bool] = []
+    call = FusedStep.__call__
+    monkeypatch.setattr(FusedStep, "__call__", lambda self, **k: taken.append((r := call(self, **k)) is not None) or r)
+    fused = load_backend(str(tiny_llama), dtype="float32")  # batch size auto: measured now
+    assert fused.info["steps"] == LABEL and len(taken) >= 8 and all(taken)
