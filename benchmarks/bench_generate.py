@@ -1,9 +1,9 @@
 """Generation throughput against the hardware's limit: emprobe's backend (CPU linear weights prepacked, and with
 torch's own linear layers; attention in row blocks, and over every column; on a CPU, decode steps in one pass, and
 without it: two batched matmuls in float32, torch's SDPA in bfloat16; on a CPU, RMSNorm and the sampler's draw
-compiled, and by torch's operations; on CUDA, attention kernels as emprobe limits them and as torch chooses) vs one
-`model.generate` call per batch (what peer harnesses do) vs one `model.generate` per prompt (what research scripts
-do).
+compiled, and by torch's operations; on a CPU, decode steps fused, and by transformers' forward pass; on CUDA,
+attention kernels as emprobe limits them and as torch chooses) vs one `model.generate` call per batch (what peer
+harnesses do) vs one `model.generate` per prompt (what research scripts do).
 
 All sides run in this process on the same model, requests and settings (sampling at temperature 1, top_p 1,
 top_k 0), interleaved round by round, and count the tokens they really generated. The roofline comes from matmuls
@@ -51,7 +51,8 @@ def emprobe_side(backend: Any, requests: list[GenerationRequest]) -> tuple[int, 
 
 def side_with(backend: Any, requests: list[GenerationRequest], setting: str, value: Any) -> tuple[int, float]:
     """emprobe with one of the backend's settings changed for this run: `blocked_attention` False (attention over
-    every column, no row blocks) or `attention_kernels` None (torch's own choice; on CUDA, cuDNN's among them)."""
+    every column, no row blocks), `attention_kernels` None (torch's own choice; on CUDA, cuDNN's among them) or
+    `step` None (transformers' forward pass at decode steps)."""
     kept = getattr(backend, setting)
     setattr(backend, setting, value)
     try:
@@ -62,9 +63,13 @@ def side_with(backend: Any, requests: list[GenerationRequest], setting: str, val
 
 def matmuls_side(backend: Any, requests: list[GenerationRequest]) -> tuple[int, float]:
     """emprobe's decode steps without the one-pass kernel, in row blocks: two batched matmuls in float32, torch's SDPA
-    in bfloat16 (as before the kernel read each precision)."""
-    with without_onepass():
-        return emprobe_side(backend, requests)
+    in bfloat16 (as before the kernel read each precision); transformers' steps, as the fused step always takes it."""
+    kept, backend.step = backend.step, None
+    try:
+        with without_onepass():
+            return emprobe_side(backend, requests)
+    finally:
+        backend.step = kept
 
 
 def torch_draw_side(backend: Any, requests: list[GenerationRequest]) -> tuple[int, float]:
@@ -220,7 +225,11 @@ def main() -> None:
     parser.add_argument("--skip-any-kernel", action="store_true",
                         help="leave out emprobe with torch's choice of attention kernels (on CUDA: cuDNN's too)")
     parser.add_argument("--skip-torch-norms", action="store_true",
-                        help="leave out emprobe with transformers' RMSNorm instead of its compiled one (CPU)")
+                        help="leave out emprobe with transformers' RMSNorm instead of its compiled one (CPU; hence "
+                        "with transformers' steps too)")
+    parser.add_argument("--skip-transformers-steps", action="store_true",
+                        help="leave out emprobe with transformers' forward pass at decode steps instead of its fused "
+                        "step (CPU)")
     parser.add_argument("--skip-torch-draw", action="store_true",
                         help="leave out emprobe with its sampler's draw by torch's operations (CPU)")
     parser.add_argument("--lanes", type=int, default=0, help="also run emprobe as this many decode loops at once, "
@@ -240,10 +249,11 @@ def main() -> None:
             args.model, batch_size=rows, dtype=dtype, compile_norms=False)  # transformers' RMSNorm
         print(f"\n== {backend.info['dtype']} on {backend.device}, {backend.info['threads']} threads, batch {rows}, "
               f"linear layers {backend.info['linear']}, attention {backend.info['attention']}, norms "
-              f"{backend.info['norms']}")
+              f"{backend.info['norms']}, steps {backend.info['steps']}")
         rates: dict[str, list[tuple[int, float]]] = {"emprobe": [], "emprobe, torch linears": [],
                                                      "emprobe, unblocked": [], "emprobe, no one-pass": [],
                                                      "emprobe, any kernel": [], "emprobe, torch norms": [],
+                                                     "emprobe, transformers steps": [],
                                                      "emprobe, torch draw": [],
                                                      "emprobe, lanes": [], "generate, batched": []}
         peaks = [matmul_peak(plain.model, rows, backend.device)]  # again after the rounds: the hardware's best wins
@@ -257,6 +267,8 @@ def main() -> None:
                 rates["emprobe, any kernel"].append(side_with(backend, requests, "attention_kernels", None))
             if norms is not None:
                 rates["emprobe, torch norms"].append(emprobe_side(norms, requests))
+            if backend.step is not None and not args.skip_transformers_steps:
+                rates["emprobe, transformers steps"].append(side_with(backend, requests, "step", None))
             if backend.device == "cpu" and _decode._compiled_draw() and not args.skip_torch_draw:
                 rates["emprobe, torch draw"].append(torch_draw_side(backend, requests))
             if args.lanes > 1 and backend.device == "cpu":

@@ -90,8 +90,8 @@ class _Layer:
         attention, mlp = layer.self_attn, layer.mlp
         self.norm: CompiledRMSNorm = layer.input_layernorm
         self.after_attention: CompiledRMSNorm = layer.post_attention_layernorm
-        self.qkv = _shared(attention.q_proj, attention.k_proj, attention.v_proj)
-        self.gate_up = _shared(mlp.gate_proj, mlp.up_proj)
+        self.qkv: Any = _shared(attention.q_proj, attention.k_proj, attention.v_proj)
+        self.gate_up: Any = _shared(mlp.gate_proj, mlp.up_proj)
         self.output: Callable[[torch.Tensor], torch.Tensor] = attention.o_proj
         self.down: Callable[[torch.Tensor], torch.Tensor] = mlp.down_proj
         self.scaling = float(attention.scaling)
@@ -123,16 +123,13 @@ class FusedStep:
         if parameter.device.type != "cpu" or parameter.dtype not in READS:
             return None
         inner = model.model
-        for layer in inner.layers:
-            if (type(layer) is not LlamaDecoderLayer or type(layer.self_attn) is not LlamaAttention
-                    or type(layer.mlp) is not LlamaMLP
-                    or not isinstance(layer.input_layernorm, CompiledRMSNorm)
-                    or not isinstance(layer.post_attention_layernorm, CompiledRMSNorm)):
-                return None
-            step = _Layer(layer)
-            if step.qkv is None or step.gate_up is None:
-                return None
-        return cls(model) if isinstance(inner.norm, CompiledRMSNorm) else None
+        if not isinstance(inner.norm, CompiledRMSNorm) or any(
+                type(layer) is not LlamaDecoderLayer or type(layer.self_attn) is not LlamaAttention
+                or type(layer.mlp) is not LlamaMLP or not isinstance(layer.input_layernorm, CompiledRMSNorm)
+                or not isinstance(layer.post_attention_layernorm, CompiledRMSNorm) for layer in inner.layers):
+            return None
+        step = cls(model)
+        return step if all(layer.qkv is not None and layer.gate_up is not None for layer in step.layers) else None
 
     def _hooked(self) -> bool:
         """Whether any hook would see the forward pass (a step here calls no module's hooks)."""
@@ -160,7 +157,6 @@ class FusedStep:
         heads, kv_heads, dim = self.heads, self.kv_heads, self.dim
         query, attended = (hidden.new_empty((rows, heads, dim)) for _ in range(2))
         for index, (layer, buffer) in enumerate(zip(self.layers, buffers, strict=True)):
-            assert layer.qkv is not None and layer.gate_up is not None
             qkv = layer.qkv.whole(x)
             keys, values = buffer._keys, buffer._values
             _rotate_and_store(as_array(qkv), as_array(cos), as_array(sin), heads, kv_heads, column,
@@ -168,7 +164,7 @@ class FusedStep:
                               as_array(values.view(-1, values.shape[2], dim)), as_array(query))
             buffer.written(1)
             if not attend(query, keys[:, :, : column + 1], values[:, :, : column + 1], mask, layer.scaling, attended):
-                raise RuntimeError("the decode cache's buffers are laid out as the one-pass kernel reads them")
+                raise RuntimeError("the decode cache's buffers are not laid out as the one-pass kernel reads them")
             _add_norm(hidden, layer.output(attended.view(rows, -1)), layer.after_attention, x)
             gated = hidden.new_empty((rows, layer.width))
             _gated(as_array(layer.gate_up.whole(x)), layer.width, as_array(gated))
