@@ -11,7 +11,7 @@ import numba
 import numpy as np
 import torch
 
-from emprobe.model._providers._numba_math import DIVIDING, LOCK, READS, as_array, exp_negative, widen
+from emprobe.model._providers._numba_math import DIVIDING, READS, as_array, exp_negative, parallel_call, widen
 
 
 @numba.njit(inline="always", fastmath=DIVIDING, error_model="numpy", cache=True)
@@ -64,8 +64,7 @@ def draw(scores: torch.Tensor, divisors: torch.Tensor, draws: torch.Tensor, bloc
     if scores.device.type != "cpu" or scores.dtype not in READS or scores.dim() != 2:
         return None
     out = torch.empty(len(scores), dtype=torch.long)
-    with LOCK:
-        numba.set_num_threads(min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS))  # type: ignore[attr-defined]
+    with parallel_call():
         _draw_rows(as_array(scores.contiguous()), divisors.to(torch.float32).numpy(),
                    draws.to(torch.float32).numpy(), block, out.numpy())
     return out

@@ -47,11 +47,12 @@ def _rms_norm(x, weight, eps, out):
         _normalise(x, i, weight, eps, out)
 
 
-@numba.njit(fastmath=FLAGS, error_model="numpy", cache=True)
+@numba.njit(parallel=True, fastmath=FLAGS, error_model="numpy", cache=True)
 def add_and_normalise(residual, delta, weight, eps, out):
     """`residual` += `delta` (rounded to its dtype, as torch adds), then `out` = the RMSNorm of the sum, per row of
-    (rows, hidden) float32 arrays or bfloat16 patterns: a decoder's residual add and its next norm in one pass."""
-    for i in range(residual.shape[0]):
+    (rows, hidden) float32 arrays or bfloat16 patterns: a decoder's residual add and its next norm in one pass; rows
+    in parallel."""
+    for i in numba.prange(residual.shape[0]):
         for j in range(residual.shape[1]):
             residual[i, j] = narrow(widen(residual[i, j]) + widen(delta[i, j]), residual.dtype)
         _normalise(residual, i, weight, eps, out)

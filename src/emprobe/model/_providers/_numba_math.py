@@ -2,6 +2,8 @@
 to float32 or rounded back, and an exponential that vectorises."""
 
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import numba
 import numpy as np
@@ -21,8 +23,16 @@ DIVIDING = FLAGS - {"arcp"}
 """The flags of kernels whose divisions must round as torch's do (true divisions, not products by reciprocals)."""
 
 LOCK = threading.Lock()
-"""Held around every parallel kernel call: numba's fallback threading layer (workqueue) aborts on concurrent parallel
-calls, and each call uses every thread anyway."""
+"""Held around every parallel kernel call (`parallel_call`): numba's fallback threading layer (workqueue) aborts on
+concurrent parallel calls, and each call uses every thread anyway."""
+
+
+@contextmanager
+def parallel_call() -> Iterator[None]:
+    """Around a parallel kernel's call: `LOCK` held, and numba's threads as many as torch's."""
+    with LOCK:
+        numba.set_num_threads(min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS))  # type: ignore[attr-defined]
+        yield
 
 LOG2E = np.float32(1.4426950408889634)
 LN2_HIGH, LN2_LOW = np.float32(0.693359375), np.float32(-2.1219444005469057e-4)

@@ -15,7 +15,7 @@ import numba
 import numpy as np
 import torch
 
-from emprobe.model._providers._numba_math import FLAGS, LOCK, READS, as_array, exp_parts, narrow, widen
+from emprobe.model._providers._numba_math import FLAGS, READS, as_array, exp_parts, narrow, parallel_call, widen
 
 GROUP = 3
 """Query heads read together (the kernel spells out three): each key and value read serves them all. Other group
@@ -152,8 +152,7 @@ def attend(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, mask: to
     keys, values = _pairs(key), _pairs(value)
     if keys is None or values is None:
         return False
-    with LOCK:
-        numba.set_num_threads(min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS))  # type: ignore[attr-defined]
+    with parallel_call():
         _attend(as_array(query), keys[0], values[0], keys[1], values[1], key.shape[1], mask.numpy(),
                 np.float32(scale), as_array(out))
     return True

@@ -25,7 +25,7 @@ from transformers.models.llama.modeling_llama import LlamaAttention, LlamaDecode
 
 from emprobe.model._providers._decode import BufferedCache
 from emprobe.model._providers._norm import CompiledRMSNorm, _rms_norm, add_and_normalise
-from emprobe.model._providers._numba_math import DIVIDING, READS, as_array, exp_negative, narrow, widen
+from emprobe.model._providers._numba_math import DIVIDING, READS, as_array, exp_negative, narrow, parallel_call, widen
 from emprobe.model._providers._onepass import attend
 from emprobe.prepack import PackedLinear
 
@@ -33,15 +33,15 @@ LABEL = "fused (numba)"
 """How decode steps run, as the run's info names it: another way of computing is another label."""
 
 
-@numba.njit(cache=True)  # no fast-math: each product and sum rounds as torch's operations round it
+@numba.njit(parallel=True, cache=True)  # no fast-math: each product and sum rounds as torch's operations round it
 def _rotate_and_store(qkv, cos, sin, heads, kv_heads, column, keys, values, query):
     """From `qkv` (rows, (heads + 2 kv_heads) x dim): `query` (rows, heads, dim) and the keys rotated by `cos` and
     `sin` (rows, dim) as transformers' `apply_rotary_pos_emb` does, keys and values written at `column` of `keys`
-    and `values` (rows x kv_heads, capacity, dim)."""
+    and `values` (rows x kv_heads, capacity, dim); rows in parallel."""
     rows, dim = cos.shape
     half = dim // 2
     kind = qkv.dtype
-    for r in range(rows):
+    for r in numba.prange(rows):
         for h in range(heads + kv_heads):
             at = h * dim
             for j in range(half):
@@ -61,11 +61,12 @@ def _rotate_and_store(qkv, cos, sin, heads, kv_heads, column, keys, values, quer
                 values[r * kv_heads + h, column, j] = qkv[r, at + j]
 
 
-@numba.njit(fastmath=DIVIDING, error_model="numpy", cache=True)
+@numba.njit(parallel=True, fastmath=DIVIDING, error_model="numpy", cache=True)
 def _gated(gate_up, width, out):
     """`out` (rows, width) = SiLU(gate) x up of `gate_up` (rows, 2 x width; gate first), SiLU rounded to `out`'s dtype
-    before the product as torch rounds it; exp(-|gate|) by `exp_negative`, so the loop vectorises."""
-    for r in range(gate_up.shape[0]):
+    before the product as torch rounds it; exp(-|gate|) by `exp_negative`, so the loop vectorises; rows in
+    parallel."""
+    for r in numba.prange(gate_up.shape[0]):
         for j in range(width):
             g = widen(gate_up[r, j])
             e = exp_negative(-abs(g))
@@ -159,15 +160,18 @@ class FusedStep:
         for index, (layer, buffer) in enumerate(zip(self.layers, buffers, strict=True)):
             qkv = layer.qkv.whole(x)
             keys, values = buffer._keys, buffer._values
-            _rotate_and_store(as_array(qkv), as_array(cos), as_array(sin), heads, kv_heads, column,
-                              as_array(keys.view(-1, keys.shape[2], dim)),
-                              as_array(values.view(-1, values.shape[2], dim)), as_array(query))
+            with parallel_call():
+                _rotate_and_store(as_array(qkv), as_array(cos), as_array(sin), heads, kv_heads, column,
+                                  as_array(keys.view(-1, keys.shape[2], dim)),
+                                  as_array(values.view(-1, values.shape[2], dim)), as_array(query))
             buffer.written(1)
             if not attend(query, keys[:, :, : column + 1], values[:, :, : column + 1], mask, layer.scaling, attended):
                 raise RuntimeError("the decode cache's buffers are not laid out as the one-pass kernel reads them")
             _add_norm(hidden, layer.output(attended.view(rows, -1)), layer.after_attention, x)
             gated = hidden.new_empty((rows, layer.width))
-            _gated(as_array(layer.gate_up.whole(x)), layer.width, as_array(gated))
+            projected = layer.gate_up.whole(x)
+            with parallel_call():
+                _gated(as_array(projected), layer.width, as_array(gated))
             following = self.layers[index + 1].norm if index + 1 < len(self.layers) else self.final_norm
             _add_norm(hidden, layer.down(gated), following, x)
         return CausalLMOutputWithPast(logits=self.head(x)[:, None])
@@ -175,5 +179,6 @@ class FusedStep:
 
 def _add_norm(residual: torch.Tensor, delta: torch.Tensor, norm: CompiledRMSNorm, out: torch.Tensor) -> None:
     """`residual` += `delta`, `out` = `norm`(residual), in one pass."""
-    add_and_normalise(as_array(residual), as_array(delta), as_array(norm.weight.detach()),
-                      np.float32(norm.variance_epsilon), as_array(out))
+    with parallel_call():
+        add_and_normalise(as_array(residual), as_array(delta), as_array(norm.weight.detach()),
+                          np.float32(norm.variance_epsilon), as_array(out))
