@@ -256,6 +256,9 @@ def main() -> None:
                                                      "emprobe, transformers steps": [],
                                                      "emprobe, torch draw": [],
                                                      "emprobe, lanes": [], "generate, batched": []}
+        for warm in (backend, norms):  # numba compiles (or loads) its kernels at their first call: not in a round
+            if warm is not None:
+                emprobe_side(warm, requests[:2])
         peaks = [matmul_peak(plain.model, rows, backend.device)]  # again after the rounds: the hardware's best wins
         for _ in range(args.rounds):
             rates["emprobe"].append(emprobe_side(backend, requests))
