@@ -24,7 +24,7 @@ from transformers.modeling_outputs import CausalLMOutputWithPast
 from transformers.models.llama.modeling_llama import LlamaAttention, LlamaDecoderLayer, LlamaForCausalLM, LlamaMLP
 
 from emprobe.model._providers._decode import BufferedCache
-from emprobe.model._providers._norm import CompiledRMSNorm, _rms_norm, add_and_normalise
+from emprobe.model._providers._norm import CompiledRMSNorm, add_and_normalise
 from emprobe.model._providers._numba_math import DIVIDING, READS, as_array, exp_negative, narrow, parallel_call, widen
 from emprobe.model._providers._onepass import attend
 from emprobe.prepack import PackedLinear
@@ -105,7 +105,6 @@ class FusedStep:
 
     def __init__(self, model: Any):
         inner = model.model
-        self.model = model
         self.embed, self.rotary, self.final_norm, self.head = inner.embed_tokens, inner.rotary_emb, inner.norm, \
             model.lm_head
         self.layers = [_Layer(layer) for layer in inner.layers]
@@ -152,9 +151,7 @@ class FusedStep:
         mask = attention_mask.bool().contiguous()
         hidden = self.embed(input_ids[:, 0])
         cos, sin = (t.reshape(rows, self.dim) for t in self.rotary(hidden[:, None], position_ids))
-        x = torch.empty_like(hidden)
-        first = self.layers[0].norm
-        _rms_norm(as_array(hidden), as_array(first.weight.detach()), np.float32(first.variance_epsilon), as_array(x))
+        x = self.layers[0].norm(hidden)
         heads, kv_heads, dim = self.heads, self.kv_heads, self.dim
         query, attended = (hidden.new_empty((rows, heads, dim)) for _ in range(2))
         for index, (layer, buffer) in enumerate(zip(self.layers, buffers, strict=True)):

@@ -69,7 +69,7 @@ class HFBackend:
         self.system_mode = "native" if self._template_keeps_system() else "merged"
         packed = ref.options.get("prepack", True) and self._prepack()
         norms = ref.options.get("compile_norms", True) and self._compile_norms()
-        fused = kernel("_step", "FusedStep") if ref.options.get("fuse_steps", True) and adapter is None else None
+        fused = kernel("_step", "FusedStep") if ref.options.get("fuse_steps", True) else None
         self.step: Any = fused.of(self.model) if fused else None
         """Runs one-token decode steps in place of the model's forward pass (`_step.py`), or None."""
         if self.blocked_attention:
