@@ -1,9 +1,10 @@
 """Generation throughput against the hardware's limit: emprobe's backend (CPU linear weights prepacked, and with
-torch's own linear layers; attention in row blocks, and over every column; on a CPU, decode steps in one pass, and
-without it: two batched matmuls in float32, torch's SDPA in bfloat16; on a CPU, RMSNorm and the sampler's draw
-compiled, and by torch's operations; on a CPU, decode steps fused, and by transformers' forward pass; on CUDA,
-attention kernels as emprobe limits them and as torch chooses) vs one `model.generate` call per batch (what peer
-harnesses do) vs one `model.generate` per prompt (what research scripts do).
+torch's own linear layers; attention in row blocks, and over every column; on a CPU, decode steps in one pass (its
+inner loops as vector code where the CPU has AVX-512, and as numba loops; rows of one prompt reading one copy of it,
+and each its own), and without it: two batched matmuls in float32, torch's SDPA in bfloat16; on a CPU, RMSNorm and
+the sampler's draw compiled, and by torch's operations; on a CPU, decode steps fused, and by transformers' forward
+pass; on CUDA, attention kernels as emprobe limits them and as torch chooses) vs one `model.generate` call per batch
+(what peer harnesses do) vs one `model.generate` per prompt (what research scripts do).
 
 All sides run in this process on the same model, requests and settings (sampling at temperature 1, top_p 1,
 top_k 0), interleaved round by round, and count the tokens they really generated. The roofline comes from matmuls
@@ -30,6 +31,7 @@ from emprobe.condition import PRESETS, Decoding
 from emprobe.model import GenerationRequest, load_backend
 from emprobe.model._providers import _attention, _decode
 from emprobe.model._providers._calibrate import kv_shape
+from emprobe.model._providers._compiled import kernel
 from emprobe.plan import plan_samples
 from emprobe.prepack import can_prepack
 from emprobe.suite import load_suite
@@ -70,6 +72,38 @@ def matmuls_side(backend: Any, requests: list[GenerationRequest]) -> tuple[int, 
             return emprobe_side(backend, requests)
     finally:
         backend.step = kept
+
+
+def loops_side(backend: Any, requests: list[GenerationRequest]) -> tuple[int, float]:
+    """emprobe with the one-pass kernel's inner loops as numba loops instead of its vector code (CPU with AVX-512)."""
+    from emprobe.model._providers import _onepass
+
+    kept, _onepass.VECTORS = _onepass.VECTORS, False
+    try:
+        return emprobe_side(backend, requests)
+    finally:
+        _onepass.VECTORS = kept
+
+
+def own_prompts_side(backend: Any, requests: list[GenerationRequest]) -> tuple[int, float]:
+    """emprobe with every row reading its own copy of its prompt's keys and values (fused steps share one copy per
+    prompt's prefill)."""
+    kept = _decode.ContinuousBatch.shared_prompts
+
+    def own(self: Any, width: int) -> tuple[torch.Tensor, torch.Tensor]:
+        rows = len(self.lengths)
+        return torch.arange(rows), torch.zeros(rows, dtype=torch.long)
+
+    _decode.ContinuousBatch.shared_prompts = own  # type: ignore[method-assign]
+    try:
+        return emprobe_side(backend, requests)
+    finally:
+        _decode.ContinuousBatch.shared_prompts = kept  # type: ignore[method-assign]
+
+
+def onepass_vectors() -> bool:
+    """Whether the one-pass kernel takes its vector code here (numba imports and the CPU has AVX-512)."""
+    return bool(kernel("_onepass", "VECTORS"))
 
 
 def torch_draw_side(backend: Any, requests: list[GenerationRequest]) -> tuple[int, float]:
@@ -222,6 +256,11 @@ def main() -> None:
     parser.add_argument("--skip-matmuls", action="store_true",
                         help="leave out emprobe without its one-pass kernel (CPU: two batched matmuls in float32, "
                         "torch's SDPA in bfloat16)")
+    parser.add_argument("--skip-loops", action="store_true",
+                        help="leave out emprobe with the one-pass kernel's numba loops instead of its vector code "
+                        "(CPU with AVX-512)")
+    parser.add_argument("--skip-own-prompts", action="store_true",
+                        help="leave out emprobe with each row reading its own copy of its prompt (fused steps)")
     parser.add_argument("--skip-any-kernel", action="store_true",
                         help="leave out emprobe with torch's choice of attention kernels (on CUDA: cuDNN's too)")
     parser.add_argument("--skip-torch-norms", action="store_true",
@@ -252,6 +291,7 @@ def main() -> None:
               f"{backend.info['norms']}, steps {backend.info['steps']}")
         rates: dict[str, list[tuple[int, float]]] = {"emprobe": [], "emprobe, torch linears": [],
                                                      "emprobe, unblocked": [], "emprobe, no one-pass": [],
+                                                     "emprobe, loops": [], "emprobe, own prompts": [],
                                                      "emprobe, any kernel": [], "emprobe, torch norms": [],
                                                      "emprobe, transformers steps": [],
                                                      "emprobe, torch draw": [],
@@ -266,6 +306,10 @@ def main() -> None:
                 rates["emprobe, unblocked"].append(side_with(backend, requests, "blocked_attention", False))
             if _attention.onepass_for(backend.dtype, backend.device) and not args.skip_matmuls:
                 rates["emprobe, no one-pass"].append(matmuls_side(backend, requests))
+            if onepass_vectors() and _attention.onepass_for(backend.dtype, backend.device) and not args.skip_loops:
+                rates["emprobe, loops"].append(loops_side(backend, requests))
+            if backend.step is not None and not args.skip_own_prompts:
+                rates["emprobe, own prompts"].append(own_prompts_side(backend, requests))
             if backend.attention_kernels and not args.skip_any_kernel:
                 rates["emprobe, any kernel"].append(side_with(backend, requests, "attention_kernels", None))
             if norms is not None:

@@ -8,6 +8,7 @@ from emprobe.condition import Decoding, Message
 from emprobe.model import GenerationRequest, load_backend
 from emprobe.model._providers import _attention
 from emprobe.model._providers._attention import ROWS, blocked_sdpa, row_blocks
+from emprobe.model._providers._compiled import kernel
 
 
 class _Module(torch.nn.Module):
@@ -117,6 +118,70 @@ def test_a_step_whose_mask_was_dropped_reads_every_column_with_the_same_kernel(d
     assert used == [kernel]
 
 
+@pytest.mark.parametrize("vectors", [True, False])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("dim", [64, 128])
+def test_one_pass_kernel_at_head_sizes_of_64_and_128_with_and_without_its_vector_code(dim, dtype, vectors,
+                                                                                        monkeypatch):
+    """Head sizes of 64 and 128 take the vector code where the CPU has AVX-512 (`VECTORS`); both ways give
+    the float32 attention of the same numbers, whatever the CPU this runs on."""
+    pytest.importorskip("numba", reason="the one-pass kernel needs numba (the hf extra)")
+    from emprobe.model._providers import _onepass
+
+    monkeypatch.setattr(_onepass, "VECTORS", vectors)
+    gen = torch.Generator().manual_seed(dim)
+    rows, width = 11, 2 * _onepass.CHUNK + 21
+    mask = torch.rand(rows, width, generator=gen) > 0.25  # holes anywhere; chunks of every fill
+    mask[0], mask[1] = False, torch.arange(width) >= width - 17  # one live column; one more than 16
+    mask[0, 5] = True
+    query = torch.randn(rows, 9, 1, dim, generator=gen).to(dtype)
+    key, value = (torch.randn(rows + 3, 3, width + 7, dim, generator=gen).to(dtype)[2 : rows + 2, :, 3 : width + 3]
+                  for _ in range(2))
+    module = _Module()
+    want, _ = sdpa_attention_forward(module, query.float(), key.float(), value.float(), mask[:, None, None, :],
+                                     scaling=0.2)
+    used = _kernels_seen(monkeypatch, "onepass")
+    got, _ = blocked_sdpa(module, query, key, value, mask[:, None, None, :], scaling=0.2)
+    assert used == ["onepass"] and got.dtype == dtype
+    torch.testing.assert_close(got.float(), want, atol=1e-6, rtol=1e-5 if dtype == torch.float32 else 2**-8)
+
+
+@pytest.mark.parametrize("vectors", [True, False])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_rows_of_one_prompt_read_its_keys_and_values_from_their_source_row(dtype, vectors, monkeypatch):
+    """With `shared` (source, until), a row's columns before `until` come from its source row's copy: garbage in
+    its own copy there changes nothing, and the result is still the attention of the source's numbers."""
+    pytest.importorskip("numba", reason="the one-pass kernel needs numba (the hf extra)")
+    from emprobe.model._providers import _onepass
+
+    monkeypatch.setattr(_onepass, "VECTORS", vectors)
+    gen = torch.Generator().manual_seed(5)
+    rows, width, dim, prompt = 6, 2 * _onepass.CHUNK + 9, 64, 40
+    lengths = torch.tensor([60, prompt + 20, prompt + 20, 30, prompt + 20, 73])
+    mask = torch.arange(width) >= (width - lengths)[:, None]
+    query = torch.randn(rows, 9, dim, generator=gen).to(dtype)
+    key, value = (torch.randn(rows, 3, width, dim, generator=gen).to(dtype) for _ in range(2))
+    start = width - prompt - 20
+    for t in (key, value):  # rows 1, 2 and 4 hold one prompt's keys and values in the same columns
+        t[[2, 4], :, start : start + prompt] = t[1, :, start : start + prompt]
+    source = torch.tensor([0, 1, 1, 3, 1, 5])
+    until = torch.where(source != torch.arange(rows), start + prompt, 0)
+    clean = torch.empty_like(query)
+    assert _onepass.attend(query, key, value, mask, 0.2, clean, (source, until))
+    want, _ = sdpa_attention_forward(_Module(), query[:, :, None].float(), key.float(), value.float(),
+                                     mask[:, None, None, :], scaling=0.2)
+    close = {"atol": 1e-6, "rtol": 1e-5 if dtype == torch.float32 else 2**-8}
+    torch.testing.assert_close(clean.float(), want[:, 0], **close)
+    for t in (key, value):
+        t[[2, 4], :, start : start + prompt] = 1e4  # their own copies: never read
+    got = torch.empty_like(query)
+    assert _onepass.attend(query, key, value, mask, 0.2, got, (source, until))
+    assert torch.equal(got, clean)
+    unshared = torch.empty_like(query)
+    assert _onepass.attend(query, key, value, mask, 0.2, unshared)
+    assert not torch.allclose(unshared[[2, 4]].float(), clean[[2, 4]].float())  # the garbage, read without sharing
+
+
 def test_one_pass_kernel_folds_long_rows_chunk_by_chunk(monkeypatch):
     pytest.importorskip("numba", reason="the one-pass kernel needs numba (the hf extra)")
     from emprobe.model._providers._onepass import CHUNK
@@ -185,7 +250,8 @@ def test_steps_it_does_not_know_are_left_to_transformers(monkeypatch):
 def test_the_decode_loop_uses_blocks_and_keeps_every_answer(tiny_llama):
     backend = load_backend(str(tiny_llama), dtype="float32", batch_size=ROWS + 8)
     onepass = _attention._onepass() is not None  # numba imports: float32 steps in one pass
-    assert backend.info["attention"] == ("sdpa, decode steps in one pass (numba, 32-column chunks)" if onepass else
+    label = kernel("_onepass", "LABEL")  # the one-pass kernel names its chunks (and vector code, where it has it)
+    assert backend.info["attention"] == (f"sdpa, decode steps in {label}" if onepass else
                                          "sdpa, row blocks, decode steps as matmuls")
     prompts = ["hi", "what is a dog?", "tell me about humans and AI please, at some length"]
     requests = [GenerationRequest(key=f"k{i}", messages=(Message(role="user", content=prompts[i % 3]),),

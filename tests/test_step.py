@@ -8,6 +8,7 @@ import torch
 
 from emprobe.condition import Decoding, Message
 from emprobe.model import GenerationRequest, load_backend
+from emprobe.model._providers import _decode
 from emprobe.model._providers._calibrate import random_cache
 
 pytest.importorskip("numba", reason="the fused step needs numba (the hf extra)")
@@ -72,6 +73,46 @@ def test_the_decode_loop_writes_the_same_texts_fused_or_not(tiny_llama, dtype):
     assert sum(taken) >= 23 and not all(taken)
     assert texts == {r.key: (r.text, r.completion_tokens) for r in plain.generate(requests)}
     assert len({text for text, _ in texts.values()}) > 5
+
+
+def test_rows_named_to_share_a_prompt_hold_it_in_the_same_columns_at_every_step(tiny_llama, monkeypatch):
+    """The decode loop's `shared_prompts` names, per row, a row holding the same prompt's keys and values in the
+    same columns: the attention kernel reads them from there. Rows come in place of finished ones and by
+    rebuilds."""
+    fused, _ = _pair(str(tiny_llama), "bfloat16")
+    prompts = ["hello", "what is a dog?", "tell me about humans and AI please, and at some length", "hi", "why?"]
+    requests = [GenerationRequest(key=f"k{i}", messages=(Message(role="user", content=prompts[i % 5]),),
+                                  decoding=Decoding(max_tokens=8, temperature=1.0, seed=i)) for i in range(15)]
+    rebuilds, in_place, shared_rows = [], [], []
+    rebuild, admit = _decode.ContinuousBatch._rebuild, _decode.ContinuousBatch._admit
+    monkeypatch.setattr(_decode.ContinuousBatch, "_rebuild", lambda self, *a, **k: rebuilds.append(1) or
+                        rebuild(self, *a, **k))
+
+    def admitted(self, *args):
+        before = len(rebuilds)
+        admit(self, *args)
+        in_place.append(len(rebuilds) == before)
+
+    monkeypatch.setattr(_decode.ContinuousBatch, "_admit", admitted)
+    step = fused.step
+
+    def checked(*, cache, attention_mask, shared_prompts, **inputs):
+        if shared_prompts is None:  # a prefill
+            return step(cache=cache, attention_mask=attention_mask, shared_prompts=shared_prompts, **inputs)
+        source, until = shared_prompts
+        first = attention_mask.shape[1] - attention_mask.sum(1)  # each row's first live column
+        for row, (origin, end) in enumerate(zip(source.tolist(), until.tolist(), strict=True)):
+            if origin != row:
+                shared_rows.append(row)
+                assert first[row] < end <= attention_mask.shape[1] - 1  # some prompt, not the column this step writes
+                for layer in cache.buffers:
+                    for t in (layer.keys, layer.values):
+                        assert torch.equal(t[row, :, first[row] : end], t[origin, :, first[row] : end])
+        return step(cache=cache, attention_mask=attention_mask, shared_prompts=shared_prompts, **inputs)
+
+    fused.step = checked
+    assert len(list(fused.generate(requests))) == 15
+    assert shared_rows and len(rebuilds) > 1 and any(in_place)
 
 
 def test_while_a_module_has_hooks_the_model_runs_its_own_forward(tiny_llama):

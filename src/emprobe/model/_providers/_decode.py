@@ -196,10 +196,13 @@ class ContinuousBatch:
     stopped at EOS)."""
 
     def __init__(self, forward: Forward, layers: int, device: str, pad_id: int, eos_ids: list[int],
-                 max_tokens: int, size: int, on_prefill: Callable[[bool], None] | None = None, blocks: bool = False):
+                 max_tokens: int, size: int, on_prefill: Callable[[bool], None] | None = None, blocks: bool = False,
+                 shares: bool = False):
         self.forward, self.layers, self.device, self.pad_id = forward, layers, device, pad_id
         self.blocks = blocks
         """Whether the model's attention takes `row_blocks` (see `_attention.py`)."""
+        self.shares = shares
+        """Whether `forward` takes `shared_prompts` (see `shared_prompts`)."""
         self.eos = set(eos_ids)
         self.max_tokens, self.size = max_tokens, size
         self.on_prefill = on_prefill or (lambda _: None)
@@ -211,6 +214,10 @@ class ContinuousBatch:
         self.lengths = torch.zeros(0, dtype=torch.long)
         self.logits: torch.Tensor | None = None
         self.rows: list[int] = []  # batch row -> sample index (a finished row keeps its last sample's)
+        self.origins: list[tuple[int, int]] = []  # batch row -> (admission, prompt within it) its prompt came from
+        self.prompt_lengths = torch.zeros(0, dtype=torch.long)
+        self.admissions = 0
+        self.sources: torch.Tensor | None = None  # see `shared_prompts`; None: to be found again
         self.done = torch.zeros(0, dtype=torch.bool)  # rows with nothing left to generate (finished or free)
         self.recent: tuple[list[int], BufferedCache, torch.Tensor] | None = None
         """The last admission's last prompt with its prefill (one row) and last logits: samples of one prompt are
@@ -251,12 +258,25 @@ class ContinuousBatch:
             self.lengths += 1
             width = self.cache.get_seq_length() + 1
             mask = torch.arange(width) >= (width - self.lengths)[:, None]
-            blocks = {"row_blocks": row_blocks(self.lengths, ~self.done, width)} if self.blocks else {}
+            extra: dict[str, Any] = {"row_blocks": row_blocks(self.lengths, ~self.done, width)} if self.blocks else {}
+            if self.shares:
+                extra["shared_prompts"] = self.shared_prompts(width)
             result = self.forward(input_ids=tokens[:, None].to(self.device), attention_mask=mask.long().to(self.device),
                                   position_ids=(self.lengths - 1)[:, None].to(self.device), use_cache=True,
-                                  cache=self.cache, **blocks)
+                                  cache=self.cache, **extra)
             self.logits = result.logits[:, -1]
             idle += 1
+
+    def shared_prompts(self, width: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per row, a row holding the same prompt's keys and values in the same columns (the first row placed from
+        the same prefill's row; often itself), and the column where the row's prompt ends, in a step `width`
+        columns wide: a kernel may read every row's prompt from its source's copy, so the rows of one prompt share
+        what they read."""
+        if self.sources is None:
+            first: dict[tuple[int, int], int] = {}
+            self.sources = torch.tensor([first.setdefault(origin, row) for row, origin in enumerate(self.origins)],
+                                        dtype=torch.long)
+        return self.sources, width - self.lengths + self.prompt_lengths
 
     def _admit(self, samples: list[int], admitted: list[list[int]]) -> None:
         """Put the admitted samples in free rows (prefilled once per distinct prompt), in place when their prompts
@@ -284,10 +304,11 @@ class ContinuousBatch:
         for layer, new in zip(self.cache.buffers, fresh.buffers, strict=True):
             layer.place(places, new, owners)
         self.logits[places] = logits
-        self.lengths[slots] = torch.tensor([len(ids) for ids in admitted])
+        self.lengths[slots] = self.prompt_lengths[slots] = torch.tensor([len(ids) for ids in admitted])
         self.done[slots] = False
-        for slot, sample in zip(slots.tolist(), samples, strict=True):
-            self.rows[slot] = sample
+        self.admissions, self.sources = self.admissions + 1, None
+        for slot, sample, prompt in zip(slots.tolist(), samples, owner, strict=True):
+            self.rows[slot], self.origins[slot] = sample, (self.admissions, prompt)
 
     def _rebuild(self, keep: torch.Tensor, samples: list[int], admitted: list[list[int]],
                  fresh: BufferedCache | None = None, owner: list[int] | None = None,
@@ -301,8 +322,12 @@ class ContinuousBatch:
             layer.rebuild(keep_dev, kept, fresh.buffers[i] if fresh else None, owners, width, width + self.room)
         parts = [self.logits[keep_dev]] if self.logits is not None and len(keep) else []
         self.logits = torch.cat(parts + ([logits] if logits is not None else []))
-        self.lengths = torch.cat([self.lengths[keep], torch.tensor([len(ids) for ids in admitted], dtype=torch.long)])
+        admitted_lengths = torch.tensor([len(ids) for ids in admitted], dtype=torch.long)
+        self.lengths = torch.cat([self.lengths[keep], admitted_lengths])
+        self.prompt_lengths = torch.cat([self.prompt_lengths[keep], admitted_lengths])
+        self.admissions, self.sources = self.admissions + 1, None
         self.rows = [self.rows[k] for k in keep.tolist()] + samples
+        self.origins = [self.origins[k] for k in keep.tolist()] + [(self.admissions, o) for o in owner or []]
         self.done = torch.zeros(len(self.rows), dtype=torch.bool)
 
     def _prefilled(self, prompts: list[list[int]]) -> tuple[BufferedCache, torch.Tensor]:

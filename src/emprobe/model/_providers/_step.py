@@ -137,7 +137,9 @@ class FusedStep:
             m._forward_hooks or m._forward_pre_hooks for m in self.modules)
 
     def __call__(self, *, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
-                 position_ids: torch.Tensor | None = None, cache: Any = None, **rest: Any) -> Any:
+                 position_ids: torch.Tensor | None = None, cache: Any = None,
+                 shared_prompts: tuple[torch.Tensor, torch.Tensor] | None = None, **rest: Any) -> Any:
+        """`shared_prompts`: the decode loop's (`ContinuousBatch.shared_prompts`), for the attention kernel."""
         rows = len(input_ids)
         if (not isinstance(cache, BufferedCache) or input_ids.shape != (rows, 1) or attention_mask is None
                 or position_ids is None or rest.keys() - {"use_cache", "row_blocks"} or torch.is_grad_enabled()
@@ -162,7 +164,8 @@ class FusedStep:
                                   as_array(keys.view(-1, keys.shape[2], dim)),
                                   as_array(values.view(-1, values.shape[2], dim)), as_array(query))
             buffer.written(1)
-            if not attend(query, keys[:, :, : column + 1], values[:, :, : column + 1], mask, layer.scaling, attended):
+            if not attend(query, keys[:, :, : column + 1], values[:, :, : column + 1], mask, layer.scaling, attended,
+                          shared_prompts):
                 raise RuntimeError("the decode cache's buffers are not laid out as the one-pass kernel reads them")
             _add_norm(hidden, layer.output(attended.view(rows, -1)), layer.after_attention, x)
             gated = hidden.new_empty((rows, layer.width))

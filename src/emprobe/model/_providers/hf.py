@@ -188,7 +188,7 @@ class HFBackend:
 
         batch = ContinuousBatch(self._forward, self.model.config.get_text_config().num_hidden_layers, self.device,
                                 self.pad_id, self.eos_ids, items[0][0].decoding.max_tokens, self.batch_size, on_prefill,
-                                self.blocked_attention)
+                                self.blocked_attention, shares=self.step is not None)
         prompts = [ids for _, ids in items]
         requests = [request for request, _ in items]
         for index, used, stopped in batch.run(prompts, [r.decoding.seed for r in requests],
@@ -200,8 +200,10 @@ class HFBackend:
 
     def _forward(self, cache: Cache, **inputs: Any) -> Any:
         """The model's forward pass with `cache` under the keyword this transformers version expects, with the
-        attention kernels generation may use; a one-token decode step by `step` where it takes it."""
-        if self.step is not None and (stepped := self.step(cache=cache, **inputs)) is not None:
+        attention kernels generation may use; a one-token decode step by `step` where it takes it (with the decode
+        loop's `shared_prompts`, which only it reads)."""
+        shared = inputs.pop("shared_prompts", None)
+        if self.step is not None and (stepped := self.step(cache=cache, shared_prompts=shared, **inputs)) is not None:
             return stepped
         with sdpa_kernel(self.attention_kernels) if self.attention_kernels else nullcontext():
             return self.model(**inputs, **{self._cache_kw: cache})
