@@ -104,16 +104,16 @@ def _typed(dim, *arrays):
 
 
 @intrinsic
-def scores(typingctx, keys, pair, offset, live, n, query, scale, weight, dim):
-    """`weight`[h, j] = scale x `query`[h] . `keys`[pair, offset + live[j]] for the 3 heads of `query` (3, dim; float32)
-    and j < n rounded up to a multiple of `LANES` (`live` holds valid columns there; `weight` has room)."""
+def scores(typingctx, keys, live, n, query, scale, weight, dim):
+    """`weight`[h, j] = scale x `query`[h] . `keys`[live[j]] for the 3 heads of `query` (3, dim; float32) and j < n
+    rounded up to a multiple of `LANES` (`live` names valid rows of `keys` there; `weight` has room)."""
     if not _typed(dim, keys) or query.dtype != types.float32:
         return None
     vectors = dim.literal_value // LANES
 
     def codegen(context, builder, signature, args):
-        keys_value, pair_value, offset_value, live_value, n_value, query_value, scale_value, weight_value, _ = args
-        keys_type, live_type, query_type, weight_type = (signature.args[i] for i in (0, 3, 5, 7))
+        keys_value, live_value, n_value, query_value, scale_value, weight_value, _ = args
+        keys_type, live_type, query_type, weight_type = (signature.args[i] for i in (0, 1, 3, 5))
         zero = ir.Constant(ir.IntType(64), 0)
         q = [[_load(builder, _element(context, builder, query_type, query_value, [ir.Constant(ir.IntType(64), h),
                                                                                      zero]), types.float32, b * LANES)
@@ -126,9 +126,8 @@ def scores(typingctx, keys, pair, offset, live, n, query, scale, weight, dim):
             sums: list[list[ir.Value]] = [[], [], []]
             for j in range(LANES):
                 at = builder.add(first, ir.Constant(first.type, j))
-                column = builder.add(offset_value, builder.load(_element(context, builder, live_type, live_value,
-                                                                         [at])))
-                base = _element(context, builder, keys_type, keys_value, [pair_value, column, zero])
+                column = builder.load(_element(context, builder, live_type, live_value, [at]))
+                base = _element(context, builder, keys_type, keys_value, [column, zero])
                 key = [_load(builder, base, keys_type.dtype, b * LANES) for b in range(vectors)]
                 for h in range(3):
                     total = builder.fmul(q[h][0], key[0])
@@ -141,20 +140,20 @@ def scores(typingctx, keys, pair, offset, live, n, query, scale, weight, dim):
                               builder.bitcast(out, _VECTOR.as_pointer()), align=4)
         return context.get_dummy_value()
 
-    return types.none(keys, pair, offset, live, n, query, scale, weight, dim), codegen
+    return types.none(keys, live, n, query, scale, weight, dim), codegen
 
 
 @intrinsic
-def accumulate(typingctx, values, pair, offset, live, n, weight, acc, dim):
-    """`acc`[h] += sum over j < n of `weight`[h, j] x `values`[pair, offset + live[j]] for 3 heads (`acc`: (3, dim),
-    float32), `BLOCK` vectors of the dimensions at a time, their accumulators in registers over the columns."""
+def accumulate(typingctx, values, live, n, weight, acc, dim):
+    """`acc`[h] += sum over j < n of `weight`[h, j] x `values`[live[j]] for 3 heads (`acc`: (3, dim), float32),
+    `BLOCK` vectors of the dimensions at a time, their accumulators in registers over the columns."""
     if not _typed(dim, values) or acc.dtype != types.float32:
         return None
     vectors = dim.literal_value // LANES
 
     def codegen(context, builder, signature, args):
-        values_value, pair_value, offset_value, live_value, n_value, weight_value, acc_value, _ = args
-        values_type, live_type, weight_type, acc_type = (signature.args[i] for i in (0, 3, 5, 6))
+        values_value, live_value, n_value, weight_value, acc_value, _ = args
+        values_type, live_type, weight_type, acc_type = (signature.args[i] for i in (0, 1, 3, 4))
         zero = ir.Constant(ir.IntType(64), 0)
         for start in range(0, vectors, BLOCK):
             blocks = range(start, min(vectors, start + BLOCK))
@@ -166,9 +165,8 @@ def accumulate(typingctx, values, pair, offset, live, n, weight, acc, dim):
                     slots[h, b] = cgutils.alloca_once(builder, _VECTOR)
                     builder.store(_load(builder, rows[h], types.float32, b * LANES), slots[h, b])
             with cgutils.for_range(builder, n_value) as loop:
-                column = builder.add(offset_value, builder.load(_element(context, builder, live_type, live_value,
-                                                                         [loop.index])))
-                base = _element(context, builder, values_type, values_value, [pair_value, column, zero])
+                column = builder.load(_element(context, builder, live_type, live_value, [loop.index]))
+                base = _element(context, builder, values_type, values_value, [column, zero])
                 value = {b: _load(builder, base, values_type.dtype, b * LANES) for b in blocks}
                 for h in range(3):
                     w = _splat(builder, builder.load(_element(context, builder, weight_type, weight_value,
@@ -181,7 +179,7 @@ def accumulate(typingctx, values, pair, offset, live, n, weight, acc, dim):
                     builder.store(builder.load(slots[h, b]), builder.bitcast(out, _VECTOR.as_pointer()), align=4)
         return context.get_dummy_value()
 
-    return types.none(values, pair, offset, live, n, weight, acc, dim), codegen
+    return types.none(values, live, n, weight, acc, dim), codegen
 
 
 GROUP = 3
@@ -203,19 +201,19 @@ LABEL = f"one pass (numba, {CHUNK}-column chunks{', 16-lane vectors' if VECTORS 
 
 
 @numba.njit(inline="always", fastmath=FLAGS, cache=True)
-def _scores(keys, pair, offset, live, n, q, scale, weight, vectors):
-    """`weight`[h, j] = scale x q[h] . keys[pair, offset + live[j]] for j < n (`scores`, or loops)."""
+def _scores(keys, live, n, q, scale, weight, vectors):
+    """`weight`[h, j] = scale x q[h] . keys[live[j]] for j < n (`scores`, or loops)."""
     dim = q.shape[1]
     if vectors and dim == 64:
-        scores(keys, pair, offset, live, n, q, scale, weight, 64)  # type: ignore[call-arg]  # numba supplies the typing context
+        scores(keys, live, n, q, scale, weight, 64)  # type: ignore[call-arg]  # numba supplies the typing context
     elif vectors and dim == 128:
-        scores(keys, pair, offset, live, n, q, scale, weight, 128)  # type: ignore[call-arg]  # numba supplies the typing context
+        scores(keys, live, n, q, scale, weight, 128)  # type: ignore[call-arg]
     else:
         for j in range(n):
-            c = offset + live[j]  # hoisted by hand: numba tells LLVM nothing of which arrays may alias
+            c = live[j]  # hoisted by hand: numba tells LLVM nothing of which arrays may alias
             s0 = s1 = s2 = np.float32(0.0)
             for d in range(dim):
-                k = widen(keys[pair, c, d])
+                k = widen(keys[c, d])
                 s0 += q[0, d] * k
                 s1 += q[1, d] * k
                 s2 += q[2, d] * k
@@ -223,29 +221,29 @@ def _scores(keys, pair, offset, live, n, q, scale, weight, vectors):
 
 
 @numba.njit(inline="always", fastmath=FLAGS, cache=True)
-def _accumulate(values, pair, offset, live, n, weight, acc, vectors):
-    """`acc`[h] += sum over j < n of weight[h, j] x values[pair, offset + live[j]] (`accumulate`, or loops)."""
+def _accumulate(values, live, n, weight, acc, vectors):
+    """`acc`[h] += sum over j < n of weight[h, j] x values[live[j]] (`accumulate`, or loops)."""
     dim = acc.shape[1]
     if vectors and dim == 64:
-        accumulate(values, pair, offset, live, n, weight, acc, 64)  # type: ignore[call-arg]  # numba supplies the typing context
+        accumulate(values, live, n, weight, acc, 64)  # type: ignore[call-arg]
     elif vectors and dim == 128:
-        accumulate(values, pair, offset, live, n, weight, acc, 128)  # type: ignore[call-arg]  # numba supplies the typing context
+        accumulate(values, live, n, weight, acc, 128)  # type: ignore[call-arg]
     else:
         for j in range(n):
-            c = offset + live[j]
+            c = live[j]
             p0, p1, p2 = weight[0, j], weight[1, j], weight[2, j]
             for d in range(dim):
-                v = widen(values[pair, c, d])
+                v = widen(values[c, d])
                 acc[0, d] += p0 * v
                 acc[1, d] += p1 * v
                 acc[2, d] += p2 * v
 
 
 @numba.njit(parallel=True, fastmath=FLAGS, cache=True)
-def _attend(query, keys, values, key_at, value_at, kv_heads, mask, scale, out, vectors, source, until):
+def _attend(query, keys, values, key_at, value_at, capacity, kv_heads, mask, scale, out, vectors, source, until):
     """`out` (rows, heads, dim) = softmax(scale x query . keys) . values, per (row, key/value head) pair and group of
     three of its query heads. `query` and `out` are float32 or bfloat16 patterns (int16); `keys` and `values` are
-    (pairs, capacity, dim) buffers of either, in which the step's first pair starts at (pair, column) `key_at` and
+    (pairs x capacity, dim) buffers of either, in which the step's first pair's first column is row `key_at` and
     `value_at`; `mask` (rows, columns) names the columns each row reads; `vectors`: see `VECTORS`. Row r reads its
     columns before `until`[r] from row `source`[r], which holds the same keys and values there."""
     rows, heads, dim = query.shape
@@ -261,13 +259,15 @@ def _attend(query, keys, values, key_at, value_at, kv_heads, mask, scale, out, v
         weight = np.empty((GROUP, CHUNK), dtype=np.float32)
         power = np.empty((GROUP, CHUNK), dtype=np.int32)  # 2**n's float32 bits
         scales = power.view(np.float32)  # the same powers of 2, read as floats
-        live = np.empty(CHUNK, dtype=np.int64)
+        live_keys = np.empty(CHUNK, dtype=np.int64)  # the rows of `keys` and `values` a chunk reads
+        live_values = np.empty(CHUNK, dtype=np.int64)
         for task in range(block * TASKS, min(tasks, block * TASKS + TASKS)):
             pair = task // groups
             first = (task - pair * groups) * GROUP  # of the pair's query heads
             row = pair // kv_heads
             head = (pair - row * kv_heads) * group + first  # in the row's query heads
-            shared = pair + (source[row] - row) * kv_heads  # the same head's pair in the source row
+            own_key, own_value = key_at + pair * capacity, value_at + pair * capacity  # column 0's row in the buffers
+            shift = (source[row] - row) * kv_heads * capacity  # to the same head's pair in the source row
             bound = until[row]
             width = min(GROUP, group - first)
             for h in range(GROUP):
@@ -277,20 +277,19 @@ def _attend(query, keys, values, key_at, value_at, kv_heads, mask, scale, out, v
             total[:] = 0.0
             acc[:] = 0.0
             column = 0
-            while column < columns:
+            while True:
                 n = 0
-                end = bound if column < bound else columns  # a chunk reads from one row only
-                while column < end and n < CHUNK:
+                while column < columns and n < CHUNK:
                     if mask[row, column]:
-                        live[n] = column
+                        at = shift if column < bound else 0
+                        live_keys[n], live_values[n] = own_key + at + column, own_value + at + column
                         n += 1
                     column += 1
                 if n == 0:
-                    continue
-                at = shared if live[0] < bound else pair
+                    break
                 for j in range(n, CHUNK):  # the vector code scores columns 16 at a time: a real one past the last
-                    live[j] = live[n - 1]
-                _scores(keys, key_at[0] + at, key_at[1], live, n, q, scale, weight, vectors)
+                    live_keys[j] = live_keys[n - 1]
+                _scores(keys, live_keys, n, q, scale, weight, vectors)
                 for h in range(GROUP):
                     peak = top[h]
                     for j in range(n):
@@ -310,17 +309,17 @@ def _attend(query, keys, values, key_at, value_at, kv_heads, mask, scale, out, v
                         weight[h, j] *= scales[h, j]
                         summed += weight[h, j]
                     total[h] += summed
-                _accumulate(values, value_at[0] + at, value_at[1], live, n, weight, acc, vectors)
+                _accumulate(values, live_values, n, weight, acc, vectors)
             for h in range(width):
                 inverse = np.float32(1.0) / total[h] if total[h] > 0 else np.float32(0.0)  # no live column: zeros
                 for d in range(dim):
                     out[row, head + h, d] = narrow(acc[h, d] * inverse, out.dtype)
 
 
-def _pairs(t: torch.Tensor) -> tuple[np.ndarray, np.ndarray] | None:
-    """`t` (rows, kv heads, columns, dim) as a (pairs, capacity, dim) array over its whole storage (a bfloat16 one as
-    its int16 patterns) and the (pair, column) it starts at, when it is such a view of a contiguous buffer of its
-    dtype (as the decode cache's keys and values are); else None."""
+def _rows(t: torch.Tensor) -> tuple[np.ndarray, int, int] | None:
+    """`t` (rows, kv heads, columns, dim) as a (pairs x capacity, dim) array over its whole storage (a bfloat16 one
+    as its int16 patterns), the row its first pair's first column is, and the capacity of a pair, when it is such a
+    view of a contiguous buffer of its dtype (as the decode cache's keys and values are); else None."""
     rows, kv_heads, columns, dim = t.shape
     if (t.dtype not in READS or not columns or t.stride(3) != 1 or t.stride(2) != dim or t.stride(1) % dim
             or t.stride(1) < columns * dim or t.stride(0) != kv_heads * t.stride(1)):
@@ -330,8 +329,8 @@ def _pairs(t: torch.Tensor) -> tuple[np.ndarray, np.ndarray] | None:
     pairs = t.untyped_storage().nbytes() // t.element_size() // (capacity * dim)
     if within % dim or within // dim + columns > capacity or pair + rows * kv_heads > pairs:
         return None
-    whole = t.new_empty(0).set_(t.untyped_storage(), 0, (pairs, capacity, dim), (capacity * dim, dim, 1))
-    return as_array(whole), np.array([pair, within // dim], dtype=np.int64)
+    whole = t.new_empty(0).set_(t.untyped_storage(), 0, (pairs * capacity, dim), (dim, 1))
+    return as_array(whole), pair * capacity + within // dim, capacity
 
 
 def onepass_step(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, mask: torch.Tensor,
@@ -358,12 +357,12 @@ def attend(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, mask: to
     columns; boolean, contiguous) keeps of the cache views `key` and `value` (rows, key/value heads, columns, dim);
     with `shared` (source, until: rows each), row r reads its columns before until[r] from row source[r] (rows of
     one prompt then read one copy of it). False, with nothing computed, when the cache is laid out otherwise."""
-    keys, values = _pairs(key), _pairs(value)
-    if keys is None or values is None:
+    keys, values = _rows(key), _rows(value)
+    if keys is None or values is None or keys[2] != values[2]:
         return False
     rows = len(query)
     source, until = (t.numpy() for t in shared) if shared is not None else (np.arange(rows), np.zeros(rows, np.int64))
     with parallel_call():
-        _attend(as_array(query), keys[0], values[0], keys[1], values[1], key.shape[1], mask.numpy(),
+        _attend(as_array(query), keys[0], values[0], keys[1], values[1], keys[2], key.shape[1], mask.numpy(),
                 np.float32(scale), as_array(out), VECTORS, source, until)
     return True
