@@ -180,6 +180,8 @@ def test_rows_of_one_prompt_read_its_keys_and_values_from_their_source_row(dtype
     unshared = torch.empty_like(query)
     assert _onepass.attend(query, key, value, mask, 0.2, unshared)
     assert not torch.allclose(unshared[[2, 4]].float(), clean[[2, 4]].float())  # the garbage, read without sharing
+    with pytest.raises(ValueError, match="shared prompts name 3 and 6 rows for a step of 6"):
+        _onepass.attend(query, key, value, mask, 0.2, got, (source[:3], until))
 
 
 def test_one_pass_kernel_folds_long_rows_chunk_by_chunk(monkeypatch):

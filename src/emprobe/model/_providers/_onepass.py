@@ -210,7 +210,7 @@ def _scores(keys, live, n, q, scale, weight, vectors):
         scores(keys, live, n, q, scale, weight, 128)  # type: ignore[call-arg]
     else:
         for j in range(n):
-            c = live[j]  # hoisted by hand: numba tells LLVM nothing of which arrays may alias
+            c = live[j]
             s0 = s1 = s2 = np.float32(0.0)
             for d in range(dim):
                 k = widen(keys[c, d])
@@ -361,6 +361,8 @@ def attend(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, mask: to
     if keys is None or values is None or keys[2] != values[2]:
         return False
     rows = len(query)
+    if shared is not None and not len(shared[0]) == len(shared[1]) == rows:
+        raise ValueError(f"shared prompts name {len(shared[0])} and {len(shared[1])} rows for a step of {rows}")
     source, until = (t.numpy() for t in shared) if shared is not None else (np.arange(rows), np.zeros(rows, np.int64))
     with parallel_call():
         _attend(as_array(query), keys[0], values[0], keys[1], values[1], keys[2], key.shape[1], mask.numpy(),
