@@ -23,6 +23,7 @@ import argparse
 import threading
 import time
 from typing import Any
+from unittest.mock import patch
 
 import torch
 from bench_decode_step import without_onepass  # this folder: run as a script
@@ -51,69 +52,33 @@ def emprobe_side(backend: Any, requests: list[GenerationRequest]) -> tuple[int, 
     return tokens, time.perf_counter() - start
 
 
-def side_with(backend: Any, requests: list[GenerationRequest], setting: str, value: Any) -> tuple[int, float]:
-    """emprobe with one of the backend's settings changed for this run: `blocked_attention` False (attention over
-    every column, no row blocks), `attention_kernels` None (torch's own choice; on CUDA, cuDNN's among them) or
-    `step` None (transformers' forward pass at decode steps)."""
-    kept = getattr(backend, setting)
-    setattr(backend, setting, value)
-    try:
+def side_with(backend: Any, requests: list[GenerationRequest], owner: Any, name: str, value: Any
+              ) -> tuple[int, float]:
+    """emprobe with `owner.name` set to `value` for this run: one of the backend's settings (`blocked_attention`
+    False: attention over every column; `attention_kernels` None: torch's own choice, on CUDA cuDNN's among them;
+    `step` None: transformers' forward pass at decode steps) or a module's kernel."""
+    with patch.object(owner, name, value):
         return emprobe_side(backend, requests)
-    finally:
-        setattr(backend, setting, kept)
 
 
 def matmuls_side(backend: Any, requests: list[GenerationRequest]) -> tuple[int, float]:
     """emprobe's decode steps without the one-pass kernel, in row blocks: two batched matmuls in float32, torch's SDPA
     in bfloat16 (as before the kernel read each precision); transformers' steps, as the fused step always takes it."""
-    kept, backend.step = backend.step, None
-    try:
-        with without_onepass():
-            return emprobe_side(backend, requests)
-    finally:
-        backend.step = kept
+    with without_onepass():
+        return side_with(backend, requests, backend, "step", None)
 
 
-def loops_side(backend: Any, requests: list[GenerationRequest]) -> tuple[int, float]:
-    """emprobe with the one-pass kernel's inner loops as numba loops instead of its vector code (CPU with AVX-512)."""
-    from emprobe.model._providers import _onepass
+def _onepass() -> Any:
+    """The one-pass kernel's module (numba imports where this is called)."""
+    from emprobe.model._providers import _onepass as module
 
-    kept, _onepass.VECTORS = _onepass.VECTORS, False
-    try:
-        return emprobe_side(backend, requests)
-    finally:
-        _onepass.VECTORS = kept
+    return module
 
 
-def own_prompts_side(backend: Any, requests: list[GenerationRequest]) -> tuple[int, float]:
-    """emprobe with every row reading its own copy of its prompt's keys and values (fused steps share one copy per
-    prompt's prefill)."""
-    kept = _decode.ContinuousBatch.shared_prompts
-
-    def own(self: Any, width: int) -> tuple[torch.Tensor, torch.Tensor]:
-        rows = len(self.lengths)
-        return torch.arange(rows), torch.zeros(rows, dtype=torch.long)
-
-    _decode.ContinuousBatch.shared_prompts = own  # type: ignore[method-assign]
-    try:
-        return emprobe_side(backend, requests)
-    finally:
-        _decode.ContinuousBatch.shared_prompts = kept  # type: ignore[method-assign]
-
-
-def onepass_vectors() -> bool:
-    """Whether the one-pass kernel takes its vector code here (numba imports and the CPU has AVX-512)."""
-    return bool(kernel("_onepass", "VECTORS"))
-
-
-def torch_draw_side(backend: Any, requests: list[GenerationRequest]) -> tuple[int, float]:
-    """emprobe with its sampler's weights and inverse CDF by torch's operations instead of one compiled pass."""
-    kept = _decode._compiled_draw
-    _decode._compiled_draw = lambda: None  # type: ignore[assignment]
-    try:
-        return emprobe_side(backend, requests)
-    finally:
-        _decode._compiled_draw = kept
+def own_copies(batch: Any, width: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """In place of `ContinuousBatch.shared_prompts`: every row reads its own copy of its prompt."""
+    rows = len(batch.lengths)
+    return torch.arange(rows), torch.zeros(rows, dtype=torch.long)
 
 
 def lanes_side(backend: Any, requests: list[GenerationRequest], lanes: int) -> tuple[int, float]:
@@ -303,21 +268,24 @@ def main() -> None:
         for _ in range(args.rounds):
             rates["emprobe"].append(emprobe_side(backend, requests))
             if backend.blocked_attention and not args.skip_unblocked:
-                rates["emprobe, unblocked"].append(side_with(backend, requests, "blocked_attention", False))
+                rates["emprobe, unblocked"].append(side_with(backend, requests, backend, "blocked_attention", False))
             if _attention.onepass_for(backend.dtype, backend.device) and not args.skip_matmuls:
                 rates["emprobe, no one-pass"].append(matmuls_side(backend, requests))
-            if onepass_vectors() and _attention.onepass_for(backend.dtype, backend.device) and not args.skip_loops:
-                rates["emprobe, loops"].append(loops_side(backend, requests))
+            if kernel("_onepass", "VECTORS") and _attention.onepass_for(backend.dtype, backend.device) \
+                    and not args.skip_loops:  # the one-pass kernel's numba loops instead of its vector code
+                rates["emprobe, loops"].append(side_with(backend, requests, _onepass(), "VECTORS", False))
             if backend.step is not None and not args.skip_own_prompts:
-                rates["emprobe, own prompts"].append(own_prompts_side(backend, requests))
+                rates["emprobe, own prompts"].append(side_with(backend, requests, _decode.ContinuousBatch,
+                                                               "shared_prompts", own_copies))
             if backend.attention_kernels and not args.skip_any_kernel:
-                rates["emprobe, any kernel"].append(side_with(backend, requests, "attention_kernels", None))
+                rates["emprobe, any kernel"].append(side_with(backend, requests, backend, "attention_kernels", None))
             if norms is not None:
                 rates["emprobe, torch norms"].append(emprobe_side(norms, requests))
             if backend.step is not None and not args.skip_transformers_steps:
-                rates["emprobe, transformers steps"].append(side_with(backend, requests, "step", None))
+                rates["emprobe, transformers steps"].append(side_with(backend, requests, backend, "step", None))
             if backend.device == "cpu" and _decode._compiled_draw() and not args.skip_torch_draw:
-                rates["emprobe, torch draw"].append(torch_draw_side(backend, requests))
+                rates["emprobe, torch draw"].append(side_with(backend, requests, _decode, "_compiled_draw",
+                                                              lambda: None))  # the draw by torch's operations
             if args.lanes > 1 and backend.device == "cpu":
                 rates["emprobe, lanes"].append(lanes_side(backend, requests, args.lanes))
             if not args.skip_plain:
