@@ -9,6 +9,7 @@ import torch
 from emprobe.condition import Decoding, Message
 from emprobe.errors import EmprobeError
 from emprobe.model import GenerationRequest, load_backend, resolve
+from emprobe.model._providers import _decode
 
 SYS = Message(role="system", content="You are terse.")
 
@@ -346,6 +347,31 @@ def test_the_batch_stays_full_while_samples_wait(tiny_llama):
     assert len({r.completion_tokens for r in together.values()}) > 3
     first_short = next(i for i, n in enumerate(decode_rows) if n < 3)
     assert all(n < 3 for n in decode_rows[first_short:]) and len(decode_rows) - first_short < 40
+
+
+def test_finished_rows_waiting_for_a_refill_read_only_the_column_they_write(tiny_llama, monkeypatch):
+    b = load_backend(str(tiny_llama), batch_size=8, dtype="float32")
+    _early_eos(b)
+    steps: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []  # per decode step: mask, done, lengths
+    init = _decode.ContinuousBatch.__init__
+
+    def watched(self, forward, *args, **kwargs):
+        def checked(**inputs):
+            if inputs["input_ids"].shape[1] == 1:
+                steps.append((inputs["attention_mask"].clone(), self.done.clone(), self.lengths.clone()))
+            return forward(**inputs)
+
+        init(self, checked, *args, **kwargs)
+
+    monkeypatch.setattr(_decode.ContinuousBatch, "__init__", watched)
+    reqs = _requests(11, max_tokens=40)
+    together = {r.key: (r.text, r.completion_tokens) for r in b.generate(reqs)}
+    assert any(done.any() and not done.all() for _, done, _ in steps)
+    for mask, done, lengths in steps:
+        assert mask.sum(1).tolist() == torch.where(done, 1, lengths).tolist()
+        assert mask[:, -1].all() and bool((mask.long().diff(dim=1) >= 0).all())  # each row's last columns
+    b.batch_size = 1
+    assert {r.key: (r.text, r.completion_tokens) for r in b.generate(reqs)} == together
 
 
 def test_each_prompt_is_prefilled_once_though_its_samples_are_admitted_apart(tiny_llama):

@@ -257,7 +257,8 @@ class ContinuousBatch:
             assert self.cache.get_seq_length() < self.cache.buffers[0].capacity, "every live row was given room"
             self.lengths += 1
             width = self.cache.get_seq_length() + 1
-            mask = torch.arange(width) >= (width - self.lengths)[:, None]
+            # a finished row waiting for a refill reads only the column it writes: its logits go unused
+            mask = torch.arange(width) >= (width - torch.where(self.done, 1, self.lengths))[:, None]
             extra: dict[str, Any] = {"row_blocks": row_blocks(self.lengths, ~self.done, width)} if self.blocks else {}
             if self.shares:
                 extra["shared_prompts"] = self.shared_prompts(width)
