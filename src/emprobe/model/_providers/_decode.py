@@ -128,6 +128,9 @@ class BufferedLayer(DynamicLayer):
     def __init__(self, capacity: int):
         super().__init__()
         self.capacity, self.length = capacity, 0
+        self.views: dict[str, Any] = {}
+        """What a kernel derives from the buffers and keeps between steps (arrays over them); emptied when they are
+        replaced."""
 
     def update(self, key_states: torch.Tensor, value_states: torch.Tensor, *args, **kwargs):
         if not self.is_initialized:
@@ -135,6 +138,7 @@ class BufferedLayer(DynamicLayer):
             b, h, _, d = key_states.shape
             self._keys = key_states.new_empty((b, h, self.capacity, d))
             self._values = value_states.new_empty((b, h, self.capacity, value_states.shape[-1]))
+            self.views = {}
         end = self.length + key_states.shape[-2]
         self._keys[:, :, self.length : end] = key_states
         self._values[:, :, self.length : end] = value_states
@@ -173,6 +177,7 @@ class BufferedLayer(DynamicLayer):
         if not self.is_initialized:
             self.lazy_initialization(keys, values)
         self._keys, self._values, self.length, self.capacity = keys, values, width, capacity
+        self.views = {}
         if fresh is not None and len(owner):
             self.place(torch.arange(len(keep), rows, device=keys.device), fresh, owner)
         self.keys, self.values = keys[:, :, :width], values[:, :, :width]

@@ -2,8 +2,6 @@
 to float32 or rounded back, and an exponential that vectorises."""
 
 import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
 
 import numba
 import numpy as np
@@ -27,12 +25,30 @@ LOCK = threading.Lock()
 concurrent parallel calls, and each call uses every thread anyway."""
 
 
-@contextmanager
-def parallel_call() -> Iterator[None]:
-    """Around a parallel kernel's call: `LOCK` held, and numba's threads as many as torch's."""
-    with LOCK:
-        numba.set_num_threads(min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS))  # type: ignore[attr-defined]
-        yield
+class _ParallelCall:
+    """`LOCK` held, and numba's threads in the calling thread as many as torch's (set only when that changes: numba's
+    setter takes longer than the small kernels between a decode step's matmuls)."""
+
+    def __init__(self) -> None:
+        self.threads = threading.local()
+
+    def __enter__(self) -> None:
+        LOCK.acquire()
+        wanted = min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS)  # type: ignore[attr-defined]
+        if getattr(self.threads, "set", None) != wanted:
+            numba.set_num_threads(wanted)
+            self.threads.set = wanted
+
+    def __exit__(self, *exception: object) -> None:
+        LOCK.release()
+
+
+_PARALLEL_CALL = _ParallelCall()
+
+
+def parallel_call() -> _ParallelCall:
+    """Around a parallel kernel's call (`with parallel_call():`): `LOCK` held, numba's threads as many as torch's."""
+    return _PARALLEL_CALL
 
 LOG2E = np.float32(1.4426950408889634)
 LN2_HIGH, LN2_LOW = np.float32(0.693359375), np.float32(-2.1219444005469057e-4)

@@ -360,11 +360,24 @@ def attend(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, mask: to
     keys, values = _rows(key), _rows(value)
     if keys is None or values is None or keys[2] != values[2]:
         return False
-    rows = len(query)
-    if shared is not None and not len(shared[0]) == len(shared[1]) == rows:
-        raise ValueError(f"shared prompts name {len(shared[0])} and {len(shared[1])} rows for a step of {rows}")
-    source, until = (t.numpy() for t in shared) if shared is not None else (np.arange(rows), np.zeros(rows, np.int64))
-    with parallel_call():
-        _attend(as_array(query), keys[0], values[0], keys[1], values[1], keys[2], key.shape[1], mask.numpy(),
-                np.float32(scale), as_array(out), VECTORS, source, until)
+    attend_rows(as_array(query), keys[0], values[0], keys[1], values[1], keys[2], key.shape[1], mask.numpy(),
+                np.float32(scale), as_array(out), *sharing(shared, len(query)))
     return True
+
+
+def sharing(shared: tuple[torch.Tensor, torch.Tensor] | None, rows: int) -> tuple[np.ndarray, np.ndarray]:
+    """`attend`'s `shared` for `rows` rows as the kernel reads it: each row's source and bound (none shared:
+    itself, 0)."""
+    if shared is None:
+        return np.arange(rows), np.zeros(rows, np.int64)
+    if not len(shared[0]) == len(shared[1]) == rows:
+        raise ValueError(f"shared prompts name {len(shared[0])} and {len(shared[1])} rows for a step of {rows}")
+    return shared[0].numpy(), shared[1].numpy()
+
+
+def attend_rows(query: np.ndarray, keys: np.ndarray, values: np.ndarray, key_at: int, value_at: int, capacity: int,
+                kv_heads: int, mask: np.ndarray, scale: np.float32, out: np.ndarray, source: np.ndarray,
+                until: np.ndarray) -> None:
+    """`_attend` on arrays as it names them (the fused step keeps them from call to call), on torch's threads."""
+    with parallel_call():
+        _attend(query, keys, values, key_at, value_at, capacity, kv_heads, mask, scale, out, VECTORS, source, until)

@@ -23,10 +23,10 @@ from torch.nn.modules import module as torch_module
 from transformers.modeling_outputs import CausalLMOutputWithPast
 from transformers.models.llama.modeling_llama import LlamaAttention, LlamaDecoderLayer, LlamaForCausalLM, LlamaMLP
 
-from emprobe.model._providers._decode import BufferedCache
+from emprobe.model._providers._decode import BufferedCache, BufferedLayer
 from emprobe.model._providers._norm import CompiledRMSNorm, add_and_normalise
 from emprobe.model._providers._numba_math import DIVIDING, READS, as_array, exp_negative, narrow, parallel_call, widen
-from emprobe.model._providers._onepass import attend
+from emprobe.model._providers._onepass import attend_rows, sharing
 from emprobe.prepack import PackedLinear
 
 LABEL = "fused (numba)"
@@ -34,10 +34,11 @@ LABEL = "fused (numba)"
 
 
 @numba.njit(parallel=True, cache=True)  # no fast-math: each product and sum rounds as torch's operations round it
-def _rotate_and_store(qkv, cos, sin, heads, kv_heads, column, keys, values, query):
+def _rotate_and_store(qkv, cos, sin, heads, kv_heads, column, capacity, keys, values, query):
     """From `qkv` (rows, (heads + 2 kv_heads) x dim): `query` (rows, heads, dim) and the keys rotated by `cos` and
     `sin` (rows, dim) as transformers' `apply_rotary_pos_emb` does, keys and values written at `column` of `keys`
-    and `values` (rows x kv_heads, capacity, dim); rows in parallel."""
+    and `values` (rows x kv_heads x `capacity`, dim: each (row, key/value head) pair's columns in turn); rows in
+    parallel."""
     rows, dim = cos.shape
     half = dim // 2
     kind = qkv.dtype
@@ -53,12 +54,13 @@ def _rotate_and_store(qkv, cos, sin, heads, kv_heads, column, keys, values, quer
                 if h < heads:
                     query[r, h, j], query[r, h, half + j] = low, high
                 else:
-                    pair = r * kv_heads + h - heads
-                    keys[pair, column, j], keys[pair, column, half + j] = low, high
+                    at_column = (r * kv_heads + h - heads) * capacity + column
+                    keys[at_column, j], keys[at_column, half + j] = low, high
         for h in range(kv_heads):
             at = (heads + kv_heads + h) * dim
+            at_column = (r * kv_heads + h) * capacity + column
             for j in range(dim):
-                values[r * kv_heads + h, column, j] = qkv[r, at + j]
+                values[at_column, j] = qkv[r, at + j]
 
 
 @numba.njit(parallel=True, fastmath=DIVIDING, error_model="numpy", cache=True)
@@ -84,19 +86,32 @@ def _shared(*linears: Any) -> Any:
     return shared if same and len(shared.columns) == len(linears) else None
 
 
+def _matmul(linear: Any) -> Callable[[torch.Tensor], torch.Tensor]:
+    """A projection as the step calls it: a prepacked one's matmul itself (not the module's call), else the module."""
+    shared = _shared(linear)
+    return shared.whole if shared is not None else linear
+
+
 class _Layer:
-    """What a step reads of one decoder layer."""
+    """What a step reads of one decoder layer (its norms' weights as the kernels read them)."""
 
     def __init__(self, layer: Any):
         attention, mlp = layer.self_attn, layer.mlp
-        self.norm: CompiledRMSNorm = layer.input_layernorm
-        self.after_attention: CompiledRMSNorm = layer.post_attention_layernorm
+        self.norm = _NormArrays(layer.input_layernorm)
+        self.after_attention = _NormArrays(layer.post_attention_layernorm)
         self.qkv: Any = _shared(attention.q_proj, attention.k_proj, attention.v_proj)
         self.gate_up: Any = _shared(mlp.gate_proj, mlp.up_proj)
-        self.output: Callable[[torch.Tensor], torch.Tensor] = attention.o_proj
-        self.down: Callable[[torch.Tensor], torch.Tensor] = mlp.down_proj
-        self.scaling = float(attention.scaling)
+        self.output = _matmul(attention.o_proj)
+        self.down = _matmul(mlp.down_proj)
+        self.scaling = np.float32(attention.scaling)
         self.width = mlp.gate_proj.out_features
+
+
+class _NormArrays:
+    """An RMSNorm's weight and epsilon as `add_and_normalise` reads them."""
+
+    def __init__(self, norm: CompiledRMSNorm):
+        self.weight, self.epsilon = as_array(norm.weight.detach()), np.float32(norm.variance_epsilon)
 
 
 class FusedStep:
@@ -105,13 +120,15 @@ class FusedStep:
 
     def __init__(self, model: Any):
         inner = model.model
-        self.embed, self.rotary, self.final_norm, self.head = inner.embed_tokens, inner.rotary_emb, inner.norm, \
-            model.lm_head
+        self.embed, self.rotary, self.head = inner.embed_tokens, inner.rotary_emb, model.lm_head
+        self.first_norm: CompiledRMSNorm = inner.layers[0].input_layernorm
         self.layers = [_Layer(layer) for layer in inner.layers]
+        self.final_norm = _NormArrays(inner.norm)
         config = model.config
         self.heads, self.kv_heads = config.num_attention_heads, config.num_key_value_heads
         self.dim = getattr(config, "head_dim", None) or config.hidden_size // self.heads
-        self.modules = list(model.modules())
+        self.hooks = [hooks for m in model.modules() for hooks in (m._forward_hooks, m._forward_pre_hooks)]
+        """Every module's hook dicts (registering a hook adds to its module's dict)."""
 
     @classmethod
     def of(cls, model: Any) -> "FusedStep | None":
@@ -133,8 +150,7 @@ class FusedStep:
 
     def _hooked(self) -> bool:
         """Whether any hook would see the forward pass (a step here calls no module's hooks)."""
-        return bool(torch_module._global_forward_hooks or torch_module._global_forward_pre_hooks) or any(
-            m._forward_hooks or m._forward_pre_hooks for m in self.modules)
+        return bool(torch_module._global_forward_hooks or torch_module._global_forward_pre_hooks or any(self.hooks))
 
     def __call__(self, *, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
                  position_ids: torch.Tensor | None = None, cache: Any = None,
@@ -150,35 +166,43 @@ class FusedStep:
         if (attention_mask.shape != (rows, column + 1) or any(b.length != column or not b.is_initialized
                                                               or b.capacity <= column for b in buffers)):
             return None
-        mask = attention_mask.bool().contiguous()
+        mask = attention_mask.bool().contiguous().numpy()
         hidden = self.embed(input_ids[:, 0])
-        cos, sin = (t.reshape(rows, self.dim) for t in self.rotary(hidden[:, None], position_ids))
-        x = self.layers[0].norm(hidden)
-        heads, kv_heads, dim = self.heads, self.kv_heads, self.dim
-        query, attended = (hidden.new_empty((rows, heads, dim)) for _ in range(2))
+        cos, sin = (as_array(t.reshape(rows, self.dim)) for t in self.rotary(hidden[:, None], position_ids))
+        x = self.first_norm(hidden)
+        heads, kv_heads = self.heads, self.kv_heads
+        query, attended = (hidden.new_empty((rows, heads, self.dim)) for _ in range(2))
+        arrays = as_array(hidden), as_array(x), as_array(query), as_array(attended)
+        residual, normal, queries, out = arrays
+        source, until = sharing(shared_prompts, rows)
         for index, (layer, buffer) in enumerate(zip(self.layers, buffers, strict=True)):
             qkv = layer.qkv.whole(x)
-            keys, values = buffer._keys, buffer._values
+            keys, values, capacity = _cache_rows(buffer)
             with parallel_call():
-                _rotate_and_store(as_array(qkv), as_array(cos), as_array(sin), heads, kv_heads, column,
-                                  as_array(keys.view(-1, keys.shape[2], dim)),
-                                  as_array(values.view(-1, values.shape[2], dim)), as_array(query))
+                _rotate_and_store(as_array(qkv), cos, sin, heads, kv_heads, column, capacity, keys, values, queries)
             buffer.written(1)
-            if not attend(query, keys[:, :, : column + 1], values[:, :, : column + 1], mask, layer.scaling, attended,
-                          shared_prompts):
-                raise RuntimeError("the decode cache's buffers are not laid out as the one-pass kernel reads them")
-            _add_norm(hidden, layer.output(attended.view(rows, -1)), layer.after_attention, x)
+            attend_rows(queries, keys, values, 0, 0, capacity, kv_heads, mask, layer.scaling, out, source, until)
+            _add_norm(residual, layer.output(attended.view(rows, -1)), layer.after_attention, normal)
             gated = hidden.new_empty((rows, layer.width))
             projected = layer.gate_up.whole(x)
             with parallel_call():
                 _gated(as_array(projected), layer.width, as_array(gated))
             following = self.layers[index + 1].norm if index + 1 < len(self.layers) else self.final_norm
-            _add_norm(hidden, layer.down(gated), following, x)
+            _add_norm(residual, layer.down(gated), following, normal)
         return CausalLMOutputWithPast(logits=self.head(x)[:, None])
 
 
-def _add_norm(residual: torch.Tensor, delta: torch.Tensor, norm: CompiledRMSNorm, out: torch.Tensor) -> None:
+def _cache_rows(buffer: BufferedLayer) -> tuple[np.ndarray, np.ndarray, int]:
+    """A layer's key and value buffers as (rows x key/value heads x capacity, dim) arrays, and the capacity: kept in
+    the buffer's `views` until a rebuild replaces its buffers."""
+    if "rows" not in buffer.views:
+        keys, values = buffer._keys, buffer._values
+        buffer.views["rows"] = (as_array(keys.view(-1, keys.shape[-1])), as_array(values.view(-1, values.shape[-1])),
+                                keys.shape[2])
+    return buffer.views["rows"]
+
+
+def _add_norm(residual: np.ndarray, delta: torch.Tensor, norm: _NormArrays, out: np.ndarray) -> None:
     """`residual` += `delta`, `out` = `norm`(residual), in one pass."""
     with parallel_call():
-        add_and_normalise(as_array(residual), as_array(delta), as_array(norm.weight.detach()),
-                          np.float32(norm.variance_epsilon), as_array(out))
+        add_and_normalise(residual, as_array(delta), norm.weight, norm.epsilon, out)
