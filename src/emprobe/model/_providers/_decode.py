@@ -130,7 +130,7 @@ class BufferedLayer(DynamicLayer):
         self.capacity, self.length = capacity, 0
         self.views: dict[str, Any] = {}
         """What a kernel derives from the buffers and keeps between steps (arrays over them); emptied when they are
-        replaced."""
+        replaced, which frees the replaced ones."""
 
     def update(self, key_states: torch.Tensor, value_states: torch.Tensor, *args, **kwargs):
         if not self.is_initialized:

@@ -194,12 +194,14 @@ class FusedStep:
 
 def _cache_rows(buffer: BufferedLayer) -> tuple[np.ndarray, np.ndarray, int]:
     """A layer's key and value buffers as (rows x key/value heads x capacity, dim) arrays, and the capacity: kept in
-    the buffer's `views` until a rebuild replaces its buffers."""
-    if "rows" not in buffer.views:
-        keys, values = buffer._keys, buffer._values
-        buffer.views["rows"] = (as_array(keys.view(-1, keys.shape[-1])), as_array(values.view(-1, values.shape[-1])),
-                                keys.shape[2])
-    return buffer.views["rows"]
+    the buffer's `views` while it holds the same buffers (a kernel writing through arrays of replaced ones would
+    write past them)."""
+    keys, values = buffer._keys, buffer._values
+    kept = buffer.views.get("rows")
+    if kept is None or kept[0] is not keys or kept[1] is not values:
+        kept = buffer.views["rows"] = (keys, values, as_array(keys.view(-1, keys.shape[-1])),
+                                       as_array(values.view(-1, values.shape[-1])), keys.shape[2])
+    return kept[2:]
 
 
 def _add_norm(residual: np.ndarray, delta: torch.Tensor, norm: _NormArrays, out: np.ndarray) -> None:
