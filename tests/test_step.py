@@ -154,3 +154,26 @@ def test_the_batch_calibration_times_fused_steps(tiny_llama, tmp_path, monkeypat
     monkeypatch.setattr(FusedStep, "__call__", lambda self, **k: taken.append((r := call(self, **k)) is not None) or r)
     fused = load_backend(str(tiny_llama), dtype="float32")  # batch size auto: measured now
     assert fused.info["steps"] == LABEL and len(taken) >= 8 and all(taken)
+
+
+def test_a_fused_loop_admits_in_place_however_wide_the_left_padding(tiny_llama, monkeypatch):
+    """The fused step's attention starts each row at its first column, so the loop rebuilds only for room: fewer
+    rebuilds than a loop that also rebuilds to drop padding, and the same texts."""
+    fused, _ = _pair(str(tiny_llama), "bfloat16")
+    long = "tell me about humans and AI please " * 6  # rows of short prompts admitted beside it leave wide padding
+    requests = [GenerationRequest(key=f"k{i}", messages=(Message(role="user", content=long if i % 4 == 0 else "hi"),),
+                                  decoding=Decoding(max_tokens=30, temperature=1.0, seed=i)) for i in range(12)]
+    eos, head = fused.eos_ids[0], fused.model.lm_head.forward
+    fused.model.lm_head.forward = lambda h: head(h).index_fill(-1, torch.tensor([eos]), 2.0)  # rows end early
+    rebuild, init = _decode.ContinuousBatch._rebuild, _decode.ContinuousBatch.__init__
+    rebuilds: list[int] = []
+    monkeypatch.setattr(_decode.ContinuousBatch, "_rebuild", lambda self, *a, **k: rebuilds.append(1) or
+                        rebuild(self, *a, **k))
+    runs = {}
+    for padding_free in (True, False):
+        monkeypatch.setattr(_decode.ContinuousBatch, "__init__", lambda self, *a, allowed=padding_free, **k: init(
+            self, *a, **{**k, "padding_free": allowed and k["padding_free"]}))
+        rebuilds.clear()
+        runs[padding_free] = {r.key: (r.text, r.completion_tokens) for r in fused.generate(requests)}, len(rebuilds)
+    assert runs[True][0] == runs[False][0]
+    assert 1 < runs[True][1] < runs[False][1]

@@ -202,12 +202,15 @@ class ContinuousBatch:
 
     def __init__(self, forward: Forward, layers: int, device: str, pad_id: int, eos_ids: list[int],
                  max_tokens: int, size: int, on_prefill: Callable[[bool], None] | None = None, blocks: bool = False,
-                 shares: bool = False):
+                 shares: bool = False, padding_free: bool = False):
         self.forward, self.layers, self.device, self.pad_id = forward, layers, device, pad_id
         self.blocks = blocks
         """Whether the model's attention takes `row_blocks` (see `_attention.py`)."""
         self.shares = shares
         """Whether `forward` takes `shared_prompts` (see `shared_prompts`)."""
+        self.padding_free = padding_free
+        """Whether a decode step's cost does not grow with the columns left of every row (its attention starts each
+        row at its first column): then admissions go in place however wide that padding gets."""
         self.eos = set(eos_ids)
         self.max_tokens, self.size = max_tokens, size
         self.on_prefill = on_prefill or (lambda _: None)
@@ -286,8 +289,8 @@ class ContinuousBatch:
 
     def _admit(self, samples: list[int], admitted: list[list[int]]) -> None:
         """Put the admitted samples in free rows (prefilled once per distinct prompt), in place when their prompts
-        and answers fit the buffer and under a quarter of its columns are left of every row, else by a rebuild
-        that also drops the finished rows and those columns."""
+        and answers fit the buffer and (unless `padding_free`) under a quarter of its columns are left of every row,
+        else by a rebuild that also drops the finished rows and those columns."""
         prompts: list[list[int]] = []
         owner: list[int] = []
         for ids in admitted:
@@ -298,8 +301,8 @@ class ContinuousBatch:
         logits = logits[torch.tensor(owner, device=logits.device)]
         width = self.cache.get_seq_length() if self.cache else 0
         needed = max([fresh.buffers[0].length, *self.lengths[~self.done].tolist()])
-        fits = (self.cache is not None and needed <= width and width + self.max_tokens <=
-                self.cache.buffers[0].capacity and width - needed <= width // 4)  # attention reads every column
+        fits = (self.cache is not None and needed <= width and width + self.max_tokens <= self.cache.buffers[0].capacity
+                and (self.padding_free or width - needed <= width // 4))  # else attention reads every column
         finished = self.done.nonzero().squeeze(-1)
         if not fits or len(samples) > len(finished):
             self._rebuild((~self.done).nonzero().squeeze(-1), samples, admitted, fresh, owner, logits)

@@ -240,12 +240,14 @@ def _accumulate(values, live, n, weight, acc, vectors):
 
 
 @numba.njit(parallel=True, fastmath=FLAGS, cache=True)
-def _attend(query, keys, values, key_at, value_at, capacity, kv_heads, mask, scale, out, vectors, source, until):
+def _attend(query, keys, values, key_at, value_at, capacity, kv_heads, mask, starts, scale, out, vectors, source,
+            until):
     """`out` (rows, heads, dim) = softmax(scale x query . keys) . values, per (row, key/value head) pair and group of
     three of its query heads. `query` and `out` are float32 or bfloat16 patterns (int16); `keys` and `values` are
     (pairs x capacity, dim) buffers of either, in which the step's first pair's first column is row `key_at` and
-    `value_at`; `mask` (rows, columns) names the columns each row reads; `vectors`: see `VECTORS`. Row r reads its
-    columns before `until`[r] from row `source`[r], which holds the same keys and values there."""
+    `value_at`; `mask` (rows, columns) names the columns each row reads, none before `starts`[r] (its left padding,
+    not even tested); `vectors`: see `VECTORS`. Row r reads its columns before `until`[r] from row `source`[r], which
+    holds the same keys and values there."""
     rows, heads, dim = query.shape
     columns = mask.shape[1]
     group = heads // kv_heads
@@ -276,7 +278,7 @@ def _attend(query, keys, values, key_at, value_at, capacity, kv_heads, mask, sca
             top[:] = -np.inf
             total[:] = 0.0
             acc[:] = 0.0
-            column = 0
+            column = starts[row]
             while True:
                 n = 0
                 while column < columns and n < CHUNK:
@@ -360,9 +362,15 @@ def attend(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, mask: to
     keys, values = _rows(key), _rows(value)
     if keys is None or values is None or keys[2] != values[2]:
         return False
-    attend_rows(as_array(query), keys[0], values[0], keys[1], values[1], keys[2], key.shape[1], mask.numpy(),
-                np.float32(scale), as_array(out), *sharing(shared, len(query)))
+    rows_mask = mask.numpy()
+    attend_rows(as_array(query), keys[0], values[0], keys[1], values[1], keys[2], key.shape[1], rows_mask,
+                starts_of(rows_mask), np.float32(scale), as_array(out), *sharing(shared, len(query)))
     return True
+
+
+def starts_of(mask: np.ndarray) -> np.ndarray:
+    """Each row's first column that `mask` (rows, columns) keeps (0 for a row it keeps none of)."""
+    return mask.argmax(axis=1)
 
 
 def sharing(shared: tuple[torch.Tensor, torch.Tensor] | None, rows: int) -> tuple[np.ndarray, np.ndarray]:
@@ -376,8 +384,9 @@ def sharing(shared: tuple[torch.Tensor, torch.Tensor] | None, rows: int) -> tupl
 
 
 def attend_rows(query: np.ndarray, keys: np.ndarray, values: np.ndarray, key_at: int, value_at: int, capacity: int,
-                kv_heads: int, mask: np.ndarray, scale: np.float32, out: np.ndarray, source: np.ndarray,
-                until: np.ndarray) -> None:
+                kv_heads: int, mask: np.ndarray, starts: np.ndarray, scale: np.float32, out: np.ndarray,
+                source: np.ndarray, until: np.ndarray) -> None:
     """`_attend` on arrays as it names them (the fused step keeps them from call to call), on torch's threads."""
     with parallel_call():
-        _attend(query, keys, values, key_at, value_at, capacity, kv_heads, mask, scale, out, VECTORS, source, until)
+        _attend(query, keys, values, key_at, value_at, capacity, kv_heads, mask, starts, scale, out, VECTORS, source,
+                until)

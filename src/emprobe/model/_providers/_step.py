@@ -26,7 +26,7 @@ from transformers.models.llama.modeling_llama import LlamaAttention, LlamaDecode
 from emprobe.model._providers._decode import BufferedCache, BufferedLayer
 from emprobe.model._providers._norm import CompiledRMSNorm, add_and_normalise
 from emprobe.model._providers._numba_math import DIVIDING, READS, as_array, exp_negative, narrow, parallel_call, widen
-from emprobe.model._providers._onepass import attend_rows, sharing
+from emprobe.model._providers._onepass import attend_rows, sharing, starts_of
 from emprobe.prepack import PackedLinear
 
 LABEL = "fused (numba)"
@@ -175,13 +175,15 @@ class FusedStep:
         arrays = as_array(hidden), as_array(x), as_array(query), as_array(attended)
         residual, normal, queries, out = arrays
         source, until = sharing(shared_prompts, rows)
+        starts = starts_of(mask)
         for index, (layer, buffer) in enumerate(zip(self.layers, buffers, strict=True)):
             qkv = layer.qkv.whole(x)
             keys, values, capacity = _cache_rows(buffer)
             with parallel_call():
                 _rotate_and_store(as_array(qkv), cos, sin, heads, kv_heads, column, capacity, keys, values, queries)
             buffer.written(1)
-            attend_rows(queries, keys, values, 0, 0, capacity, kv_heads, mask, layer.scaling, out, source, until)
+            attend_rows(queries, keys, values, 0, 0, capacity, kv_heads, mask, starts, layer.scaling, out, source,
+                        until)
             _add_norm(residual, layer.output(attended.view(rows, -1)), layer.after_attention, normal)
             gated = hidden.new_empty((rows, layer.width))
             projected = layer.gate_up.whole(x)

@@ -188,7 +188,8 @@ class HFBackend:
 
         batch = ContinuousBatch(self._forward, self.model.config.get_text_config().num_hidden_layers, self.device,
                                 self.pad_id, self.eos_ids, items[0][0].decoding.max_tokens, self.batch_size, on_prefill,
-                                self.blocked_attention, shares=self.step is not None)
+                                self.blocked_attention, shares=self.step is not None,
+                                padding_free=self.step is not None)
         prompts = [ids for _, ids in items]
         requests = [request for request, _ in items]
         for index, used, stopped in batch.run(prompts, [r.decoding.seed for r in requests],
