@@ -393,10 +393,33 @@ def test_cache_columns_left_unset_are_never_read(tiny_llama, monkeypatch):
     # prefills beside longer kept rows
     reqs = _requests(12, max_tokens=40)
     clean = {r.key: (r.text, r.completion_tokens) for r in b.generate(reqs)}
-    new_empty = torch.Tensor.new_empty
-    # fault injection: memory a buffer gets without setting it holds NaN, which would spread to any row reading it
+    new_empty, unset = torch.Tensor.new_empty, _decode.BufferedLayer._unset
+    # fault injection: memory a buffer gets without setting it (new, or a rebuild's spare) holds NaN, which would
+    # spread to any row reading it
     monkeypatch.setattr(torch.Tensor, "new_empty", lambda self, *a, **k: new_empty(self, *a, **k).fill_(float("nan")))
+    monkeypatch.setattr(_decode.BufferedLayer, "_unset", lambda self, *a: unset(self, *a).fill_(float("nan")))
     assert {r.key: (r.text, r.completion_tokens) for r in b.generate(reqs)} == clean
+
+
+def test_rebuilds_write_into_the_buffers_the_one_before_replaced(tiny_llama, monkeypatch):
+    b = load_backend(str(tiny_llama), batch_size=3, dtype="float32")
+    _early_eos(b, 2.0)
+    reqs = _requests(12, max_tokens=40)
+    reused: list[bool] = []
+    rebuild = _decode.BufferedLayer.rebuild
+
+    def watched(self, *args):
+        spare = self.spare  # held here, so new memory cannot take its address
+        rebuild(self, *args)
+        if spare is not None:
+            reused.append(all(new.untyped_storage().data_ptr() == old.untyped_storage().data_ptr()
+                              for new, old in zip((self._keys, self._values), spare, strict=True)))
+
+    monkeypatch.setattr(_decode.BufferedLayer, "rebuild", watched)
+    together = {r.key: (r.text, r.completion_tokens) for r in b.generate(reqs)}
+    assert any(reused)
+    b.batch_size = 1
+    assert {r.key: (r.text, r.completion_tokens) for r in b.generate(reqs)} == together
 
 
 def test_auto_batch_size_is_measured_once_and_cached(tiny_llama, tmp_path, monkeypatch):

@@ -7,6 +7,7 @@ distinct prompt and written into that row in place. The cache is rebuilt (compac
 when a new prompt does not fit, and rows are dropped only once nothing is waiting.
 """
 
+import math
 from collections import deque
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -128,6 +129,10 @@ class BufferedLayer(DynamicLayer):
     def __init__(self, capacity: int):
         super().__init__()
         self.capacity, self.length = capacity, 0
+        self.spare: tuple[torch.Tensor, torch.Tensor] | None = None
+        """The key and value buffers the last rebuild replaced, for the next one to write into: their memory is mapped
+        already, where fresh memory takes a page fault per 4 KiB at its first write (rebuilds of SmolLM2's 128 rows
+        took up to 1.3 s, most of it in those faults)."""
         self.views: dict[str, Any] = {}
         """What a kernel derives from the buffers and keeps between steps (arrays over them); emptied when they are
         replaced, which frees the replaced ones."""
@@ -159,6 +164,15 @@ class BufferedLayer(DynamicLayer):
         self._keys[rows, :, self.length - n : self.length] = fresh._keys[owner, :, :n]
         self._values[rows, :, self.length - n : self.length] = fresh._values[owner, :, :n]
 
+    def _unset(self, like: torch.Tensor, which: int, shape: tuple[int, ...]) -> torch.Tensor:
+        """A buffer of `shape` with `like`'s dtype and device whose contents are left as they are: the start of the
+        spare key (`which` 0) or value (1) buffer where that is large enough, else new memory."""
+        spare = self.spare[which] if self.spare is not None else None
+        size = math.prod(shape)
+        if spare is None or spare.numel() < size or spare.dtype != like.dtype or spare.device != like.device:
+            return like.new_empty(shape)
+        return spare.view(-1)[:size].view(shape)
+
     def rebuild(self, keep: torch.Tensor, kept: int, fresh: "BufferedLayer | None", owner: torch.Tensor,
                 width: int, capacity: int) -> None:
         """A new buffer: the last `kept` columns of rows `keep`, then `fresh`'s prefill expanded to rows `owner`,
@@ -167,14 +181,16 @@ class BufferedLayer(DynamicLayer):
         source = self._keys if self.is_initialized else fresh._keys  # type: ignore[union-attr]
         _, h, _, d = source.shape
         rows = len(keep) + len(owner)
-        keys, values = source.new_empty((rows, h, capacity, d)), source.new_empty((rows, h, capacity, d))
+        keys, values = (self._unset(source, which, (rows, h, capacity, d)) for which in range(2))
         for first, last, filled in ((0, len(keep), kept), (len(keep), rows, fresh.length if fresh else 0)):
             keys[first:last, :, : width - filled].zero_()  # left of what is copied in below
             values[first:last, :, : width - filled].zero_()
         if len(keep):
             keys[: len(keep), :, width - kept : width] = self._keys[keep, :, self.length - kept : self.length]
             values[: len(keep), :, width - kept : width] = self._values[keep, :, self.length - kept : self.length]
-        if not self.is_initialized:
+        if self.is_initialized:
+            self.spare = self._keys, self._values
+        else:
             self.lazy_initialization(keys, values)
         self._keys, self._values, self.length, self.capacity = keys, values, width, capacity
         self.views = {}
