@@ -175,9 +175,10 @@ class BufferedLayer(DynamicLayer):
 
     def rebuild(self, keep: torch.Tensor, kept: int, fresh: "BufferedLayer | None", owner: torch.Tensor,
                 width: int, capacity: int) -> None:
-        """A new buffer: the last `kept` columns of rows `keep`, then `fresh`'s prefill expanded to rows `owner`,
-        all ending at column `width`, with room for `capacity` columns. Padding is zero (attention reads it, and
-        masked garbage could be NaN); the room is left unset, as every step writes its column before reading it."""
+        """A new buffer: the last `kept` columns of rows `keep` (ascending), then `fresh`'s prefill expanded to rows
+        `owner`, all ending at column `width`, with room for `capacity` columns. Padding is zero (attention reads it,
+        and masked garbage could be NaN); the room is left unset, as every step writes its column before reading
+        it."""
         source = self._keys if self.is_initialized else fresh._keys  # type: ignore[union-attr]
         _, h, _, d = source.shape
         rows = len(keep) + len(owner)
@@ -185,9 +186,10 @@ class BufferedLayer(DynamicLayer):
         for first, last, filled in ((0, len(keep), kept), (len(keep), rows, fresh.length if fresh else 0)):
             keys[first:last, :, : width - filled].zero_()  # left of what is copied in below
             values[first:last, :, : width - filled].zero_()
-        if len(keep):
-            keys[: len(keep), :, width - kept : width] = self._keys[keep, :, self.length - kept : self.length]
-            values[: len(keep), :, width - kept : width] = self._values[keep, :, self.length - kept : self.length]
+        was, now = slice(self.length - kept, self.length), slice(width - kept, width)
+        for to, at, n in _runs(keep.tolist()):  # slices copy in place; `keep` as an index would copy twice
+            keys[to : to + n, :, now] = self._keys[at : at + n, :, was]
+            values[to : to + n, :, now] = self._values[at : at + n, :, was]
         if self.is_initialized:
             self.spare = self._keys, self._values
         else:
@@ -197,6 +199,17 @@ class BufferedLayer(DynamicLayer):
         if fresh is not None and len(owner):
             self.place(torch.arange(len(keep), rows, device=keys.device), fresh, owner)
         self.keys, self.values = keys[:, :, :width], values[:, :, :width]
+
+
+def _runs(rows: list[int]) -> list[tuple[int, int, int]]:
+    """`rows` (ascending) as runs of consecutive rows: (position in `rows`, first row, length) each."""
+    runs: list[tuple[int, int, int]] = []
+    for position, row in enumerate(rows):
+        if runs and runs[-1][1] + runs[-1][2] == row:
+            runs[-1] = (runs[-1][0], runs[-1][1], runs[-1][2] + 1)
+        else:
+            runs.append((position, row, 1))
+    return runs
 
 
 class BufferedCache(Cache):
