@@ -116,11 +116,12 @@ def random_cache(model: Any, rows: int, context: int, capacity: int, noise: torc
 
 def _memory_cap(model: Any, device: str, max_tokens: int) -> int:
     """The largest batch whose KV cache, for a 256-token prompt plus `max_tokens`, fits in a quarter of the free
-    memory."""
+    memory (twice over on a CPU, where the decode loop keeps the buffers a rebuild replaced: `BufferedLayer.spare`)."""
     config = model.config.get_text_config()
     heads, head_dim = kv_shape(config)
     width = next(model.parameters()).element_size()
-    per_row = 2 * config.num_hidden_layers * heads * head_dim * (256 + max_tokens) * width
+    copies = 2 if device == "cpu" else 1
+    per_row = copies * 2 * config.num_hidden_layers * heads * head_dim * (256 + max_tokens) * width
     free = torch.cuda.mem_get_info()[0] if device == "cuda" else available_memory()
     return max(1, free // 4 // per_row)
 

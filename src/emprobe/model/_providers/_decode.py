@@ -130,9 +130,10 @@ class BufferedLayer(DynamicLayer):
         super().__init__()
         self.capacity, self.length = capacity, 0
         self.spare: tuple[torch.Tensor, torch.Tensor] | None = None
-        """The key and value buffers the last rebuild replaced, for the next one to write into: their memory is mapped
-        already, where fresh memory takes a page fault per 4 KiB at its first write (rebuilds of SmolLM2's 128 rows
-        took up to 1.3 s, most of it in those faults)."""
+        """On a CPU, the key and value buffers the last rebuild replaced, for the next one to write into: their memory
+        is mapped already, where fresh memory takes a page fault per 4 KiB at its first write (the first 8 rebuilds
+        of 640 first-plot samples at 128 rows on SmolLM2 took 1.6-2.1 s with it, 3.1-3.2 s without). It doubles the
+        cache's memory; CUDA's allocator keeps freed memory itself."""
         self.views: dict[str, Any] = {}
         """What a kernel derives from the buffers and keeps between steps (arrays over them); emptied when they are
         replaced, which frees the replaced ones."""
@@ -191,7 +192,7 @@ class BufferedLayer(DynamicLayer):
             keys[to : to + n, :, now] = self._keys[at : at + n, :, was]
             values[to : to + n, :, now] = self._values[at : at + n, :, was]
         if self.is_initialized:
-            self.spare = self._keys, self._values
+            self.spare = (self._keys, self._values) if self._keys.device.type == "cpu" else None
         else:
             self.lazy_initialization(keys, values)
         self._keys, self._values, self.length, self.capacity = keys, values, width, capacity
