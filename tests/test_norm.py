@@ -88,3 +88,38 @@ def test_the_cpu_backend_compiles_its_norms_and_keeps_its_logits(tiny_llama, dty
         want, got = plain.model(input_ids=ids).logits.float(), twin(input_ids=ids).logits.float()
     tolerance = 1e-5 if dtype == "float32" else 2e-2
     torch.testing.assert_close(got, want, rtol=tolerance, atol=tolerance)
+
+
+def test_a_parallel_kernel_call_takes_torch_threads_and_frees_the_lock_on_errors(monkeypatch):
+    import threading
+
+    import numba
+
+    from emprobe.model._providers._numba_math import LOCK, parallel_call
+
+    threads = torch.get_num_threads()
+    try:
+        for wanted in (1, min(2, numba.config.NUMBA_NUM_THREADS), 1):
+            torch.set_num_threads(wanted)
+            with parallel_call():
+                assert LOCK.locked() and numba.get_num_threads() == wanted
+            assert not LOCK.locked()
+        with pytest.raises(KeyError), parallel_call():
+            raise KeyError("inside a call")
+        assert not LOCK.locked()
+        failures: list[Exception] = []
+
+        def fails() -> None:  # a new thread sets numba's count, which fails here (fault injection)
+            try:
+                with parallel_call():
+                    pass
+            except RuntimeError as error:
+                failures.append(error)
+
+        monkeypatch.setattr(numba, "set_num_threads", lambda n: (_ for _ in ()).throw(RuntimeError("no threads")))
+        thread = threading.Thread(target=fails)
+        thread.start()
+        thread.join()
+        assert failures and not LOCK.locked()
+    finally:
+        torch.set_num_threads(threads)

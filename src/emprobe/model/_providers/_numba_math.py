@@ -34,10 +34,14 @@ class _ParallelCall:
 
     def __enter__(self) -> None:
         LOCK.acquire()
-        wanted = min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS)  # type: ignore[attr-defined]
-        if getattr(self.threads, "set", None) != wanted:
-            numba.set_num_threads(wanted)
-            self.threads.set = wanted
+        try:
+            wanted = min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS)  # type: ignore[attr-defined]
+            if getattr(self.threads, "set", None) != wanted:
+                numba.set_num_threads(wanted)
+                self.threads.set = wanted
+        except BaseException:
+            LOCK.release()
+            raise
 
     def __exit__(self, *exception: object) -> None:
         LOCK.release()
