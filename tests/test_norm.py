@@ -1,6 +1,7 @@
 """Compiled RMSNorm on the CPU: transformers' numbers and roundings, only for modules that compute as Llama's."""
 
 import copy
+import threading
 
 import pytest
 import torch
@@ -11,8 +12,9 @@ from transformers.models.qwen3.modeling_qwen3 import Qwen3RMSNorm
 
 from emprobe.model import load_backend
 
-pytest.importorskip("numba", reason="compiled norms need numba (the hf extra)")
+numba = pytest.importorskip("numba", reason="compiled norms need numba (the hf extra)")
 from emprobe.model._providers._norm import LABEL, CompiledRMSNorm, compile_norms  # noqa: E402
+from emprobe.model._providers._numba_math import LOCK, parallel_call  # noqa: E402
 
 
 def _norm(dtype: torch.dtype, hidden: int = 576) -> LlamaRMSNorm:
@@ -91,12 +93,6 @@ def test_the_cpu_backend_compiles_its_norms_and_keeps_its_logits(tiny_llama, dty
 
 
 def test_a_parallel_kernel_call_takes_torch_threads_and_frees_the_lock_on_errors(monkeypatch):
-    import threading
-
-    import numba
-
-    from emprobe.model._providers._numba_math import LOCK, parallel_call
-
     threads = torch.get_num_threads()
     try:
         for wanted in (1, min(2, numba.config.NUMBA_NUM_THREADS), 1):
