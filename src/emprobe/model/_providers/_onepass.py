@@ -318,7 +318,7 @@ def _attend(query, keys, values, key_at, value_at, capacity, kv_heads, mask, sta
                     out[row, head + h, d] = narrow(acc[h, d] * inverse, out.dtype)
 
 
-def _rows(t: torch.Tensor) -> tuple[np.ndarray, int, int] | None:
+def cache_rows(t: torch.Tensor) -> tuple[np.ndarray, int, int] | None:
     """`t` (rows, kv heads, columns, dim) as a (pairs x capacity, dim) array over its whole storage (a bfloat16 one
     as its int16 patterns), the row its first pair's first column is, and the capacity of a pair, when it is such a
     view of a contiguous buffer of its dtype (as the decode cache's keys and values are); else None."""
@@ -359,7 +359,7 @@ def attend(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, mask: to
     columns; boolean, contiguous) keeps of the cache views `key` and `value` (rows, key/value heads, columns, dim);
     with `shared` (source, until: rows each), row r reads its columns before until[r] from row source[r] (rows of
     one prompt then read one copy of it). False, with nothing computed, when the cache is laid out otherwise."""
-    keys, values = _rows(key), _rows(value)
+    keys, values = cache_rows(key), cache_rows(value)
     if keys is None or values is None or keys[2] != values[2]:
         return False
     rows_mask = mask.numpy()

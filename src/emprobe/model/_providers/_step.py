@@ -26,7 +26,7 @@ from transformers.models.llama.modeling_llama import LlamaAttention, LlamaDecode
 from emprobe.model._providers._decode import BufferedCache, BufferedLayer
 from emprobe.model._providers._norm import CompiledRMSNorm, add_and_normalise
 from emprobe.model._providers._numba_math import DIVIDING, READS, as_array, exp_negative, narrow, parallel_call, widen
-from emprobe.model._providers._onepass import attend_rows, sharing, starts_of
+from emprobe.model._providers._onepass import attend_rows, cache_rows, sharing, starts_of
 from emprobe.prepack import PackedLinear
 
 LABEL = "fused (numba)"
@@ -195,14 +195,16 @@ class FusedStep:
 
 
 def _cache_rows(buffer: BufferedLayer) -> tuple[np.ndarray, np.ndarray, int]:
-    """A layer's key and value buffers as (rows x key/value heads x capacity, dim) arrays, and the capacity: kept in
-    the buffer's `views` while it holds the same buffers (a kernel writing through arrays of replaced ones would
-    write past them)."""
+    """A layer's key and value buffers as the one-pass kernel reads them (`cache_rows`: (rows x key/value heads x
+    capacity, dim) arrays) and the capacity: kept in the buffer's `views` while it holds the same buffers (a kernel
+    writing through arrays of replaced ones would write past them)."""
     keys, values = buffer._keys, buffer._values
     kept = buffer.views.get("rows")
     if kept is None or kept[0] is not keys or kept[1] is not values:
-        kept = buffer.views["rows"] = (keys, values, as_array(keys.view(-1, keys.shape[-1])),
-                                       as_array(values.view(-1, values.shape[-1])), keys.shape[2])
+        key_rows, value_rows = cache_rows(keys), cache_rows(values)
+        if key_rows is None or value_rows is None or {key_rows[1:], value_rows[1:]} != {(0, buffer.capacity)}:
+            raise RuntimeError("the decode cache's buffers are not laid out as the one-pass kernel reads them")
+        kept = buffer.views["rows"] = (keys, values, key_rows[0], value_rows[0], buffer.capacity)
     return kept[2:]
 
 
