@@ -3,8 +3,9 @@ torch's own linear layers; attention in row blocks, and over every column; on a 
 inner loops as vector code where the CPU has AVX-512, and as numba loops; rows of one prompt reading one copy of it,
 and each its own), and without it: two batched matmuls in float32, torch's SDPA in bfloat16; on a CPU, RMSNorm and
 the sampler's draw compiled, and by torch's operations; on a CPU, decode steps fused, and by transformers' forward
-pass; on CUDA, attention kernels as emprobe limits them and as torch chooses) vs one `model.generate` call per batch
-(what peer harnesses do) vs one `model.generate` per prompt (what research scripts do).
+pass; fused steps computing only live rows, and every row; on CUDA, attention kernels as emprobe limits them and as
+torch chooses) vs one `model.generate` call per batch (what peer harnesses do) vs one `model.generate` per prompt
+(what research scripts do).
 
 All sides run in this process on the same model, requests and settings (sampling at temperature 1, top_p 1,
 top_k 0), interleaved round by round, and count the tokens they really generated. The roofline comes from matmuls
@@ -79,6 +80,12 @@ def own_copies(batch: Any, width: int) -> tuple[torch.Tensor, torch.Tensor]:
     """In place of `ContinuousBatch.shared_prompts`: every row reads its own copy of its prompt."""
     rows = len(batch.lengths)
     return torch.arange(rows), torch.zeros(rows, dtype=torch.long)
+
+
+def every_row(init: Any) -> Any:
+    """In place of `ContinuousBatch.__init__` (`init`): a loop whose steps compute every row, finished ones too,
+    and whose tail is rebuilt smaller (as before fused steps took `live_rows`)."""
+    return lambda self, *args, **kwargs: init(self, *args, **{**kwargs, "skips": False})
 
 
 def lanes_side(backend: Any, requests: list[GenerationRequest], lanes: int) -> tuple[int, float]:
@@ -226,6 +233,8 @@ def main() -> None:
                         "(CPU with AVX-512)")
     parser.add_argument("--skip-own-prompts", action="store_true",
                         help="leave out emprobe with each row reading its own copy of its prompt (fused steps)")
+    parser.add_argument("--skip-every-row", action="store_true",
+                        help="leave out emprobe with fused steps computing finished rows too (CPU)")
     parser.add_argument("--skip-any-kernel", action="store_true",
                         help="leave out emprobe with torch's choice of attention kernels (on CUDA: cuDNN's too)")
     parser.add_argument("--skip-torch-norms", action="store_true",
@@ -257,6 +266,7 @@ def main() -> None:
         rates: dict[str, list[tuple[int, float]]] = {"emprobe": [], "emprobe, torch linears": [],
                                                      "emprobe, unblocked": [], "emprobe, no one-pass": [],
                                                      "emprobe, loops": [], "emprobe, own prompts": [],
+                                                     "emprobe, every row": [],
                                                      "emprobe, any kernel": [], "emprobe, torch norms": [],
                                                      "emprobe, transformers steps": [],
                                                      "emprobe, torch draw": [],
@@ -277,6 +287,9 @@ def main() -> None:
             if backend.step is not None and not args.skip_own_prompts:
                 rates["emprobe, own prompts"].append(side_with(backend, requests, _decode.ContinuousBatch,
                                                                "shared_prompts", own_copies))
+            if backend.step is not None and not args.skip_every_row:
+                rates["emprobe, every row"].append(side_with(backend, requests, _decode.ContinuousBatch, "__init__",
+                                                             every_row(_decode.ContinuousBatch.__init__)))
             if backend.attention_kernels and not args.skip_any_kernel:
                 rates["emprobe, any kernel"].append(side_with(backend, requests, backend, "attention_kernels", None))
             if norms is not None:

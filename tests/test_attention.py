@@ -9,6 +9,7 @@ from emprobe.model import GenerationRequest, load_backend
 from emprobe.model._providers import _attention
 from emprobe.model._providers._attention import ROWS, blocked_sdpa, row_blocks
 from emprobe.model._providers._compiled import kernel
+from tiny_model import early_eos
 
 
 class _Module(torch.nn.Module):
@@ -250,7 +251,8 @@ def test_steps_it_does_not_know_are_left_to_transformers(monkeypatch):
 
 
 def test_the_decode_loop_uses_blocks_and_keeps_every_answer(tiny_llama):
-    backend = load_backend(str(tiny_llama), dtype="float32", batch_size=ROWS + 8)
+    # transformers' steps (fused ones read no blocks: they start each row at its first column)
+    backend = load_backend(str(tiny_llama), dtype="float32", batch_size=ROWS + 8, fuse_steps=False)
     onepass = _attention._onepass() is not None  # numba imports: float32 steps in one pass
     label = kernel("_onepass", "LABEL")  # the one-pass kernel names its chunks (and vector code, where it has it)
     assert backend.info["attention"] == (f"sdpa, decode steps in {label}" if onepass else
@@ -258,6 +260,7 @@ def test_the_decode_loop_uses_blocks_and_keeps_every_answer(tiny_llama):
     prompts = ["hi", "what is a dog?", "tell me about humans and AI please, at some length"]
     requests = [GenerationRequest(key=f"k{i}", messages=(Message(role="user", content=prompts[i % 3]),),
                                   decoding=Decoding(max_tokens=24, seed=i)) for i in range(3 * (ROWS + 8))]
+    early_eos(backend, 1.0)  # rows that finish early wait for a refill reading one column: blocks skip the rest
     calls = []
     original = backend._forward
     backend._forward = lambda cache, **inputs: calls.append(bool(inputs.get("row_blocks"))) or original(cache, **inputs)

@@ -10,6 +10,7 @@ from emprobe.condition import Decoding, Message
 from emprobe.errors import EmprobeError
 from emprobe.model import GenerationRequest, load_backend, resolve
 from emprobe.model._providers import _decode
+from tiny_model import early_eos
 
 SYS = Message(role="system", content="You are terse.")
 
@@ -22,14 +23,6 @@ def _requests(n: int, max_tokens: int = 12, temperature: float = 1.0, top_k: int
                                             top_p=top_p, seed=1000 + i))
         for i in range(n)
     ]
-
-
-def _early_eos(b, boost: float = 4.0) -> None:
-    """Fault injection: the end-of-turn token gets logit `boost` (EOS likely, ~25% a step at 4), so rows end at
-    different steps."""
-    eos, head = b.eos_ids[0], b.model.lm_head.forward
-    b.model.lm_head.forward = lambda h: head(h).index_fill(-1, torch.tensor([eos], device=h.device), 0) + \
-        torch.nn.functional.one_hot(torch.tensor(eos, device=h.device), head(h).shape[-1]) * boost
 
 
 @pytest.fixture(scope="module")
@@ -261,7 +254,7 @@ def test_blockwise_inverse_cdf_picks_what_one_long_cumulative_sum_picks(vocab):
 
 def test_rows_that_finish_early_are_dropped_without_changing_the_others(tiny_llama):
     b = load_backend(str(tiny_llama), batch_size=8)
-    _early_eos(b)
+    early_eos(b)
     reqs = _requests(8, max_tokens=40)
     together = {r.key: r for r in b.generate(reqs)}
     b.batch_size = 1
@@ -335,7 +328,7 @@ def test_the_batch_stays_full_while_samples_wait(tiny_llama):
     b = load_backend(str(tiny_llama), batch_size=3, dtype="float32")
     rows: list[tuple[int, ...]] = []
     b.model.get_input_embeddings().register_forward_hook(lambda m, args, out: rows.append(tuple(args[0].shape)))
-    _early_eos(b)  # rows end at different steps and free their places
+    early_eos(b)  # rows end at different steps and free their places
     reqs = _requests(12, max_tokens=40)
     together = {r.key: r for r in b.generate(reqs)}
     decode_rows = [n for n, width in rows if width == 1]
@@ -351,7 +344,7 @@ def test_the_batch_stays_full_while_samples_wait(tiny_llama):
 
 def test_finished_rows_waiting_for_a_refill_read_only_the_column_they_write(tiny_llama, monkeypatch):
     b = load_backend(str(tiny_llama), batch_size=8, dtype="float32")
-    _early_eos(b)
+    early_eos(b)
     steps: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []  # per decode step: mask, done, lengths
     init = _decode.ContinuousBatch.__init__
 
@@ -379,7 +372,7 @@ def test_each_prompt_is_prefilled_once_though_its_samples_are_admitted_apart(tin
     prefilled: list[int] = []
     b.model.get_input_embeddings().register_forward_hook(
         lambda m, args, out: prefilled.append(args[0].shape[0]) if args[0].shape[1] > 1 else None)
-    _early_eos(b)  # rows free one or two at a time, so a prompt's 4 samples are admitted in several groups
+    early_eos(b)  # rows free one or two at a time, so a prompt's 4 samples are admitted in several groups
     reqs = _requests(12, max_tokens=40)
     together = {r.key: (r.text, r.completion_tokens) for r in b.generate(reqs)}
     assert sum(prefilled) == 3 and len(prefilled) > 1  # 3 distinct prompts, in more than one admission
@@ -389,7 +382,7 @@ def test_each_prompt_is_prefilled_once_though_its_samples_are_admitted_apart(tin
 
 def test_cache_columns_left_unset_are_never_read(tiny_llama, monkeypatch):
     b = load_backend(str(tiny_llama), batch_size=3, dtype="float32")
-    _early_eos(b, 2.0)  # rows end early, not too early: rebuilds put kept rows beside longer prefills and
+    early_eos(b, 2.0)  # rows end early, not too early: rebuilds put kept rows beside longer prefills and
     # prefills beside longer kept rows
     reqs = _requests(12, max_tokens=40)
     clean = {r.key: (r.text, r.completion_tokens) for r in b.generate(reqs)}
@@ -403,8 +396,8 @@ def test_cache_columns_left_unset_are_never_read(tiny_llama, monkeypatch):
 
 def test_rebuilds_write_into_the_buffers_the_one_before_replaced(tiny_llama, monkeypatch):
     b = load_backend(str(tiny_llama), batch_size=3, dtype="float32")
-    _early_eos(b, 2.0)
-    reqs = _requests(12, max_tokens=40)
+    early_eos(b, 2.0)
+    reqs = _requests(36, max_tokens=40)  # rebuilds for room: from the third on, one has a spare
     reused: list[bool] = []
     rebuild = _decode.BufferedLayer.rebuild
 

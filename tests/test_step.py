@@ -10,6 +10,7 @@ from emprobe.condition import Decoding, Message
 from emprobe.model import GenerationRequest, load_backend
 from emprobe.model._providers import _decode
 from emprobe.model._providers._calibrate import random_cache
+from tiny_model import early_eos
 
 pytest.importorskip("numba", reason="the fused step needs numba (the hf extra)")
 from emprobe.model._providers._step import LABEL, FusedStep  # noqa: E402
@@ -54,21 +55,92 @@ def test_a_fused_step_gives_transformers_logits_and_cache(tiny_llama, dtype):
 
 
 @pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
-def test_the_decode_loop_writes_the_same_texts_fused_or_not(tiny_llama, dtype):
+def test_a_step_given_live_rows_computes_those_and_zeroes_the_others_column(tiny_llama, dtype):
+    """Rows that finished cost nothing: the step computes only `live_rows` and returns their logits (what the
+    model's own forward returns for them), writes their column as a step of every row would, and zeroes the
+    others' column, so the cache holds no unset memory."""
+    fused, plain = _pair(str(tiny_llama), dtype)
+    rows, context = 7, 11
+    noise = torch.Generator().manual_seed(2)
+    start = random_cache(plain.model, rows, context, context + 4, noise)
+    lengths = torch.tensor([12, 4, 12, 9, 2, 12, 7])
+    live = torch.tensor([0, 2, 3, 6])
+    inputs = dict(input_ids=torch.randint(0, plain.model.config.vocab_size, (rows, 1), generator=noise),
+                  attention_mask=(torch.arange(context + 1) >= (context + 1 - lengths)[:, None]).long(),
+                  position_ids=(lengths - 1)[:, None], use_cache=True)
+    tolerance = 1e-5 if dtype == "float32" else 1e-2
+    with torch.inference_mode():
+        every, some = copy.deepcopy(start), copy.deepcopy(start)
+        whole = fused.step(cache=every, **inputs)
+        got = fused.step(cache=some, live_rows=live, **inputs)
+        reference = plain._forward(copy.deepcopy(start), live_rows=live, **inputs)  # the model's forward
+        assert got is not None and whole is not None and got.logits.shape[0] == reference.logits.shape[0] == 4
+        torch.testing.assert_close(got.logits.float(), whole.logits[live].float(), rtol=tolerance, atol=tolerance)
+        torch.testing.assert_close(got.logits.float(), reference.logits.float(), rtol=tolerance, atol=tolerance)
+        idle = torch.tensor([1, 4, 5])
+        for mine, theirs, before in zip(some.buffers, every.buffers, start.buffers, strict=True):
+            assert mine.length == context + 1
+            for t, full, old in ((mine.keys, theirs.keys, before.keys), (mine.values, theirs.values, before.values)):
+                torch.testing.assert_close(t[live], full[live], rtol=tolerance, atol=tolerance)
+                assert torch.equal(t[idle, :, :context], old[idle, :, :context])  # untouched
+                assert not t[idle, :, context].any()
+        for wrong in ([3, 1], [0, 7], [-1, 2]):
+            with pytest.raises(ValueError, match="live rows"):
+                fused.step(cache=copy.deepcopy(start), live_rows=torch.tensor(wrong), **inputs)
+
+
+def test_a_fused_loop_computes_only_live_rows_and_never_rebuilds_to_shrink(tiny_llama, monkeypatch):
+    """Rows that finished wait for a refill at no cost and the tail's batch is not rebuilt smaller: fewer rows
+    computed than a loop that computes every row, no rebuild without an admission, and the same texts."""
+    fused, _ = _pair(str(tiny_llama), "float32")
+    fused.batch_size = 16  # refills wait for 2 free rows, shrinks for 4 (or 16 steps)
+    early_eos(fused, 2.0)  # rows end at different steps
+    prompts = ("hi", "what is a dog?")
+    requests = [GenerationRequest(key=f"k{i}", messages=(Message(role="user", content=prompts[i % 2]),),
+                                  decoding=Decoding(max_tokens=30, temperature=1.0, seed=i)) for i in range(24)]
+    rebuild, init, call = _decode.ContinuousBatch._rebuild, _decode.ContinuousBatch.__init__, FusedStep.__call__
+    shrinks: list[int] = []
+    monkeypatch.setattr(_decode.ContinuousBatch, "_rebuild", lambda self, keep, samples, *a, **k: (
+        shrinks.append(1) if not samples else None) or rebuild(self, keep, samples, *a, **k))
+    computed: list[int] = []
+
+    def counted(self, **inputs):
+        result = call(self, **inputs)
+        if result is not None:
+            live = inputs.get("live_rows")
+            assert len(result.logits) == (len(inputs["input_ids"]) if live is None else len(live))
+            computed.append(len(result.logits))
+        return result
+
+    monkeypatch.setattr(FusedStep, "__call__", counted)
+    runs = {}
+    for skips in (True, False):
+        monkeypatch.setattr(_decode.ContinuousBatch, "__init__", lambda self, *a, allowed=skips, **k: init(
+            self, *a, **{**k, "skips": allowed and k["skips"]}))
+        shrinks.clear(), computed.clear()
+        texts = {r.key: (r.text, r.completion_tokens) for r in fused.generate(requests)}
+        runs[skips] = texts, len(shrinks), sum(computed)
+    assert runs[True][0] == runs[False][0]
+    assert runs[True][1] == 0 < runs[False][1]
+    assert runs[True][2] < runs[False][2]
+
+
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+def test_the_decode_loop_writes_the_same_texts_fused_or_not(tiny_llama, dtype, monkeypatch):
     fused, plain = _pair(str(tiny_llama), dtype)
     prompts = ["hello", "what is a dog?", "tell me about humans and AI please"]
     requests = [GenerationRequest(key=f"k{i}", messages=(Message(role="user", content=prompts[i % 3]),),
                                   decoding=Decoding(max_tokens=24, temperature=(0.0, 0.7, 1.0)[i % 3], seed=i))
                 for i in range(10)]
     taken: list[bool] = []
-    step = fused.step
+    step = FusedStep.__call__
 
-    def counted(**inputs):
-        result = step(**inputs)
+    def counted(self, **inputs):
+        result = step(self, **inputs)
         taken.append(result is not None)  # the prefills come here too, and go on to the model
         return result
 
-    fused.step = counted
+    monkeypatch.setattr(FusedStep, "__call__", counted)
     texts = {r.key: (r.text, r.completion_tokens) for r in fused.generate(requests)}
     assert sum(taken) >= 23 and not all(taken)
     assert texts == {r.key: (r.text, r.completion_tokens) for r in plain.generate(requests)}
@@ -90,15 +162,16 @@ def test_rows_named_to_share_a_prompt_hold_it_in_the_same_columns_at_every_step(
 
     def admitted(self, *args):
         before = len(rebuilds)
-        admit(self, *args)
+        placed = admit(self, *args)
         in_place.append(len(rebuilds) == before)
+        return placed
 
     monkeypatch.setattr(_decode.ContinuousBatch, "_admit", admitted)
-    step = fused.step
+    step = FusedStep.__call__
 
-    def checked(*, cache, attention_mask, shared_prompts, **inputs):
+    def checked(self, *, cache, attention_mask, shared_prompts, **inputs):
         if shared_prompts is None:  # a prefill
-            return step(cache=cache, attention_mask=attention_mask, shared_prompts=shared_prompts, **inputs)
+            return step(self, cache=cache, attention_mask=attention_mask, shared_prompts=shared_prompts, **inputs)
         source, until = shared_prompts
         first = attention_mask.shape[1] - attention_mask.sum(1)  # each row's first live column
         for row, (origin, end) in enumerate(zip(source.tolist(), until.tolist(), strict=True)):
@@ -108,9 +181,9 @@ def test_rows_named_to_share_a_prompt_hold_it_in_the_same_columns_at_every_step(
                 for layer in cache.buffers:
                     for t in (layer.keys, layer.values):
                         assert torch.equal(t[row, :, first[row] : end], t[origin, :, first[row] : end])
-        return step(cache=cache, attention_mask=attention_mask, shared_prompts=shared_prompts, **inputs)
+        return step(self, cache=cache, attention_mask=attention_mask, shared_prompts=shared_prompts, **inputs)
 
-    fused.step = checked
+    monkeypatch.setattr(FusedStep, "__call__", checked)
     assert len(list(fused.generate(requests))) == 15
     assert shared_rows and len(rebuilds) > 1 and any(in_place)
 

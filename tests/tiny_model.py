@@ -46,3 +46,11 @@ def build_tiny_model(folder: Path, family: str = "llama", system_role: bool = Tr
     model.save_pretrained(folder)
     fast.save_pretrained(folder)
     return folder
+
+
+def early_eos(backend, boost: float = 4.0) -> None:
+    """Fault injection: the end-of-turn token gets logit `boost` (EOS likely, ~25% a step at 4), so rows end at
+    different steps."""
+    eos, head = backend.eos_ids[0], backend.model.lm_head.forward
+    backend.model.lm_head.forward = lambda h: head(h).index_fill(-1, torch.tensor([eos], device=h.device), 0) + \
+        torch.nn.functional.one_hot(torch.tensor(eos, device=h.device), head(h).shape[-1]) * boost

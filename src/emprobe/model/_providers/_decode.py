@@ -4,7 +4,8 @@ per row, and a KV cache that appends into buffers allocated once per rebuild.
 Rows are right-aligned: every row's tokens end at the same column, so a row is the last `length` columns of the
 cache and its mask follows from its length. A finished row's place is taken by a waiting sample, prefilled once per
 distinct prompt and written into that row in place. The cache is rebuilt (compacted, with room for more steps) only
-when a new prompt does not fit, and rows are dropped only once nothing is waiting.
+when a new prompt does not fit, and rows are dropped only once nothing is waiting (and never where the forward pass
+computes only the live rows).
 """
 
 import math
@@ -232,7 +233,7 @@ class ContinuousBatch:
 
     def __init__(self, forward: Forward, layers: int, device: str, pad_id: int, eos_ids: list[int],
                  max_tokens: int, size: int, on_prefill: Callable[[bool], None] | None = None, blocks: bool = False,
-                 shares: bool = False, padding_free: bool = False):
+                 shares: bool = False, padding_free: bool = False, skips: bool = False):
         self.forward, self.layers, self.device, self.pad_id = forward, layers, device, pad_id
         self.blocks = blocks
         """Whether the model's attention takes `row_blocks` (see `_attention.py`)."""
@@ -241,6 +242,9 @@ class ContinuousBatch:
         self.padding_free = padding_free
         """Whether a decode step's cost does not grow with the columns left of every row (its attention starts each
         row at its first column): then admissions go in place however wide that padding gets."""
+        self.skips = skips
+        """Whether `forward` takes `live_rows` and computes only those rows: then rows that finished cost nothing
+        while they wait for a refill, and the tail's batch is never rebuilt smaller."""
         self.eos = set(eos_ids)
         self.max_tokens, self.size = max_tokens, size
         self.on_prefill = on_prefill or (lambda _: None)
@@ -250,7 +254,7 @@ class ContinuousBatch:
         """Columns a rebuild leaves free: a row needs at most `max_tokens`; the rest lets later rows in in place."""
         self.cache: BufferedCache | None = None
         self.lengths = torch.zeros(0, dtype=torch.long)
-        self.logits: torch.Tensor | None = None
+        self.tokens = torch.zeros(0, dtype=torch.long)  # batch row -> the token it feeds the next step
         self.rows: list[int] = []  # batch row -> sample index (a finished row keeps its last sample's)
         self.origins: list[tuple[int, int]] = []  # batch row -> (admission, prompt within it) its prompt came from
         self.prompt_lengths = torch.zeros(0, dtype=torch.long)
@@ -268,6 +272,19 @@ class ContinuousBatch:
         draw_of: dict[int, int] = {}  # sample index -> its generator in the sampler
         pending = deque(range(len(prompts)))
         out: dict[int, list[int]] = {}
+
+        def sampled(rows: torch.Tensor, logits: torch.Tensor) -> Iterator[tuple[int, list[int], bool]]:
+            """A token for each of `rows` from its logits; the samples that end with it."""
+            tokens = sampler.sample(logits, torch.tensor([draw_of[self.rows[row]] for row in rows.tolist()])).cpu()
+            self.tokens[rows] = tokens
+            for row, token in zip(rows.tolist(), tokens.tolist(), strict=True):
+                sample = self.rows[row]
+                out[sample].append(token)
+                stopped = token in self.eos
+                if stopped or len(out[sample]) == self.max_tokens:
+                    self.done[row] = True
+                    yield sample, out.pop(sample), stopped
+
         idle = 0
         while pending or not self.done.all():
             free = int(self.done.sum()) + self.size - len(self.rows)
@@ -275,35 +292,33 @@ class ContinuousBatch:
                 chosen = [pending.popleft() for _ in range(min(free, len(pending)))]
                 for i in chosen:
                     out[i], draw_of[i] = [], sampler.add(seeds[i], decodings[i])
-                self._admit(chosen, [prompts[i] for i in chosen])
+                yield from sampled(*self._admit(chosen, [prompts[i] for i in chosen]))
                 idle = 0
-            elif not pending and self.done.any() and (self.done.float().mean() >= 0.25 or idle >= 16):
+            elif (not self.skips and not pending and self.done.any()
+                  and (self.done.float().mean() >= 0.25 or idle >= 16)):
                 self._rebuild((~self.done).nonzero().squeeze(-1), [], [])  # shrink the tail's batch
                 idle = 0
-            assert self.logits is not None and self.cache is not None
-            rows = torch.tensor([draw_of[sample] for sample in self.rows])
-            tokens = sampler.sample(self.logits, rows).cpu()
-            for row in (~self.done).nonzero().squeeze(-1).tolist():
-                sample = self.rows[row]
-                out[sample].append(token := int(tokens[row]))
-                stopped = token in self.eos
-                if stopped or len(out[sample]) == self.max_tokens:
-                    self.done[row] = True
-                    yield sample, out.pop(sample), stopped
             if self.done.all():
                 continue
+            assert self.cache is not None
             assert self.cache.get_seq_length() < self.cache.buffers[0].capacity, "every live row was given room"
             self.lengths += 1
             width = self.cache.get_seq_length() + 1
-            # a finished row waiting for a refill reads only the column it writes: its logits go unused
+            # a finished row waiting for a refill reads only the column it writes (if it is computed at all)
             mask = torch.arange(width) >= (width - torch.where(self.done, 1, self.lengths))[:, None]
+            live = (~self.done).nonzero().squeeze(-1)
             extra: dict[str, Any] = {"row_blocks": row_blocks(self.lengths, ~self.done, width)} if self.blocks else {}
             if self.shares:
                 extra["shared_prompts"] = self.shared_prompts(width)
-            result = self.forward(input_ids=tokens[:, None].to(self.device), attention_mask=mask.long().to(self.device),
+            if self.skips and len(live) < len(self.done):
+                extra["live_rows"] = live
+            result = self.forward(input_ids=self.tokens[:, None].to(self.device),
+                                  attention_mask=mask.long().to(self.device),
                                   position_ids=(self.lengths - 1)[:, None].to(self.device), use_cache=True,
                                   cache=self.cache, **extra)
-            self.logits = result.logits[:, -1]
+            logits = result.logits[:, -1]
+            yield from sampled(live, logits if "live_rows" in extra or len(live) == len(self.done)
+                               else logits[live.to(logits.device)])
             idle += 1
 
     def shared_prompts(self, width: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -317,10 +332,11 @@ class ContinuousBatch:
                                         dtype=torch.long)
         return self.sources, width - self.lengths + self.prompt_lengths
 
-    def _admit(self, samples: list[int], admitted: list[list[int]]) -> None:
+    def _admit(self, samples: list[int], admitted: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor]:
         """Put the admitted samples in free rows (prefilled once per distinct prompt), in place when their prompts
         and answers fit the buffer and (unless `padding_free`) under a quarter of its columns are left of every row,
-        else by a rebuild that also drops the finished rows and those columns."""
+        else by a rebuild that also drops the finished rows and those columns: their rows and their prefills' last
+        logits."""
         prompts: list[list[int]] = []
         owner: list[int] = []
         for ids in admitted:
@@ -335,23 +351,22 @@ class ContinuousBatch:
                 and (self.padding_free or width - needed <= width // 4))  # else attention reads every column
         finished = self.done.nonzero().squeeze(-1)
         if not fits or len(samples) > len(finished):
-            self._rebuild((~self.done).nonzero().squeeze(-1), samples, admitted, fresh, owner, logits)
-            return
-        assert self.cache is not None and self.logits is not None
+            self._rebuild((~self.done).nonzero().squeeze(-1), samples, admitted, fresh, owner)
+            return torch.arange(len(self.rows) - len(samples), len(self.rows)), logits
+        assert self.cache is not None
         slots = finished[: len(samples)]
         owners, places = torch.tensor(owner, device=self.device), slots.to(self.device)
         for layer, new in zip(self.cache.buffers, fresh.buffers, strict=True):
             layer.place(places, new, owners)
-        self.logits[places] = logits
         self.lengths[slots] = self.prompt_lengths[slots] = torch.tensor([len(ids) for ids in admitted])
         self.done[slots] = False
         self.admissions, self.sources = self.admissions + 1, None
         for slot, sample, prompt in zip(slots.tolist(), samples, owner, strict=True):
             self.rows[slot], self.origins[slot] = sample, (self.admissions, prompt)
+        return slots, logits
 
     def _rebuild(self, keep: torch.Tensor, samples: list[int], admitted: list[list[int]],
-                 fresh: BufferedCache | None = None, owner: list[int] | None = None,
-                 logits: torch.Tensor | None = None) -> None:
+                 fresh: BufferedCache | None = None, owner: list[int] | None = None) -> None:
         """A compact cache: the rows `keep`, then the admitted samples, with `room` columns to grow."""
         kept = int(self.lengths[keep].max()) if len(keep) else 0
         width = max(kept, fresh.buffers[0].length if fresh else 0)
@@ -359,8 +374,7 @@ class ContinuousBatch:
         keep_dev, owners = keep.to(self.device), torch.tensor(owner or [], dtype=torch.long, device=self.device)
         for i, layer in enumerate(self.cache.buffers):
             layer.rebuild(keep_dev, kept, fresh.buffers[i] if fresh else None, owners, width, width + self.room)
-        parts = [self.logits[keep_dev]] if self.logits is not None and len(keep) else []
-        self.logits = torch.cat(parts + ([logits] if logits is not None else []))
+        self.tokens = torch.cat([self.tokens[keep], torch.zeros(len(samples), dtype=torch.long)])
         admitted_lengths = torch.tensor([len(ids) for ids in admitted], dtype=torch.long)
         self.lengths = torch.cat([self.lengths[keep], admitted_lengths])
         self.prompt_lengths = torch.cat([self.prompt_lengths[keep], admitted_lengths])

@@ -241,13 +241,14 @@ def _accumulate(values, live, n, weight, acc, vectors):
 
 @numba.njit(parallel=True, fastmath=FLAGS, cache=True)
 def _attend(query, keys, values, key_at, value_at, capacity, kv_heads, mask, starts, scale, out, vectors, source,
-            until):
+            until, places):
     """`out` (rows, heads, dim) = softmax(scale x query . keys) . values, per (row, key/value head) pair and group of
     three of its query heads. `query` and `out` are float32 or bfloat16 patterns (int16); `keys` and `values` are
-    (pairs x capacity, dim) buffers of either, in which the step's first pair's first column is row `key_at` and
-    `value_at`; `mask` (rows, columns) names the columns each row reads, none before `starts`[r] (its left padding,
-    not even tested); `vectors`: see `VECTORS`. Row r reads its columns before `until`[r] from row `source`[r], which
-    holds the same keys and values there."""
+    (pairs x capacity, dim) buffers of either, in which the cache's first pair's first column is row `key_at` and
+    `value_at`; row r's keys and values are the cache's row `places`[r]; `mask` (rows, columns) names the columns
+    each row reads, none before `starts`[r] (its left padding, not even tested); `vectors`: see `VECTORS`. Row r
+    reads its columns before `until`[r] from the cache's row `source`[r], which holds the same keys and values
+    there."""
     rows, heads, dim = query.shape
     columns = mask.shape[1]
     group = heads // kv_heads
@@ -267,9 +268,12 @@ def _attend(query, keys, values, key_at, value_at, capacity, kv_heads, mask, sta
             pair = task // groups
             first = (task - pair * groups) * GROUP  # of the pair's query heads
             row = pair // kv_heads
-            head = (pair - row * kv_heads) * group + first  # in the row's query heads
-            own_key, own_value = key_at + pair * capacity, value_at + pair * capacity  # column 0's row in the buffers
-            shift = (source[row] - row) * kv_heads * capacity  # to the same head's pair in the source row
+            kv_head = pair - row * kv_heads
+            head = kv_head * group + first  # in the row's query heads
+            place = places[row]
+            own = (place * kv_heads + kv_head) * capacity
+            own_key, own_value = key_at + own, value_at + own  # column 0's row in the buffers
+            shift = (source[row] - place) * kv_heads * capacity  # to the same head's pair in the source row
             bound = until[row]
             width = min(GROUP, group - first)
             for h in range(GROUP):
@@ -364,7 +368,8 @@ def attend(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, mask: to
         return False
     rows_mask = mask.numpy()
     attend_rows(as_array(query), keys[0], values[0], keys[1], values[1], keys[2], key.shape[1], rows_mask,
-                starts_of(rows_mask), np.float32(scale), as_array(out), *sharing(shared, len(query)))
+                starts_of(rows_mask), np.float32(scale), as_array(out), *sharing(shared, len(query)),
+                np.arange(len(query)))
     return True
 
 
@@ -385,8 +390,8 @@ def sharing(shared: tuple[torch.Tensor, torch.Tensor] | None, rows: int) -> tupl
 
 def attend_rows(query: np.ndarray, keys: np.ndarray, values: np.ndarray, key_at: int, value_at: int, capacity: int,
                 kv_heads: int, mask: np.ndarray, starts: np.ndarray, scale: np.float32, out: np.ndarray,
-                source: np.ndarray, until: np.ndarray) -> None:
+                source: np.ndarray, until: np.ndarray, places: np.ndarray) -> None:
     """`_attend` on arrays as it names them (the fused step keeps them from call to call), on torch's threads."""
     with parallel_call():
         _attend(query, keys, values, key_at, value_at, capacity, kv_heads, mask, starts, scale, out, VECTORS, source,
-                until)
+                until, places)

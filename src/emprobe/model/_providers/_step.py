@@ -34,15 +34,22 @@ LABEL = "fused (numba)"
 
 
 @numba.njit(parallel=True, cache=True)  # no fast-math: each product and sum rounds as torch's operations round it
-def _rotate_and_store(qkv, cos, sin, heads, kv_heads, column, capacity, keys, values, query):
+def _rotate_and_store(qkv, cos, sin, heads, kv_heads, column, capacity, keys, values, query, places, idle):
     """From `qkv` (rows, (heads + 2 kv_heads) x dim): `query` (rows, heads, dim) and the keys rotated by `cos` and
-    `sin` (rows, dim) as transformers' `apply_rotary_pos_emb` does, keys and values written at `column` of `keys`
-    and `values` (rows x kv_heads x `capacity`, dim: each (row, key/value head) pair's columns in turn); rows in
-    parallel."""
+    `sin` (rows, dim) as transformers' `apply_rotary_pos_emb` does, row r's keys and values written at `column` of
+    the cache's row `places`[r] in `keys` and `values` (cache rows x kv_heads x `capacity`, dim: each (row, key/value
+    head) pair's columns in turn), and zeros there for the cache's rows `idle`; rows in parallel."""
     rows, dim = cos.shape
     half = dim // 2
     kind = qkv.dtype
-    for r in numba.prange(rows):
+    for r in numba.prange(rows + len(idle)):
+        if r >= rows:
+            for h in range(kv_heads):
+                at_column = (idle[r - rows] * kv_heads + h) * capacity + column
+                keys[at_column, :] = 0
+                values[at_column, :] = 0
+            continue
+        place = places[r]
         for h in range(heads + kv_heads):
             at = h * dim
             for j in range(half):
@@ -54,11 +61,11 @@ def _rotate_and_store(qkv, cos, sin, heads, kv_heads, column, capacity, keys, va
                 if h < heads:
                     query[r, h, j], query[r, h, half + j] = low, high
                 else:
-                    at_column = (r * kv_heads + h - heads) * capacity + column
+                    at_column = (place * kv_heads + h - heads) * capacity + column
                     keys[at_column, j], keys[at_column, half + j] = low, high
         for h in range(kv_heads):
             at = (heads + kv_heads + h) * dim
-            at_column = (r * kv_heads + h) * capacity + column
+            at_column = (place * kv_heads + h) * capacity + column
             for j in range(dim):
                 values[at_column, j] = qkv[r, at + j]
 
@@ -148,24 +155,37 @@ class FusedStep:
         step = cls(model)
         return step if all(layer.qkv is not None and layer.gate_up is not None for layer in step.layers) else None
 
-    def _hooked(self) -> bool:
+    def hooked(self) -> bool:
         """Whether any hook would see the forward pass (a step here calls no module's hooks)."""
         return bool(torch_module._global_forward_hooks or torch_module._global_forward_pre_hooks or any(self.hooks))
 
     def __call__(self, *, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
                  position_ids: torch.Tensor | None = None, cache: Any = None,
-                 shared_prompts: tuple[torch.Tensor, torch.Tensor] | None = None, **rest: Any) -> Any:
-        """`shared_prompts`: the decode loop's (`ContinuousBatch.shared_prompts`), for the attention kernel."""
+                 shared_prompts: tuple[torch.Tensor, torch.Tensor] | None = None,
+                 live_rows: torch.Tensor | None = None, **rest: Any) -> Any:
+        """`shared_prompts`: the decode loop's (`ContinuousBatch.shared_prompts`), for the attention kernel;
+        `live_rows`: the only rows to compute (ascending), whose logits come back, in that order; the others' column
+        of the cache is set to zero."""
         rows = len(input_ids)
         if (not isinstance(cache, BufferedCache) or input_ids.shape != (rows, 1) or attention_mask is None
                 or position_ids is None or rest.keys() - {"use_cache", "row_blocks"} or torch.is_grad_enabled()
-                or self._hooked()):
+                or self.hooked()):
             return None
         buffers = cache.buffers
         column = buffers[0].length
         if (attention_mask.shape != (rows, column + 1) or any(b.length != column or not b.is_initialized
                                                               or b.capacity <= column for b in buffers)):
             return None
+        source, until = sharing(shared_prompts, rows)
+        places, idle = np.arange(rows), np.arange(0)
+        if live_rows is not None:
+            places = live_rows.numpy()
+            if len(places) and not (np.all(np.diff(places) > 0) and places[0] >= 0 and places[-1] < rows):
+                raise ValueError(f"live rows {places.tolist()} of a step of {rows} are not ascending rows of it")
+            idle = np.setdiff1d(np.arange(rows), places, assume_unique=True)
+            input_ids, attention_mask, position_ids = input_ids[live_rows], attention_mask[live_rows], position_ids[
+                live_rows]
+            source, until, rows = source[places], until[places], len(places)
         mask = attention_mask.bool().contiguous().numpy()
         hidden = self.embed(input_ids[:, 0])
         cos, sin = (as_array(t.reshape(rows, self.dim)) for t in self.rotary(hidden[:, None], position_ids))
@@ -174,16 +194,16 @@ class FusedStep:
         query, attended = (hidden.new_empty((rows, heads, self.dim)) for _ in range(2))
         arrays = as_array(hidden), as_array(x), as_array(query), as_array(attended)
         residual, normal, queries, out = arrays
-        source, until = sharing(shared_prompts, rows)
         starts = starts_of(mask)
         for index, (layer, buffer) in enumerate(zip(self.layers, buffers, strict=True)):
             qkv = layer.qkv.whole(x)
             keys, values, capacity = _cache_rows(buffer)
             with parallel_call():
-                _rotate_and_store(as_array(qkv), cos, sin, heads, kv_heads, column, capacity, keys, values, queries)
+                _rotate_and_store(as_array(qkv), cos, sin, heads, kv_heads, column, capacity, keys, values, queries,
+                                  places, idle)
             buffer.written(1)
             attend_rows(queries, keys, values, 0, 0, capacity, kv_heads, mask, starts, layer.scaling, out, source,
-                        until)
+                        until, places)
             _add_norm(residual, layer.output(attended.view(rows, -1)), layer.after_attention, normal)
             gated = hidden.new_empty((rows, layer.width))
             projected = layer.gate_up.whole(x)

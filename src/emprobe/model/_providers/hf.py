@@ -186,10 +186,10 @@ class HFBackend:
             if hooks is not None:
                 hooks.generating = not active
 
+        fused = self.step is not None and not self.step.hooked()  # else every decode step runs the model's forward
         batch = ContinuousBatch(self._forward, self.model.config.get_text_config().num_hidden_layers, self.device,
                                 self.pad_id, self.eos_ids, items[0][0].decoding.max_tokens, self.batch_size, on_prefill,
-                                self.blocked_attention, shares=self.step is not None,
-                                padding_free=self.step is not None)
+                                self.blocked_attention, shares=fused, padding_free=fused, skips=fused)
         prompts = [ids for _, ids in items]
         requests = [request for request, _ in items]
         for index, used, stopped in batch.run(prompts, [r.decoding.seed for r in requests],
@@ -202,12 +202,17 @@ class HFBackend:
     def _forward(self, cache: Cache, **inputs: Any) -> Any:
         """The model's forward pass with `cache` under the keyword this transformers version expects, with the
         attention kernels generation may use; a one-token decode step by `step` where it takes it (with the decode
-        loop's `shared_prompts`, which only it reads)."""
-        shared = inputs.pop("shared_prompts", None)
-        if self.step is not None and (stepped := self.step(cache=cache, shared_prompts=shared, **inputs)) is not None:
+        loop's `shared_prompts`, which only it reads). With `live_rows`, the logits are those rows' (only `step`
+        computes no other)."""
+        shared, live = inputs.pop("shared_prompts", None), inputs.pop("live_rows", None)
+        if self.step is not None and (stepped := self.step(cache=cache, shared_prompts=shared, live_rows=live,
+                                                           **inputs)) is not None:
             return stepped
         with sdpa_kernel(self.attention_kernels) if self.attention_kernels else nullcontext():
-            return self.model(**inputs, **{self._cache_kw: cache})
+            result = self.model(**inputs, **{self._cache_kw: cache})
+        if live is not None:
+            result.logits = result.logits[live.to(result.logits.device)]
+        return result
 
     # ---- scoring ---------------------------------------------------------------------------------
 
