@@ -250,3 +250,22 @@ def test_a_fused_loop_admits_in_place_however_wide_the_left_padding(tiny_llama, 
         runs[padding_free] = {r.key: (r.text, r.completion_tokens) for r in fused.generate(requests)}, len(rebuilds)
     assert runs[True][0] == runs[False][0]
     assert 1 < runs[True][1] < runs[False][1]
+
+
+def test_while_a_module_has_hooks_the_loop_neither_skips_rows_nor_leaves_padding(tiny_llama, monkeypatch):
+    """Under hooks (steering, capture) the step declines and transformers' forward reads every row and column, so
+    the loop passes no live rows, shrinks its tail and rebuilds when padding grows, as for any model."""
+    fused, _ = _pair(str(tiny_llama), "float32")
+    init = _decode.ContinuousBatch.__init__
+    flags: list[tuple[bool, bool, bool]] = []
+    monkeypatch.setattr(_decode.ContinuousBatch, "__init__", lambda self, *a, **k: flags.append(
+        (k["skips"], k["shares"], k["padding_free"])) or init(self, *a, **k))
+    requests = [GenerationRequest(key="k", messages=(Message(role="user", content="hi"),),
+                                  decoding=Decoding(max_tokens=4, seed=1))]
+    list(fused.generate(requests))
+    handle = fused.model.model.layers[0].register_forward_hook(lambda m, args, out: None)
+    try:
+        list(fused.generate(requests))
+    finally:
+        handle.remove()
+    assert flags == [(True, True, True), (False, False, False)]
