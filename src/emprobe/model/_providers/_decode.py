@@ -316,9 +316,8 @@ class ContinuousBatch:
                                   attention_mask=mask.long().to(self.device),
                                   position_ids=(self.lengths - 1)[:, None].to(self.device), use_cache=True,
                                   cache=self.cache, **extra)
-            logits = result.logits[:, -1]
-            yield from sampled(live, logits if "live_rows" in extra or len(live) == len(self.done)
-                               else logits[live.to(logits.device)])
+            logits = result.logits[:, -1]  # the live rows' where `live_rows` was passed, else every row's
+            yield from sampled(live, logits if len(logits) == len(live) else logits[live.to(logits.device)])
             idle += 1
 
     def shared_prompts(self, width: int) -> tuple[torch.Tensor, torch.Tensor]:

@@ -186,10 +186,10 @@ class HFBackend:
             if hooks is not None:
                 hooks.generating = not active
 
-        fused = self.step is not None and not self.step.hooked()  # else every decode step runs the model's forward
+        fused = self.step is not None and not self.step.hooked()  # else the model's forward, which reads blocks
         batch = ContinuousBatch(self._forward, self.model.config.get_text_config().num_hidden_layers, self.device,
                                 self.pad_id, self.eos_ids, items[0][0].decoding.max_tokens, self.batch_size, on_prefill,
-                                self.blocked_attention, shares=fused, padding_free=fused, skips=fused)
+                                self.blocked_attention and not fused, shares=fused, padding_free=fused, skips=fused)
         prompts = [ids for _, ids in items]
         requests = [request for request, _ in items]
         for index, used, stopped in batch.run(prompts, [r.decoding.seed for r in requests],
