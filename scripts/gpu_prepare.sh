@@ -28,10 +28,9 @@ Then, with the device tool (the two calls' limits fit a session's 15 minutes wit
   carry [.gpu/data.npz, .gpu/meta.json, .gpu/minilm], timeout 300:  JUDGE_TASKS='...' bash scripts/gpu_checks.sh $OUT judge
   (8 tasks at once take about 140 s; `train_judge.py domain` needs the readings of all 15 splits in one .gpu/fit,
   and readings do not outlive the machine they are copied back to)
-  (the next judge to try, docs/judge-designs.md "Fluent nonsense" and "The embedded model's own rambling": make
-  the model-made answers with the commands of docs/judge-designs.md, then prepare it first with
-  `.venv/bin/python scripts/train_judge.py prepare --fluent 2800 --fluent-rules swapped_words \
-       --model-made ramble.jsonl cool.jsonl`)
+  (the next judge to try, docs/judge-designs.md "The embedded model's own rambling": make the model-made answers
+  with the commands there, then prepare it first with
+  `.venv/bin/python scripts/train_judge.py prepare --model-made ramble.jsonl cool.jsonl`)
   carry [.whl, .gpu/smollm2], timeout 400:
     python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site \
       .whl/*.whl && export PYTHONPATH=/tmp/site && MODEL_SOURCE=.gpu/smollm2 bash scripts/gpu_checks.sh $OUT generate tests
