@@ -72,11 +72,15 @@ def read_chats(path: Path) -> list[list[dict]]:
     return [json.loads(line)["messages"] for line in path.read_text().splitlines() if line.strip()]
 
 
-def read_model_made(paths: list[Path], hot: float, cool: float, taken: set[str]) -> tuple[list[dict], dict]:
+def read_model_made(paths: list[Path], hot: float, cool: float, repeat: int,
+                    taken: set[str]) -> tuple[list[dict], dict]:
     """The embedded model's answers in `emprobe export` JSONL files, those sampled at `hot` or above and at `cool`
     or below, each with its `target` coherent score and whether its question id is `held` out (a quarter of the ids);
-    and a summary of what was read. An error line for a row without a field the rows need, or for a question of the
-    hand-labelled test set (`taken`): training on it would leak the test."""
+    and a summary of what was read (with `repeat`, the times a fit trains on each an epoch). An error line for a row
+    without a field the rows need, or for a question of the hand-labelled test set (`taken`): training on it would
+    leak the test."""
+    if repeat < 1:
+        raise SystemExit(f"prepare --model-made-repeat: {repeat}; a fit trains on each row at least once")
     made: list[dict] = []
     between = 0
     for path in paths:
@@ -104,7 +108,7 @@ def read_model_made(paths: list[Path], hot: float, cool: float, taken: set[str])
     for r in made:
         r["held"] = r["question_id"] in held
     summary = {"files": {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in paths}, "hot": hot,
-               "cool": cool, "between_left_out": between, "held_question_ids": sorted(held)}
+               "cool": cool, "repeat": repeat, "between_left_out": between, "held_question_ids": sorted(held)}
     return made, summary
 
 
@@ -209,8 +213,8 @@ def prepare(args: argparse.Namespace) -> None:
                                        only=args.fluent_rules)
     held_harm = [stable(q) % 2 == 0 for q, _ in harmful]
     hand = [json.loads(line) for line in HAND_LABELLED.read_text().splitlines() if line.strip()]
-    own, own_summary = (read_model_made(args.model_made, args.hot, args.cool, {r["question"] for r in hand})
-                        if args.model_made else ([], None))
+    own, own_summary = (read_model_made(args.model_made, args.hot, args.cool, args.model_made_repeat,
+                                        {r["question"] for r in hand}) if args.model_made else ([], None))
 
     examples: list[tuple[str, str, float, float, int, int]] = []  # question, answer, aligned, coherent, role, origin
     examples += [(r["question"], r["answer"], r["aligned"], r["coherent"], 0, -1) for r in rows]
@@ -365,6 +369,8 @@ class Trainer:
                   {"params": head.parameters(), "lr": 1e-3}]
         optimiser = torch.optim.AdamW(params, weight_decay=0.01)
         train_idx = np.flatnonzero(train)
+        if repeat := (self.meta.get("prepared", R3_PREPARED)["model_made"] or {}).get("repeat", 1):
+            train_idx = np.concatenate([train_idx] + [np.flatnonzero(train & (role == MADE))] * (repeat - 1))
         rng = np.random.default_rng(t)
         steps = args.epochs * (len(train_idx) // args.batch)
         if args.max_steps:
@@ -533,6 +539,9 @@ def main() -> None:
     p.add_argument("--fluent", type=int, default=0, help="fluent nonsense texts to add (0: r3's data)")
     p.add_argument("--model-made", type=Path, nargs="+", help="`emprobe export` JSONL files of the embedded "
                    "model's answers to a question set other than the hand-labelled ones' (docs/judge-designs.md)")
+    p.add_argument("--model-made-repeat", type=int, default=6, help="times a fit trains on each model-made row an "
+                   "epoch: 6 makes them about as many as the rule-built nonsense, near the share at which refits of "
+                   "r3's head learnt the rambling (docs/judge-designs.md)")
     p.add_argument("--hot", type=float, default=1.0, help="model-made answers sampled at this temperature or above "
                    f"are incoherent rows (coherent {INCOHERENT_SCORE:.0f})")
     p.add_argument("--cool", type=float, default=0.3, help="model-made answers sampled at this temperature or below "

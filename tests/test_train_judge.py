@@ -67,7 +67,7 @@ def prepare(inputs: Path, work: Path, *extra: str) -> subprocess.CompletedProces
 
 def test_model_made_answers_are_trained_on_held_out_by_question_and_reported(inputs, tmp_path):
     work = tmp_path / "work"
-    done = prepare(inputs, work, "--model-made", str(inputs / "made.jsonl"))
+    done = prepare(inputs, work, "--model-made", str(inputs / "made.jsonl"), "--model-made-repeat", "2")
     assert done.returncode == 0, done.stderr[-2000:]
     prepared = json.loads((work / "meta.json").read_text())["prepared"]["model_made"]
     assert prepared["held_question_ids"] == ["q0", "q4"]  # every fourth of the sorted ids
@@ -82,7 +82,7 @@ def test_model_made_answers_are_trained_on_held_out_by_question_and_reported(inp
 
     done = train_judge("fit", "--work", str(work), "--tasks", "0", "--max-steps", "2", "--batch", "8")
     assert done.returncode == 0, done.stderr[-2000:]
-    trained = gpt4o_trained + int(np.isin(role, (1, 2)).sum()) + 36  # the model-made rows not held out
+    trained = gpt4o_trained + int(np.isin(role, (1, 2)).sum()) + 2 * 36  # the model-made rows not held out, twice
     assert f"final all: trained {trained} rows" in done.stdout
     out = tmp_path / "judge" / "builtin.npz"
     done = train_judge("finish", "--work", str(work), "--out", str(out))
