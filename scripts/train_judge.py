@@ -369,8 +369,8 @@ class Trainer:
                   {"params": head.parameters(), "lr": 1e-3}]
         optimiser = torch.optim.AdamW(params, weight_decay=0.01)
         train_idx = np.flatnonzero(train)
-        if repeat := (self.meta.get("prepared", R3_PREPARED)["model_made"] or {}).get("repeat", 1):
-            train_idx = np.concatenate([train_idx] + [np.flatnonzero(train & (role == MADE))] * (repeat - 1))
+        repeat = (self.meta.get("prepared", R3_PREPARED)["model_made"] or {}).get("repeat", 1)
+        train_idx = np.concatenate([train_idx] + [np.flatnonzero(train & (role == MADE))] * (repeat - 1))
         rng = np.random.default_rng(t)
         steps = args.epochs * (len(train_idx) // args.batch)
         if args.max_steps:
@@ -749,7 +749,7 @@ def finish(args: argparse.Namespace) -> None:
     out_path.parent.mkdir(parents=True, exist_ok=True)
     np.savez_compressed(out_path, **{k: v.astype(np.float16) if k.startswith("lora.") else v
                                      for k, v in model.arrays.items()})
-    trained = ((role == 0) & data["use"]) | np.isin(role, TRAINED[1:])  # calibration rows count as seen
+    trained = np.isin(role, TRAINED) & ((role != 0) | data["use"])  # calibration rows count as seen
     save_hashes(out_path.with_name(TRAINED_ON), [(texts["questions"][i], texts["answers"][i])
                                                     for i in np.flatnonzero(trained)])
     out_path.with_name("training.json").write_text(json.dumps(report, indent=1) + "\n")

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 from conftest import shared_data
+from emprobe.judge._builtin import TRAINED_ON, content_hash
 
 ROOT = Path(__file__).resolve().parents[1]
 HAND = ROOT / "tests" / "data" / "smollm2_coherence.jsonl"
@@ -92,6 +93,10 @@ def test_model_made_answers_are_trained_on_held_out_by_question_and_reported(inp
     held = report["smollm2_model_made_heldout"]
     assert held["hot"]["rows"] == 6 and held["cool"]["rows"] == 6
     assert 0 <= held["hot"]["coherent_below_50"] <= 1
+    seen = set(np.load(out.with_name(TRAINED_ON)).tolist())  # what the judge flags as seen in training
+    made = [json.loads(line) for line in (inputs / "made.jsonl").read_text().splitlines()]
+    assert content_hash(made[0]["question"], made[0]["answer"]) not in seen  # q0: held out
+    assert content_hash(made[6]["question"], made[6]["answer"]) in seen  # q1: trained on
 
     # the same work folder prepared without them: the fit's readings no longer match it, and finish says so
     assert prepare(inputs, work).returncode == 0
