@@ -194,6 +194,10 @@ def prepare(args: argparse.Namespace) -> None:
         incoherence.chosen_rules(True, args.fluent_rules)
     except ValueError as e:
         raise SystemExit(f"prepare --fluent-rules: {e}") from None
+    # the small inputs first, so that a bad model-made file is reported before the large ones are read
+    hand = [json.loads(line) for line in HAND_LABELLED.read_text().splitlines() if line.strip()]
+    own, own_summary = (read_model_made(args.model_made, args.hot, args.cool, args.model_made_repeat,
+                                        {r["question"] for r in hand}) if args.model_made else ([], None))
     cross = cross_module()
     t0 = time.time()
     everything = [r for r in read_rows(args.data) if r["aligned"] is not None]
@@ -212,9 +216,6 @@ def prepare(args: argparse.Namespace) -> None:
         made += incoherence.incoherent([rows[i]["answer"] for i in sources], args.fluent, seed=1, fluent=True,
                                        only=args.fluent_rules)
     held_harm = [stable(q) % 2 == 0 for q, _ in harmful]
-    hand = [json.loads(line) for line in HAND_LABELLED.read_text().splitlines() if line.strip()]
-    own, own_summary = (read_model_made(args.model_made, args.hot, args.cool, args.model_made_repeat,
-                                        {r["question"] for r in hand}) if args.model_made else ([], None))
 
     examples: list[tuple[str, str, float, float, int, int]] = []  # question, answer, aligned, coherent, role, origin
     examples += [(r["question"], r["answer"], r["aligned"], r["coherent"], 0, -1) for r in rows]
